@@ -1,0 +1,40 @@
+# Every target creates .venv and installs llmkit into it when that is missing or pyproject.toml changed.
+VENV ?= .venv
+PYTHON ?= python3
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: install run test lint format bench services clean
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+# Until `llmkit simulate` lands, `make run` shows what the CLI offers.
+run: install
+	$(VENV)/bin/llmkit --help
+
+services:
+	@bash scripts/ensure-services.sh
+
+test: install services
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: install
+	$(VENV)/bin/ruff check llmkit tests bench
+	$(VENV)/bin/ruff format --check llmkit tests bench
+	$(VENV)/bin/mypy
+
+format: install
+	$(VENV)/bin/ruff check --fix llmkit tests bench
+	$(VENV)/bin/ruff format llmkit tests bench
+
+bench: install services
+	$(PY) bench/core.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

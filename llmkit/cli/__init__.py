@@ -1,0 +1,1 @@
+"""The `llmkit` command line: one module per subcommand, each thin (flags -> Settings -> core)."""

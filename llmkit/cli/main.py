@@ -1,0 +1,48 @@
+"""The root `llmkit` Typer app: joins the subcommand modules; imports nothing heavy."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from llmkit import __version__
+from llmkit.cli import cache, config, stats
+
+app = typer.Typer(
+    name="llmkit",
+    help=(
+        "The servers an LLM application needs around its model, fast enough to load-test with.\n\n"
+        "Examples:\n\n"
+        "  llmkit config show --profile local\n\n"
+        "  llmkit cache stats --url redis://127.0.0.1:6379/0\n\n"
+        "  llmkit stats http://127.0.0.1:4545 --once --json"
+    ),
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"llmkit {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """llmkit: simulate, gateway, orchestrate, aggregate, publish, cache and stats in one CLI."""
+
+
+app.add_typer(config.app, name="config")
+app.add_typer(cache.app, name="cache")
+app.command("stats")(stats.stats)
+
+
+def run() -> None:
+    """Console-script entry point."""
+    app()

@@ -1,0 +1,67 @@
+"""`run_server`: what every server subcommand calls to configure logging, serve, and announce its address."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
+import typer
+
+from llmkit.cli.common import EXIT_USAGE, fail
+from llmkit.errors import ConfigError, LlmkitError
+from llmkit.settings import Settings
+
+if TYPE_CHECKING:
+    from aiohttp import web
+
+# Builds the app in each worker process from the merged settings (a system's `create_app`).
+AppFactory = Callable[[Settings], "web.Application | Awaitable[web.Application]"]
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s pid=%(process)d [%(request_id)s] %(message)s"
+
+
+def configure_logging(level: str) -> None:
+    """Plain log lines on stderr (stdout carries only the listening line), with the request id."""
+    from llmkit.core.http import RequestIdFilter
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    handler.addFilter(RequestIdFilter())
+    logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
+
+
+def server_url(host: str, port: int) -> str:
+    """`http://HOST:PORT`, with brackets around an IPv6 address."""
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def run_server(command: str, app_factory: AppFactory, settings: Settings, port: int) -> None:
+    """Serve `app_factory(settings)` on server.host:port until SIGTERM/SIGINT; prints one listening line."""
+    from llmkit.core.serve import serve
+
+    configure_logging(settings.server.log_level)
+    server = settings.server
+
+    def announce(host: str, bound_port: int) -> None:
+        # Exactly one line, flushed: CI scripts and tests wait for it before they send requests.
+        sys.stdout.write(f"llmkit {command} listening on {server_url(host, bound_port)}\n")
+        sys.stdout.flush()
+
+    try:
+        code = serve(
+            functools.partial(app_factory, settings),
+            server.host,
+            port,
+            workers=server.workers,
+            drain_timeout=server.drain_timeout,
+            on_ready=announce,
+        )
+    except ConfigError as exc:
+        fail(f"configuration error: {exc}", EXIT_USAGE)
+    except LlmkitError as exc:
+        fail(str(exc))
+    if code:
+        raise typer.Exit(code)

@@ -1,0 +1,256 @@
+"""`llmkit stats URL...`: watch running llmkit servers through their /health, /stats and /metrics."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from llmkit.cli.common import EXIT_FAILURE, JsonOpt, ProfileOpt, settings_or_exit
+
+if TYPE_CHECKING:
+    import aiohttp
+    from rich.table import Table
+
+    from llmkit.settings import Settings
+
+# A table cell, not a dump: the first numbers of /stats tell whether the server is healthy.
+MAX_NUMBERS = 12
+REQUESTS_METRIC = "llmkit_http_requests_total"
+
+
+def normalize_url(url: str) -> str:
+    """`127.0.0.1:4545/` -> `http://127.0.0.1:4545`."""
+    url = url.strip().rstrip("/")
+    return url if "://" in url else f"http://{url}"
+
+
+def flatten_numbers(data: Any, prefix: str = "") -> Iterator[tuple[str, float | int]]:
+    """Numeric leaves of nested /stats JSON as ("cache.hits", 3) pairs."""
+    if isinstance(data, Mapping):
+        for key, value in data.items():
+            yield from flatten_numbers(value, f"{prefix}{key}.")
+    elif isinstance(data, (int, float)) and not isinstance(data, bool):
+        yield prefix.rstrip("."), data
+
+
+def requests_total(metrics_text: str) -> float | None:
+    """The sum of llmkit_http_requests_total over every label set, or None if absent."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    try:
+        samples = [s for f in text_string_to_metric_families(metrics_text) for s in f.samples]
+    except ValueError:
+        return None
+    found = [s.value for s in samples if s.name == REQUESTS_METRIC]
+    if not found:
+        return None
+    total = sum(found)
+    return int(total) if float(total).is_integer() else total
+
+
+def format_uptime(seconds: float | None) -> str:
+    """3723.4 -> `1h 02m 03s`."""
+    if not isinstance(seconds, (int, float)):
+        return "-"
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    days, hours = divmod(hours, 24)
+    if days:
+        return f"{days}d {hours:02d}h {minutes:02d}m"
+    if hours:
+        return f"{hours}h {minutes:02d}m {secs:02d}s"
+    return f"{minutes}m {secs:02d}s" if minutes else f"{secs}s"
+
+
+def _describe(exc: BaseException, url: str, timeout: float) -> str:
+    import aiohttp
+
+    if isinstance(exc, TimeoutError):
+        return f"no answer from {url} within {timeout:g}s"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        errno = exc.os_error.errno
+        return f"cannot connect to {exc.host}:{exc.port}: {os.strerror(errno) if errno else exc.os_error}"
+    if isinstance(exc, aiohttp.ClientResponseError):
+        return f"GET {url} answered HTTP {exc.status}"
+    if isinstance(exc, ValueError):
+        return f"GET {url} did not answer JSON"
+    return f"GET {url} failed: {exc}"
+
+
+async def _get(session: aiohttp.ClientSession, url: str, as_json: bool) -> Any:
+    async with session.get(url) as response:
+        response.raise_for_status()
+        return await response.json(content_type=None) if as_json else await response.text()
+
+
+async def fetch_server(session: aiohttp.ClientSession, url: str, timeout: float) -> dict[str, Any]:
+    """One server's snapshot: {url, up, health, stats, requests_total, error}."""
+    import asyncio
+
+    paths = ("/health", "/stats", "/metrics")
+    health, stats_body, metrics = await asyncio.gather(
+        *(_get(session, url + path, path != "/metrics") for path in paths), return_exceptions=True
+    )
+    result: dict[str, Any] = {"url": url, "up": False, "health": None, "stats": None}
+    result["requests_total"], result["error"] = None, None
+    if isinstance(health, BaseException):
+        result["error"] = _describe(health, url + "/health", timeout)
+        return result
+    result["health"] = health
+    status = health.get("status") if isinstance(health, dict) else None
+    result["up"] = status == "ok"
+    problems = [] if result["up"] else [f"/health says status {status!r}"]
+    if isinstance(stats_body, BaseException):
+        problems.append(_describe(stats_body, url + "/stats", timeout))
+    else:
+        result["stats"] = stats_body
+    if isinstance(metrics, BaseException):
+        problems.append(_describe(metrics, url + "/metrics", timeout))
+    else:
+        result["requests_total"] = requests_total(metrics)
+    result["error"] = "; ".join(problems) or None
+    return result
+
+
+async def snapshot(session: aiohttp.ClientSession, urls: list[str], timeout: float) -> list[dict[str, Any]]:
+    """Every server's snapshot, fetched concurrently."""
+    import asyncio
+
+    return list(await asyncio.gather(*(fetch_server(session, url, timeout) for url in urls)))
+
+
+def render_table(results: list[dict[str, Any]], caption: str | None = None) -> Table:
+    """A rich table, one row per server; down servers in red."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(title="llmkit servers", caption=caption, expand=False)
+    for column in ("server", "status", "uptime", "requests"):
+        table.add_column(column, no_wrap=True, justify="right" if column == "requests" else "left")
+    table.add_column("stats", min_width=20)
+    for row in results:
+        health = row["health"] if isinstance(row["health"], dict) else {}
+        numbers = [f"{k}={v:g}" for k, v in flatten_numbers(row["stats"] or {}) if k != "pid"]
+        if len(numbers) > MAX_NUMBERS:
+            numbers = [*numbers[:MAX_NUMBERS], f"... {len(numbers) - MAX_NUMBERS} more"]
+        details = "\n".join(escape(n) for n in numbers)
+        if row["error"]:
+            details = "\n".join(filter(None, [f"[red]{escape(row['error'])}[/red]", details]))
+        total = row["requests_total"]
+        who = " ".join(str(health[k]) for k in ("service", "version") if k in health)
+        table.add_row(
+            escape(row["url"]) + (f"\n[dim]{escape(who)}[/dim]" if who else ""),
+            "[green]up[/green]" if row["up"] else "[bold red]down[/bold red]",
+            format_uptime(health.get("uptime")),
+            "-" if total is None else f"{total:,.0f}",
+            details or "-",
+        )
+    return table
+
+
+async def _once(urls: list[str], timeout: float) -> list[dict[str, Any]]:
+    import aiohttp
+
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session:
+        return await snapshot(session, urls, timeout)
+
+
+async def _watch(urls: list[str], interval: float, timeout: float) -> None:
+    import asyncio
+
+    import aiohttp
+    from rich.console import Console
+    from rich.live import Live
+
+    console = Console()
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session:
+        with Live(console=console, auto_refresh=False) as live:
+            while True:
+                results = await snapshot(session, urls, timeout)
+                caption = f"{time.strftime('%H:%M:%S')} · every {interval:g}s · Ctrl-C to stop"
+                live.update(render_table(results, caption), refresh=True)
+                await asyncio.sleep(interval)
+
+
+def profile_urls(settings: Settings) -> list[str]:
+    """The base URL of every server a profile configures (a section with a `port`)."""
+    from llmkit.settings import SECTIONS
+
+    host = settings.server.host
+    # A wildcard bind address is reachable on loopback from this machine.
+    if host in ("0.0.0.0", "::", ""):
+        host = "127.0.0.1"
+    if ":" in host:
+        host = f"[{host}]"
+    return [
+        f"http://{host}:{getattr(settings, name).port}"
+        for name in SECTIONS
+        if hasattr(getattr(settings, name), "port")
+    ]
+
+
+def stats(
+    urls: Annotated[
+        list[str] | None,
+        typer.Argument(
+            metavar="[URL]...",
+            help="Base URLs of llmkit servers, e.g. http://127.0.0.1:4545; default: the profile's servers.",
+            show_default=False,
+        ),
+    ] = None,
+    interval: Annotated[
+        float, typer.Option("--interval", "-i", min=0.1, help="Seconds between refreshes of the live view.")
+    ] = 2.0,
+    once: Annotated[
+        bool, typer.Option("--once", help="Print one snapshot and exit; exit code 1 if a server is down.")
+    ] = False,
+    json_output: JsonOpt = False,
+    timeout: Annotated[
+        float, typer.Option("--timeout", min=0.1, help="Seconds to wait for each server's answer.")
+    ] = 3.0,
+    profile: ProfileOpt = None,
+) -> None:
+    """Watch running llmkit servers: status, uptime, requests and the numbers from /stats.
+
+    Reads GET /health, /stats and /metrics of every URL and refreshes a live table until Ctrl-C.
+
+    --once prints one snapshot and exits with code 1 when a server is down.
+
+    --json (implies --once) prints a JSON list of {url, up, health, stats, requests_total, error}.
+
+    Without URLs it watches the servers the profile configures (each system's host and port).
+
+    Examples:
+
+      llmkit stats http://127.0.0.1:4545 http://127.0.0.1:8080
+
+      llmkit stats 127.0.0.1:4545 --once
+
+      llmkit stats http://127.0.0.1:4545 --once --json --timeout 1
+
+      llmkit stats --profile local --once
+    """
+    import asyncio
+
+    targets = [normalize_url(url) for url in urls or profile_urls(settings_or_exit(profile))]
+    if not (once or json_output):
+        try:
+            asyncio.run(_watch(targets, interval, timeout))
+        except KeyboardInterrupt:
+            pass
+        return
+    results = asyncio.run(_once(targets, timeout))
+    if json_output:
+        import orjson
+
+        typer.echo(orjson.dumps(results, option=orjson.OPT_INDENT_2).decode())
+    else:
+        from rich.console import Console
+
+        Console().print(render_table(results))
+    if not all(row["up"] for row in results):
+        raise typer.Exit(EXIT_FAILURE)

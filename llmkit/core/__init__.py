@@ -1,0 +1,1 @@
+"""Building blocks every llmkit server shares: cache, limiter, queue, HTTP middlewares, serving."""

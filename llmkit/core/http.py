@@ -1,0 +1,448 @@
+"""What every llmkit server shares over HTTP: request ids, JSON errors, limits, access log, common routes."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import math
+import os
+import re
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import orjson
+from aiohttp import hdrs, web
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+from llmkit import __version__
+from llmkit.errors import BackendError, LlmkitError, QueueFull, RateLimited, UpstreamError
+from llmkit.settings import ServerSettings
+
+REQUEST_ID_HEADER = "X-Request-ID"
+# Ids we accept from clients: short and free of anything a log parser or header could choke on.
+_REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._:@/+=-]{1,128}")
+# Per-task request id for log records; a ContextVar is per request, not shared state.
+request_id_var: ContextVar[str] = ContextVar("llmkit_request_id", default="-")
+# aiohttp >= 3.13 warns on str request keys (an error under filterwarnings=error); older ones lack RequestKey.
+REQUEST_ID_KEY: Any = web.RequestKey("request_id", str) if hasattr(web, "RequestKey") else "request_id"
+
+access_logger = logging.getLogger("llmkit.access")
+logger = logging.getLogger("llmkit.http")
+
+StatsProvider = Callable[[], Awaitable[dict[str, Any]]]
+# (status, code, message, extra fields) -> the JSON body of an error response.
+ErrorFormatter = Callable[[int, str, str, Mapping[str, Any]], Any]
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class ApiError(Exception):
+    """An error a handler raises to answer `status` with a JSON body in the route's error shape."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        headers: Mapping[str, str] | None = None,
+        **extra: Any,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.headers = dict(headers or {})
+        self.extra = extra
+
+
+def json_error(status: int, code: str, message: str, **extra: Any) -> ApiError:
+    """An `ApiError` to raise: `raise json_error(404, "model_not_found", "no model 'x'; known: a, b")`."""
+    return ApiError(status, code, message, **extra)
+
+
+def json_response(data: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> web.Response:
+    """A JSON response serialized with orjson."""
+    return web.Response(
+        body=orjson.dumps(data), status=status, headers=headers, content_type="application/json"
+    )
+
+
+def default_error_body(status: int, code: str, message: str, extra: Mapping[str, Any]) -> Any:
+    """`{"error": {"code", "message", ...extra}}`: the shape of every non-OpenAI route."""
+    return {"error": {"code": code, "message": message, **extra}}
+
+
+def openai_error_body(status: int, code: str, message: str, extra: Mapping[str, Any]) -> Any:
+    """`{"error": {"message", "type", "param", "code"}}`: the shape OpenAI clients parse."""
+    kind = extra.get("type") or ("server_error" if status >= 500 else "invalid_request_error")
+    return {"error": {"message": message, "type": kind, "param": extra.get("param"), "code": code}}
+
+
+@dataclass
+class HttpMetrics:
+    """Request counters of one app, in its own Prometheus registry and as plain numbers for /stats."""
+
+    registry: CollectorRegistry
+    requests: Counter
+    latency: Histogram
+    in_flight: Gauge
+    total: int = 0
+    errors: int = 0
+    active: int = 0
+    # labels() takes a lock and hashes strings; caching the children keeps the hot path cheap.
+    _children: dict[tuple[str, str, str], tuple[Any, Any]] = field(default_factory=dict)
+
+    @classmethod
+    def create(cls, registry: CollectorRegistry) -> HttpMetrics:
+        """Register the HTTP metrics in `registry`."""
+        labels = ("method", "route", "status")
+        made = cls(
+            registry=registry,
+            requests=Counter("llmkit_http_requests", "HTTP requests answered.", labels, registry=registry),
+            latency=Histogram(
+                "llmkit_http_request_duration_seconds", "Time to answer.", labels[:2], registry=registry
+            ),
+            in_flight=Gauge("llmkit_http_requests_in_flight", "Requests being handled.", registry=registry),
+        )
+        # Read at scrape time: no gauge update (and lock) on every request.
+        made.in_flight.set_function(lambda: made.active)
+        return made
+
+    def observe(self, method: str, route: str, status: int, seconds: float) -> None:
+        """Count one answered request."""
+        key = (method, route, str(status))
+        children = self._children.get(key)
+        if children is None:
+            # Clients choose the method token; unknown ones share a label so they cannot grow the registry.
+            method = method if method in hdrs.METH_ALL else "OTHER"
+            key = (method, route, str(status))
+            children = (self.requests.labels(*key), self.latency.labels(method, route))
+            self._children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
+        self.total += 1
+        if status >= 500:
+            self.errors += 1
+
+
+@dataclass
+class ServiceInfo:
+    """Who this server is, for /health and /openapi.json."""
+
+    name: str
+    version: str = __version__
+    started: float = field(default_factory=time.monotonic)
+    started_at: float = field(default_factory=time.time)
+
+
+SERVICE_KEY = web.AppKey("llmkit_service", ServiceInfo)
+SETTINGS_KEY = web.AppKey("llmkit_server_settings", ServerSettings)
+METRICS_KEY = web.AppKey("llmkit_http_metrics", HttpMetrics)
+STATS_PROVIDER_KEY = web.AppKey[StatsProvider | None]("llmkit_stats_provider")
+# (path prefix, formatter), longest prefix first; "" is the app-wide default.
+ERROR_FORMATS_KEY = web.AppKey[list[tuple[str, ErrorFormatter]]]("llmkit_error_formats")
+
+
+def set_error_format(app: web.Application, formatter: ErrorFormatter, prefix: str = "") -> None:
+    """Use `formatter` for errors on paths under `prefix` (e.g. "/v1" -> OpenAI's shape)."""
+    formats = [(p, f) for p, f in app[ERROR_FORMATS_KEY] if p != prefix]
+    formats.append((prefix, formatter))
+    formats.sort(key=lambda item: len(item[0]), reverse=True)
+    app[ERROR_FORMATS_KEY][:] = formats
+
+
+def error_response(
+    request: web.Request,
+    status: int,
+    code: str,
+    message: str,
+    headers: Mapping[str, str] | None = None,
+    **extra: Any,
+) -> web.Response:
+    """A JSON error response in the shape registered for the request's path."""
+    path = request.path
+    formatter: ErrorFormatter = default_error_body
+    for prefix, candidate in request.config_dict.get(ERROR_FORMATS_KEY, ()):
+        if path.startswith(prefix):
+            formatter = candidate
+            break
+    return json_response(formatter(status, code, message, extra), status=status, headers=headers)
+
+
+def request_id_of(request: web.Request) -> str:
+    """The request id the middleware assigned (or "-" outside it)."""
+    return str(request.get(REQUEST_ID_KEY, "-"))
+
+
+class RequestIdFilter(logging.Filter):
+    """Adds `record.request_id` so log formats can show which request a line belongs to."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not hasattr(record, "request_id"):
+            record.request_id = request_id_var.get()
+        return True
+
+
+def _code_of(reason: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", reason.lower()).strip("_") or "error"
+
+
+def _http_exception_response(request: web.Request, exc: web.HTTPException, limit: int) -> web.Response:
+    status, reason = exc.status, exc.reason
+    code, message = _code_of(reason), exc.text or ""
+    # aiohttp's default text is "404: Not Found"; say what the client should change instead.
+    default = message == f"{status}: {reason}"
+    if status == 413:
+        code, message = "body_too_large", _too_large_message(None, limit)
+    elif isinstance(exc, web.HTTPMethodNotAllowed) and default:
+        allowed = ", ".join(sorted(exc.allowed_methods))
+        message = f"method {exc.method} is not allowed on {request.path}; allowed: {allowed}"
+    elif status == 404 and default:
+        message = f"no route for {request.method} {request.path}; GET /openapi.json lists the routes"
+    elif default:
+        message = reason
+    headers = {k: v for k, v in exc.headers.items() if k not in (hdrs.CONTENT_TYPE, hdrs.CONTENT_LENGTH)}
+    return error_response(request, status, code, message, headers)
+
+
+def _llmkit_error_response(request: web.Request, exc: LlmkitError) -> web.Response | None:
+    headers: dict[str, str] = {}
+    if isinstance(exc, RateLimited):
+        headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
+        return error_response(request, 429, "rate_limited", str(exc), headers)
+    if isinstance(exc, QueueFull):
+        return error_response(request, 503, "queue_full", str(exc), {"Retry-After": "1"})
+    if isinstance(exc, UpstreamError):
+        return error_response(request, exc.status, "upstream_error", str(exc))
+    if isinstance(exc, BackendError):
+        return error_response(request, 503, "backend_unavailable", str(exc))
+    return None
+
+
+def _too_large_message(size: int | None, limit: int) -> str:
+    got = f" is {size} bytes;" if size is not None else " is too large;"
+    return f"request body{got} the limit is {limit} bytes ({limit / 1_048_576:g} MB, server.max_body_mb)"
+
+
+def _route_label(request: web.Request) -> str:
+    # The route pattern, never the raw path: unmatched paths would make one time series per URL.
+    resource = request.match_info.route.resource
+    return "unmatched" if resource is None else resource.canonical
+
+
+def _error_to_response(request: web.Request, exc: Exception, limit: int) -> web.Response:
+    if isinstance(exc, ApiError):
+        return error_response(request, exc.status, exc.code, exc.message, exc.headers, **exc.extra)
+    if isinstance(exc, web.HTTPException):
+        return _http_exception_response(request, exc, limit)
+    if isinstance(exc, LlmkitError) and (response := _llmkit_error_response(request, exc)) is not None:
+        return response
+    rid = request_id_of(request)
+    logger.exception("unhandled error in %s %s (request id %s)", request.method, request.path, rid)
+    return error_response(request, 500, "internal_error", f"internal server error; request id {rid}")
+
+
+def _make_middleware(settings: ServerSettings, metrics: HttpMetrics) -> Any:
+    """One middleware for ids, body limit, errors, metrics and access log: one frame per request, not four."""
+    limit = int(settings.max_body_mb * 1_048_576)
+    log_access = settings.access_log
+
+    @web.middleware
+    async def llmkit_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        incoming = request.headers.get(REQUEST_ID_HEADER)
+        rid = incoming if incoming and _REQUEST_ID_RE.fullmatch(incoming) else uuid.uuid4().hex
+        request[REQUEST_ID_KEY] = rid
+        token = request_id_var.set(rid)
+        start = time.perf_counter()
+        status = 499  # what gets recorded when the client goes away and the handler is cancelled
+        metrics.active += 1
+        try:
+            try:
+                size = request.content_length
+                # Refuse before reading: Content-Length tells us now, client_max_size only once read.
+                if size is not None and size > limit:
+                    raise ApiError(413, "body_too_large", _too_large_message(size, limit))
+                response = await handler(request)
+            except Exception as exc:
+                if isinstance(exc, web.HTTPException) and exc.status < 400:
+                    status = exc.status
+                    raise
+                response = _error_to_response(request, exc, limit)
+            status = response.status
+            return response
+        finally:
+            metrics.active -= 1
+            elapsed = time.perf_counter() - start
+            metrics.observe(request.method, _route_label(request), status, elapsed)
+            if log_access and access_logger.isEnabledFor(logging.INFO):
+                # The id rides on the record (`%(request_id)s` in the format), not in every message.
+                access_logger.info(
+                    "%s %s %d %.1fms",
+                    request.method,
+                    request.path,
+                    status,
+                    elapsed * 1000,
+                    extra={"request_id": rid},
+                )
+            request_id_var.reset(token)
+
+    return llmkit_middleware
+
+
+async def _add_request_id_header(request: web.Request, response: web.StreamResponse) -> None:
+    # A signal rather than the middleware so streamed responses (prepared inside handlers) get it too.
+    rid = request.get(REQUEST_ID_KEY)
+    if rid is not None:
+        response.headers.setdefault(REQUEST_ID_HEADER, rid)
+
+
+async def handle_health(request: web.Request) -> web.Response:
+    """Liveness: service name, version, pid and uptime."""
+    info = request.app[SERVICE_KEY]
+    uptime = round(time.monotonic() - info.started, 3)
+    body = {"status": "ok", "service": info.name, "version": info.version, "pid": os.getpid()}
+    return json_response({**body, "uptime": uptime, "started_at": info.started_at})
+
+
+async def handle_stats(request: web.Request) -> web.Response:
+    """Service numbers from the app's stats provider, plus HTTP request counts under "http"."""
+    provider = request.app[STATS_PROVIDER_KEY]
+    data = dict(await provider()) if provider is not None else {}
+    metrics = request.app[METRICS_KEY]
+    # The in-flight gauge counts this very request; subtract it so an idle server reads 0.
+    in_flight = metrics.active - 1
+    data.setdefault("http", {"requests": metrics.total, "errors_5xx": metrics.errors, "in_flight": in_flight})
+    return json_response(data)
+
+
+async def handle_metrics(request: web.Request) -> web.Response:
+    """Prometheus text exposition of this app's registry."""
+    body = generate_latest(request.app[METRICS_KEY].registry)
+    return web.Response(body=body, headers={hdrs.CONTENT_TYPE: CONTENT_TYPE_LATEST})
+
+
+def openapi(**operation: Any) -> Callable[[F], F]:
+    """Attach OpenAPI operation fields (requestBody, responses, tags, ...) to a handler."""
+
+    def attach(handler: F) -> F:
+        handler.__dict__.setdefault("__openapi__", {}).update(operation)
+        return handler
+
+    return attach
+
+
+_PATH_PARAM_RE = re.compile(r"\{([^}:]+)(?::[^}]*)?\}")
+_VIEW_METHODS = ("get", "post", "put", "patch", "delete")
+
+
+def _operation(handler: Any, path: str) -> dict[str, Any]:
+    doc = inspect.getdoc(handler) or ""
+    summary, _, description = doc.partition("\n")
+    op: dict[str, Any] = {"summary": summary.strip(), "responses": {"200": {"description": "OK"}}}
+    if description.strip():
+        op["description"] = description.strip()
+    params = _PATH_PARAM_RE.findall(path)
+    if params:
+        op["parameters"] = [
+            {"name": p, "in": "path", "required": True, "schema": {"type": "string"}} for p in params
+        ]
+    op.update(getattr(handler, "__openapi__", {}))
+    return op
+
+
+def _routes(app: web.Application) -> Iterator[tuple[str, str, Any]]:
+    """(method, path, handler) of every route, sub-applications included."""
+    for resource in app.router.resources():
+        info = resource.get_info()
+        if "app" in info:
+            # add_subapp already prefixed the sub-application's resources.
+            yield from _routes(info["app"])
+            continue
+        for route in resource:
+            handler = route.handler
+            if route.method == hdrs.METH_ANY and isinstance(handler, type) and issubclass(handler, web.View):
+                for name in _VIEW_METHODS:
+                    if hasattr(handler, name):
+                        yield name.upper(), resource.canonical, getattr(handler, name)
+            elif route.method not in (hdrs.METH_HEAD, hdrs.METH_ANY):
+                yield route.method, resource.canonical, handler
+
+
+def openapi_document(app: web.Application) -> dict[str, Any]:
+    """An OpenAPI 3 document of the app's routes, summaries taken from handler docstrings."""
+    paths: dict[str, dict[str, Any]] = {}
+    for method, path, handler in _routes(app):
+        clean = _PATH_PARAM_RE.sub(lambda m: "{" + m.group(1) + "}", path)
+        paths.setdefault(clean, {})[method.lower()] = _operation(handler, path)
+    info = app[SERVICE_KEY]
+    return {
+        "openapi": "3.0.3",
+        "info": {"title": f"llmkit {info.name}", "version": info.version},
+        "paths": dict(sorted(paths.items())),
+    }
+
+
+async def handle_openapi(request: web.Request) -> web.Response:
+    """This document: every route of the server."""
+    return json_response(openapi_document(request.app))
+
+
+def create_base_app(
+    name: str,
+    settings: ServerSettings,
+    stats: StatsProvider | None = None,
+    *,
+    error_format: ErrorFormatter = default_error_body,
+    registry: CollectorRegistry | None = None,
+    middlewares: tuple[Any, ...] = (),
+) -> web.Application:
+    """An app with llmkit's middleware and GET /health, /stats, /metrics, /openapi.json installed."""
+    registry = registry or CollectorRegistry(auto_describe=True)
+    http_metrics = HttpMetrics.create(registry)
+    app = web.Application(
+        middlewares=[_make_middleware(settings, http_metrics), *middlewares],
+        # Chunked bodies have no Content-Length; aiohttp enforces this while reading them.
+        client_max_size=int(settings.max_body_mb * 1_048_576),
+    )
+    app[SERVICE_KEY] = ServiceInfo(name)
+    app[SETTINGS_KEY] = settings
+    app[METRICS_KEY] = http_metrics
+    app[STATS_PROVIDER_KEY] = stats
+    app[ERROR_FORMATS_KEY] = [("", error_format)]
+    app.on_response_prepare.append(_add_request_id_header)
+    app.router.add_get("/health", handle_health)
+    app.router.add_get("/stats", handle_stats)
+    app.router.add_get("/metrics", handle_metrics)
+    app.router.add_get("/openapi.json", handle_openapi)
+    return app
+
+
+async def read_json(request: web.Request, *, object_only: bool = True) -> Any:
+    """The request body parsed as JSON; 415 for another content type, 400 for bad JSON (or a non-object)."""
+    if request.headers.get(hdrs.CONTENT_TYPE) is not None:
+        ctype = request.content_type
+        if ctype != "application/json" and not ctype.endswith("+json"):
+            raise ApiError(
+                415, "unsupported_media_type", f"expected Content-Type: application/json; got {ctype}"
+            )
+    body = await request.read()
+    if not body.strip():
+        raise ApiError(400, "invalid_json", "request body is empty; send a JSON object")
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise ApiError(400, "invalid_json", f"request body is not valid JSON: {exc}") from None
+    if object_only and not isinstance(data, dict):
+        raise ApiError(400, "invalid_json", f"request body must be a JSON object; got {type(data).__name__}")
+    return data

@@ -1,0 +1,383 @@
+"""Settings: frozen dataclasses per section, merged as defaults < profile YAML < LLMKIT_* env < flags."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from llmkit.errors import ConfigError
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """Options every llmkit server shares."""
+
+    host: str = "127.0.0.1"
+    workers: int = field(default=1, metadata={"min": 1})
+    log_level: str = field(default="info", metadata={"choices": LOG_LEVELS})
+    access_log: bool = True
+    max_body_mb: float = field(default=10.0, metadata={"min": 0.001})
+    drain_timeout: float = field(default=10.0, metadata={"min": 0})
+
+
+@dataclass(frozen=True)
+class CacheSettings:
+    """The shared cache: memory://, redis:// or tiered+redis:// (memory in front of Redis)."""
+
+    url: str = "memory://?max_size_mb=256"
+    ttl: float = field(default=3600.0, metadata={"min": 0})
+
+
+@dataclass(frozen=True)
+class LimiterSettings:
+    """Where token buckets and concurrency limits keep their state."""
+
+    url: str = "memory://"
+
+
+@dataclass(frozen=True)
+class QueueSettings:
+    """Where priority queues keep their items."""
+
+    url: str = "memory://"
+    capacity: int = field(default=10_000, metadata={"min": 1})
+
+
+@dataclass(frozen=True)
+class StorageSettings:
+    """Where SQLite files live."""
+
+    data_dir: str = "./data"
+
+
+@dataclass(frozen=True)
+class ClickHouseSettings:
+    """The ClickHouse server used by the database source and scale-out stores."""
+
+    url: str = "clickhouse://127.0.0.1:9000/default"
+    username: str = "default"
+    password: str = field(default="", metadata={"secret": True})
+
+
+@dataclass(frozen=True)
+class SimulateSettings:
+    """`llmkit simulate`: where answers come from and which port it listens on."""
+
+    port: int = field(default=4545, metadata={"min": 0, "max": 65535})
+    source: str = field(default="file", metadata={"choices": ("file", "database")})
+    responses_dir: str = "./zresponse"
+
+
+# The one table of sections; a system adds its dataclass here.
+SECTIONS: dict[str, type] = {
+    "server": ServerSettings,
+    "cache": CacheSettings,
+    "limiter": LimiterSettings,
+    "queue": QueueSettings,
+    "storage": StorageSettings,
+    "clickhouse": ClickHouseSettings,
+    "simulate": SimulateSettings,
+}
+
+# LLMKIT_* variables that choose what to load rather than a setting.
+RESERVED_ENV = frozenset({"LLMKIT_PROFILE"})
+DEFAULT_PROFILE = "default"
+_SECRET_WORDS = ("password", "secret", "token", "api_key")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The merged settings of one run, with where each value came from."""
+
+    server: ServerSettings = ServerSettings()
+    cache: CacheSettings = CacheSettings()
+    limiter: LimiterSettings = LimiterSettings()
+    queue: QueueSettings = QueueSettings()
+    storage: StorageSettings = StorageSettings()
+    clickhouse: ClickHouseSettings = ClickHouseSettings()
+    simulate: SimulateSettings = SimulateSettings()
+    profile: str = "(defaults)"
+    origins: Mapping[str, str] = field(default_factory=dict)
+
+    def items(self) -> list[tuple[str, Any, str]]:
+        """Every `section.key` with its value and origin, in declaration order."""
+        rows = []
+        for name in SECTIONS:
+            section = getattr(self, name)
+            for f in dataclasses.fields(section):
+                dotted = f"{name}.{f.name}"
+                rows.append((dotted, getattr(section, f.name), self.origins.get(dotted, "default")))
+        return rows
+
+    def masked(self) -> list[tuple[str, Any, str]]:
+        """Like `items`, with passwords, tokens and URL credentials hidden."""
+        return [(key, mask_value(key, value), origin) for key, value, origin in self.items()]
+
+
+def mask_value(key: str, value: Any) -> Any:
+    """Hide a secret value, or the password inside a URL."""
+    leaf = key.rsplit(".", 1)[-1]
+    if isinstance(value, str) and value and any(word in leaf for word in _SECRET_WORDS):
+        return "********"
+    if isinstance(value, str) and "://" in value:
+        return mask_url(value)
+    return value
+
+
+def mask_url(url: str) -> str:
+    """`redis://:pw@host/0` -> `redis://:****@host/0`."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    userinfo = f"{parts.username or ''}:****"
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, f"{userinfo}@{host}", parts.path, parts.query, parts.fragment))
+
+
+def profile_dirs() -> list[Path]:
+    """Where named profiles are looked up: ./profiles, then the ones shipped with llmkit."""
+    package = Path(__file__).resolve().parent
+    dirs = [Path.cwd() / "profiles", package / "_profiles", package.parent / "profiles"]
+    seen: list[Path] = []
+    for d in dirs:
+        if d.is_dir() and d.resolve() not in seen:
+            seen.append(d.resolve())
+    return seen
+
+
+def known_profiles() -> list[str]:
+    """Names of the profiles found in `profile_dirs()`."""
+    return sorted({p.stem for d in profile_dirs() for p in d.glob("*.yml")})
+
+
+def resolve_profile(profile: str) -> Path:
+    """A profile NAME (looked up in the profile dirs) or PATH -> the file to read."""
+    looks_like_path = "/" in profile or profile.endswith((".yml", ".yaml")) or os.sep in profile
+    if looks_like_path:
+        path = Path(profile).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"profile file {path}: not found (pass a readable YAML file or a profile name)")
+        return path
+    for d in profile_dirs():
+        for suffix in (".yml", ".yaml"):
+            candidate = d / f"{profile}{suffix}"
+            if candidate.is_file():
+                return candidate
+    raise ConfigError(
+        f"profile {profile!r} not found in {', '.join(str(d) for d in profile_dirs()) or 'any profile dir'}; "
+        f"known profiles: {', '.join(known_profiles()) or 'none'}; or pass a path to a .yml file"
+    )
+
+
+def read_profile(path: Path) -> dict[str, Any]:
+    """Parse a profile file into a mapping, with errors that name the file."""
+    import yaml
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"profile file {path}: cannot read it ({exc.strerror or exc})") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"profile file {path}: invalid YAML{where}: {problem}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"profile file {path}: expected a mapping of sections ({', '.join(SECTIONS)}), "
+            f"got {type(data).__name__}"
+        )
+    return data
+
+
+def _type_name(tp: Any) -> str:
+    return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(tp, str(tp))
+
+
+def _field_types(cls: type) -> dict[str, dataclasses.Field[Any]]:
+    return {f.name: f for f in dataclasses.fields(cls)}
+
+
+_BUILTIN_TYPES = {"int": int, "float": float, "bool": bool, "str": str}
+
+
+def _python_type(f: dataclasses.Field[Any]) -> type:
+    tp = f.type
+    if isinstance(tp, str):
+        return _BUILTIN_TYPES[tp]
+    assert isinstance(tp, type)
+    return tp
+
+
+def _coerce_yaml(value: Any, tp: type) -> Any:
+    """A YAML value for a field of type `tp`, or raise TypeError."""
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif tp is str and isinstance(value, str):
+        return value
+    raise TypeError
+
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def _coerce_text(text: str, tp: type) -> Any:
+    """An environment string for a field of type `tp`, or raise TypeError."""
+    if tp is bool:
+        lowered = text.strip().lower()
+        if lowered in _TRUE:
+            return True
+        if lowered in _FALSE:
+            return False
+        raise TypeError
+    if tp is int:
+        try:
+            return int(text.strip())
+        except ValueError:
+            raise TypeError from None
+    if tp is float:
+        try:
+            return float(text.strip())
+        except ValueError:
+            raise TypeError from None
+    return text
+
+
+def _check_bounds(dotted: str, value: Any, f: dataclasses.Field[Any], where: str) -> None:
+    choices = f.metadata.get("choices")
+    if choices is not None and value not in choices:
+        raise ConfigError(f"{where}: {dotted} must be one of {', '.join(choices)}; got {value!r}")
+    low, high = f.metadata.get("min"), f.metadata.get("max")
+    if low is not None and value < low:
+        raise ConfigError(f"{where}: {dotted} must be >= {low}; got {value!r}")
+    if high is not None and value > high:
+        raise ConfigError(f"{where}: {dotted} must be <= {high}; got {value!r}")
+
+
+def _lookup_field(section: str, key: str, where: str) -> dataclasses.Field[Any]:
+    if section not in SECTIONS:
+        raise ConfigError(f"{where}: unknown section {section!r}; valid sections: {', '.join(SECTIONS)}")
+    fields = _field_types(SECTIONS[section])
+    if key not in fields:
+        raise ConfigError(
+            f"{where}: unknown key {section}.{key}; valid keys in {section}: {', '.join(fields)}"
+        )
+    return fields[key]
+
+
+def _profile_values(data: Mapping[str, Any], path: Path) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    where = f"profile file {path}"
+    for section, body in data.items():
+        if not isinstance(section, str) or section not in SECTIONS:
+            raise ConfigError(f"{where}: unknown section {section!r}; valid sections: {', '.join(SECTIONS)}")
+        if body is None:
+            continue
+        if not isinstance(body, dict):
+            raise ConfigError(
+                f"{where}: section {section} must be a mapping of keys "
+                f"({', '.join(_field_types(SECTIONS[section]))}), got {type(body).__name__}"
+            )
+        for key, raw in body.items():
+            f = _lookup_field(section, str(key), where)
+            tp = _python_type(f)
+            dotted = f"{section}.{key}"
+            try:
+                value = _coerce_yaml(raw, tp)
+            except TypeError:
+                hint = " (quote it in YAML)" if tp is str else ""
+                raise ConfigError(
+                    f"{where}: {dotted} must be {_type_name(tp)}{hint}; got {type(raw).__name__} {raw!r}"
+                ) from None
+            _check_bounds(dotted, value, f, where)
+            values[dotted] = value
+    return values
+
+
+def _env_values(env: Mapping[str, str]) -> dict[str, tuple[Any, str]]:
+    values: dict[str, tuple[Any, str]] = {}
+    # Longest section names first so LLMKIT_CLICKHOUSE_URL never matches a shorter section.
+    sections = sorted(SECTIONS, key=len, reverse=True)
+    for name, text in env.items():
+        if not name.startswith("LLMKIT_") or name in RESERVED_ENV:
+            continue
+        rest = name[len("LLMKIT_") :].lower()
+        section = next((s for s in sections if rest.startswith(s + "_")), None)
+        if section is None:
+            raise ConfigError(
+                f"environment variable {name}: unknown section; use LLMKIT_<SECTION>_<KEY> with a section "
+                f"among {', '.join(SECTIONS)}"
+            )
+        key = rest[len(section) + 1 :]
+        f = _lookup_field(section, key, f"environment variable {name}")
+        tp = _python_type(f)
+        try:
+            value = _coerce_text(text, tp)
+        except TypeError:
+            raise ConfigError(
+                f"environment variable {name}: must be {_type_name(tp)}; got {text!r}"
+            ) from None
+        _check_bounds(f"{section}.{key}", value, f, f"environment variable {name}")
+        values[f"{section}.{key}"] = (value, f"env {name}")
+    return values
+
+
+def load_settings(
+    profile: str | None = None,
+    flags: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Settings:
+    """Merge defaults < profile < LLMKIT_* env < flags into one `Settings`.
+
+    `flags` maps `section.key` to a value (None means "not given") or to a `(value, "--flag")` pair.
+    """
+    env = os.environ if env is None else env
+    name = profile or env.get("LLMKIT_PROFILE") or DEFAULT_PROFILE
+    path = resolve_profile(name)
+    merged: dict[str, tuple[Any, str]] = {}
+    for dotted, value in _profile_values(read_profile(path), path).items():
+        merged[dotted] = (value, f"profile {path}")
+    merged.update(_env_values(env))
+    for dotted, given in (flags or {}).items():
+        value, origin = given if isinstance(given, tuple) else (given, f"flag {dotted}")
+        if value is None:
+            continue
+        section, _, key = dotted.partition(".")
+        f = _lookup_field(section, key, origin)
+        _check_bounds(dotted, value, f, origin)
+        merged[dotted] = (value, origin)
+    return _build(merged, str(path))
+
+
+def _build(merged: Mapping[str, tuple[Any, str]], profile: str) -> Settings:
+    sections: dict[str, Any] = {}
+    origins: dict[str, str] = {}
+    for name, cls in SECTIONS.items():
+        kwargs = {}
+        for f in dataclasses.fields(cls):
+            dotted = f"{name}.{f.name}"
+            if dotted in merged:
+                kwargs[f.name], origins[dotted] = merged[dotted]
+        sections[name] = cls(**kwargs)
+    return Settings(**sections, profile=profile, origins=origins)

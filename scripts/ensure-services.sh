@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Makes sure the Debian packages redis-server and clickhouse-server are installed, because the test suite
+# starts real servers. As root it installs what is missing with apt-get; otherwise it prints the one command.
+set -euo pipefail
+
+missing=()
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+if ! command -v clickhouse-server >/dev/null 2>&1 && [ ! -x /usr/sbin/clickhouse-server ] \
+    && [ ! -x /usr/bin/clickhouse-server ]; then
+    missing+=(clickhouse-server)
+fi
+
+if [ ${#missing[@]} -eq 0 ]; then
+    exit 0
+fi
+
+if [ "$(id -u)" -ne 0 ]; then
+    echo "llmkit: the test suite needs ${missing[*]}; install with:" >&2
+    echo "  sudo apt-get update && sudo apt-get install -y ${missing[*]}" >&2
+    exit 1
+fi
+
+if ! command -v apt-get >/dev/null 2>&1; then
+    echo "llmkit: the test suite needs ${missing[*]} and this machine has no apt-get; install them and retry" >&2
+    exit 1
+fi
+
+echo "llmkit: installing ${missing[*]} with apt-get" >&2
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+# policy-rc.d may forbid starting services (containers); the tests start their own servers anyway.
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

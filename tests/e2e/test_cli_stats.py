@@ -1,0 +1,129 @@
+"""`llmkit stats` as a user and a CI script run it, against a real server on port 0 and a dead port."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from llmkit.cli.main import app
+from tests.serve_process import ServerProcess
+from tests.servers import free_port
+
+LLMKIT = str(Path(sys.executable).with_name("llmkit"))
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[ServerProcess]:
+    """A running test server that has answered one request already (so its counters are not zero)."""
+    with ServerProcess(tmp_path, "--port", "0") as process:
+        url = process.wait_listening()
+        with urllib.request.urlopen(f"{url}/health", timeout=10) as response:
+            assert response.status == 200
+        yield process
+
+
+def run_stats(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([LLMKIT, "stats", *args], capture_output=True, text=True, timeout=60, check=False)
+
+
+def test_once_json_reports_a_running_server(server: ServerProcess) -> None:
+    done = run_stats(server.url, "--once", "--json")
+    assert done.returncode == 0, done.stderr
+    [row] = json.loads(done.stdout)
+    assert row["url"] == server.url
+    assert row["up"] is True
+    assert row["error"] is None
+    assert row["health"]["status"] == "ok"
+    assert row["health"]["service"] == "serve-test"
+    assert row["stats"]["demo"] == {"slow_started": 0, "slow_done": 0}
+    assert row["stats"]["http"]["requests"] >= 1
+    assert row["requests_total"] >= 1
+
+
+def test_once_json_reports_a_dead_port_and_exits_1() -> None:
+    port = free_port()
+    done = run_stats(f"127.0.0.1:{port}", "--once", "--json", "--timeout", "5")
+    assert done.returncode == 1
+    [row] = json.loads(done.stdout)
+    assert row == {
+        "url": f"http://127.0.0.1:{port}",
+        "up": False,
+        "health": None,
+        "stats": None,
+        "requests_total": None,
+        "error": f"cannot connect to 127.0.0.1:{port}: Connection refused",
+    }
+
+
+def test_one_server_down_among_several_exits_1(server: ServerProcess) -> None:
+    dead = f"http://127.0.0.1:{free_port()}"
+    done = run_stats(server.url, dead, "--json")  # --json alone takes one snapshot too
+    assert done.returncode == 1
+    rows = json.loads(done.stdout)
+    assert [(row["url"], row["up"]) for row in rows] == [(server.url, True), (dead, False)]
+
+
+def test_once_prints_a_table(server: ServerProcess) -> None:
+    result = CliRunner().invoke(app, ["stats", server.url, "--once"], env={"COLUMNS": "160"})
+    assert result.exit_code == 0, result.output
+    assert "llmkit servers" in result.output
+    assert server.url in result.output
+    assert "serve-test" in result.output
+    assert " up " in result.output
+    assert "demo.slow_started=0" in result.output
+
+
+def test_once_table_marks_a_dead_server_down_and_exits_1() -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    result = CliRunner().invoke(app, ["stats", url, "--once"], env={"COLUMNS": "160"})
+    assert result.exit_code == 1
+    assert url in result.output
+    assert "down" in result.output
+    assert "Connection refused" in result.output
+
+
+def test_live_view_refreshes_until_ctrl_c(server: ServerProcess) -> None:
+    watcher = subprocess.Popen(
+        [LLMKIT, "stats", server.url, "--interval", "0.1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    try:
+        # Two reads of /stats in the server's access log prove the view refreshed at least once.
+        while server.stderr.count("GET /stats 200") < 2:
+            assert watcher.poll() is None, watcher.stderr.read() if watcher.stderr else ""
+            time.sleep(0.05)
+        watcher.send_signal(signal.SIGINT)
+        out, err = watcher.communicate(timeout=60)
+    finally:
+        if watcher.poll() is None:
+            watcher.kill()
+            watcher.communicate()
+    assert watcher.returncode == 0, err
+    assert server.url in out.decode()
+    assert "Ctrl-C to stop" in out.decode()
+
+
+def test_help_has_examples() -> None:
+    result = CliRunner().invoke(app, ["stats", "--help"], env={"COLUMNS": "160"})
+    assert result.exit_code == 0
+    assert "--once" in result.output and "--json" in result.output and "--interval" in result.output
+    assert "llmkit stats http://127.0.0.1:4545 --once --json" in result.output
+
+
+def test_without_urls_it_watches_the_profiles_servers(server: ServerProcess, tmp_path: Path) -> None:
+    port = server.url.rsplit(":", 1)[1]
+    profile = tmp_path / "watch.yml"
+    profile.write_text(f"server:\n  host: 0.0.0.0\nsimulate:\n  port: {port}\n")
+    done = run_stats("--profile", str(profile), "--once", "--json")
+    assert done.returncode == 0, done.stderr
+    [row] = json.loads(done.stdout)
+    assert row["url"] == f"http://127.0.0.1:{port}"
+    assert row["up"] is True
