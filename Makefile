@@ -14,9 +14,9 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# Until `llmkit simulate` lands, `make run` shows what the CLI offers.
+# The headline command on its embedded defaults: answers from ./zresponse on http://127.0.0.1:4545.
 run: install
-	$(VENV)/bin/llmkit --help
+	$(VENV)/bin/llmkit simulate
 
 services:
 	@bash scripts/ensure-services.sh

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -68,11 +68,28 @@ class ClickHouseSettings:
 
 @dataclass(frozen=True)
 class SimulateSettings:
-    """`llmkit simulate`: where answers come from and which port it listens on."""
+    """`llmkit simulate`: where answers come from, how fast they stream, how many run at once."""
 
     port: int = field(default=4545, metadata={"min": 0, "max": 65535})
     source: str = field(default="file", metadata={"choices": ("file", "database")})
     responses_dir: str = "./zresponse"
+    # 0 picks a new random seed per run; any other value makes the choice of unmatched answers repeatable.
+    seed: int = 0
+    model: str = "gpt-4o-2024-08-06"
+    # Comma-separated ids listed by GET /v1/models (the request's model is always echoed back).
+    models: str = "gpt-4o-2024-08-06,gpt-4o-mini,gpt-4.1,text-embedding-3-small"
+    ttft_ms: float = field(default=0.0, metadata={"min": 0})
+    itl_ms: float = field(default=0.0, metadata={"min": 0})
+    # Each delay is scaled by a random factor in [1 - jitter, 1 + jitter].
+    jitter: float = field(default=0.0, metadata={"min": 0, "max": 1})
+    # "requested": the usage chunk follows stream_options.include_usage (OpenAI); "always": the seed's way.
+    usage_chunk: str = field(default="requested", metadata={"choices": ("requested", "always")})
+    semaphore_limit: int = field(default=10_000, metadata={"min": 1})
+    queue_timeout_ms: float = field(default=1000.0, metadata={"min": 0})
+    # Chunks a stream may have buffered towards a slow client before it waits (the seed's channel size).
+    channel_capacity: int = field(default=1000, metadata={"min": 1})
+    # The seed's tracking.enabled: log every request's prompt match and answer size at info.
+    tracking: bool = False
 
 
 # The one table of sections; a system adds its dataclass here.
@@ -286,9 +303,9 @@ def _lookup_field(section: str, key: str, where: str) -> dataclasses.Field[Any]:
     return fields[key]
 
 
-def _profile_values(data: Mapping[str, Any], path: Path) -> dict[str, Any]:
+def _profile_values(data: Mapping[str, Any], path: Path, kind: str = "profile") -> dict[str, Any]:
     values: dict[str, Any] = {}
-    where = f"profile file {path}"
+    where = f"{kind} file {path}"
     for section, body in data.items():
         if not isinstance(section, str) or section not in SECTIONS:
             raise ConfigError(f"{where}: unknown section {section!r}; valid sections: {', '.join(SECTIONS)}")
@@ -347,10 +364,12 @@ def load_settings(
     profile: str | None = None,
     flags: Mapping[str, Any] | None = None,
     env: Mapping[str, str] | None = None,
+    layers: Sequence[tuple[Mapping[str, Any], Path]] = (),
 ) -> Settings:
-    """Merge defaults < profile < LLMKIT_* env < flags into one `Settings`.
+    """Merge defaults < profile < layers < LLMKIT_* env < flags into one `Settings`.
 
     `flags` maps `section.key` to a value (None means "not given") or to a `(value, "--flag")` pair.
+    `layers` are profile-shaped mappings read from other files (a seed's config.yml), each with its path.
     """
     env = os.environ if env is None else env
     name = profile or env.get("LLMKIT_PROFILE") or DEFAULT_PROFILE
@@ -358,6 +377,9 @@ def load_settings(
     merged: dict[str, tuple[Any, str]] = {}
     for dotted, value in _profile_values(read_profile(path), path).items():
         merged[dotted] = (value, f"profile {path}")
+    for data, layer_path in layers:
+        for dotted, value in _profile_values(data, layer_path, "config").items():
+            merged[dotted] = (value, f"config {layer_path}")
     merged.update(_env_values(env))
     for dotted, given in (flags or {}).items():
         value, origin = given if isinstance(given, tuple) else (given, f"flag {dotted}")

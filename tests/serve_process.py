@@ -1,4 +1,4 @@
-"""A server subprocess (tests/serve_app.py) that waits for its listening line and always stops."""
+"""A server subprocess (tests/serve_app.py or `llmkit <command>`) that waits for its listening line."""
 
 from __future__ import annotations
 
@@ -13,14 +13,31 @@ from pathlib import Path
 from types import TracebackType
 
 ROOT = Path(__file__).resolve().parent.parent
-LISTENING_RE = re.compile(r"^llmkit serve-test listening on (http://127\.0\.0\.1:(\d+))$")
+LLMKIT = str(Path(sys.executable).with_name("llmkit"))
+
+
+def listening_re(command: str) -> re.Pattern[str]:
+    """The exact line `llmkit COMMAND listening on http://127.0.0.1:PORT`."""
+    return re.compile(rf"^llmkit {re.escape(command)} listening on (http://127\.0\.0\.1:(\d+))$")
 
 
 class ServerProcess:
-    """`python -m tests.serve_app ARGS` with stdout piped (the listening line) and stderr in a file."""
+    """`python -m tests.serve_app ARGS` (or `llmkit COMMAND ARGS`) with stdout piped and stderr in a file."""
 
-    def __init__(self, tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> None:
-        self.args = [sys.executable, "-m", "tests.serve_app", *args]
+    def __init__(
+        self,
+        tmp_path: Path,
+        *args: str,
+        env: dict[str, str] | None = None,
+        command: str | None = None,
+        cwd: Path | None = None,
+    ) -> None:
+        if command is None:
+            self.args = [sys.executable, "-m", "tests.serve_app", *args]
+        else:
+            self.args = [LLMKIT, command, *args]
+        self.listening = listening_re(command or "serve-test")
+        self.cwd = cwd or ROOT
         self.stderr_path = tmp_path / f"server-{time.monotonic_ns()}.stderr"
         self.env = {**os.environ, **(env or {})}
         self.proc: subprocess.Popen[bytes] | None = None
@@ -34,14 +51,14 @@ class ServerProcess:
         # stderr goes to a file: a pipe nobody reads fills up with access log lines and blocks the server.
         with self.stderr_path.open("wb") as stderr:
             self.proc = subprocess.Popen(
-                self.args, cwd=ROOT, env=self.env, stdout=subprocess.PIPE, stderr=stderr
+                self.args, cwd=self.cwd, env=self.env, stdout=subprocess.PIPE, stderr=stderr
             )
         return self
 
     def wait_listening(self, timeout: float = 60.0) -> str:
         """Block until the exact listening line appears on stdout; its URL."""
         line = self.read_line(timeout)
-        match = LISTENING_RE.match(line or "")
+        match = self.listening.match(line or "")
         if match is None:
             raise AssertionError(f"expected the listening line, got {line!r}; stderr: {self.stderr}")
         self.url, self.port = match.group(1), int(match.group(2))

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
@@ -43,11 +44,15 @@ def fail(message: str, code: int = EXIT_FAILURE) -> NoReturn:
     raise typer.Exit(code)
 
 
-def settings_or_exit(profile: str | None, flags: Mapping[str, Any] | None = None) -> Settings:
-    """Load settings; a configuration error stops the command with exit code 2."""
+def settings_or_exit(
+    profile: str | None,
+    flags: Mapping[str, Any] | None = None,
+    layers: Callable[[], Sequence[tuple[Mapping[str, Any], Path]]] | None = None,
+) -> Settings:
+    """Load settings; a configuration error (also one from reading `layers`) exits with code 2."""
     from llmkit.settings import load_settings
 
     try:
-        return load_settings(profile, flags)
+        return load_settings(profile, flags, layers=layers() if layers else ())
     except ConfigError as exc:
         fail(f"configuration error: {exc}", EXIT_USAGE)

@@ -7,13 +7,14 @@ from typing import Annotated
 import typer
 
 from llmkit import __version__
-from llmkit.cli import cache, config, stats
+from llmkit.cli import cache, config, simulate, stats
 
 app = typer.Typer(
     name="llmkit",
     help=(
         "The servers an LLM application needs around its model, fast enough to load-test with.\n\n"
         "Examples:\n\n"
+        "  llmkit simulate --port 4545\n\n"
         "  llmkit config show --profile local\n\n"
         "  llmkit cache stats --url redis://127.0.0.1:6379/0\n\n"
         "  llmkit stats http://127.0.0.1:4545 --once --json"
@@ -38,6 +39,7 @@ def root(
     """llmkit: simulate, gateway, orchestrate, aggregate, publish, cache and stats in one CLI."""
 
 
+app.add_typer(simulate.app, name="simulate")
 app.add_typer(config.app, name="config")
 app.add_typer(cache.app, name="cache")
 app.command("stats")(stats.stats)

@@ -31,6 +31,9 @@ def configure_logging(level: str) -> None:
     handler.setFormatter(logging.Formatter(LOG_FORMAT))
     handler.addFilter(RequestIdFilter())
     logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
+    if level != "debug":
+        # The driver logs a traceback per failed connect; llmkit wraps the error into one clear line.
+        logging.getLogger("clickhouse_driver").setLevel(logging.ERROR)
 
 
 def server_url(host: str, port: int) -> str:
@@ -38,8 +41,17 @@ def server_url(host: str, port: int) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
-def run_server(command: str, app_factory: AppFactory, settings: Settings, port: int) -> None:
-    """Serve `app_factory(settings)` on server.host:port until SIGTERM/SIGINT; prints one listening line."""
+def run_server(
+    command: str,
+    app_factory: AppFactory,
+    settings: Settings,
+    port: int,
+    banner: Callable[[str], list[str]] | None = None,
+) -> None:
+    """Serve `app_factory(settings)` on server.host:port until SIGTERM/SIGINT; prints one listening line.
+
+    `banner(url)` gives extra lines for people (what is served, a curl line); they go to stderr.
+    """
     from llmkit.core.serve import serve
 
     configure_logging(settings.server.log_level)
@@ -47,8 +59,12 @@ def run_server(command: str, app_factory: AppFactory, settings: Settings, port: 
 
     def announce(host: str, bound_port: int) -> None:
         # Exactly one line, flushed: CI scripts and tests wait for it before they send requests.
-        sys.stdout.write(f"llmkit {command} listening on {server_url(host, bound_port)}\n")
+        url = server_url(host, bound_port)
+        sys.stdout.write(f"llmkit {command} listening on {url}\n")
         sys.stdout.flush()
+        for line in banner(url) if banner else ():
+            sys.stderr.write(line + "\n")
+        sys.stderr.flush()
 
     try:
         code = serve(

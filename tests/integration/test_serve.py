@@ -19,7 +19,7 @@ from llmkit.core.http import create_base_app, json_response
 from llmkit.core.serve import running
 from llmkit.errors import ListenError
 from llmkit.settings import ServerSettings
-from tests.serve_process import LISTENING_RE, ServerProcess
+from tests.serve_process import ServerProcess, listening_re
 
 MakeServer = Callable[..., ServerProcess]
 LOG_LINE_RE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ (DEBUG|INFO|WARNING) ")
@@ -58,7 +58,9 @@ async def test_port_0_prints_the_listening_line_and_serves(make_server: MakeServ
     assert server.proc is not None and health["pid"] == server.proc.pid
     server.signal(signal.SIGTERM)
     assert await asyncio.to_thread(server.wait) == 0
-    assert [line for line in server.rest_of_stdout() if LISTENING_RE.match(line)] == [server.stdout_lines[0]]
+    assert [line for line in server.rest_of_stdout() if listening_re("serve-test").match(line)] == [
+        server.stdout_lines[0]
+    ]
     assert len(server.stdout_lines) == 1
 
 

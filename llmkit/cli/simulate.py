@@ -1,0 +1,159 @@
+"""`llmkit simulate`: the OpenAI-compatible LLM simulator, and `llmkit simulate init-db`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from llmkit.cli.common import HostOpt, PortOpt, ProfileOpt, WorkersOpt, fail, settings_or_exit
+
+if TYPE_CHECKING:
+    from llmkit.settings import Settings
+
+app = typer.Typer(
+    help=(
+        "A fake OpenAI-compatible LLM endpoint: SSE streaming, answers from markdown files or ClickHouse.\n\n"
+        "Examples:\n\n"
+        "  llmkit simulate --port 4545\n\n"
+        "  llmkit simulate --config config.yml   (the seed simulator's own config layout)\n\n"
+        "  llmkit simulate --ttft-ms 300 --itl-ms 20 --workers 2\n\n"
+        "  llmkit simulate init-db --load questions.jsonl --profile ha"
+    ),
+    invoke_without_command=True,
+)
+
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        "-c",
+        help="The seed simulator's config.yml (binding, source, database, redis...), read after the profile.",
+        exists=False,
+    ),
+]
+
+
+def _settings(profile: str | None, config: Path | None, flags: dict[str, Any]) -> Settings:
+    """The profile, then the seed's config.yml (when given), then env and flags."""
+    layers = None
+    if config is not None:
+        from llmkit.simulate.seed_config import seed_config_layer
+
+        layers = lambda: [seed_config_layer(config)]  # noqa: E731 - read inside the ConfigError guard
+    return settings_or_exit(profile, flags, layers)
+
+
+def banner(settings: Settings) -> Any:
+    """The lines a person needs after start-up: what answers, from where, and a request to paste."""
+    from llmkit.settings import mask_url
+
+    sim = settings.simulate
+    source = (
+        f"markdown files in {sim.responses_dir}"
+        if sim.source == "file"
+        else f"ClickHouse {mask_url(settings.clickhouse.url)}"
+    )
+
+    def lines(url: str) -> list[str]:
+        message = '[{"role": "user", "content": "Hello!"}]'
+        body = f'{{"model": "{sim.model}", "messages": {message}, "stream": true}}'
+        return [
+            f"  source: {source}",
+            f"  cache:  {mask_url(settings.cache.url)} (ttl {settings.cache.ttl:g}s)",
+            f"  try:    curl -N {url}/v1/chat/completions -H 'Content-Type: application/json' -d '{body}'",
+        ]
+
+    return lines
+
+
+@app.callback()
+def simulate(
+    ctx: typer.Context,
+    host: HostOpt = None,
+    port: PortOpt = None,
+    workers: WorkersOpt = None,
+    profile: ProfileOpt = None,
+    config: ConfigOpt = None,
+    source: Annotated[
+        str | None, typer.Option("--source", help="Where answers come from: file or database.")
+    ] = None,
+    responses_dir: Annotated[
+        str | None, typer.Option("--responses-dir", help="Folder of markdown answers (source file).")
+    ] = None,
+    seed: Annotated[
+        int | None, typer.Option("--seed", help="Seed for the choice of unmatched answers (0: random).")
+    ] = None,
+    ttft_ms: Annotated[
+        float | None, typer.Option("--ttft-ms", min=0, help="Time to first token, ms.")
+    ] = None,
+    itl_ms: Annotated[float | None, typer.Option("--itl-ms", min=0, help="Inter-token latency, ms.")] = None,
+    cache_url: Annotated[
+        str | None, typer.Option("--cache-url", help="Cache URL: memory://, redis://HOST:6379/0?prefix=P...")
+    ] = None,
+) -> None:
+    """Serve an OpenAI-compatible fake LLM (POST /v1/chat/completions, /test_completion, GET /v1/models).
+
+    Example: llmkit simulate --port 4545 --profile local
+    """
+    if ctx.invoked_subcommand is not None:
+        ctx.obj = {"profile": profile, "config": config}
+        return
+    flags = {
+        "server.host": (host, "flag --host"),
+        "server.workers": (workers, "flag --workers"),
+        "simulate.port": (port, "flag --port"),
+        "simulate.source": (source, "flag --source"),
+        "simulate.responses_dir": (responses_dir, "flag --responses-dir"),
+        "simulate.seed": (seed, "flag --seed"),
+        "simulate.ttft_ms": (ttft_ms, "flag --ttft-ms"),
+        "simulate.itl_ms": (itl_ms, "flag --itl-ms"),
+        "cache.url": (cache_url, "flag --cache-url"),
+    }
+    settings = _settings(profile, config, flags)
+    from llmkit.cli.serving import run_server
+    from llmkit.simulate.app import create_app
+
+    run_server("simulate", create_app, settings, settings.simulate.port, banner=banner(settings))
+
+
+@app.command("init-db")
+def init_db(
+    ctx: typer.Context,
+    load: Annotated[
+        Path | None,
+        typer.Option("--load", help="JSONL rows {pertanyaan, jawaban, referensi?, qa_id?} to insert."),
+    ] = None,
+    sample: Annotated[
+        bool, typer.Option("--sample", help="Load the sample questions shipped with llmkit.")
+    ] = False,
+    url: Annotated[
+        str | None, typer.Option("--url", help="ClickHouse URL (default: the profile's clickhouse.url).")
+    ] = None,
+    profile: ProfileOpt = None,
+) -> None:
+    """Create the ClickHouse table response_simulator and load answer rows into it.
+
+    Example: llmkit simulate init-db --url clickhouse://127.0.0.1:9000/default --sample
+    """
+    import asyncio
+
+    from llmkit.errors import BackendError, ConfigError
+    from llmkit.simulate.sources.clickhouse import SAMPLE_FILE
+    from llmkit.simulate.sources.clickhouse import init_db as create_table
+
+    parent = ctx.obj or {}
+    settings = _settings(profile or parent.get("profile"), parent.get("config"), {"clickhouse.url": url})
+    if load is not None and sample:
+        fail("pass either --load FILE or --sample, not both", 2)
+    rows_file = SAMPLE_FILE if sample else load
+    ch = settings.clickhouse
+    try:
+        inserted = asyncio.run(create_table(ch.url, ch.username, ch.password, rows_file))
+    except ConfigError as exc:
+        fail(f"configuration error: {exc}", 2)
+    except BackendError as exc:
+        fail(str(exc))
+    what = f"; inserted {inserted} rows from {rows_file}" if rows_file else ""
+    typer.echo(f"table response_simulator ready at {ch.url}{what}")

@@ -1,0 +1,1 @@
+"""`llmkit simulate`: an OpenAI-compatible fake LLM server answering from markdown files or ClickHouse."""

@@ -1,0 +1,312 @@
+"""`llmkit simulate`: the app factory of the OpenAI-compatible fake LLM server."""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from llmkit.core.cache import Cache, cache_from_url
+from llmkit.core.http import (
+    ApiError,
+    StatsProvider,
+    create_base_app,
+    json_response,
+    openai_error_body,
+    openapi,
+    read_json,
+    request_id_of,
+    set_error_format,
+)
+from llmkit.core.limiter import ConcurrencyLimit, Limiter, SlotUnavailable, limiter_from_url
+from llmkit.settings import Settings, SimulateSettings
+from llmkit.simulate.latency import Latency, latency_for
+from llmkit.simulate.openai import (
+    TEST_COMPLETION,
+    ChatRequest,
+    ChunkWriter,
+    completion_body,
+    cut_answer,
+    parse_chat_request,
+)
+from llmkit.simulate.sources.base import Source, SourceUnavailable
+from llmkit.simulate.stream import INSTANT_CHUNK_TOKENS, StreamPlan, StreamSender, pause, plan_pieces
+from llmkit.simulate.tokenizer import count_prompt_tokens
+
+log = logging.getLogger("llmkit.simulate")
+
+SSE_HEADERS = {
+    "Content-Type": "text/event-stream; charset=utf-8",
+    "Cache-Control": "no-cache",
+    # Tells nginx-style proxies not to hold events back.
+    "X-Accel-Buffering": "no",
+}
+
+
+@dataclass
+class SimulateStats:
+    """Counters of this process, served under /stats."""
+
+    requests: int = 0
+    active_streams: int = 0
+    in_flight: int = 0
+    tokens_sent: int = 0
+    prompt_tokens: int = 0
+    rejected: int = 0
+    disconnects: int = 0
+    source_unavailable: int = 0
+    finish_reasons: dict[str, int] = field(default_factory=lambda: {"stop": 0, "length": 0})
+
+
+@dataclass
+class SimulateState:
+    """Everything the handlers share: settings, source, cache, the concurrency limit and counters."""
+
+    settings: SimulateSettings
+    source: Source
+    cache: Cache
+    limiter: Limiter
+    limit: ConcurrencyLimit
+    rng: random.Random
+    models: tuple[str, ...]
+    stats: SimulateStats = field(default_factory=SimulateStats)
+    started_at: int = field(default_factory=lambda: int(time.time()))
+
+
+STATE_KEY = web.AppKey("llmkit_simulate_state", SimulateState)
+
+
+def model_ids(settings: SimulateSettings) -> tuple[str, ...]:
+    """The ids GET /v1/models lists: settings.models, with the default model first if it is missing."""
+    ids = [m.strip() for m in settings.models.split(",") if m.strip()]
+    if settings.model not in ids:
+        ids.insert(0, settings.model)
+    return tuple(ids)
+
+
+def _too_busy(state: SimulateState) -> ApiError:
+    limit = state.settings.semaphore_limit
+    waited = state.settings.queue_timeout_ms
+    return ApiError(
+        429,
+        "rate_limit_exceeded",
+        f"all {limit} request slots are busy and none freed within {waited:g} ms; retry after a second, "
+        "or raise simulate.semaphore_limit / simulate.queue_timeout_ms",
+        headers={"Retry-After": "1"},
+        type="rate_limit_exceeded",
+    )
+
+
+@openapi(
+    tags=["openai"],
+    requestBody={"content": {"application/json": {"schema": {"type": "object"}}}},
+    responses={
+        "200": {"description": "A chat.completion, or text/event-stream chunks when stream is true."},
+        "400": {"description": "Invalid parameter (error.param names it)."},
+        "429": {"description": "All request slots busy."},
+        "503": {"description": "The answer source is unavailable."},
+    },
+)
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    """OpenAI chat completions, answered from the source on the latency model.
+
+    Headers x-llmkit-ttft-ms and x-llmkit-itl-ms override the configured delays for one request.
+    """
+    state = request.app[STATE_KEY]
+    latency = latency_for(request.headers, state.settings)
+    chat = parse_chat_request(await read_json(request))
+    stats = state.stats
+    stats.requests += 1
+    try:
+        holder = await state.limit.acquire(state.settings.queue_timeout_ms / 1000.0)
+    except SlotUnavailable:
+        stats.rejected += 1
+        raise _too_busy(state) from None
+    stats.in_flight += 1
+    try:
+        return await _answer(request, state, chat, latency)
+    finally:
+        # Runs on success, error, cancellation and client disconnect alike: the slot never leaks.
+        stats.in_flight -= 1
+        await state.limit.release(holder)
+
+
+async def _answer(
+    request: web.Request, state: SimulateState, chat: ChatRequest, latency: Latency
+) -> web.StreamResponse:
+    stats = state.stats
+    rng = random.Random(state.rng.getrandbits(64))
+    try:
+        text = await state.source.answer(chat.prompt, rng)
+    except SourceUnavailable as exc:
+        stats.source_unavailable += 1
+        raise ApiError(
+            503,
+            "service_unavailable",
+            f"the answer source ({state.source.name}) is unavailable: {exc}; retry later",
+            headers={"Retry-After": "1"},
+            type="service_unavailable",
+        ) from None
+    tokens, finish_reason = cut_answer(text, chat.stop, chat.max_tokens)
+    prompt_tokens = count_prompt_tokens(chat.messages)
+    stats.prompt_tokens += prompt_tokens
+    stats.finish_reasons[finish_reason] = stats.finish_reasons.get(finish_reason, 0) + chat.n
+    if state.settings.tracking:
+        log.info(
+            "request %s: prompt %.80r -> answer of %d tokens (%s, n=%d, stream=%s)",
+            request_id_of(request),
+            chat.prompt,
+            len(tokens),
+            finish_reason,
+            chat.n,
+            chat.stream,
+        )
+    if chat.stream:
+        return await _stream(request, state, chat, latency, rng, tokens, finish_reason, prompt_tokens)
+    if not latency.instant:
+        try:
+            await pause(request, latency.whole_answer(len(tokens), rng))
+        except ConnectionResetError:
+            # Nobody is left to read the body; aiohttp drops the response quietly.
+            stats.disconnects += 1
+            return web.Response(status=499)
+    stats.tokens_sent += len(tokens) * chat.n
+    body = completion_body(chat.model, "".join(tokens), finish_reason, chat.n, prompt_tokens, len(tokens))
+    return json_response(body)
+
+
+async def _stream(
+    request: web.Request,
+    state: SimulateState,
+    chat: ChatRequest,
+    latency: Latency,
+    rng: random.Random,
+    tokens: list[str],
+    finish_reason: str,
+    prompt_tokens: int,
+) -> web.StreamResponse:
+    stats = state.stats
+    writer = ChunkWriter(chat.model, chat.n)
+    # One token per event when tokens arrive one by one; a few per event when nothing waits between them.
+    pieces, counts = plan_pieces(tokens, 1 if latency.itl > 0 else INSTANT_CHUNK_TOKENS)
+    with_usage = chat.include_usage or state.settings.usage_chunk == "always"
+    usage_event = writer.usage(prompt_tokens, len(tokens) * chat.n) if with_usage else None
+    plan = StreamPlan(pieces, counts, chat.n, finish_reason, usage_event)
+    response = web.StreamResponse(headers=SSE_HEADERS)
+    sender = StreamSender(request, response, writer, plan, state.settings.channel_capacity)
+    stats.active_streams += 1
+    try:
+        await response.prepare(request)
+        await sender.send(latency, rng)
+        await response.write_eof()
+    except ConnectionResetError:
+        # The client went away: stop here; aiohttp closes the connection quietly.
+        stats.disconnects += 1
+    finally:
+        stats.active_streams -= 1
+        stats.tokens_sent += sender.progress.tokens
+    return response
+
+
+async def test_completion(request: web.Request) -> web.Response:
+    """The seed's fixed connectivity answer: proves a client reaches the simulator."""
+    return json_response(TEST_COMPLETION)
+
+
+def _model_object(model_id: str, created: int) -> dict[str, Any]:
+    return {"id": model_id, "object": "model", "created": created, "owned_by": "llmkit"}
+
+
+@openapi(tags=["openai"])
+async def list_models(request: web.Request) -> web.Response:
+    """OpenAI's model list: the ids of simulate.models."""
+    state = request.app[STATE_KEY]
+    data = [_model_object(m, state.started_at) for m in state.models]
+    return json_response({"object": "list", "data": data})
+
+
+@openapi(tags=["openai"])
+async def retrieve_model(request: web.Request) -> web.Response:
+    """One model of the list; 404 for an id the simulator does not list."""
+    state = request.app[STATE_KEY]
+    model_id = request.match_info["model_id"]
+    if model_id not in state.models:
+        raise ApiError(
+            404,
+            "model_not_found",
+            f"the model {model_id!r} does not exist; GET /v1/models lists {', '.join(state.models)}",
+            param="model",
+        )
+    return json_response(_model_object(model_id, state.started_at))
+
+
+def _make_stats(state: SimulateState) -> StatsProvider:
+    async def stats() -> dict[str, Any]:
+        counters = state.stats
+        limit = await state.limit.stats()
+        return {
+            "requests": counters.requests,
+            "active_streams": counters.active_streams,
+            "in_flight": counters.in_flight,
+            "tokens_sent": counters.tokens_sent,
+            "prompt_tokens": counters.prompt_tokens,
+            "answers": dict(counters.finish_reasons),
+            "rejected": counters.rejected,
+            "disconnects": counters.disconnects,
+            "source_unavailable": counters.source_unavailable,
+            "limit": {"size": limit.limit, "in_use": limit.in_use, "waiting": limit.waiting},
+            "source": {"name": state.source.name, **state.source.stats()},
+            "cache": await state.cache.stats(),
+        }
+
+    return stats
+
+
+async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
+    state = app[STATE_KEY]
+    try:
+        await state.source.start()
+        yield
+    finally:
+        try:
+            await state.source.close()
+        finally:
+            await state.limiter.close()
+            await state.cache.close()
+
+
+def create_app(settings: Settings, source: Source | None = None) -> web.Application:
+    """The simulator: OpenAI chat completions, models, /test_completion, plus /health /stats /metrics."""
+    sim = settings.simulate
+    cache = cache_from_url(settings.cache.url, default_ttl=settings.cache.ttl)
+    if source is None:
+        # Imported here: the sources pull in their drivers, and tests pass their own source.
+        from llmkit.simulate.sources import source_from_settings
+
+        source = source_from_settings(settings, cache)
+    # The seed's semaphore is per process; a memory limit keeps it so (each worker has its own).
+    limiter = limiter_from_url("memory://")
+    state = SimulateState(
+        settings=sim,
+        source=source,
+        cache=cache,
+        limiter=limiter,
+        limit=limiter.concurrency_limit("simulate", sim.semaphore_limit),
+        rng=random.Random(sim.seed or None),
+        models=model_ids(sim),
+    )
+    app = create_base_app("simulate", settings.server, stats=_make_stats(state))
+    app[STATE_KEY] = state
+    set_error_format(app, openai_error_body, "/v1")
+    set_error_format(app, openai_error_body, "/test_completion")
+    app.cleanup_ctx.append(_lifecycle)
+    app.router.add_post("/v1/chat/completions", chat_completions)
+    app.router.add_post("/test_completion", test_completion)
+    app.router.add_get("/v1/models", list_models)
+    app.router.add_get("/v1/models/{model_id}", retrieve_model)
+    return app

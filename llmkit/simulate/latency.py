@@ -1,0 +1,74 @@
+"""The latency model: time to first token and inter-token latency with jitter, per request."""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from llmkit.core.http import ApiError
+from llmkit.settings import SimulateSettings
+
+TTFT_HEADER = "x-llmkit-ttft-ms"
+ITL_HEADER = "x-llmkit-itl-ms"
+# A delay above ten minutes is a typo, not a test: refuse it rather than hold a slot that long.
+MAX_DELAY_MS = 600_000.0
+
+
+@dataclass(frozen=True, slots=True)
+class Latency:
+    """Delays of one request in seconds; each is scaled by a random factor in [1 - jitter, 1 + jitter]."""
+
+    ttft: float
+    itl: float
+    jitter: float = 0.0
+
+    @property
+    def instant(self) -> bool:
+        """True when nothing should sleep at all."""
+        return self.ttft <= 0 and self.itl <= 0
+
+    def _scaled(self, seconds: float, rng: random.Random) -> float:
+        if seconds <= 0:
+            return 0.0
+        if self.jitter <= 0:
+            return seconds
+        return seconds * rng.uniform(1.0 - self.jitter, 1.0 + self.jitter)
+
+    def first_token(self, rng: random.Random) -> float:
+        """Seconds before the first token."""
+        return self._scaled(self.ttft, rng)
+
+    def next_token(self, rng: random.Random) -> float:
+        """Seconds between two tokens."""
+        return self._scaled(self.itl, rng)
+
+    def whole_answer(self, tokens: int, rng: random.Random) -> float:
+        """Seconds a non-streamed answer of `tokens` tokens takes to generate."""
+        return self._scaled(self.ttft + self.itl * max(tokens - 1, 0), rng)
+
+
+def _header_ms(headers: Mapping[str, str], name: str, default: float) -> float:
+    raw = headers.get(name)
+    if raw is None:
+        return default
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and 0 <= value <= MAX_DELAY_MS):
+        raise ApiError(
+            400,
+            "invalid_header",
+            f"header {name} must be a number of milliseconds between 0 and {MAX_DELAY_MS:g}; got {raw!r}",
+            param=name,
+        )
+    return value
+
+
+def latency_for(headers: Mapping[str, str], settings: SimulateSettings) -> Latency:
+    """The request's latency: settings, overridden by the x-llmkit-ttft-ms / x-llmkit-itl-ms headers."""
+    ttft_ms = _header_ms(headers, TTFT_HEADER, settings.ttft_ms)
+    itl_ms = _header_ms(headers, ITL_HEADER, settings.itl_ms)
+    return Latency(ttft_ms / 1000.0, itl_ms / 1000.0, settings.jitter)

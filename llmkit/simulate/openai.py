@@ -1,0 +1,264 @@
+"""OpenAI chat completions: request validation, answer cutting (stop, max tokens), bodies and SSE chunks."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from llmkit.core.http import ApiError
+from llmkit.simulate.tokenizer import content_text, tokenize
+
+ROLES = ("system", "user", "assistant", "tool", "developer")
+MAX_N = 128
+MAX_STOP = 4
+SYSTEM_FINGERPRINT = "fp_llmkit"
+DONE_EVENT = b"data: [DONE]\n\n"
+
+# The seed's connectivity answer, byte for byte the JSON of its README.
+TEST_COMPLETION: dict[str, Any] = {
+    "id": "chatcmpl-AjoahzpVUCsJmOQZRKZUze7qBjEjn",
+    "object": "chat.completion",
+    "created": 1735482595,
+    "model": "gpt-4o-2024-08-06",
+    "choices": [
+        {
+            "index": 0,
+            "message": {
+                "role": "assistant",
+                "content": "============>>  Selamat! Aplikasi anda telah sukses terhubung ke "
+                "OpenAI Simulator. <=============",
+            },
+            "logprobs": None,
+            "finish_reason": "stop",
+        }
+    ],
+    "usage": {"prompt_tokens": 57, "completion_tokens": 92, "total_tokens": 149},
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ChatRequest:
+    """A validated chat completion request: only the fields the simulator acts on."""
+
+    model: str
+    messages: list[dict[str, Any]]
+    prompt: str
+    n: int = 1
+    max_tokens: int | None = None
+    stop: tuple[str, ...] = ()
+    stream: bool = False
+    include_usage: bool = False
+
+
+def invalid(param: str, message: str, code: str = "invalid_value") -> ApiError:
+    """A 400 in OpenAI's shape naming the offending parameter."""
+    return ApiError(400, code, message, param=param)
+
+
+def _check_model(data: Mapping[str, Any]) -> str:
+    model = data.get("model")
+    if model is None:
+        raise invalid(
+            "model",
+            'you must provide a model parameter, e.g. "model": "gpt-4o"',
+            "missing_required_parameter",
+        )
+    if not isinstance(model, str) or not model.strip():
+        raise invalid("model", f'model must be a non-empty string such as "gpt-4o"; got {model!r}')
+    return model
+
+
+def _check_message(index: int, message: Any) -> dict[str, Any]:
+    where = f"messages[{index}]"
+    if not isinstance(message, dict):
+        raise invalid(
+            "messages", f"{where} must be an object with role and content; got {type(message).__name__}"
+        )
+    role = message.get("role")
+    if role not in ROLES:
+        raise invalid("messages", f"{where}.role must be one of {', '.join(ROLES)}; got {role!r}")
+    content = message.get("content")
+    if content is not None and not isinstance(content, (str, list)):
+        raise invalid(
+            "messages",
+            f"{where}.content must be a string, an array of content parts or null; "
+            f"got {type(content).__name__}",
+        )
+    return message
+
+
+def _check_messages(data: Mapping[str, Any]) -> list[dict[str, Any]]:
+    messages = data.get("messages")
+    if messages is None:
+        raise invalid(
+            "messages",
+            'you must provide messages, e.g. "messages": [{"role": "user", "content": "Hello!"}]',
+            "missing_required_parameter",
+        )
+    if not isinstance(messages, list) or not messages:
+        raise invalid(
+            "messages",
+            'messages must be a non-empty array such as [{"role": "user", "content": "Hello!"}]; '
+            f"got {orjson.dumps(messages).decode()[:80]}",
+        )
+    return [_check_message(i, m) for i, m in enumerate(messages)]
+
+
+def _int_param(data: Mapping[str, Any], name: str, low: int, high: int | None = None) -> int | None:
+    value = data.get(name)
+    if value is None:
+        return None
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int)
+        or value < low
+        or (high is not None and value > high)
+    ):
+        upper = f" and <= {high}" if high is not None else ""
+        raise invalid(name, f"{name} must be an integer >= {low}{upper}; got {value!r}")
+    return value
+
+
+def _check_stop(data: Mapping[str, Any]) -> tuple[str, ...]:
+    stop = data.get("stop")
+    if stop is None:
+        return ()
+    if isinstance(stop, str):
+        stop = [stop]
+    if not isinstance(stop, list) or len(stop) > MAX_STOP or not all(isinstance(s, str) for s in stop):
+        raise invalid("stop", f"stop must be a string or an array of up to {MAX_STOP} strings; got {stop!r}")
+    return tuple(s for s in stop if s)
+
+
+def _check_bool(data: Mapping[str, Any], name: str, param: str | None = None) -> bool:
+    value = data.get(name)
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        param = param or name
+        raise invalid(param, f"{param} must be true or false; got {value!r}")
+    return value
+
+
+def last_user_text(messages: list[dict[str, Any]]) -> str:
+    """The text of the last user message (the prompt the source matches), or "" if there is none."""
+    for message in reversed(messages):
+        if message.get("role") == "user":
+            return content_text(message.get("content"))
+    return ""
+
+
+def parse_chat_request(data: Mapping[str, Any]) -> ChatRequest:
+    """Validate a chat completion body; raise a 400 ApiError that names the parameter to fix."""
+    model = _check_model(data)
+    messages = _check_messages(data)
+    n = _int_param(data, "n", 1, MAX_N) or 1
+    max_tokens = _int_param(data, "max_completion_tokens", 1)
+    if max_tokens is None:
+        max_tokens = _int_param(data, "max_tokens", 1)
+    stream_options = data.get("stream_options")
+    if stream_options is not None and not isinstance(stream_options, dict):
+        raise invalid("stream_options", f"stream_options must be an object; got {stream_options!r}")
+    include_usage = _check_bool(stream_options or {}, "include_usage", "stream_options.include_usage")
+    return ChatRequest(
+        model=model,
+        messages=messages,
+        prompt=last_user_text(messages),
+        n=n,
+        max_tokens=max_tokens,
+        stop=_check_stop(data),
+        stream=_check_bool(data, "stream"),
+        include_usage=include_usage,
+    )
+
+
+def cut_answer(text: str, stop: tuple[str, ...], max_tokens: int | None) -> tuple[list[str], str]:
+    """The answer's tokens after `stop` (cut before the first one) and `max_tokens`, and the finish reason."""
+    if stop:
+        cut = min((i for i in (text.find(s) for s in stop) if i >= 0), default=-1)
+        if cut >= 0:
+            text = text[:cut]
+    tokens = tokenize(text)
+    if max_tokens is not None and len(tokens) > max_tokens:
+        return tokens[:max_tokens], "length"
+    return tokens, "stop"
+
+
+def new_completion_id() -> str:
+    """A fresh `chatcmpl-...` id."""
+    return f"chatcmpl-{uuid.uuid4().hex}"
+
+
+def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
+    """OpenAI's usage object."""
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }
+
+
+def completion_body(
+    model: str, content: str, finish_reason: str, n: int, prompt_tokens: int, completion_tokens: int
+) -> dict[str, Any]:
+    """A non-streamed `chat.completion` with `n` identical choices."""
+    choices = [
+        {
+            "index": i,
+            "message": {"role": "assistant", "content": content, "refusal": None},
+            "logprobs": None,
+            "finish_reason": finish_reason,
+        }
+        for i in range(n)
+    ]
+    return {
+        "id": new_completion_id(),
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "system_fingerprint": SYSTEM_FINGERPRINT,
+        "choices": choices,
+        "usage": usage(prompt_tokens, n * completion_tokens),
+    }
+
+
+class ChunkWriter:
+    """Builds the SSE events of one stream; every event shares the stream's id and created time."""
+
+    __slots__ = ("_head", "_heads", "_role", "_tail")
+
+    def __init__(self, model: str, n: int) -> None:
+        header = {
+            "id": new_completion_id(),
+            "object": "chat.completion.chunk",
+            "created": int(time.time()),
+            "model": model,
+            "system_fingerprint": SYSTEM_FINGERPRINT,
+        }
+        # The JSON of the fixed fields without its closing brace: every chunk starts with it.
+        self._head = b"data: " + orjson.dumps(header)[:-1]
+        self._heads = [self._head + b',"choices":[{"index":%d,"delta":' % i for i in range(n)]
+        self._tail = b',"logprobs":null,"finish_reason":null}]}\n\n'
+        self._role = b'{"role":"assistant","content":""}'
+
+    def role(self, index: int) -> bytes:
+        """The first event of a choice: the assistant role and empty content."""
+        return self._heads[index] + self._role + self._tail
+
+    def content(self, index: int, text: str) -> bytes:
+        """An event carrying a piece of a choice's content."""
+        return self._heads[index] + b'{"content":' + orjson.dumps(text) + b"}" + self._tail
+
+    def finish(self, index: int, reason: str) -> bytes:
+        """The last event of a choice: an empty delta and its finish reason."""
+        return self._heads[index] + b'{},"logprobs":null,"finish_reason":' + orjson.dumps(reason) + b"}]}\n\n"
+
+    def usage(self, prompt_tokens: int, completion_tokens: int) -> bytes:
+        """The usage event: no choices, the stream's usage."""
+        body = orjson.dumps(usage(prompt_tokens, completion_tokens))
+        return self._head + b',"choices":[],"usage":' + body + b"}\n\n"

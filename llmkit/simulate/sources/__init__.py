@@ -1,0 +1,50 @@
+"""Answer sources for `llmkit simulate`: markdown files or ClickHouse, chosen by `simulate.source`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from llmkit.errors import ConfigError
+from llmkit.simulate.sources.base import Source, SourceUnavailable
+from llmkit.simulate.sources.clickhouse import ClickHouseSource, init_db
+from llmkit.simulate.sources.clickhouse_conn import ClickHouseConfig, clickhouse_config
+from llmkit.simulate.sources.file import FileSource
+from llmkit.simulate.sources.matching import Matcher, words
+from llmkit.simulate.sources.qa_file import SAMPLE_QA, QaRow, read_qa_jsonl
+
+if TYPE_CHECKING:
+    from llmkit.core.cache.base import Cache
+    from llmkit.settings import Settings
+
+__all__ = [
+    "SAMPLE_QA",
+    "SOURCES",
+    "ClickHouseConfig",
+    "ClickHouseSource",
+    "FileSource",
+    "Matcher",
+    "QaRow",
+    "Source",
+    "SourceUnavailable",
+    "clickhouse_config",
+    "init_db",
+    "read_qa_jsonl",
+    "source_from_settings",
+    "words",
+]
+
+SOURCES = ("file", "database")
+
+
+def source_from_settings(settings: Settings, cache: Cache) -> Source:
+    """The source `settings.simulate.source` names, built on `cache` (not started yet)."""
+    kind = settings.simulate.source
+    if kind == "file":
+        return FileSource(Path(settings.simulate.responses_dir), cache, settings.cache.ttl)
+    if kind == "database":
+        ch = settings.clickhouse
+        return ClickHouseSource(
+            clickhouse_config(ch.url, ch.username, ch.password), cache, settings.cache.ttl
+        )
+    raise ConfigError(f"simulate.source must be one of {', '.join(SOURCES)}; got {kind!r}")

@@ -1,0 +1,237 @@
+"""Answers from a directory of markdown files, cached as the seed does (`file_list`, `file:{name}`)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from llmkit.core.cache.base import Cache
+from llmkit.errors import BackendError
+from llmkit.simulate.sources.base import SourceUnavailable
+from llmkit.simulate.sources.matching import Matcher
+
+log = logging.getLogger(__name__)
+
+FILE_LIST_KEY = "file_list"
+# The seed keeps the file list for 10 minutes whatever cache_ttl says: new files show up within that.
+FILE_LIST_TTL = 600.0
+# Bytes of each file read to build the matching index: the title and first lines live there.
+_HEAD_BYTES = 4096
+
+
+def file_key(name: str) -> str:
+    """The cache key of one file's content."""
+    return f"file:{name}"
+
+
+def list_markdown(directory: Path) -> list[str]:
+    """Sorted names of the (not hidden) `*.md` files in `directory`; BackendError if missing or empty."""
+    try:
+        names = sorted(
+            p.name
+            for p in directory.iterdir()
+            if p.suffix == ".md" and not p.name.startswith(".") and p.is_file()
+        )
+    except FileNotFoundError:
+        raise BackendError(f"responses directory {directory} does not exist") from None
+    except NotADirectoryError:
+        raise BackendError(f"responses directory {directory} is not a directory") from None
+    except OSError as exc:
+        raise BackendError(
+            f"responses directory {directory}: cannot list it ({exc.strerror or exc})"
+        ) from exc
+    if not names:
+        raise BackendError(f"responses directory {directory} has no .md files")
+    return names
+
+
+def head_text(path: Path, lines: int) -> str:
+    """The text a file is matched on: its name, its `# ` title and its first non-empty lines."""
+    with path.open("rb") as f:
+        head = f.read(_HEAD_BYTES).decode("utf-8", "replace")
+    kept = [path.stem.replace("-", " ").replace("_", " ")]
+    for line in head.splitlines():
+        line = line.strip()
+        if line:
+            kept.append(line)
+        if len(kept) > lines:
+            break
+    return " ".join(kept)
+
+
+@dataclass(frozen=True)
+class _Index:
+    names: tuple[str, ...]
+    matcher: Matcher
+
+
+def _valid_names(raw: bytes) -> tuple[str, ...] | None:
+    """A cached file list, or None if it is not a JSON list of plain `.md` names (never a path)."""
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(data, list) or not data:
+        return None
+    for name in data:
+        if not isinstance(name, str) or not name.endswith(".md") or "/" in name or "\\" in name:
+            return None
+        if name.startswith("."):
+            return None
+    return tuple(data)
+
+
+class FileSource:
+    """Picks the markdown file whose title and first lines best match the prompt, else a random one."""
+
+    name = "file"
+
+    def __init__(
+        self, directory: Path, cache: Cache, ttl: float, *, head_lines: int = 4, threshold: float = 0.25
+    ) -> None:
+        self.directory = directory
+        self.cache = cache
+        self.ttl = ttl
+        self.head_lines = head_lines
+        self.threshold = threshold
+        self._index = _Index((), Matcher([], threshold))
+        self._reindex_lock = asyncio.Lock()
+        self.answers = 0
+        self.matched = 0
+        self.random = 0
+        self.cache_hits = 0
+        self.cache_misses = 0
+        self.cache_errors = 0
+        self.disk_reads = 0
+        self._cache_down = False
+
+    async def start(self) -> None:
+        """List the directory and build the matching index; BackendError if it has no .md files."""
+        names = tuple(await asyncio.to_thread(list_markdown, self.directory))
+        await self._reindex(names)
+        await self._cache_set(FILE_LIST_KEY, orjson.dumps(names), FILE_LIST_TTL)
+        log.info("file source: %d markdown files in %s", len(names), self.directory)
+
+    async def answer(self, prompt: str, rng: random.Random) -> str:
+        """The content of the best-matching file, or of a random one when nothing matches."""
+        index = await self._current_index()
+        found = index.matcher.best(prompt)
+        if found is None:
+            name = rng.choice(index.names)
+            self.random += 1
+        else:
+            name = index.names[found]
+            self.matched += 1
+        self.answers += 1
+        return await self._content(name)
+
+    def stats(self) -> dict[str, Any]:
+        """Answers served, matched vs random, cache hits and misses, files indexed."""
+        return {
+            "source": self.name,
+            "directory": str(self.directory),
+            "files": len(self._index.names),
+            "answers": self.answers,
+            "matched": self.matched,
+            "random": self.random,
+            "cache_hits": self.cache_hits,
+            "cache_misses": self.cache_misses,
+            "cache_errors": self.cache_errors,
+            "disk_reads": self.disk_reads,
+        }
+
+    async def close(self) -> None:
+        """Nothing to release: the cache belongs to the caller."""
+
+    async def _current_index(self) -> _Index:
+        """The index of the file list the cache holds, re-listing the directory when it expired."""
+        raw = await self._cache_get(FILE_LIST_KEY)
+        names = _valid_names(raw) if raw is not None else None
+        if names is None:
+            try:
+                names = tuple(await asyncio.to_thread(list_markdown, self.directory))
+            except BackendError as exc:
+                raise SourceUnavailable(str(exc)) from exc
+            self.disk_reads += 1
+            await self._cache_set(FILE_LIST_KEY, orjson.dumps(names), FILE_LIST_TTL)
+        if names != self._index.names:
+            await self._reindex(names)
+        return self._index
+
+    async def _reindex(self, names: tuple[str, ...]) -> None:
+        """Rebuild the matching index for `names` (once, however many requests notice the change)."""
+        async with self._reindex_lock:
+            if names == self._index.names:
+                return
+            keys = await asyncio.to_thread(self._read_heads, names)
+            self._index = _Index(names, Matcher(keys, self.threshold))
+
+    def _read_heads(self, names: tuple[str, ...]) -> list[str]:
+        keys = []
+        for name in names:
+            try:
+                keys.append(head_text(self.directory / name, self.head_lines))
+            except OSError:
+                # Listed by another replica or deleted since: it can still be picked at random, and
+                # reading its content will say what is wrong.
+                keys.append("")
+        return keys
+
+    async def _content(self, name: str) -> str:
+        key = file_key(name)
+        raw = await self._cache_get(key)
+        if raw is not None:
+            return raw.decode("utf-8", "replace")
+        path = self.directory / name
+        try:
+            data = await asyncio.to_thread(path.read_bytes)
+        except OSError as exc:
+            # The cached list is stale; drop it so the next request lists the directory again.
+            await self._cache_delete(FILE_LIST_KEY)
+            raise SourceUnavailable(f"cannot read response file {path}: {exc.strerror or exc}") from exc
+        self.disk_reads += 1
+        await self._cache_set(key, data, self.ttl)
+        return data.decode("utf-8", "replace")
+
+    # The cache only saves disk reads, so a cache that fails is logged and bypassed, never fatal.
+    async def _cache_get(self, key: str) -> bytes | None:
+        try:
+            value = await self.cache.get(key)
+        except BackendError as exc:
+            self._cache_failed(exc)
+            return None
+        self._cache_up()
+        if value is None:
+            self.cache_misses += 1
+        else:
+            self.cache_hits += 1
+        return value
+
+    async def _cache_set(self, key: str, value: bytes, ttl: float) -> None:
+        try:
+            await self.cache.set(key, value, ttl=ttl)
+        except BackendError as exc:
+            self._cache_failed(exc)
+
+    async def _cache_delete(self, key: str) -> None:
+        try:
+            await self.cache.delete(key)
+        except BackendError as exc:
+            self._cache_failed(exc)
+
+    def _cache_failed(self, exc: BackendError) -> None:
+        self.cache_errors += 1
+        if not self._cache_down:
+            self._cache_down = True
+            log.warning("file source: cache failed, reading %s directly: %s", self.directory, exc)
+
+    def _cache_up(self) -> None:
+        if self._cache_down:
+            self._cache_down = False
+            log.info("file source: cache is back")

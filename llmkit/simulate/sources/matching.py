@@ -1,0 +1,86 @@
+"""Prompt matching: normalised, IDF-weighted word overlap between a prompt and candidate key texts."""
+
+from __future__ import annotations
+
+import math
+import re
+import unicodedata
+from collections.abc import Iterable
+
+# Words that say nothing about the topic, in English and Indonesian; kept small on purpose, since a
+# word missing here only adds a little noise while a topic word listed here would never match.
+STOPWORDS = frozenset(
+    """
+    a an the is are was were be been being am do does did doing of to in on at by for from with about as
+    into and or but if then than so that this these those it its i me my we our you your he she they them
+    their his her what which who whom whose when where why how can could should would will shall may might
+    must please tell explain give describe there here some any not no yes just also very
+    apa yang dan di ke dari ini itu adalah ialah merupakan untuk dengan pada dalam atau juga tidak bisa
+    dapat akan sudah telah saya aku kamu anda kami kita mereka dia ia bagaimana mengapa kenapa kapan siapa
+    mana berapa tolong mohon jelaskan sebutkan beri berikan buat buatkan tentang secara sebagai oleh lagi
+    ada agar supaya karena jika kalau maka seperti hal cara para sebuah suatu pun nya lah kah dong ya
+    """.split()
+)
+
+_WORD = re.compile(r"[^\W_]+")
+
+
+def words(text: str) -> list[str]:
+    """Lowercased words of `text` without accents, punctuation, stopwords or single characters."""
+    # NFKD splits "é" into "e" + a combining accent, which the category filter then drops.
+    decomposed = unicodedata.normalize("NFKD", text.casefold())
+    plain = "".join(ch for ch in decomposed if not unicodedata.combining(ch))
+    return [w for w in _WORD.findall(plain) if len(w) > 1 and w not in STOPWORDS]
+
+
+class Matcher:
+    """Finds the candidate whose key text shares the most (rare) words with a prompt.
+
+    score = sum(idf(w) for w in prompt ∩ candidate) / sum(idf(w) for w in prompt), in [0, 1]: the share of
+    the prompt's information the candidate covers. Rare words weigh more than ones every candidate has.
+    Ties go to the candidate with fewer words (the more specific one), then to the lower index.
+    """
+
+    def __init__(self, keys: Iterable[str], threshold: float = 0.25) -> None:
+        self.threshold = threshold
+        word_sets = [frozenset(words(key)) for key in keys]
+        self.size = len(word_sets)
+        self._lengths = [len(ws) for ws in word_sets]
+        # The inverted index means a prompt only touches candidates that share a word with it.
+        self._index: dict[str, list[int]] = {}
+        for i, ws in enumerate(word_sets):
+            for w in ws:
+                self._index.setdefault(w, []).append(i)
+        n = self.size
+        self._idf = {w: math.log(1.0 + (n + 1) / (len(ids) + 1)) for w, ids in self._index.items()}
+        # A prompt word no candidate has weighs as much as the rarest possible word: it lowers the score.
+        self._unknown_idf = math.log(1.0 + (n + 1))
+
+    def __len__(self) -> int:
+        return self.size
+
+    def scores(self, prompt: str) -> dict[int, float]:
+        """The score of every candidate sharing at least one word with `prompt`."""
+        prompt_words = set(words(prompt))
+        total = sum(self._idf.get(w, self._unknown_idf) for w in prompt_words)
+        if not total:
+            return {}
+        acc: dict[int, float] = {}
+        for w in prompt_words:
+            ids = self._index.get(w)
+            if ids is None:
+                continue
+            weight = self._idf[w]
+            for i in ids:
+                acc[i] = acc.get(i, 0.0) + weight
+        return {i: s / total for i, s in acc.items()}
+
+    def best(self, prompt: str) -> int | None:
+        """Index of the best candidate scoring at least `threshold`, or None."""
+        found = self.scores(prompt)
+        if not found:
+            return None
+        lengths = self._lengths
+        # Round so float noise from summation order never decides a tie.
+        i = min(found, key=lambda i: (-round(found[i], 9), lengths[i], i))
+        return i if found[i] >= self.threshold else None

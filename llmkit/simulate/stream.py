@@ -1,0 +1,135 @@
+"""Writing an answer as SSE chunks on the latency model, in batches when there is nothing to wait for."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from llmkit.simulate.latency import Latency
+from llmkit.simulate.openai import DONE_EVENT, ChunkWriter
+
+# Tokens per content chunk when no inter-token latency is asked for: fewer, larger events stream faster.
+INSTANT_CHUNK_TOKENS = 4
+# How often a sleeping stream checks that its client is still there.
+_DISCONNECT_POLL = 0.05
+
+
+@dataclass(slots=True)
+class Progress:
+    """How much of a stream reached the socket: content events and completion tokens written."""
+
+    chunks: int = 0
+    tokens: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class StreamPlan:
+    """What one stream sends: `n` choices of the same content pieces, a finish reason, maybe usage."""
+
+    pieces: list[str]
+    piece_tokens: list[int]
+    n: int
+    finish_reason: str
+    usage_event: bytes | None
+
+
+def plan_pieces(tokens: list[str], per_chunk: int) -> tuple[list[str], list[int]]:
+    """Tokens grouped `per_chunk` to a content piece, and the token count of each piece."""
+    if per_chunk <= 1:
+        return list(tokens), [1] * len(tokens)
+    pieces = ["".join(tokens[i : i + per_chunk]) for i in range(0, len(tokens), per_chunk)]
+    counts = [min(per_chunk, len(tokens) - i) for i in range(0, len(tokens), per_chunk)]
+    return pieces, counts
+
+
+def client_gone(request: web.Request) -> bool:
+    """True once the client's connection is closed."""
+    transport = request.transport
+    return transport is None or transport.is_closing()
+
+
+async def pause(request: web.Request, seconds: float) -> None:
+    """Sleep `seconds`, but raise ConnectionResetError soon after the client disconnects."""
+    if seconds <= 0:
+        return
+    loop = asyncio.get_running_loop()
+    end = loop.time() + seconds
+    while True:
+        if client_gone(request):
+            raise ConnectionResetError("client disconnected")
+        left = end - loop.time()
+        if left <= 0:
+            return
+        await asyncio.sleep(min(left, _DISCONNECT_POLL))
+
+
+class StreamSender:
+    """Sends one planned stream to a prepared response, counting what was written."""
+
+    def __init__(
+        self,
+        request: web.Request,
+        response: web.StreamResponse,
+        writer: ChunkWriter,
+        plan: StreamPlan,
+        capacity: int,
+    ) -> None:
+        self.request = request
+        self.response = response
+        self.writer = writer
+        self.plan = plan
+        # At most this many events are joined into one write (each write awaits the socket's drain).
+        self.capacity = max(1, capacity)
+        self.progress = Progress()
+
+    def _step(self, k: int) -> list[bytes]:
+        plan, writer = self.plan, self.writer
+        return [writer.content(i, plan.pieces[k]) for i in range(plan.n)]
+
+    def _tail(self) -> list[bytes]:
+        plan, writer = self.plan, self.writer
+        events = [writer.finish(i, plan.finish_reason) for i in range(plan.n)]
+        if plan.usage_event is not None:
+            events.append(plan.usage_event)
+        events.append(DONE_EVENT)
+        return events
+
+    async def _write(self, events: list[bytes], tokens: int) -> None:
+        await self.response.write(b"".join(events))
+        self.progress.chunks += len(events)
+        self.progress.tokens += tokens
+
+    async def send(self, latency: Latency, rng: random.Random) -> None:
+        """Write the whole stream: role, content, finish, usage and [DONE] events."""
+        plan, n = self.plan, self.plan.n
+        roles = [self.writer.role(i) for i in range(n)]
+        if latency.itl <= 0:
+            await pause(self.request, latency.first_token(rng))
+            await self._send_batched(roles)
+            return
+        await pause(self.request, latency.first_token(rng))
+        events = roles
+        for k in range(len(plan.pieces)):
+            if k:
+                await pause(self.request, latency.next_token(rng))
+            events = [*events, *self._step(k)] if k == 0 else self._step(k)
+            await self._write(events, plan.piece_tokens[k] * n)
+        if not plan.pieces:
+            await self._write(roles, 0)
+        await self._write(self._tail(), 0)
+
+    async def _send_batched(self, head: list[bytes]) -> None:
+        # Nothing to wait for: build the events and send them `capacity` at a time.
+        plan, n, capacity = self.plan, self.plan.n, self.capacity
+        batch, tokens = list(head), 0
+        for k in range(len(plan.pieces)):
+            batch.extend(self._step(k))
+            tokens += plan.piece_tokens[k] * n
+            if len(batch) >= capacity:
+                await self._write(batch, tokens)
+                batch, tokens = [], 0
+        batch.extend(self._tail())
+        await self._write(batch, tokens)

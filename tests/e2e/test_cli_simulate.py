@@ -1,0 +1,143 @@
+"""`llmkit simulate` as a user runs it: a real process, the openai client, real Redis and ClickHouse."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+from pathlib import Path
+
+import openai
+import redis
+
+from tests.serve_process import LLMKIT, ROOT, ServerProcess
+from tests.servers import ClickHouseServer, RedisServer, free_port
+
+SAMPLE = ROOT / "llmkit" / "simulate" / "sample_qa.jsonl"
+
+
+def client_for(url: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{url}/v1", api_key="not-needed", max_retries=0, timeout=30)
+
+
+def test_simulate_serves_the_shipped_answers(tmp_path: Path) -> None:
+    with ServerProcess(tmp_path, "--port", "0", command="simulate") as server:
+        url = server.wait_listening()
+        client = client_for(url)
+        try:
+            stream = client.chat.completions.create(
+                model="gpt-4o-mini",
+                messages=[{"role": "user", "content": "Bagaimana resep nasi goreng kampung?"}],
+                stream=True,
+                stream_options={"include_usage": True},
+            )
+            chunks = list(stream)
+            whole = client.chat.completions.create(
+                model="gpt-4o-mini", messages=[{"role": "user", "content": "resep nasi goreng kampung"}]
+            )
+        finally:
+            client.close()
+        text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        assert "Nasi Goreng" in text
+        assert text == whole.choices[0].message.content
+        assert chunks[-1].choices == [] and chunks[-1].usage is not None
+        assert chunks[-1].usage.completion_tokens == whole.usage.completion_tokens
+        assert {c.model for c in chunks} == {"gpt-4o-mini"}
+        server.signal(signal.SIGTERM)
+        assert server.wait() == 0
+        listening = [line for line in server.rest_of_stdout() if "listening on" in line]
+        assert listening == [f"llmkit simulate listening on {url}"]
+        assert "source: markdown files in ./zresponse" in server.stderr
+        assert f"curl -N {url}/v1/chat/completions" in server.stderr
+
+
+def test_seed_config_and_redis_keep_the_seeds_keys(
+    tmp_path: Path, redis_server: RedisServer, redis_prefix: str
+) -> None:
+    config = tmp_path / "config.yml"
+    config.write_text(
+        "binding:\n  port: 0\n  host: 127.0.0.1\nsource: file\n"
+        f"redis:\n  url: redis://127.0.0.1:{redis_server.port}\n  prefix: {redis_prefix}\n"
+        "tracking:\n  enabled: true\nlog_level: info\nsemaphore_limit: 50\nworkers: 1\ncache_ttl: 60\n"
+    )
+    with ServerProcess(tmp_path, "--config", str(config), command="simulate") as server:
+        url = server.wait_listening()
+        client = client_for(url)
+        try:
+            answer = client.chat.completions.create(
+                model="gpt-4o", messages=[{"role": "user", "content": "resep nasi goreng"}]
+            )
+        finally:
+            client.close()
+        assert "Nasi Goreng" in (answer.choices[0].message.content or "")
+        raw = redis.Redis(port=redis_server.port)
+        try:
+            names = json.loads(raw.get(f"{redis_prefix}:file_list") or b"[]")
+            assert len(names) >= 12
+            assert 590 <= raw.ttl(f"{redis_prefix}:file_list") <= 600
+            file_keys = raw.keys(f"{redis_prefix}:file:*")
+            assert file_keys, "the answered file is cached under {prefix}:file:{filename}"
+            for key in file_keys:
+                assert 50 <= raw.ttl(key) <= 60
+                name = key.decode().split(":file:", 1)[1]
+                assert raw.get(key) == (ROOT / "zresponse" / name).read_bytes()
+        finally:
+            raw.close()
+        assert f"redis://127.0.0.1:{redis_server.port}?prefix={redis_prefix}" in server.stderr
+
+
+def test_database_source_from_init_db_to_answers(tmp_path: Path, clickhouse_server: ClickHouseServer) -> None:
+    db_url = f"clickhouse://127.0.0.1:{clickhouse_server.tcp_port}/e2e_simulate"
+    done = subprocess.run(
+        [LLMKIT, "simulate", "init-db", "--sample", "--url", db_url],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "table response_simulator ready" in done.stdout
+    first = json.loads(SAMPLE.read_text().splitlines()[0])
+    env = {"LLMKIT_CLICKHOUSE_URL": db_url}
+    with ServerProcess(
+        tmp_path, "--port", "0", "--source", "database", command="simulate", env=env
+    ) as server:
+        url = server.wait_listening()
+        client = client_for(url)
+        try:
+            answer = client.chat.completions.create(
+                model="gpt-4o", messages=[{"role": "user", "content": first["pertanyaan"]}]
+            )
+        finally:
+            client.close()
+    content = answer.choices[0].message.content or ""
+    assert content.startswith(f"**Pertanyaan:** {first['pertanyaan']}")
+    assert f"**Jawaban:** {first['jawaban']}" in content
+    assert f"**Referensi:** {first['referensi']}" in content
+
+
+def test_clickhouse_unreachable_at_startup_exits_1_naming_the_url(tmp_path: Path) -> None:
+    db_url = f"clickhouse://127.0.0.1:{free_port()}/default"
+    done = subprocess.run(
+        [LLMKIT, "simulate", "--port", "0", "--source", "database"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env={**os.environ, "LLMKIT_CLICKHOUSE_URL": db_url},
+        cwd=ROOT,
+    )
+    assert done.returncode == 1
+    assert "listening on" not in done.stdout
+    assert db_url in done.stderr.splitlines()[-1]
+
+
+def test_bad_seed_config_exits_2(tmp_path: Path) -> None:
+    config = tmp_path / "config.yml"
+    config.write_text("binding:\n  prot: 1\n")
+    done = subprocess.run(
+        [LLMKIT, "simulate", "--config", str(config)], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 2
+    assert f"config file {config}: unknown key binding.prot" in done.stderr
