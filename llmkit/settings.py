@@ -90,6 +90,15 @@ class SimulateSettings:
     channel_capacity: int = field(default=1000, metadata={"min": 1})
     # The seed's tracking.enabled: log every request's prompt match and answer size at info.
     tracking: bool = False
+    # Share of model requests that get each fault (0..1, summing to at most 1); see POST /admin/faults.
+    fault_rate_429: float = field(default=0.0, metadata={"min": 0, "max": 1})
+    fault_rate_500: float = field(default=0.0, metadata={"min": 0, "max": 1})
+    fault_rate_503: float = field(default=0.0, metadata={"min": 0, "max": 1})
+    fault_rate_timeout: float = field(default=0.0, metadata={"min": 0, "max": 1})
+    fault_rate_disconnect: float = field(default=0.0, metadata={"min": 0, "max": 1})
+    # How long an injected timeout hangs before answering 504 (longer than any sane client timeout).
+    fault_timeout_s: float = field(default=600.0, metadata={"min": 0})
+    fault_retry_after: float = field(default=1.0, metadata={"min": 0})
 
 
 # The one table of sections; a system adds its dataclass here.

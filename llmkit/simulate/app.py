@@ -6,6 +6,7 @@ import logging
 import random
 import time
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,17 +26,20 @@ from llmkit.core.http import (
 )
 from llmkit.core.limiter import ConcurrencyLimit, Limiter, SlotUnavailable, limiter_from_url
 from llmkit.settings import Settings, SimulateSettings
+from llmkit.simulate import faults
+from llmkit.simulate.faults import FaultInjector, rates_from_settings
 from llmkit.simulate.latency import Latency, latency_for
 from llmkit.simulate.openai import (
     TEST_COMPLETION,
     ChatRequest,
     ChunkWriter,
     completion_body,
-    cut_answer,
     parse_chat_request,
+    shape_answer,
 )
 from llmkit.simulate.sources.base import Source, SourceUnavailable
 from llmkit.simulate.stream import INSTANT_CHUNK_TOKENS, StreamPlan, StreamSender, pause, plan_pieces
+from llmkit.simulate.structured import ToolCall
 from llmkit.simulate.tokenizer import count_prompt_tokens
 
 log = logging.getLogger("llmkit.simulate")
@@ -120,6 +124,13 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE_KEY]
     latency = latency_for(request.headers, state.settings)
     chat = parse_chat_request(await read_json(request))
+    async with request_slot(state):
+        return await _answer(request, state, chat, latency)
+
+
+@asynccontextmanager
+async def request_slot(state: SimulateState) -> AsyncIterator[None]:
+    """Hold one of the `semaphore_limit` slots (429 after `queue_timeout_ms`); used by every API shape."""
     stats = state.stats
     stats.requests += 1
     try:
@@ -129,22 +140,20 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         raise _too_busy(state) from None
     stats.in_flight += 1
     try:
-        return await _answer(request, state, chat, latency)
+        yield
     finally:
         # Runs on success, error, cancellation and client disconnect alike: the slot never leaks.
         stats.in_flight -= 1
         await state.limit.release(holder)
 
 
-async def _answer(
-    request: web.Request, state: SimulateState, chat: ChatRequest, latency: Latency
-) -> web.StreamResponse:
-    stats = state.stats
+async def pick_answer(state: SimulateState, prompt: str) -> tuple[str, random.Random]:
+    """The source's answer for `prompt` and the request's own rng; 503 when the source is unavailable."""
     rng = random.Random(state.rng.getrandbits(64))
     try:
-        text = await state.source.answer(chat.prompt, rng)
+        return await state.source.answer(prompt, rng), rng
     except SourceUnavailable as exc:
-        stats.source_unavailable += 1
+        state.stats.source_unavailable += 1
         raise ApiError(
             503,
             "service_unavailable",
@@ -152,7 +161,15 @@ async def _answer(
             headers={"Retry-After": "1"},
             type="service_unavailable",
         ) from None
-    tokens, finish_reason = cut_answer(text, chat.stop, chat.max_tokens)
+
+
+async def _answer(
+    request: web.Request, state: SimulateState, chat: ChatRequest, latency: Latency
+) -> web.StreamResponse:
+    stats = state.stats
+    text, rng = await pick_answer(state, chat.prompt)
+    answer = shape_answer(chat, text, rng)
+    tokens, finish_reason = answer.tokens, answer.finish_reason
     prompt_tokens = count_prompt_tokens(chat.messages)
     stats.prompt_tokens += prompt_tokens
     stats.finish_reasons[finish_reason] = stats.finish_reasons.get(finish_reason, 0) + chat.n
@@ -167,7 +184,9 @@ async def _answer(
             chat.stream,
         )
     if chat.stream:
-        return await _stream(request, state, chat, latency, rng, tokens, finish_reason, prompt_tokens)
+        return await _stream(
+            request, state, chat, latency, rng, tokens, finish_reason, prompt_tokens, answer.tool_call
+        )
     if not latency.instant:
         try:
             await pause(request, latency.whole_answer(len(tokens), rng))
@@ -176,7 +195,9 @@ async def _answer(
             stats.disconnects += 1
             return web.Response(status=499)
     stats.tokens_sent += len(tokens) * chat.n
-    body = completion_body(chat.model, "".join(tokens), finish_reason, chat.n, prompt_tokens, len(tokens))
+    body = completion_body(
+        chat.model, "".join(tokens), finish_reason, chat.n, prompt_tokens, len(tokens), answer.tool_call
+    )
     return json_response(body)
 
 
@@ -189,9 +210,10 @@ async def _stream(
     tokens: list[str],
     finish_reason: str,
     prompt_tokens: int,
+    tool_call: ToolCall | None = None,
 ) -> web.StreamResponse:
     stats = state.stats
-    writer = ChunkWriter(chat.model, chat.n)
+    writer = ChunkWriter(chat.model, chat.n, tool_call)
     # One token per event when tokens arrive one by one; a few per event when nothing waits between them.
     pieces, counts = plan_pieces(tokens, 1 if latency.itl > 0 else INSTANT_CHUNK_TOKENS)
     with_usage = chat.include_usage or state.settings.usage_chunk == "always"
@@ -245,7 +267,7 @@ async def retrieve_model(request: web.Request) -> web.Response:
     return json_response(_model_object(model_id, state.started_at))
 
 
-def _make_stats(state: SimulateState) -> StatsProvider:
+def _make_stats(state: SimulateState, injector: FaultInjector) -> StatsProvider:
     async def stats() -> dict[str, Any]:
         counters = state.stats
         limit = await state.limit.stats()
@@ -262,6 +284,7 @@ def _make_stats(state: SimulateState) -> StatsProvider:
             "limit": {"size": limit.limit, "in_use": limit.in_use, "waiting": limit.waiting},
             "source": {"name": state.source.name, **state.source.stats()},
             "cache": await state.cache.stats(),
+            "faults": dict(injector.injected),
         }
 
     return stats
@@ -300,8 +323,15 @@ def create_app(settings: Settings, source: Source | None = None) -> web.Applicat
         rng=random.Random(sim.seed or None),
         models=model_ids(sim),
     )
-    app = create_base_app("simulate", settings.server, stats=_make_stats(state))
+    injector = FaultInjector(
+        rates_from_settings(sim),
+        sim.fault_timeout_s,
+        sim.fault_retry_after,
+        rng=random.Random(sim.seed or None),
+    )
+    app = create_base_app("simulate", settings.server, stats=_make_stats(state, injector))
     app[STATE_KEY] = state
+    faults.add_routes(app, injector)
     set_error_format(app, openai_error_body, "/v1")
     set_error_format(app, openai_error_body, "/test_completion")
     app.cleanup_ctx.append(_lifecycle)
@@ -309,4 +339,14 @@ def create_app(settings: Settings, source: Source | None = None) -> web.Applicat
     app.router.add_post("/test_completion", test_completion)
     app.router.add_get("/v1/models", list_models)
     app.router.add_get("/v1/models/{model_id}", retrieve_model)
+    from llmkit.simulate import completions, embeddings  # here: they import this module
+
+    completions.add_routes(app)
+    embeddings.add_routes(app)
+    # Other API shapes register their routes below, one line each.
+    from llmkit.simulate import anthropic, ollama, responses  # here: they import this module
+
+    ollama.add_routes(app)
+    anthropic.add_routes(app)
+    responses.add_routes(app)
     return app

@@ -1,7 +1,8 @@
-"""OpenAI chat completions: request validation, answer cutting (stop, max tokens), bodies and SSE chunks."""
+"""OpenAI chat completions: request validation, answer shaping (stop, max tokens, tools), bodies, chunks."""
 
 from __future__ import annotations
 
+import random
 import time
 import uuid
 from collections.abc import Mapping
@@ -11,6 +12,18 @@ from typing import Any
 import orjson
 
 from llmkit.core.http import ApiError
+from llmkit.simulate.structured import (
+    TEXT_FORMAT,
+    ResponseFormat,
+    Tool,
+    ToolCall,
+    choose_tool,
+    format_content,
+    make_tool_call,
+    parse_response_format,
+    parse_tool_choice,
+    parse_tools,
+)
 from llmkit.simulate.tokenizer import content_text, tokenize
 
 ROLES = ("system", "user", "assistant", "tool", "developer")
@@ -53,6 +66,20 @@ class ChatRequest:
     stop: tuple[str, ...] = ()
     stream: bool = False
     include_usage: bool = False
+    tools: tuple[Tool, ...] = ()
+    # none, auto, required, or function (then tool_name says which).
+    tool_choice: str = "auto"
+    tool_name: str | None = None
+    response_format: ResponseFormat = TEXT_FORMAT
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """What one chat request answers: content or tool-call argument tokens, the finish reason, the call."""
+
+    tokens: list[str]
+    finish_reason: str
+    tool_call: ToolCall | None = None
 
 
 def invalid(param: str, message: str, code: str = "invalid_value") -> ApiError:
@@ -60,7 +87,7 @@ def invalid(param: str, message: str, code: str = "invalid_value") -> ApiError:
     return ApiError(400, code, message, param=param)
 
 
-def _check_model(data: Mapping[str, Any]) -> str:
+def check_model(data: Mapping[str, Any]) -> str:
     model = data.get("model")
     if model is None:
         raise invalid(
@@ -109,7 +136,7 @@ def _check_messages(data: Mapping[str, Any]) -> list[dict[str, Any]]:
     return [_check_message(i, m) for i, m in enumerate(messages)]
 
 
-def _int_param(data: Mapping[str, Any], name: str, low: int, high: int | None = None) -> int | None:
+def int_param(data: Mapping[str, Any], name: str, low: int, high: int | None = None) -> int | None:
     value = data.get(name)
     if value is None:
         return None
@@ -124,7 +151,7 @@ def _int_param(data: Mapping[str, Any], name: str, low: int, high: int | None = 
     return value
 
 
-def _check_stop(data: Mapping[str, Any]) -> tuple[str, ...]:
+def check_stop(data: Mapping[str, Any]) -> tuple[str, ...]:
     stop = data.get("stop")
     if stop is None:
         return ()
@@ -135,7 +162,7 @@ def _check_stop(data: Mapping[str, Any]) -> tuple[str, ...]:
     return tuple(s for s in stop if s)
 
 
-def _check_bool(data: Mapping[str, Any], name: str, param: str | None = None) -> bool:
+def check_bool(data: Mapping[str, Any], name: str, param: str | None = None) -> bool:
     value = data.get(name)
     if value is None:
         return False
@@ -155,25 +182,31 @@ def last_user_text(messages: list[dict[str, Any]]) -> str:
 
 def parse_chat_request(data: Mapping[str, Any]) -> ChatRequest:
     """Validate a chat completion body; raise a 400 ApiError that names the parameter to fix."""
-    model = _check_model(data)
+    model = check_model(data)
     messages = _check_messages(data)
-    n = _int_param(data, "n", 1, MAX_N) or 1
-    max_tokens = _int_param(data, "max_completion_tokens", 1)
+    n = int_param(data, "n", 1, MAX_N) or 1
+    max_tokens = int_param(data, "max_completion_tokens", 1)
     if max_tokens is None:
-        max_tokens = _int_param(data, "max_tokens", 1)
+        max_tokens = int_param(data, "max_tokens", 1)
     stream_options = data.get("stream_options")
     if stream_options is not None and not isinstance(stream_options, dict):
         raise invalid("stream_options", f"stream_options must be an object; got {stream_options!r}")
-    include_usage = _check_bool(stream_options or {}, "include_usage", "stream_options.include_usage")
+    include_usage = check_bool(stream_options or {}, "include_usage", "stream_options.include_usage")
+    tools = parse_tools(data)
+    tool_choice, tool_name = parse_tool_choice(data, tools)
     return ChatRequest(
         model=model,
         messages=messages,
         prompt=last_user_text(messages),
         n=n,
         max_tokens=max_tokens,
-        stop=_check_stop(data),
-        stream=_check_bool(data, "stream"),
+        stop=check_stop(data),
+        stream=check_bool(data, "stream"),
         include_usage=include_usage,
+        tools=tools,
+        tool_choice=tool_choice,
+        tool_name=tool_name,
+        response_format=parse_response_format(data),
     )
 
 
@@ -187,6 +220,20 @@ def cut_answer(text: str, stop: tuple[str, ...], max_tokens: int | None) -> tupl
     if max_tokens is not None and len(tokens) > max_tokens:
         return tokens[:max_tokens], "length"
     return tokens, "stop"
+
+
+def shape_answer(chat: ChatRequest, text: str, rng: random.Random) -> Answer:
+    """The answer to `chat` from the source's `text`: a tool call, or content in the response format."""
+    tool = choose_tool(chat.tools, chat.tool_choice, chat.tool_name, chat.messages)
+    if tool is not None:
+        call = make_tool_call(tool, text, rng)
+        tokens, reason = cut_answer(call.arguments, (), chat.max_tokens)
+        return Answer(tokens, "tool_calls" if reason == "stop" else reason, call)
+    content = format_content(chat.response_format, text, rng)
+    # Stop sequences cut plain text only: cutting generated JSON would only make it invalid.
+    stop = chat.stop if chat.response_format.type == "text" else ()
+    tokens, reason = cut_answer(content, stop, chat.max_tokens)
+    return Answer(tokens, reason)
 
 
 def new_completion_id() -> str:
@@ -204,13 +251,29 @@ def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
 
 
 def completion_body(
-    model: str, content: str, finish_reason: str, n: int, prompt_tokens: int, completion_tokens: int
+    model: str,
+    content: str,
+    finish_reason: str,
+    n: int,
+    prompt_tokens: int,
+    completion_tokens: int,
+    tool_call: ToolCall | None = None,
 ) -> dict[str, Any]:
-    """A non-streamed `chat.completion` with `n` identical choices."""
+    """A non-streamed `chat.completion` with `n` identical choices (`content`: a tool call's arguments)."""
+    message: dict[str, Any] = {"role": "assistant", "content": content, "refusal": None}
+    if tool_call is not None:
+        message = {
+            "role": "assistant",
+            "content": None,
+            "refusal": None,
+            "tool_calls": [
+                {**tool_call.as_dict(), "function": {"name": tool_call.name, "arguments": content}}
+            ],
+        }
     choices = [
         {
             "index": i,
-            "message": {"role": "assistant", "content": content, "refusal": None},
+            "message": message,
             "logprobs": None,
             "finish_reason": finish_reason,
         }
@@ -230,9 +293,9 @@ def completion_body(
 class ChunkWriter:
     """Builds the SSE events of one stream; every event shares the stream's id and created time."""
 
-    __slots__ = ("_head", "_heads", "_role", "_tail")
+    __slots__ = ("_close", "_head", "_heads", "_open", "_role", "_tail")
 
-    def __init__(self, model: str, n: int) -> None:
+    def __init__(self, model: str, n: int, tool_call: ToolCall | None = None) -> None:
         header = {
             "id": new_completion_id(),
             "object": "chat.completion.chunk",
@@ -245,14 +308,21 @@ class ChunkWriter:
         self._heads = [self._head + b',"choices":[{"index":%d,"delta":' % i for i in range(n)]
         self._tail = b',"logprobs":null,"finish_reason":null}]}\n\n'
         self._role = b'{"role":"assistant","content":""}'
+        self._open, self._close = b'{"content":', b"}"
+        if tool_call is not None:
+            # OpenAI's tool-call deltas: the first names the call, the next ones carry its arguments.
+            first = {"index": 0, **tool_call.as_dict(), "function": {"name": tool_call.name, "arguments": ""}}
+            role = {"role": "assistant", "content": None, "tool_calls": [first]}
+            self._role = orjson.dumps(role)
+            self._open, self._close = b'{"tool_calls":[{"index":0,"function":{"arguments":', b"}}]}"
 
     def role(self, index: int) -> bytes:
-        """The first event of a choice: the assistant role and empty content."""
+        """The first event of a choice: the assistant role and empty content (or the named tool call)."""
         return self._heads[index] + self._role + self._tail
 
     def content(self, index: int, text: str) -> bytes:
-        """An event carrying a piece of a choice's content."""
-        return self._heads[index] + b'{"content":' + orjson.dumps(text) + b"}" + self._tail
+        """An event carrying a piece of a choice's content (or of its tool call's arguments)."""
+        return self._heads[index] + self._open + orjson.dumps(text) + self._close + self._tail
 
     def finish(self, index: int, reason: str) -> bytes:
         """The last event of a choice: an empty delta and its finish reason."""

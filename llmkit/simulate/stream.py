@@ -5,16 +5,34 @@ from __future__ import annotations
 import asyncio
 import random
 from dataclasses import dataclass
+from typing import Protocol
 
 from aiohttp import web
 
+from llmkit.simulate.faults import STREAM_FAULT_KEY, in_stream_error_event
 from llmkit.simulate.latency import Latency
-from llmkit.simulate.openai import DONE_EVENT, ChunkWriter
+from llmkit.simulate.openai import DONE_EVENT
 
 # Tokens per content chunk when no inter-token latency is asked for: fewer, larger events stream faster.
 INSTANT_CHUNK_TOKENS = 4
 # How often a sleeping stream checks that its client is still there.
 _DISCONNECT_POLL = 0.05
+
+
+class EventWriter(Protocol):
+    """Builds the SSE events of one API shape (chat.completion.chunk, text_completion)."""
+
+    def role(self, index: int) -> bytes:
+        """The event opening choice `index`, or b"" when the shape has none."""
+        ...
+
+    def content(self, index: int, text: str) -> bytes:
+        """An event carrying a piece of choice `index`."""
+        ...
+
+    def finish(self, index: int, reason: str) -> bytes:
+        """The event closing choice `index` with its finish reason."""
+        ...
 
 
 @dataclass(slots=True)
@@ -73,7 +91,7 @@ class StreamSender:
         self,
         request: web.Request,
         response: web.StreamResponse,
-        writer: ChunkWriter,
+        writer: EventWriter,
         plan: StreamPlan,
         capacity: int,
     ) -> None:
@@ -84,14 +102,23 @@ class StreamSender:
         # At most this many events are joined into one write (each write awaits the socket's drain).
         self.capacity = max(1, capacity)
         self.progress = Progress()
+        # An injected fault (500, 503, disconnect) cuts the stream after half of its content.
+        self.fault: str | None = request.get(STREAM_FAULT_KEY)
 
-    def _step(self, k: int) -> list[bytes]:
+    def _steps(self) -> int:
+        return len(self.plan.pieces)
+
+    def _step(self, k: int) -> tuple[list[bytes], int]:
+        # The events of step k of every choice, and the completion tokens they carry.
         plan, writer = self.plan, self.writer
-        return [writer.content(i, plan.pieces[k]) for i in range(plan.n)]
+        return [writer.content(i, plan.pieces[k]) for i in range(plan.n)], plan.piece_tokens[k] * plan.n
+
+    def _finishes(self) -> list[bytes]:
+        return [self.writer.finish(i, self.plan.finish_reason) for i in range(self.plan.n)]
 
     def _tail(self) -> list[bytes]:
-        plan, writer = self.plan, self.writer
-        events = [writer.finish(i, plan.finish_reason) for i in range(plan.n)]
+        plan = self.plan
+        events = self._finishes()
         if plan.usage_event is not None:
             events.append(plan.usage_event)
         events.append(DONE_EVENT)
@@ -102,34 +129,52 @@ class StreamSender:
         self.progress.chunks += len(events)
         self.progress.tokens += tokens
 
+    def _planned_steps(self) -> int:
+        steps = self._steps()
+        return steps // 2 if self.fault else steps
+
+    def _ending(self) -> list[bytes]:
+        # A faulted stream ends with OpenAI's in-stream error event, or with nothing before the cut.
+        if self.fault in ("500", "503"):
+            return [in_stream_error_event(self.fault)]
+        return [] if self.fault else self._tail()
+
     async def send(self, latency: Latency, rng: random.Random) -> None:
-        """Write the whole stream: role, content, finish, usage and [DONE] events."""
-        plan, n = self.plan, self.plan.n
-        roles = [self.writer.role(i) for i in range(n)]
+        """Write the whole stream: role, content, finish, usage and [DONE] events (or the injected fault)."""
+        await self._send(latency, rng)
+        if self.fault == "disconnect":
+            transport = self.request.transport
+            if transport is not None:
+                transport.abort()
+            raise ConnectionResetError("injected fault disconnect")
+
+    async def _send(self, latency: Latency, rng: random.Random) -> None:
+        roles = [event for event in (self.writer.role(i) for i in range(self.plan.n)) if event]
+        steps = self._planned_steps()
         if latency.itl <= 0:
             await pause(self.request, latency.first_token(rng))
             await self._send_batched(roles)
             return
         await pause(self.request, latency.first_token(rng))
-        events = roles
-        for k in range(len(plan.pieces)):
+        for k in range(steps):
             if k:
                 await pause(self.request, latency.next_token(rng))
-            events = [*events, *self._step(k)] if k == 0 else self._step(k)
-            await self._write(events, plan.piece_tokens[k] * n)
-        if not plan.pieces:
+            events, tokens = self._step(k)
+            await self._write([*roles, *events] if k == 0 else events, tokens)
+        if not steps and roles:
             await self._write(roles, 0)
-        await self._write(self._tail(), 0)
+        await self._write(self._ending(), 0)
 
     async def _send_batched(self, head: list[bytes]) -> None:
         # Nothing to wait for: build the events and send them `capacity` at a time.
-        plan, n, capacity = self.plan, self.plan.n, self.capacity
+        capacity = self.capacity
         batch, tokens = list(head), 0
-        for k in range(len(plan.pieces)):
-            batch.extend(self._step(k))
-            tokens += plan.piece_tokens[k] * n
+        for k in range(self._planned_steps()):
+            events, step_tokens = self._step(k)
+            batch.extend(events)
+            tokens += step_tokens
             if len(batch) >= capacity:
                 await self._write(batch, tokens)
                 batch, tokens = [], 0
-        batch.extend(self._tail())
+        batch.extend(self._ending())
         await self._write(batch, tokens)

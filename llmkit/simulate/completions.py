@@ -1,0 +1,272 @@
+"""OpenAI's legacy `POST /v1/completions`: text prompts in, `text_completion` bodies or SSE chunks out."""
+
+from __future__ import annotations
+
+import random
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from llmkit.core.http import json_response, openapi, read_json
+from llmkit.simulate.app import SSE_HEADERS, STATE_KEY, SimulateState, pick_answer, request_slot
+from llmkit.simulate.latency import Latency, latency_for
+from llmkit.simulate.openai import (
+    MAX_N,
+    SYSTEM_FINGERPRINT,
+    check_bool,
+    check_model,
+    check_stop,
+    cut_answer,
+    int_param,
+    invalid,
+    usage,
+)
+from llmkit.simulate.stream import INSTANT_CHUNK_TOKENS, StreamPlan, StreamSender, pause, plan_pieces
+from llmkit.simulate.tokenizer import count_tokens
+
+# OpenAI's default for this endpoint: without max_tokens an answer stops after 16 tokens.
+DEFAULT_MAX_TOKENS = 16
+MAX_PROMPTS = 2048
+
+
+@dataclass(frozen=True, slots=True)
+class CompletionRequest:
+    """A validated legacy completion request."""
+
+    model: str
+    prompts: tuple[str, ...]
+    n: int = 1
+    max_tokens: int = DEFAULT_MAX_TOKENS
+    stop: tuple[str, ...] = ()
+    echo: bool = False
+    stream: bool = False
+    include_usage: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Lane:
+    """The answer to one prompt, shared by its `n` choices: the prompt, answer tokens, finish reason."""
+
+    prompt: str
+    tokens: list[str]
+    finish_reason: str
+
+
+def _check_prompts(data: Mapping[str, Any]) -> tuple[str, ...]:
+    prompt = data.get("prompt")
+    if prompt is None:
+        raise invalid(
+            "prompt", 'you must provide a prompt, e.g. "prompt": "Say hello"', "missing_required_parameter"
+        )
+    if isinstance(prompt, str):
+        return (prompt,)
+    if isinstance(prompt, list) and prompt and all(isinstance(p, str) for p in prompt):
+        if len(prompt) > MAX_PROMPTS:
+            raise invalid("prompt", f"prompt may hold at most {MAX_PROMPTS} strings; got {len(prompt)}")
+        return tuple(prompt)
+    if isinstance(prompt, list) and prompt and all(isinstance(p, (int, list)) for p in prompt):
+        raise invalid(
+            "prompt", "token-array prompts are not supported by the simulator; send the prompt as text"
+        )
+    raise invalid("prompt", f"prompt must be a string or a non-empty array of strings; got {prompt!r:.80}")
+
+
+def parse_completion_request(data: Mapping[str, Any]) -> CompletionRequest:
+    """Validate a legacy completion body; raise a 400 ApiError that names the parameter to fix."""
+    model = check_model(data)
+    prompts = _check_prompts(data)
+    n = int_param(data, "n", 1, MAX_N) or 1
+    if len(prompts) * n > MAX_N:
+        raise invalid("n", f"prompts x n must be at most {MAX_N} choices; got {len(prompts)} x {n}")
+    max_tokens = int_param(data, "max_tokens", 0)
+    stream_options = data.get("stream_options")
+    if stream_options is not None and not isinstance(stream_options, dict):
+        raise invalid("stream_options", f"stream_options must be an object; got {stream_options!r}")
+    return CompletionRequest(
+        model=model,
+        prompts=prompts,
+        n=n,
+        max_tokens=DEFAULT_MAX_TOKENS if max_tokens is None else max_tokens,
+        stop=check_stop(data),
+        echo=check_bool(data, "echo"),
+        stream=check_bool(data, "stream"),
+        include_usage=check_bool(stream_options or {}, "include_usage", "stream_options.include_usage"),
+    )
+
+
+class TextChunkWriter:
+    """Builds the `text_completion` SSE events of one stream."""
+
+    __slots__ = ("_head", "_open", "_tails")
+
+    def __init__(self, model: str, completion_id: str, choices: int) -> None:
+        header = {
+            "id": completion_id,
+            "object": "text_completion",
+            "created": int(time.time()),
+            "model": model,
+            "system_fingerprint": SYSTEM_FINGERPRINT,
+        }
+        self._head = b"data: " + orjson.dumps(header)[:-1]
+        self._open = self._head + b',"choices":[{"text":'
+        self._tails = [b',"index":%d,"logprobs":null,"finish_reason":' % i for i in range(choices)]
+
+    def role(self, index: int) -> bytes:
+        """Text completions have no role event."""
+        return b""
+
+    def content(self, index: int, text: str) -> bytes:
+        """An event carrying a piece of choice `index`'s text."""
+        return self._open + orjson.dumps(text) + self._tails[index] + b"null}]}\n\n"
+
+    def finish(self, index: int, reason: str) -> bytes:
+        """The last event of a choice: empty text and its finish reason."""
+        return self._open + b'""' + self._tails[index] + orjson.dumps(reason) + b"}]}\n\n"
+
+    def usage(self, prompt_tokens: int, completion_tokens: int) -> bytes:
+        """The usage event: no choices, the stream's usage."""
+        body = orjson.dumps(usage(prompt_tokens, completion_tokens))
+        return self._head + b',"choices":[],"usage":' + body + b"}\n\n"
+
+
+class LaneSender(StreamSender):
+    """A StreamSender whose choices answer different prompts: choice i follows lane i // n."""
+
+    def __init__(self, *args: Any, lanes: list[tuple[list[str], list[int], str]], per_lane: int) -> None:
+        super().__init__(*args)
+        self.lanes = lanes
+        self.per_lane = per_lane
+
+    def _steps(self) -> int:
+        return max((len(pieces) for pieces, _, _ in self.lanes), default=0)
+
+    def _step(self, k: int) -> tuple[list[bytes], int]:
+        events: list[bytes] = []
+        tokens = 0
+        for lane, (pieces, counts, _) in enumerate(self.lanes):
+            if k < len(pieces):
+                first = lane * self.per_lane
+                events.extend(self.writer.content(i, pieces[k]) for i in range(first, first + self.per_lane))
+                tokens += counts[k] * self.per_lane
+        return events, tokens
+
+    def _finishes(self) -> list[bytes]:
+        return [self.writer.finish(i, self.lanes[i // self.per_lane][2]) for i in range(self.plan.n)]
+
+
+async def _lanes(state: SimulateState, req: CompletionRequest) -> tuple[list[Lane], random.Random]:
+    lanes: list[Lane] = []
+    rng = random.Random()
+    for prompt in req.prompts:
+        text, rng = await pick_answer(state, prompt)
+        tokens, reason = cut_answer(text, req.stop, req.max_tokens)
+        lanes.append(Lane(prompt, tokens, reason))
+    return lanes, rng
+
+
+def _body(req: CompletionRequest, lanes: list[Lane], prompt_tokens: int) -> dict[str, Any]:
+    choices = []
+    for p, lane in enumerate(lanes):
+        text = (lane.prompt if req.echo else "") + "".join(lane.tokens)
+        for j in range(req.n):
+            choice = {
+                "text": text,
+                "index": p * req.n + j,
+                "logprobs": None,
+                "finish_reason": lane.finish_reason,
+            }
+            choices.append(choice)
+    completion_tokens = sum(len(lane.tokens) for lane in lanes) * req.n
+    return {
+        "id": f"cmpl-{uuid.uuid4().hex}",
+        "object": "text_completion",
+        "created": int(time.time()),
+        "model": req.model,
+        "system_fingerprint": SYSTEM_FINGERPRINT,
+        "choices": choices,
+        "usage": usage(prompt_tokens, completion_tokens),
+    }
+
+
+@openapi(
+    tags=["openai"],
+    requestBody={"content": {"application/json": {"schema": {"type": "object"}}}},
+    responses={
+        "200": {"description": "A text_completion, or text/event-stream chunks when stream is true."},
+        "400": {"description": "Invalid parameter (error.param names it)."},
+        "429": {"description": "All request slots busy."},
+    },
+)
+async def completions(request: web.Request) -> web.StreamResponse:
+    """OpenAI's legacy text completions, answered from the source on the latency model."""
+    state = request.app[STATE_KEY]
+    latency = latency_for(request.headers, state.settings)
+    req = parse_completion_request(await read_json(request))
+    async with request_slot(state):
+        lanes, rng = await _lanes(state, req)
+        prompt_tokens = sum(count_tokens(p) for p in req.prompts)
+        stats = state.stats
+        stats.prompt_tokens += prompt_tokens
+        for lane in lanes:
+            stats.finish_reasons[lane.finish_reason] = stats.finish_reasons.get(lane.finish_reason, 0) + req.n
+        if req.stream:
+            return await _stream(request, state, req, latency, rng, lanes, prompt_tokens)
+        longest = max(len(lane.tokens) for lane in lanes)
+        try:
+            await pause(request, latency.whole_answer(longest, rng))
+        except ConnectionResetError:
+            stats.disconnects += 1
+            return web.Response(status=499)
+        body = _body(req, lanes, prompt_tokens)
+        stats.tokens_sent += body["usage"]["completion_tokens"]
+        return json_response(body)
+
+
+async def _stream(
+    request: web.Request,
+    state: SimulateState,
+    req: CompletionRequest,
+    latency: Latency,
+    rng: random.Random,
+    lanes: list[Lane],
+    prompt_tokens: int,
+) -> web.StreamResponse:
+    stats = state.stats
+    choices = len(lanes) * req.n
+    writer = TextChunkWriter(req.model, f"cmpl-{uuid.uuid4().hex}", choices)
+    per_chunk = 1 if latency.itl > 0 else INSTANT_CHUNK_TOKENS
+    planned = []
+    for lane in lanes:
+        pieces, counts = plan_pieces(lane.tokens, per_chunk)
+        if req.echo:
+            # The echoed prompt opens the choice's text and costs no completion tokens.
+            pieces, counts = [lane.prompt, *pieces], [0, *counts]
+        planned.append((pieces, counts, lane.finish_reason))
+    completion_tokens = sum(len(lane.tokens) for lane in lanes) * req.n
+    with_usage = req.include_usage or state.settings.usage_chunk == "always"
+    usage_event = writer.usage(prompt_tokens, completion_tokens) if with_usage else None
+    plan = StreamPlan([], [], choices, lanes[0].finish_reason, usage_event)
+    response = web.StreamResponse(headers=SSE_HEADERS)
+    capacity = state.settings.channel_capacity
+    sender = LaneSender(request, response, writer, plan, capacity, lanes=planned, per_lane=req.n)
+    stats.active_streams += 1
+    try:
+        await response.prepare(request)
+        await sender.send(latency, rng)
+        await response.write_eof()
+    except ConnectionResetError:
+        stats.disconnects += 1
+    finally:
+        stats.active_streams -= 1
+        stats.tokens_sent += sender.progress.tokens
+    return response
+
+
+def add_routes(app: web.Application) -> None:
+    """Register POST /v1/completions."""
+    app.router.add_post("/v1/completions", completions)

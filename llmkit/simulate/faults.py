@@ -1,0 +1,276 @@
+"""Fault injection: 429, 500, 503, hangs and disconnects, by rate, per request header or by a schedule."""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from llmkit.core.http import ApiError, json_response, openapi, read_json
+
+log = logging.getLogger("llmkit.simulate.faults")
+
+KINDS = ("429", "500", "503", "timeout", "disconnect")
+FAULT_HEADER = "x-llmkit-fault"
+# Routes that answer like a model; /health, /stats, /admin and /v1/models never get faults.
+MODEL_ROUTES = (
+    "/v1/chat/completions",
+    "/v1/completions",
+    "/v1/embeddings",
+    "/v1/responses",
+    "/v1/messages",
+    "/api/chat",
+    "/api/generate",
+)
+# Streams of these routes get 500/503 as OpenAI's in-stream error event and disconnects mid-stream.
+IN_STREAM_ROUTES = ("/v1/chat/completions", "/v1/completions")
+# aiohttp >= 3.13 warns on str request keys; older ones lack RequestKey (as in llmkit.core.http).
+STREAM_FAULT_KEY: Any = (
+    web.RequestKey("llmkit_stream_fault", str) if hasattr(web, "RequestKey") else "llmkit_stream_fault"
+)
+_MAX_SCHEDULE = 10_000
+
+
+@dataclass
+class FaultInjector:
+    """Decides the fault of each model request: header first, then the schedule, then the rates."""
+
+    rates: dict[str, float]
+    timeout_s: float
+    retry_after: float
+    rng: random.Random = field(default_factory=random.Random)
+    schedule: deque[list[Any]] = field(default_factory=deque)
+    injected: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
+    configured_rates: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.configured_rates = dict(self.rates)
+
+    def decide(self, forced: str | None) -> str | None:
+        """The fault for one request, or None; counts what it injects."""
+        kind = forced or self._scheduled() or self._random()
+        if kind is not None:
+            self.injected[kind] += 1
+        return kind
+
+    def _scheduled(self) -> str | None:
+        while self.schedule:
+            entry = self.schedule[0]
+            kind, left = entry
+            if left <= 0:
+                self.schedule.popleft()
+                continue
+            entry[1] = left - 1
+            if entry[1] <= 0:
+                self.schedule.popleft()
+            return None if kind == "ok" else str(kind)
+        return None
+
+    def _random(self) -> str | None:
+        if not any(self.rates.values()):
+            return None
+        roll = self.rng.random()
+        for kind in KINDS:
+            roll -= self.rates.get(kind, 0.0)
+            if roll < 0:
+                return kind
+        return None
+
+    def configure(self, body: Mapping[str, Any]) -> None:
+        """Apply a POST /admin/faults body: `schedule` steps are appended, `rates` replace the rates."""
+        steps = parse_schedule(body.get("schedule", []))
+        rates = parse_rates(body.get("rates")) if "rates" in body else None
+        if "fault" in body:
+            steps.extend(parse_schedule([{"fault": body["fault"], "count": body.get("count", 1)}]))
+        if not steps and rates is None:
+            raise ApiError(
+                400,
+                "invalid_value",
+                'give "schedule": [{"fault": "429", "count": 3}], "fault" and "count", or "rates"',
+            )
+        if len(self.schedule) + len(steps) > _MAX_SCHEDULE:
+            raise ApiError(400, "invalid_value", f"the schedule holds at most {_MAX_SCHEDULE} steps")
+        self.schedule.extend(steps)
+        if rates is not None:
+            self.rates = rates
+
+    def reset(self) -> None:
+        """Forget the schedule and go back to the profile's rates."""
+        self.schedule.clear()
+        self.rates = dict(self.configured_rates)
+
+    def snapshot(self) -> dict[str, Any]:
+        """What GET /admin/faults and /stats show."""
+        return {
+            "rates": dict(self.rates),
+            "schedule": [{"fault": kind, "count": left} for kind, left in self.schedule],
+            "injected": dict(self.injected),
+            "timeout_s": self.timeout_s,
+        }
+
+
+def parse_kind(value: Any, where: str) -> str:
+    """A fault kind from a header or a body, or a 400 that lists the kinds."""
+    kind = str(value).strip().lower()
+    if kind not in KINDS:
+        raise ApiError(400, "invalid_value", f"{where} must be one of {', '.join(KINDS)}; got {value!r}")
+    return kind
+
+
+def parse_schedule(raw: Any) -> list[list[Any]]:
+    """`[{"fault": "429", "count": 3}, {"fault": "ok", "count": 1}]` -> steps; "ok" lets requests through."""
+    if not isinstance(raw, list):
+        raise ApiError(400, "invalid_value", 'schedule must be a list such as [{"fault": "429", "count": 3}]')
+    steps: list[list[Any]] = []
+    for i, step in enumerate(raw):
+        if not isinstance(step, dict) or "fault" not in step:
+            raise ApiError(
+                400, "invalid_value", f'schedule[{i}] must be an object like {{"fault": "503", "count": 2}}'
+            )
+        kind = (
+            "ok" if str(step["fault"]).lower() == "ok" else parse_kind(step["fault"], f"schedule[{i}].fault")
+        )
+        count = step.get("count", 1)
+        if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= _MAX_SCHEDULE:
+            raise ApiError(400, "invalid_value", f"schedule[{i}].count must be an integer 1..{_MAX_SCHEDULE}")
+        steps.append([kind, count])
+    return steps
+
+
+def parse_rates(raw: Any) -> dict[str, float]:
+    """`{"429": 0.1, "disconnect": 0.01}` -> rates; each 0..1 and their sum at most 1."""
+    if not isinstance(raw, dict):
+        raise ApiError(400, "invalid_value", 'rates must be an object such as {"429": 0.1, "500": 0.05}')
+    rates = dict.fromkeys(KINDS, 0.0)
+    for key, value in raw.items():
+        kind = parse_kind(key, "rates key")
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value <= 1:
+            raise ApiError(
+                400, "invalid_value", f"rates[{key!r}] must be a number from 0 to 1; got {value!r}"
+            )
+        rates[kind] = float(value)
+    if sum(rates.values()) > 1:
+        raise ApiError(400, "invalid_value", "the fault rates add up to more than 1")
+    return rates
+
+
+def rates_from_settings(sim: Any) -> dict[str, float]:
+    """The profile's fault_rate_* keys as a rates mapping."""
+    return {kind: float(getattr(sim, f"fault_rate_{kind}")) for kind in KINDS}
+
+
+INJECTOR_KEY = web.AppKey("llmkit_fault_injector", FaultInjector)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+async def _wants_stream(request: web.Request) -> bool:
+    # The body is read once here; aiohttp keeps it, so the handler reads it again for free.
+    try:
+        body = orjson.loads(await request.read())
+    except (orjson.JSONDecodeError, ValueError):
+        return False
+    return isinstance(body, dict) and body.get("stream") is True
+
+
+def _injected_error(kind: str, retry_after: float) -> ApiError:
+    if kind == "429":
+        return ApiError(
+            429,
+            "rate_limit_exceeded",
+            "injected fault 429: rate limit reached for requests (x-llmkit-fault, schedule or fault rate)",
+            headers={"Retry-After": f"{retry_after:g}"},
+            type="rate_limit_exceeded",
+        )
+    status = int(kind)
+    return ApiError(
+        status,
+        "server_error" if status == 500 else "service_unavailable",
+        f"injected fault {kind}: the simulated model server failed; retry",
+        type="server_error",
+    )
+
+
+@web.middleware
+async def fault_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Injects the decided fault into model routes; everything else passes untouched."""
+    path = request.path
+    if request.method != "POST" or not path.startswith(MODEL_ROUTES):
+        return await handler(request)
+    injector = request.app[INJECTOR_KEY]
+    header = request.headers.get(FAULT_HEADER)
+    kind = injector.decide(parse_kind(header, f"header {FAULT_HEADER}") if header else None)
+    if kind is None:
+        return await handler(request)
+    log.info("injecting fault %s into %s %s", kind, request.method, path)
+    if (
+        kind in ("500", "503", "disconnect")
+        and path.startswith(IN_STREAM_ROUTES)
+        and await _wants_stream(request)
+    ):
+        # The handler streams half the answer, then the error event or an abrupt close.
+        request[STREAM_FAULT_KEY] = kind
+        return await handler(request)
+    if kind == "timeout":
+        from llmkit.simulate.stream import pause
+
+        await pause(request, injector.timeout_s)
+        raise ApiError(504, "timeout", f"injected fault timeout: no answer within {injector.timeout_s:g}s")
+    if kind == "disconnect":
+        if request.transport is not None:
+            request.transport.abort()
+        # Nobody reads this: the connection is gone; 499 is what the metrics and access log record.
+        return web.Response(status=499)
+    raise _injected_error(kind, injector.retry_after)
+
+
+def in_stream_error_event(kind: str) -> bytes:
+    """OpenAI's in-stream error: one `data:` event with an `error` object, then the stream ends."""
+    body = {
+        "error": {
+            "message": f"injected fault {kind}: the simulated model server failed mid-stream; retry",
+            "type": "server_error",
+            "param": None,
+            "code": "server_error" if kind == "500" else "service_unavailable",
+        }
+    }
+    return b"data: " + orjson.dumps(body) + b"\n\n"
+
+
+@openapi(tags=["admin"])
+async def get_faults(request: web.Request) -> web.Response:
+    """The fault rates, the remaining schedule and how many faults were injected."""
+    return json_response(request.app[INJECTOR_KEY].snapshot())
+
+
+@openapi(
+    tags=["admin"],
+    requestBody={"content": {"application/json": {"schema": {"type": "object"}}}},
+)
+async def post_faults(request: web.Request) -> web.Response:
+    """Script faults: {"schedule": [{"fault": "429", "count": 3}]} or {"fault": "503"} or {"rates": {...}}."""
+    injector = request.app[INJECTOR_KEY]
+    injector.configure(await read_json(request))
+    return json_response(injector.snapshot())
+
+
+@openapi(tags=["admin"])
+async def delete_faults(request: web.Request) -> web.Response:
+    """Clear the schedule and restore the profile's fault rates."""
+    injector = request.app[INJECTOR_KEY]
+    injector.reset()
+    return json_response(injector.snapshot())
+
+
+def add_routes(app: web.Application, injector: FaultInjector) -> None:
+    """Install the injector, its middleware and /admin/faults."""
+    app[INJECTOR_KEY] = injector
+    app.middlewares.append(fault_middleware)
+    app.router.add_get("/admin/faults", get_faults)
+    app.router.add_post("/admin/faults", post_faults)
+    app.router.add_delete("/admin/faults", delete_faults)

@@ -1,0 +1,185 @@
+"""What the Ollama, Anthropic and Responses API shapes share: answer preparation, timing, event streams."""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from llmkit.core.http import request_id_of
+from llmkit.simulate.app import SimulateState, pick_answer
+from llmkit.simulate.latency import Latency
+from llmkit.simulate.openai import cut_answer
+from llmkit.simulate.stream import INSTANT_CHUNK_TOKENS, pause, plan_pieces
+
+log = logging.getLogger("llmkit.simulate")
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """An answer cut for one request: its tokens, why it ended, and the prompt's token count."""
+
+    tokens: list[str]
+    # "stop" (the answer ended or a stop sequence cut it) or "length" (the max tokens cut it).
+    finish: str
+    # The stop sequence that cut the answer, if one did.
+    stop_sequence: str | None
+    prompt_tokens: int
+    rng: random.Random
+
+    @property
+    def text(self) -> str:
+        """The whole answer text."""
+        return "".join(self.tokens)
+
+
+@dataclass(slots=True)
+class Clock:
+    """Monotonic nanosecond marks of one request, for the duration fields some API shapes report."""
+
+    started: int = field(default_factory=time.perf_counter_ns)
+    ready: int = 0  # slot held and answer picked
+    first: int = 0  # first token due
+    done: int = 0
+
+    def mark_ready(self) -> None:
+        """The answer is known; what follows is generation time."""
+        self.ready = time.perf_counter_ns()
+
+    def mark_first(self) -> None:
+        """The time to first token has passed."""
+        self.first = time.perf_counter_ns()
+
+    def mark_done(self) -> None:
+        """The last token is out."""
+        self.done = time.perf_counter_ns()
+
+
+def json_text(text: str) -> str:
+    """`text` itself when it is a JSON object or array, else `{"answer": text}`: JSON mode's output."""
+    try:
+        if isinstance(orjson.loads(text), (dict, list)):
+            return text
+    except orjson.JSONDecodeError:
+        pass
+    return orjson.dumps({"answer": text}).decode()
+
+
+def _first_stop(text: str, stop: tuple[str, ...]) -> tuple[str, str | None]:
+    found = [(i, s) for s in stop if s and (i := text.find(s)) >= 0]
+    if not found:
+        return text, None
+    index, sequence = min(found)
+    return text[:index], sequence
+
+
+async def prepare_answer(
+    request: web.Request,
+    state: SimulateState,
+    prompt: str,
+    prompt_tokens: int,
+    *,
+    stop: tuple[str, ...] = (),
+    max_tokens: int | None = None,
+    as_json: bool = False,
+) -> Answer:
+    """Pick the source's answer, cut it at the first stop sequence and `max_tokens`, count it in the stats."""
+    text, rng = await pick_answer(state, prompt)
+    if as_json:
+        text = json_text(text)
+    text, sequence = _first_stop(text, stop)
+    tokens, finish = cut_answer(text, (), max_tokens)
+    if finish == "length":
+        sequence = None
+    stats = state.stats
+    stats.prompt_tokens += prompt_tokens
+    stats.finish_reasons[finish] = stats.finish_reasons.get(finish, 0) + 1
+    if state.settings.tracking:
+        log.info(
+            "request %s %s: prompt %.80r -> answer of %d tokens (%s)",
+            request.path,
+            request_id_of(request),
+            prompt,
+            len(tokens),
+            finish,
+        )
+    return Answer(tokens, finish, sequence, prompt_tokens, rng)
+
+
+async def wait_whole(request: web.Request, state: SimulateState, latency: Latency, answer: Answer) -> bool:
+    """Sleep as long as the whole answer takes to generate; False (counted) if the client left meanwhile."""
+    if not latency.instant:
+        try:
+            await pause(request, latency.whole_answer(len(answer.tokens), answer.rng))
+        except ConnectionResetError:
+            state.stats.disconnects += 1
+            return False
+    state.stats.tokens_sent += len(answer.tokens)
+    return True
+
+
+def sse_event(name: str, data: Mapping[str, Any]) -> bytes:
+    """One named server-sent event: `event: name` and a JSON `data:` line."""
+    return b"event: " + name.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
+
+
+async def send_stream(
+    request: web.Request,
+    state: SimulateState,
+    response: web.StreamResponse,
+    latency: Latency,
+    answer: Answer,
+    *,
+    head: list[bytes],
+    piece: Callable[[str], bytes],
+    tail: Callable[[], list[bytes]],
+    clock: Clock | None = None,
+) -> None:
+    """Stream `head`, one `piece` event per content piece on the latency model, then `tail()`.
+
+    A client that disconnects ends the stream quietly (counted in stats.disconnects).
+    """
+    stats = state.stats
+    one_by_one = latency.itl > 0
+    # One token per event when tokens arrive one by one; a few per event when nothing waits between them.
+    pieces, counts = plan_pieces(answer.tokens, 1 if one_by_one else INSTANT_CHUNK_TOKENS)
+    capacity = max(1, state.settings.channel_capacity)
+    sent = 0
+    stats.active_streams += 1
+    try:
+        await response.prepare(request)
+        if head:
+            # The opening events go out at once, as the real APIs do, before the time to first token.
+            await response.write(b"".join(head))
+        await pause(request, latency.first_token(answer.rng))
+        if clock is not None:
+            clock.mark_first()
+        batch: list[bytes] = []
+        batch_tokens = 0
+        for k, text in enumerate(pieces):
+            if one_by_one and k:
+                await pause(request, latency.next_token(answer.rng))
+            batch.append(piece(text))
+            batch_tokens += counts[k]
+            if one_by_one or len(batch) >= capacity:
+                await response.write(b"".join(batch))
+                sent += batch_tokens
+                batch, batch_tokens = [], 0
+        if clock is not None:
+            clock.mark_done()
+        batch.extend(tail())
+        await response.write(b"".join(batch))
+        sent += batch_tokens
+        await response.write_eof()
+    except ConnectionResetError:
+        # The client went away: stop here; aiohttp closes the connection quietly.
+        stats.disconnects += 1
+    finally:
+        stats.active_streams -= 1
+        stats.tokens_sent += sent
