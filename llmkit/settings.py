@@ -99,6 +99,9 @@ class SimulateSettings:
     # How long an injected timeout hangs before answering 504 (longer than any sane client timeout).
     fault_timeout_s: float = field(default=600.0, metadata={"min": 0})
     fault_retry_after: float = field(default=1.0, metadata={"min": 0})
+    # Requests and tokens per minute per model, like the real APIs (0: no limit); state in limiter.url.
+    rpm: int = field(default=0, metadata={"min": 0})
+    tpm: int = field(default=0, metadata={"min": 0})
 
 
 # The one table of sections; a system adds its dataclass here.

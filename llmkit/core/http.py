@@ -34,8 +34,14 @@ REQUEST_ID_HEADER = "X-Request-ID"
 _REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._:@/+=-]{1,128}")
 # Per-task request id for log records; a ContextVar is per request, not shared state.
 request_id_var: ContextVar[str] = ContextVar("llmkit_request_id", default="-")
-# aiohttp >= 3.13 warns on str request keys (an error under filterwarnings=error); older ones lack RequestKey.
-REQUEST_ID_KEY: Any = web.RequestKey("request_id", str) if hasattr(web, "RequestKey") else "request_id"
+
+
+def request_key(name: str, kind: type) -> Any:
+    """A typed per-request key: aiohttp >= 3.13 warns on str keys; older versions lack RequestKey."""
+    return web.RequestKey(name, kind) if hasattr(web, "RequestKey") else name
+
+
+REQUEST_ID_KEY: Any = request_key("request_id", str)
 
 access_logger = logging.getLogger("llmkit.access")
 logger = logging.getLogger("llmkit.http")

@@ -26,7 +26,7 @@ from llmkit.core.http import (
 )
 from llmkit.core.limiter import ConcurrencyLimit, Limiter, SlotUnavailable, limiter_from_url
 from llmkit.settings import Settings, SimulateSettings
-from llmkit.simulate import faults
+from llmkit.simulate import faults, ratelimit
 from llmkit.simulate.faults import FaultInjector, rates_from_settings
 from llmkit.simulate.latency import Latency, latency_for
 from llmkit.simulate.openai import (
@@ -332,6 +332,7 @@ def create_app(settings: Settings, source: Source | None = None) -> web.Applicat
     app = create_base_app("simulate", settings.server, stats=_make_stats(state, injector))
     app[STATE_KEY] = state
     faults.add_routes(app, injector)
+    ratelimit.install(app, sim.rpm, sim.tpm, settings.limiter.url)
     set_error_format(app, openai_error_body, "/v1")
     set_error_format(app, openai_error_body, "/test_completion")
     app.cleanup_ctx.append(_lifecycle)

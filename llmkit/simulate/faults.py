@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from llmkit.core.http import ApiError, json_response, openapi, read_json
+from llmkit.core.http import ApiError, json_response, openapi, read_json, request_key
 
 log = logging.getLogger("llmkit.simulate.faults")
 
@@ -30,10 +30,7 @@ MODEL_ROUTES = (
 )
 # Streams of these routes get 500/503 as OpenAI's in-stream error event and disconnects mid-stream.
 IN_STREAM_ROUTES = ("/v1/chat/completions", "/v1/completions")
-# aiohttp >= 3.13 warns on str request keys; older ones lack RequestKey (as in llmkit.core.http).
-STREAM_FAULT_KEY: Any = (
-    web.RequestKey("llmkit_stream_fault", str) if hasattr(web, "RequestKey") else "llmkit_stream_fault"
-)
+STREAM_FAULT_KEY = request_key("llmkit_stream_fault", str)
 _MAX_SCHEDULE = 10_000
 
 
