@@ -34,7 +34,9 @@ format: install
 	$(VENV)/bin/ruff format llmkit tests bench
 
 bench: install services
+	@bash scripts/ensure-bench-tools.sh
 	$(PY) bench/core.py
+	$(PY) bench/simulate.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
