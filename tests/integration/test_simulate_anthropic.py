@@ -11,15 +11,9 @@ import orjson
 import pytest
 
 from llmkit.simulate.tokenizer import count_tokens
-from tests.integration.test_simulate_app import ANSWER, make_settings, real_server
+from tests.integration.test_simulate_app import ANSWER
 
 MESSAGES: Any = [{"role": "user", "content": "Halo, apa kabar? 😀"}]
-
-
-@pytest.fixture
-async def base_url() -> AsyncIterator[str]:
-    async with real_server(make_settings()) as url:
-        yield url
 
 
 @pytest.fixture

@@ -17,12 +17,6 @@ MESSAGES: Any = [{"role": "user", "content": "Halo, apa kabar? 😀"}]
 
 
 @pytest.fixture
-async def base_url() -> AsyncIterator[str]:
-    async with real_server(make_settings()) as url:
-        yield url
-
-
-@pytest.fixture
 async def client(base_url: str) -> AsyncIterator[openai.AsyncOpenAI]:
     made = openai.AsyncOpenAI(base_url=f"{base_url}/v1", api_key="x", max_retries=0)
     yield made

@@ -19,12 +19,6 @@ STATS = ("total_duration", "load_duration", "prompt_eval_duration", "eval_durati
 
 
 @pytest.fixture
-async def base_url() -> AsyncIterator[str]:
-    async with real_server(make_settings()) as url:
-        yield url
-
-
-@pytest.fixture
 async def client(base_url: str) -> AsyncIterator[ollama.AsyncClient]:
     made = ollama.AsyncClient(host=base_url)
     yield made

@@ -13,7 +13,7 @@ import pytest
 
 from llmkit.simulate.tokenizer import count_tokens
 from tests.integration.test_simulate_anthropic import named_events
-from tests.integration.test_simulate_app import ANSWER, make_settings, real_server
+from tests.integration.test_simulate_app import ANSWER
 
 EVENTS_BEFORE = [
     "response.created",
@@ -27,12 +27,6 @@ EVENTS_AFTER = [
     "response.output_item.done",
     "response.completed",
 ]
-
-
-@pytest.fixture
-async def base_url() -> AsyncIterator[str]:
-    async with real_server(make_settings()) as url:
-        yield url
 
 
 @pytest.fixture
