@@ -8,7 +8,6 @@ import math
 import os
 import re
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -267,7 +266,7 @@ def _make_middleware(settings: ServerSettings, metrics: HttpMetrics) -> Any:
     @web.middleware
     async def llmkit_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         incoming = request.headers.get(REQUEST_ID_HEADER)
-        rid = incoming if incoming and _REQUEST_ID_RE.fullmatch(incoming) else uuid.uuid4().hex
+        rid = incoming if incoming and _REQUEST_ID_RE.fullmatch(incoming) else os.urandom(16).hex()
         request[REQUEST_ID_KEY] = rid
         token = request_id_var.set(rid)
         start = time.perf_counter()

@@ -6,7 +6,7 @@ import logging
 import random
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +37,7 @@ from llmkit.simulate.openai import (
     parse_chat_request,
     shape_answer,
 )
+from llmkit.simulate.rng import RequestRandom
 from llmkit.simulate.sources.base import Source, SourceUnavailable
 from llmkit.simulate.stream import INSTANT_CHUNK_TOKENS, StreamPlan, StreamSender, pause, plan_pieces
 from llmkit.simulate.structured import ToolCall
@@ -128,28 +129,42 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         return await _answer(request, state, chat, latency)
 
 
-@asynccontextmanager
-async def request_slot(state: SimulateState) -> AsyncIterator[None]:
-    """Hold one of the `semaphore_limit` slots (429 after `queue_timeout_ms`); used by every API shape."""
-    stats = state.stats
-    stats.requests += 1
-    try:
-        holder = await state.limit.acquire(state.settings.queue_timeout_ms / 1000.0)
-    except SlotUnavailable:
-        stats.rejected += 1
-        raise _too_busy(state) from None
-    stats.in_flight += 1
-    try:
-        yield
-    finally:
+class _RequestSlot:
+    """`async with request_slot(state)`: a class rather than a generator, as it runs on every request."""
+
+    __slots__ = ("_holder", "_state")
+
+    def __init__(self, state: SimulateState) -> None:
+        self._state = state
+        self._holder = ""
+
+    async def __aenter__(self) -> None:
+        state = self._state
+        stats = state.stats
+        stats.requests += 1
+        try:
+            self._holder = await state.limit.acquire(state.settings.queue_timeout_ms / 1000.0)
+        except SlotUnavailable:
+            stats.rejected += 1
+            raise _too_busy(state) from None
+        stats.in_flight += 1
+
+    async def __aexit__(self, *exc_info: object) -> None:
         # Runs on success, error, cancellation and client disconnect alike: the slot never leaks.
-        stats.in_flight -= 1
-        await state.limit.release(holder)
+        state = self._state
+        state.stats.in_flight -= 1
+        await state.limit.release(self._holder)
+
+
+def request_slot(state: SimulateState) -> AbstractAsyncContextManager[None]:
+    """Hold one of the `semaphore_limit` slots (429 after `queue_timeout_ms`); used by every API shape."""
+    return _RequestSlot(state)
 
 
 async def pick_answer(state: SimulateState, prompt: str) -> tuple[str, random.Random]:
     """The source's answer for `prompt` and the request's own rng; 503 when the source is unavailable."""
-    rng = random.Random(state.rng.getrandbits(64))
+    # Seeded from the shared rng in arrival order (so simulate.seed repeats answers), but only when used.
+    rng = RequestRandom(state.rng.getrandbits(64))
     try:
         return await state.source.answer(prompt, rng), rng
     except SourceUnavailable as exc:
@@ -196,7 +211,7 @@ async def _answer(
             return web.Response(status=499)
     stats.tokens_sent += len(tokens) * chat.n
     body = completion_body(
-        chat.model, "".join(tokens), finish_reason, chat.n, prompt_tokens, len(tokens), answer.tool_call
+        chat.model, answer.content, finish_reason, chat.n, prompt_tokens, len(tokens), answer.tool_call
     )
     return json_response(body)
 

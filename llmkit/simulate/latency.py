@@ -67,8 +67,25 @@ def _header_ms(headers: Mapping[str, str], name: str, default: float) -> float:
     return value
 
 
+# The latency of requests without override headers, for the settings it was made from (the same object
+# on every request of an app): a Latency is immutable, so one serves them all.
+_last_configured: tuple[SimulateSettings, Latency] | None = None
+
+
+def _configured(settings: SimulateSettings) -> Latency:
+    global _last_configured
+    last = _last_configured
+    if last is not None and last[0] is settings:
+        return last[1]
+    latency = Latency(settings.ttft_ms / 1000.0, settings.itl_ms / 1000.0, settings.jitter)
+    _last_configured = (settings, latency)
+    return latency
+
+
 def latency_for(headers: Mapping[str, str], settings: SimulateSettings) -> Latency:
     """The request's latency: settings, overridden by the x-llmkit-ttft-ms / x-llmkit-itl-ms headers."""
+    if TTFT_HEADER not in headers and ITL_HEADER not in headers:
+        return _configured(settings)
     ttft_ms = _header_ms(headers, TTFT_HEADER, settings.ttft_ms)
     itl_ms = _header_ms(headers, ITL_HEADER, settings.itl_ms)
     return Latency(ttft_ms / 1000.0, itl_ms / 1000.0, settings.jitter)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import random
 import time
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 
 from llmkit.core.http import ApiError
+from llmkit.simulate.memo import Memo
 from llmkit.simulate.structured import (
     TEXT_FORMAT,
     ResponseFormat,
@@ -80,6 +81,13 @@ class Answer:
     tokens: list[str]
     finish_reason: str
     tool_call: ToolCall | None = None
+    # The tokens joined (None: join them): what a non-streamed body carries.
+    text: str | None = None
+
+    @property
+    def content(self) -> str:
+        """The answer's text: its tokens joined."""
+        return "".join(self.tokens) if self.text is None else self.text
 
 
 def invalid(param: str, message: str, code: str = "invalid_value") -> ApiError:
@@ -180,46 +188,102 @@ def last_user_text(messages: list[dict[str, Any]]) -> str:
     return ""
 
 
+def _messages_fast(messages: Any) -> list[dict[str, Any]] | None:
+    # The common, valid case in one loop; None sends anything unusual through _check_messages.
+    if type(messages) is not list or not messages:
+        return None
+    for message in messages:
+        if type(message) is not dict or message.get("role") not in ROLES:
+            return None
+        content = message.get("content")
+        if content is not None and type(content) is not str and type(content) is not list:
+            return None
+    return list(messages)
+
+
 def parse_chat_request(data: Mapping[str, Any]) -> ChatRequest:
     """Validate a chat completion body; raise a 400 ApiError that names the parameter to fix."""
-    model = check_model(data)
-    messages = _check_messages(data)
-    n = int_param(data, "n", 1, MAX_N) or 1
+    # Checked in the same order as always, so a body with several faults names the same one; absent
+    # optional fields skip their checker (each returns its default for None).
+    get = data.get
+    model = get("model")
+    if type(model) is not str or not model or model.isspace():
+        model = check_model(data)
+    messages = _messages_fast(get("messages"))
+    if messages is None:
+        messages = _check_messages(data)
+    n = 1 if get("n") is None else (int_param(data, "n", 1, MAX_N) or 1)
     max_tokens = int_param(data, "max_completion_tokens", 1)
     if max_tokens is None:
         max_tokens = int_param(data, "max_tokens", 1)
-    stream_options = data.get("stream_options")
-    if stream_options is not None and not isinstance(stream_options, dict):
-        raise invalid("stream_options", f"stream_options must be an object; got {stream_options!r}")
-    include_usage = check_bool(stream_options or {}, "include_usage", "stream_options.include_usage")
-    tools = parse_tools(data)
-    tool_choice, tool_name = parse_tool_choice(data, tools)
+    stream_options = get("stream_options")
+    include_usage = False
+    if stream_options is not None:
+        if not isinstance(stream_options, dict):
+            raise invalid("stream_options", f"stream_options must be an object; got {stream_options!r}")
+        include_usage = check_bool(stream_options, "include_usage", "stream_options.include_usage")
+    tools = () if get("tools") is None else parse_tools(data)
+    tool_choice, tool_name = ("auto", None) if get("tool_choice") is None else parse_tool_choice(data, tools)
+    prompt = last_user_text(messages)
+    stop = () if get("stop") is None else check_stop(data)
+    stream = get("stream")
+    if stream is not True and stream is not False:
+        stream = check_bool(data, "stream")
+    response_format = TEXT_FORMAT if get("response_format") is None else parse_response_format(data)
     return ChatRequest(
-        model=model,
-        messages=messages,
-        prompt=last_user_text(messages),
-        n=n,
-        max_tokens=max_tokens,
-        stop=check_stop(data),
-        stream=check_bool(data, "stream"),
-        include_usage=include_usage,
-        tools=tools,
-        tool_choice=tool_choice,
-        tool_name=tool_name,
-        response_format=parse_response_format(data),
+        model,
+        messages,
+        prompt,
+        n,
+        max_tokens,
+        stop,
+        stream,
+        include_usage,
+        tools,
+        tool_choice,
+        tool_name,
+        response_format,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Cut:
+    """An answer text cut for one request: its tokens, the finish reason and the tokens joined."""
+
+    tokens: list[str]
+    finish_reason: str
+    text: str
+
+
+# Tokenizing an answer costs as much as the rest of a request, and the same few answers come back again
+# and again: remember the cuts, up to this many tokens in all (a few MB). Cut token lists are shared, so
+# nobody may modify one.
+_CUTS: Memo[tuple[str, tuple[str, ...], int | None], Cut] = Memo(max_weight=256_000)
+
+
+def cut_text(text: str, stop: tuple[str, ...], max_tokens: int | None) -> Cut:
+    """`text` cut before the first `stop` sequence and after `max_tokens` tokens (remembered per text)."""
+    key = (text, stop, max_tokens)
+    cut = _CUTS.get(key)
+    if cut is not None:
+        return cut
+    if stop:
+        at = min((i for i in (text.find(s) for s in stop) if i >= 0), default=-1)
+        if at >= 0:
+            text = text[:at]
+    tokens = tokenize(text)
+    if max_tokens is not None and len(tokens) > max_tokens:
+        tokens = tokens[:max_tokens]
+        cut = Cut(tokens, "length", "".join(tokens))
+    else:
+        cut = Cut(tokens, "stop", text)
+    return _CUTS.put(key, cut, len(tokens) + 1)
 
 
 def cut_answer(text: str, stop: tuple[str, ...], max_tokens: int | None) -> tuple[list[str], str]:
     """The answer's tokens after `stop` (cut before the first one) and `max_tokens`, and the finish reason."""
-    if stop:
-        cut = min((i for i in (text.find(s) for s in stop) if i >= 0), default=-1)
-        if cut >= 0:
-            text = text[:cut]
-    tokens = tokenize(text)
-    if max_tokens is not None and len(tokens) > max_tokens:
-        return tokens[:max_tokens], "length"
-    return tokens, "stop"
+    cut = cut_text(text, stop, max_tokens)
+    return cut.tokens, cut.finish_reason
 
 
 def shape_answer(chat: ChatRequest, text: str, rng: random.Random) -> Answer:
@@ -227,18 +291,19 @@ def shape_answer(chat: ChatRequest, text: str, rng: random.Random) -> Answer:
     tool = choose_tool(chat.tools, chat.tool_choice, chat.tool_name, chat.messages)
     if tool is not None:
         call = make_tool_call(tool, text, rng)
-        tokens, reason = cut_answer(call.arguments, (), chat.max_tokens)
-        return Answer(tokens, "tool_calls" if reason == "stop" else reason, call)
+        cut = cut_text(call.arguments, (), chat.max_tokens)
+        reason = "tool_calls" if cut.finish_reason == "stop" else cut.finish_reason
+        return Answer(cut.tokens, reason, call, cut.text)
     content = format_content(chat.response_format, text, rng)
     # Stop sequences cut plain text only: cutting generated JSON would only make it invalid.
     stop = chat.stop if chat.response_format.type == "text" else ()
-    tokens, reason = cut_answer(content, stop, chat.max_tokens)
-    return Answer(tokens, reason)
+    cut = cut_text(content, stop, chat.max_tokens)
+    return Answer(cut.tokens, cut.finish_reason, None, cut.text)
 
 
 def new_completion_id() -> str:
-    """A fresh `chatcmpl-...` id."""
-    return f"chatcmpl-{uuid.uuid4().hex}"
+    """A fresh `chatcmpl-...` id: 128 random bits, like a uuid4 but without building one."""
+    return "chatcmpl-" + os.urandom(16).hex()
 
 
 def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:

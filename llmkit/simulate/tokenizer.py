@@ -6,6 +6,8 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from llmkit.simulate.memo import Memo
+
 # Shaped like cl100k's pre-tokenizer, with lengths capped so long words, digit runs and non-ASCII text
 # split into several tokens as BPE would. Every alternative consumes at least one character and the last
 # one matches anything, so the tokens always concatenate back to the text exactly. We cut `str`, never
@@ -35,9 +37,17 @@ def tokenize(text: str) -> list[str]:
     return _TOKEN_RE.findall(text)
 
 
+# Clients resend the same system prompts and conversation prefixes; remember their counts (up to this many
+# characters of text in all).
+_COUNTS: Memo[str, int] = Memo(max_weight=4_000_000)
+
+
 def count_tokens(text: str) -> int:
     """How many tokens `tokenize(text)` gives."""
-    return len(_TOKEN_RE.findall(text))
+    count = _COUNTS.get(text)
+    if count is None:
+        count = _COUNTS.put(text, len(_TOKEN_RE.findall(text)), len(text) + 64)
+    return count
 
 
 def content_text(content: Any) -> str:

@@ -13,6 +13,7 @@ import orjson
 
 from llmkit.core.cache.base import Cache
 from llmkit.errors import BackendError
+from llmkit.simulate.memo import Memo
 from llmkit.simulate.sources.base import SourceUnavailable
 from llmkit.simulate.sources.matching import Matcher
 
@@ -110,6 +111,11 @@ class FileSource:
         self.cache_errors = 0
         self.disk_reads = 0
         self._cache_down = False
+        # The cached file list as last read and validated: unchanged bytes need no parsing.
+        self._list_raw: bytes | None = None
+        self._list_names: tuple[str, ...] = ()
+        # name -> (cached bytes, their text): a file whose cached bytes are unchanged is not decoded again.
+        self._texts: Memo[str, tuple[bytes, str]] = Memo(max_weight=16_000_000)
 
     async def start(self) -> None:
         """List the directory and build the matching index; BackendError if it has no .md files."""
@@ -152,7 +158,14 @@ class FileSource:
     async def _current_index(self) -> _Index:
         """The index of the file list the cache holds, re-listing the directory when it expired."""
         raw = await self._cache_get(FILE_LIST_KEY)
-        names = _valid_names(raw) if raw is not None else None
+        names: tuple[str, ...] | None = None
+        if raw is not None:
+            if raw == self._list_raw:
+                names = self._list_names
+            else:
+                names = _valid_names(raw)
+                if names is not None:
+                    self._list_raw, self._list_names = raw, names
         if names is None:
             try:
                 names = tuple(await asyncio.to_thread(list_markdown, self.directory))
@@ -160,9 +173,12 @@ class FileSource:
                 raise SourceUnavailable(str(exc)) from exc
             self.disk_reads += 1
             await self._cache_set(FILE_LIST_KEY, orjson.dumps(names), FILE_LIST_TTL)
-        if names != self._index.names:
+        index = self._index
+        # Usually the very tuple the index was built from: no element-by-element comparison.
+        if names is not index.names and names != index.names:
             await self._reindex(names)
-        return self._index
+            index = self._index
+        return index
 
     async def _reindex(self, names: tuple[str, ...]) -> None:
         """Rebuild the matching index for `names` (once, however many requests notice the change)."""
@@ -187,7 +203,7 @@ class FileSource:
         key = file_key(name)
         raw = await self._cache_get(key)
         if raw is not None:
-            return raw.decode("utf-8", "replace")
+            return self._text_of(name, raw)
         path = self.directory / name
         try:
             data = await asyncio.to_thread(path.read_bytes)
@@ -197,7 +213,15 @@ class FileSource:
             raise SourceUnavailable(f"cannot read response file {path}: {exc.strerror or exc}") from exc
         self.disk_reads += 1
         await self._cache_set(key, data, self.ttl)
-        return data.decode("utf-8", "replace")
+        return self._text_of(name, data)
+
+    def _text_of(self, name: str, raw: bytes) -> str:
+        known = self._texts.get(name)
+        if known is not None and known[0] == raw:
+            return known[1]
+        text = raw.decode("utf-8", "replace")
+        self._texts.put(name, (raw, text), len(raw) + 64)
+        return text
 
     # The cache only saves disk reads, so a cache that fails is logged and bypassed, never fatal.
     async def _cache_get(self, key: str) -> bytes | None:

@@ -7,6 +7,8 @@ import re
 import unicodedata
 from collections.abc import Iterable
 
+from llmkit.simulate.memo import Memo
+
 # Words that say nothing about the topic, in English and Indonesian; kept small on purpose, since a
 # word missing here only adds a little noise while a topic word listed here would never match.
 STOPWORDS = frozenset(
@@ -27,9 +29,13 @@ _WORD = re.compile(r"[^\W_]+")
 
 def words(text: str) -> list[str]:
     """Lowercased words of `text` without accents, punctuation, stopwords or single characters."""
-    # NFKD splits "é" into "e" + a combining accent, which the category filter then drops.
-    decomposed = unicodedata.normalize("NFKD", text.casefold())
-    plain = "".join(ch for ch in decomposed if not unicodedata.combining(ch))
+    if text.isascii():
+        # ASCII has no accents to strip and casefolds to its lowercase: skip the per-character pass.
+        plain = text.lower()
+    else:
+        # NFKD splits "é" into "e" + a combining accent, which the category filter then drops.
+        decomposed = unicodedata.normalize("NFKD", text.casefold())
+        plain = "".join(ch for ch in decomposed if not unicodedata.combining(ch))
     return [w for w in _WORD.findall(plain) if len(w) > 1 and w not in STOPWORDS]
 
 
@@ -55,6 +61,9 @@ class Matcher:
         self._idf = {w: math.log(1.0 + (n + 1) / (len(ids) + 1)) for w, ids in self._index.items()}
         # A prompt word no candidate has weighs as much as the rarest possible word: it lowers the score.
         self._unknown_idf = math.log(1.0 + (n + 1))
+        # Prompts repeat (tests, retries, benchmarks, canned conversations) and the keys never change:
+        # remember the best candidate per prompt, up to this many characters of prompts (-1: none).
+        self._best: Memo[str, int] = Memo(max_weight=2_000_000)
 
     def __len__(self) -> int:
         return self.size
@@ -77,10 +86,16 @@ class Matcher:
 
     def best(self, prompt: str) -> int | None:
         """Index of the best candidate scoring at least `threshold`, or None."""
+        best = self._best.get(prompt)
+        if best is None:
+            best = self._best.put(prompt, self._find(prompt), len(prompt) + 64)
+        return None if best < 0 else best
+
+    def _find(self, prompt: str) -> int:
         found = self.scores(prompt)
         if not found:
-            return None
+            return -1
         lengths = self._lengths
         # Round so float noise from summation order never decides a tie.
         i = min(found, key=lambda i: (-round(found[i], 9), lengths[i], i))
-        return i if found[i] >= self.threshold else None
+        return i if found[i] >= self.threshold else -1
