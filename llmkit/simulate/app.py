@@ -202,13 +202,8 @@ async def _answer(
         return await _stream(
             request, state, chat, latency, rng, tokens, finish_reason, prompt_tokens, answer.tool_call
         )
-    if not latency.instant:
-        try:
-            await pause(request, latency.whole_answer(len(tokens), rng))
-        except ConnectionResetError:
-            # Nobody is left to read the body; aiohttp drops the response quietly.
-            stats.disconnects += 1
-            return web.Response(status=499)
+    if not latency.instant and not await wait_or_gone(request, state, latency.whole_answer(len(tokens), rng)):
+        return web.Response(status=499)
     stats.tokens_sent += len(tokens) * chat.n
     body = completion_body(
         chat.model, answer.content, finish_reason, chat.n, prompt_tokens, len(tokens), answer.tool_call
@@ -227,7 +222,6 @@ async def _stream(
     prompt_tokens: int,
     tool_call: ToolCall | None = None,
 ) -> web.StreamResponse:
-    stats = state.stats
     writer = ChunkWriter(chat.model, chat.n, tool_call)
     # One token per event when tokens arrive one by one; a few per event when nothing waits between them.
     pieces, counts = plan_pieces(tokens, 1 if latency.itl > 0 else INSTANT_CHUNK_TOKENS)
@@ -236,6 +230,25 @@ async def _stream(
     plan = StreamPlan(pieces, counts, chat.n, finish_reason, usage_event)
     response = web.StreamResponse(headers=SSE_HEADERS)
     sender = StreamSender(request, response, writer, plan, state.settings.channel_capacity)
+    return await run_stream(request, state, sender, latency, rng)
+
+
+async def wait_or_gone(request: web.Request, state: SimulateState, seconds: float) -> bool:
+    """Sleep the simulated generation time; False (counted as a disconnect) if the client left meanwhile."""
+    try:
+        await pause(request, seconds)
+    except ConnectionResetError:
+        state.stats.disconnects += 1
+        return False
+    return True
+
+
+async def run_stream(
+    request: web.Request, state: SimulateState, sender: StreamSender, latency: Latency, rng: random.Random
+) -> web.StreamResponse:
+    """Prepare the SSE response and send the planned stream, keeping the stream counters right."""
+    stats = state.stats
+    response = sender.response
     stats.active_streams += 1
     try:
         await response.prepare(request)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import random
 import time
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -13,7 +13,15 @@ import orjson
 from aiohttp import web
 
 from llmkit.core.http import json_response, openapi, read_json
-from llmkit.simulate.app import SSE_HEADERS, STATE_KEY, SimulateState, pick_answer, request_slot
+from llmkit.simulate.app import (
+    SSE_HEADERS,
+    STATE_KEY,
+    SimulateState,
+    pick_answer,
+    request_slot,
+    run_stream,
+    wait_or_gone,
+)
 from llmkit.simulate.latency import Latency, latency_for
 from llmkit.simulate.openai import (
     MAX_N,
@@ -26,7 +34,7 @@ from llmkit.simulate.openai import (
     invalid,
     usage,
 )
-from llmkit.simulate.stream import INSTANT_CHUNK_TOKENS, StreamPlan, StreamSender, pause, plan_pieces
+from llmkit.simulate.stream import INSTANT_CHUNK_TOKENS, StreamPlan, StreamSender, plan_pieces
 from llmkit.simulate.tokenizer import count_tokens
 
 # OpenAI's default for this endpoint: without max_tokens an answer stops after 16 tokens.
@@ -183,7 +191,7 @@ def _body(req: CompletionRequest, lanes: list[Lane], prompt_tokens: int) -> dict
             choices.append(choice)
     completion_tokens = sum(len(lane.tokens) for lane in lanes) * req.n
     return {
-        "id": f"cmpl-{uuid.uuid4().hex}",
+        "id": f"cmpl-{os.urandom(16).hex()}",
         "object": "text_completion",
         "created": int(time.time()),
         "model": req.model,
@@ -217,10 +225,7 @@ async def completions(request: web.Request) -> web.StreamResponse:
         if req.stream:
             return await _stream(request, state, req, latency, rng, lanes, prompt_tokens)
         longest = max(len(lane.tokens) for lane in lanes)
-        try:
-            await pause(request, latency.whole_answer(longest, rng))
-        except ConnectionResetError:
-            stats.disconnects += 1
+        if not await wait_or_gone(request, state, latency.whole_answer(longest, rng)):
             return web.Response(status=499)
         body = _body(req, lanes, prompt_tokens)
         stats.tokens_sent += body["usage"]["completion_tokens"]
@@ -236,9 +241,8 @@ async def _stream(
     lanes: list[Lane],
     prompt_tokens: int,
 ) -> web.StreamResponse:
-    stats = state.stats
     choices = len(lanes) * req.n
-    writer = TextChunkWriter(req.model, f"cmpl-{uuid.uuid4().hex}", choices)
+    writer = TextChunkWriter(req.model, f"cmpl-{os.urandom(16).hex()}", choices)
     per_chunk = 1 if latency.itl > 0 else INSTANT_CHUNK_TOKENS
     planned = []
     for lane in lanes:
@@ -254,17 +258,7 @@ async def _stream(
     response = web.StreamResponse(headers=SSE_HEADERS)
     capacity = state.settings.channel_capacity
     sender = LaneSender(request, response, writer, plan, capacity, lanes=planned, per_lane=req.n)
-    stats.active_streams += 1
-    try:
-        await response.prepare(request)
-        await sender.send(latency, rng)
-        await response.write_eof()
-    except ConnectionResetError:
-        stats.disconnects += 1
-    finally:
-        stats.active_streams -= 1
-        stats.tokens_sent += sender.progress.tokens
-    return response
+    return await run_stream(request, state, sender, latency, rng)
 
 
 def add_routes(app: web.Application) -> None:

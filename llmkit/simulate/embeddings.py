@@ -21,10 +21,9 @@ from typing import Any
 from aiohttp import web
 
 from llmkit.core.http import json_response, openapi, read_json
-from llmkit.simulate.app import STATE_KEY, request_slot
+from llmkit.simulate.app import STATE_KEY, request_slot, wait_or_gone
 from llmkit.simulate.latency import latency_for
 from llmkit.simulate.openai import check_model, int_param, invalid
-from llmkit.simulate.stream import pause
 from llmkit.simulate.tokenizer import count_tokens
 
 DEFAULT_DIMENSIONS = 1536
@@ -167,10 +166,7 @@ async def embeddings(request: web.Request) -> web.Response:
     latency = latency_for(request.headers, state.settings)
     req = parse_embedding_request(await read_json(request))
     async with request_slot(state):
-        try:
-            await pause(request, latency.first_token(state.rng))
-        except ConnectionResetError:
-            state.stats.disconnects += 1
+        if not await wait_or_gone(request, state, latency.first_token(state.rng)):
             return web.Response(status=499)
         state.stats.prompt_tokens += sum(req.token_counts)
         return json_response(embedding_body(req))

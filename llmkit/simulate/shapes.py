@@ -13,7 +13,7 @@ import orjson
 from aiohttp import web
 
 from llmkit.core.http import request_id_of
-from llmkit.simulate.app import SimulateState, pick_answer
+from llmkit.simulate.app import SimulateState, pick_answer, wait_or_gone
 from llmkit.simulate.latency import Latency
 from llmkit.simulate.openai import cut_answer
 from llmkit.simulate.stream import INSTANT_CHUNK_TOKENS, pause, plan_pieces
@@ -115,10 +115,8 @@ async def prepare_answer(
 async def wait_whole(request: web.Request, state: SimulateState, latency: Latency, answer: Answer) -> bool:
     """Sleep as long as the whole answer takes to generate; False (counted) if the client left meanwhile."""
     if not latency.instant:
-        try:
-            await pause(request, latency.whole_answer(len(answer.tokens), answer.rng))
-        except ConnectionResetError:
-            state.stats.disconnects += 1
+        seconds = latency.whole_answer(len(answer.tokens), answer.rng)
+        if not await wait_or_gone(request, state, seconds):
             return False
     state.stats.tokens_sent += len(answer.tokens)
     return True

@@ -21,6 +21,7 @@ from llmkit.simulate.sources.base import SourceUnavailable
 from llmkit.simulate.sources.clickhouse_conn import TABLE, ClickHouseConfig, backend_error, clickhouse_config
 from llmkit.simulate.sources.matching import Matcher
 from llmkit.simulate.sources.qa_file import SAMPLE_QA, QaRow, read_qa_jsonl
+from llmkit.simulate.sources.soft_cache import SoftCache
 
 if TYPE_CHECKING:
     from clickhouse_driver import Client
@@ -118,7 +119,8 @@ class ClickHouseSource:
         self._last_error = ""
         self._closed = False
         self.answers = self.matched = self.random = 0
-        self.cache_hits = self.cache_misses = self.cache_errors = 0
+        # The cache is an optimisation here: a failing cache is counted and logged, and ClickHouse is asked.
+        self.soft_cache = SoftCache(cache, "database source", log)
         self.loads = self.load_errors = self.unavailable = 0
 
     async def start(self) -> None:
@@ -140,13 +142,10 @@ class ClickHouseSource:
         if not snapshot.rows:
             self.unavailable += 1
             raise SourceUnavailable(f"ClickHouse at {self.config.url}: table {TABLE} has no rows")
-        found = snapshot.matcher.best(prompt)
-        if found is None:
-            row = rng.choice(snapshot.rows)
-            self.random += 1
-        else:
-            row = snapshot.rows[found]
-            self.matched += 1
+        found, matched = snapshot.matcher.choose(prompt, rng)
+        row = snapshot.rows[found]
+        self.matched += matched
+        self.random += not matched
         self.answers += 1
         return format_answer(row)
 
@@ -160,9 +159,7 @@ class ClickHouseSource:
             "answers": self.answers,
             "matched": self.matched,
             "random": self.random,
-            "cache_hits": self.cache_hits,
-            "cache_misses": self.cache_misses,
-            "cache_errors": self.cache_errors,
+            **self.soft_cache.stats(),
             "loads": self.loads,
             "load_errors": self.load_errors,
             "unavailable": self.unavailable,
@@ -195,7 +192,7 @@ class ClickHouseSource:
             self._snapshot = task.result()
 
     async def _reload(self) -> _Snapshot:
-        raw = await self._cache_get(DB_RESPONSES_KEY)
+        raw = await self.soft_cache.get(DB_RESPONSES_KEY)
         if raw is not None:
             old = self._snapshot
             if old is not None and raw == old.raw:
@@ -227,7 +224,7 @@ class ClickHouseSource:
         expires = self._expiry()
         raw = _encode(rows)
         matcher = await asyncio.to_thread(Matcher, [r.pertanyaan for r in rows], self.threshold)
-        await self._cache_set(DB_RESPONSES_KEY, raw, self.ttl)
+        await self.soft_cache.set(DB_RESPONSES_KEY, raw, self.ttl)
         return _Snapshot(rows, matcher, raw, expires)
 
     def _expiry(self) -> float:
@@ -267,27 +264,6 @@ class ClickHouseSource:
         client, self._client = self._client, None
         if client is not None:
             client.disconnect()
-
-    # The cache is an optimisation here: a failing cache is counted and logged, and ClickHouse is asked.
-    async def _cache_get(self, key: str) -> bytes | None:
-        try:
-            value = await self.cache.get(key)
-        except BackendError as exc:
-            self.cache_errors += 1
-            log.warning("database source: cache get %s failed: %s", key, exc)
-            return None
-        if value is None:
-            self.cache_misses += 1
-        else:
-            self.cache_hits += 1
-        return value
-
-    async def _cache_set(self, key: str, value: bytes, ttl: float) -> None:
-        try:
-            await self.cache.set(key, value, ttl=ttl)
-        except BackendError as exc:
-            self.cache_errors += 1
-            log.warning("database source: cache set %s failed: %s", key, exc)
 
 
 async def init_db(url: str, username: str, password: str, load: Path | None) -> int:

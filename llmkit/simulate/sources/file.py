@@ -16,6 +16,7 @@ from llmkit.errors import BackendError
 from llmkit.simulate.memo import Memo
 from llmkit.simulate.sources.base import SourceUnavailable
 from llmkit.simulate.sources.matching import Matcher
+from llmkit.simulate.sources.soft_cache import SoftCache
 
 log = logging.getLogger(__name__)
 
@@ -106,11 +107,9 @@ class FileSource:
         self.answers = 0
         self.matched = 0
         self.random = 0
-        self.cache_hits = 0
-        self.cache_misses = 0
-        self.cache_errors = 0
+        # The cache only saves disk reads, so a cache that fails is logged and bypassed, never fatal.
+        self.soft_cache = SoftCache(cache, "file source", log)
         self.disk_reads = 0
-        self._cache_down = False
         # The cached file list as last read and validated: unchanged bytes need no parsing.
         self._list_raw: bytes | None = None
         self._list_names: tuple[str, ...] = ()
@@ -121,19 +120,16 @@ class FileSource:
         """List the directory and build the matching index; BackendError if it has no .md files."""
         names = tuple(await asyncio.to_thread(list_markdown, self.directory))
         await self._reindex(names)
-        await self._cache_set(FILE_LIST_KEY, orjson.dumps(names), FILE_LIST_TTL)
+        await self.soft_cache.set(FILE_LIST_KEY, orjson.dumps(names), FILE_LIST_TTL)
         log.info("file source: %d markdown files in %s", len(names), self.directory)
 
     async def answer(self, prompt: str, rng: random.Random) -> str:
         """The content of the best-matching file, or of a random one when nothing matches."""
         index = await self._current_index()
-        found = index.matcher.best(prompt)
-        if found is None:
-            name = rng.choice(index.names)
-            self.random += 1
-        else:
-            name = index.names[found]
-            self.matched += 1
+        found, matched = index.matcher.choose(prompt, rng)
+        name = index.names[found]
+        self.matched += matched
+        self.random += not matched
         self.answers += 1
         return await self._content(name)
 
@@ -146,9 +142,7 @@ class FileSource:
             "answers": self.answers,
             "matched": self.matched,
             "random": self.random,
-            "cache_hits": self.cache_hits,
-            "cache_misses": self.cache_misses,
-            "cache_errors": self.cache_errors,
+            **self.soft_cache.stats(),
             "disk_reads": self.disk_reads,
         }
 
@@ -157,7 +151,7 @@ class FileSource:
 
     async def _current_index(self) -> _Index:
         """The index of the file list the cache holds, re-listing the directory when it expired."""
-        raw = await self._cache_get(FILE_LIST_KEY)
+        raw = await self.soft_cache.get(FILE_LIST_KEY)
         names: tuple[str, ...] | None = None
         if raw is not None:
             if raw == self._list_raw:
@@ -172,7 +166,7 @@ class FileSource:
             except BackendError as exc:
                 raise SourceUnavailable(str(exc)) from exc
             self.disk_reads += 1
-            await self._cache_set(FILE_LIST_KEY, orjson.dumps(names), FILE_LIST_TTL)
+            await self.soft_cache.set(FILE_LIST_KEY, orjson.dumps(names), FILE_LIST_TTL)
         index = self._index
         # Usually the very tuple the index was built from: no element-by-element comparison.
         if names is not index.names and names != index.names:
@@ -201,7 +195,7 @@ class FileSource:
 
     async def _content(self, name: str) -> str:
         key = file_key(name)
-        raw = await self._cache_get(key)
+        raw = await self.soft_cache.get(key)
         if raw is not None:
             return self._text_of(name, raw)
         path = self.directory / name
@@ -209,10 +203,10 @@ class FileSource:
             data = await asyncio.to_thread(path.read_bytes)
         except OSError as exc:
             # The cached list is stale; drop it so the next request lists the directory again.
-            await self._cache_delete(FILE_LIST_KEY)
+            await self.soft_cache.delete(FILE_LIST_KEY)
             raise SourceUnavailable(f"cannot read response file {path}: {exc.strerror or exc}") from exc
         self.disk_reads += 1
-        await self._cache_set(key, data, self.ttl)
+        await self.soft_cache.set(key, data, self.ttl)
         return self._text_of(name, data)
 
     def _text_of(self, name: str, raw: bytes) -> str:
@@ -222,40 +216,3 @@ class FileSource:
         text = raw.decode("utf-8", "replace")
         self._texts.put(name, (raw, text), len(raw) + 64)
         return text
-
-    # The cache only saves disk reads, so a cache that fails is logged and bypassed, never fatal.
-    async def _cache_get(self, key: str) -> bytes | None:
-        try:
-            value = await self.cache.get(key)
-        except BackendError as exc:
-            self._cache_failed(exc)
-            return None
-        self._cache_up()
-        if value is None:
-            self.cache_misses += 1
-        else:
-            self.cache_hits += 1
-        return value
-
-    async def _cache_set(self, key: str, value: bytes, ttl: float) -> None:
-        try:
-            await self.cache.set(key, value, ttl=ttl)
-        except BackendError as exc:
-            self._cache_failed(exc)
-
-    async def _cache_delete(self, key: str) -> None:
-        try:
-            await self.cache.delete(key)
-        except BackendError as exc:
-            self._cache_failed(exc)
-
-    def _cache_failed(self, exc: BackendError) -> None:
-        self.cache_errors += 1
-        if not self._cache_down:
-            self._cache_down = True
-            log.warning("file source: cache failed, reading %s directly: %s", self.directory, exc)
-
-    def _cache_up(self) -> None:
-        if self._cache_down:
-            self._cache_down = False
-            log.info("file source: cache is back")

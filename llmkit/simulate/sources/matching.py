@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import random
 import re
 import unicodedata
 from collections.abc import Iterable
@@ -90,6 +91,13 @@ class Matcher:
         if best is None:
             best = self._best.put(prompt, self._find(prompt), len(prompt) + 64)
         return None if best < 0 else best
+
+    def choose(self, prompt: str, rng: random.Random) -> tuple[int, bool]:
+        """The best candidate's index and True, or a random index (drawn from `rng`) and False."""
+        found = self.best(prompt)
+        if found is None:
+            return rng.randrange(self.size), False
+        return found, True
 
     def _find(self, prompt: str) -> int:
         found = self.scores(prompt)
