@@ -12,7 +12,7 @@ from aiohttp import web
 
 from llmkit.cli.common import HostOpt, PortOpt, ProfileOpt, WorkersOpt, settings_or_exit
 from llmkit.cli.serving import run_server
-from llmkit.core.http import create_base_app, json_response
+from llmkit.core.http import add_route, create_base_app, json_response
 from llmkit.errors import ConfigError
 from llmkit.settings import Settings
 
@@ -48,7 +48,7 @@ def create_app(settings: Settings) -> web.Application:
         yield
         log.info("cleanup ran in pid %d", os.getpid())
 
-    app.router.add_get("/slow", slow)
+    add_route(app, "GET", "/slow", slow)
     app.on_shutdown.append(on_shutdown)
     app.cleanup_ctx.append(lifecycle)
     return app

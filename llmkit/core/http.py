@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
 import math
@@ -15,20 +16,18 @@ from typing import Any, TypeVar
 
 import orjson
 from aiohttp import hdrs, web
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
-    generate_latest,
-)
+from multidict import istr
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from llmkit import __version__
+from llmkit.core.http_metrics import HttpMetrics
+from llmkit.core.ids import fresh_hex
 from llmkit.errors import BackendError, LlmkitError, QueueFull, RateLimited, UpstreamError
 from llmkit.settings import ServerSettings
 
 REQUEST_ID_HEADER = "X-Request-ID"
+# A pre-folded header name: multidict skips case-folding it on every response.
+_REQUEST_ID_ISTR = istr(REQUEST_ID_HEADER)
 # Ids we accept from clients: short and free of anything a log parser or header could choke on.
 _REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._:@/+=-]{1,128}")
 # Per-task request id for log records; a ContextVar is per request, not shared state.
@@ -39,8 +38,6 @@ def request_key(name: str, kind: type) -> Any:
     """A typed per-request key: aiohttp >= 3.13 warns on str keys; older versions lack RequestKey."""
     return web.RequestKey(name, kind) if hasattr(web, "RequestKey") else name
 
-
-REQUEST_ID_KEY: Any = request_key("request_id", str)
 
 access_logger = logging.getLogger("llmkit.access")
 logger = logging.getLogger("llmkit.http")
@@ -95,53 +92,6 @@ def openai_error_body(status: int, code: str, message: str, extra: Mapping[str, 
 
 
 @dataclass
-class HttpMetrics:
-    """Request counters of one app, in its own Prometheus registry and as plain numbers for /stats."""
-
-    registry: CollectorRegistry
-    requests: Counter
-    latency: Histogram
-    in_flight: Gauge
-    total: int = 0
-    errors: int = 0
-    active: int = 0
-    # labels() takes a lock and hashes strings; caching the children keeps the hot path cheap.
-    _children: dict[tuple[str, str, str], tuple[Any, Any]] = field(default_factory=dict)
-
-    @classmethod
-    def create(cls, registry: CollectorRegistry) -> HttpMetrics:
-        """Register the HTTP metrics in `registry`."""
-        labels = ("method", "route", "status")
-        made = cls(
-            registry=registry,
-            requests=Counter("llmkit_http_requests", "HTTP requests answered.", labels, registry=registry),
-            latency=Histogram(
-                "llmkit_http_request_duration_seconds", "Time to answer.", labels[:2], registry=registry
-            ),
-            in_flight=Gauge("llmkit_http_requests_in_flight", "Requests being handled.", registry=registry),
-        )
-        # Read at scrape time: no gauge update (and lock) on every request.
-        made.in_flight.set_function(lambda: made.active)
-        return made
-
-    def observe(self, method: str, route: str, status: int, seconds: float) -> None:
-        """Count one answered request."""
-        key = (method, route, str(status))
-        children = self._children.get(key)
-        if children is None:
-            # Clients choose the method token; unknown ones share a label so they cannot grow the registry.
-            method = method if method in hdrs.METH_ALL else "OTHER"
-            key = (method, route, str(status))
-            children = (self.requests.labels(*key), self.latency.labels(method, route))
-            self._children[key] = children
-        children[0].inc()
-        children[1].observe(seconds)
-        self.total += 1
-        if status >= 500:
-            self.errors += 1
-
-
-@dataclass
 class ServiceInfo:
     """Who this server is, for /health and /openapi.json."""
 
@@ -186,8 +136,8 @@ def error_response(
 
 
 def request_id_of(request: web.Request) -> str:
-    """The request id the middleware assigned (or "-" outside it)."""
-    return str(request.get(REQUEST_ID_KEY, "-"))
+    """The id of the request being handled (or "-" outside one): its context holds it, see add_route."""
+    return request_id_var.get()
 
 
 class RequestIdFilter(logging.Filter):
@@ -240,12 +190,6 @@ def _too_large_message(size: int | None, limit: int) -> str:
     return f"request body{got} the limit is {limit} bytes ({limit / 1_048_576:g} MB, server.max_body_mb)"
 
 
-def _route_label(request: web.Request) -> str:
-    # The route pattern, never the raw path: unmatched paths would make one time series per URL.
-    resource = request.match_info.route.resource
-    return "unmatched" if resource is None else resource.canonical
-
-
 def _error_to_response(request: web.Request, exc: Exception, limit: int) -> web.Response:
     if isinstance(exc, ApiError):
         return error_response(request, exc.status, exc.code, exc.message, exc.headers, **exc.extra)
@@ -258,58 +202,125 @@ def _error_to_response(request: web.Request, exc: Exception, limit: int) -> web.
     return error_response(request, 500, "internal_error", f"internal server error; request id {rid}")
 
 
-def _make_middleware(settings: ServerSettings, metrics: HttpMetrics) -> Any:
-    """One middleware for ids, body limit, errors, metrics and access log: one frame per request, not four."""
-    limit = int(settings.max_body_mb * 1_048_576)
-    log_access = settings.access_log
+_ROUTE_MARK = "__llmkit_route__"
+UNMATCHED = "unmatched"
 
-    @web.middleware
-    async def llmkit_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        incoming = request.headers.get(REQUEST_ID_HEADER)
-        rid = incoming if incoming and _REQUEST_ID_RE.fullmatch(incoming) else os.urandom(16).hex()
-        request[REQUEST_ID_KEY] = rid
-        token = request_id_var.set(rid)
-        start = time.perf_counter()
-        status = 499  # what gets recorded when the client goes away and the handler is cancelled
-        metrics.active += 1
-        try:
+
+class RouteWrapper:
+    """Wraps each route handler in what every llmkit request gets: an id, JSON errors, the body limit,
+    metrics and the access log. One frame around the handler, where an aiohttp middleware costs three.
+    """
+
+    def __init__(self, settings: ServerSettings, metrics: HttpMetrics) -> None:
+        self.limit = int(settings.max_body_mb * 1_048_576)
+        self.log_access = settings.access_log
+        self.metrics = metrics
+
+    def wrap(self, handler: Handler, label: str) -> Handler:
+        """`handler` inside llmkit's request handling; `label` names its route in the metrics."""
+        limit, log_access, metrics = self.limit, self.log_access, self.metrics
+        new_id, valid_id, observe = fresh_hex, _REQUEST_ID_RE.fullmatch, metrics.route(label).observe
+        clock = time.perf_counter
+
+        @functools.wraps(handler)
+        async def llmkit_route(request: web.Request) -> web.StreamResponse:
+            incoming = request.headers.get(REQUEST_ID_HEADER)
+            rid = incoming if incoming is not None and valid_id(incoming) else new_id()
+            token = request_id_var.set(rid)
+            start = clock()
+            status = 499  # what gets recorded when the client goes away and the handler is cancelled
+            metrics.active += 1
             try:
-                size = request.content_length
-                # Refuse before reading: Content-Length tells us now, client_max_size only once read.
-                if size is not None and size > limit:
-                    raise ApiError(413, "body_too_large", _too_large_message(size, limit))
-                response = await handler(request)
-            except Exception as exc:
-                if isinstance(exc, web.HTTPException) and exc.status < 400:
-                    status = exc.status
-                    raise
-                response = _error_to_response(request, exc, limit)
-            status = response.status
-            return response
-        finally:
-            metrics.active -= 1
-            elapsed = time.perf_counter() - start
-            metrics.observe(request.method, _route_label(request), status, elapsed)
-            if log_access and access_logger.isEnabledFor(logging.INFO):
-                # The id rides on the record (`%(request_id)s` in the format), not in every message.
-                access_logger.info(
-                    "%s %s %d %.1fms",
-                    request.method,
-                    request.path,
-                    status,
-                    elapsed * 1000,
-                    extra={"request_id": rid},
+                try:
+                    # Refuse before reading: Content-Length tells us now, client_max_size only once read.
+                    size = request.content_length if request.body_exists else None
+                    if size is not None and size > limit:
+                        raise ApiError(413, "body_too_large", _too_large_message(size, limit))
+                    response = await handler(request)
+                except Exception as exc:
+                    if isinstance(exc, web.HTTPException) and exc.status < 400:
+                        status = exc.status
+                        raise
+                    response = _error_to_response(request, exc, limit)
+                status = response.status
+                if not response.prepared:
+                    # Here rather than in an on_response_prepare signal, which costs every request a
+                    # coroutine; streams that handlers prepare get it from stream_response().
+                    response.headers.setdefault(_REQUEST_ID_ISTR, rid)
+                return response
+            finally:
+                metrics.active -= 1
+                elapsed = clock() - start
+                observe(request.method, status, elapsed)
+                if log_access and access_logger.isEnabledFor(logging.INFO):
+                    # The id rides on the record (`%(request_id)s` in the format), not in every message.
+                    access_logger.info(
+                        "%s %s %d %.1fms",
+                        request.method,
+                        request.path,
+                        status,
+                        elapsed * 1000,
+                        extra={"request_id": rid},
+                    )
+                request_id_var.reset(token)
+
+        setattr(llmkit_route, _ROUTE_MARK, True)
+        return llmkit_route
+
+
+WRAPPER_KEY = web.AppKey("llmkit_route_wrapper", RouteWrapper)
+
+
+def add_route(app: web.Application, method: str, path: str, handler: Handler) -> None:
+    """Serve `method path` with `handler` inside llmkit's request handling (GET answers HEAD too).
+
+    Every route of an app from create_base_app is added here: one added with app.router directly would
+    miss ids, JSON errors and metrics, so the app refuses to start with one.
+    """
+    resource = app.router.add_resource(path)
+    wrapped = app[WRAPPER_KEY].wrap(handler, resource.canonical)
+    if method == hdrs.METH_GET:
+        resource.add_route(hdrs.METH_HEAD, wrapped)
+    resource.add_route(method, wrapped)
+
+
+def _allowed_methods(app: web.Application, path: str) -> set[str]:
+    """The methods of the routes whose pattern matches `path`."""
+    allowed: set[str] = set()
+    for resource in app.router.resources():
+        info = resource.get_info()
+        pattern = info.get("pattern")
+        if info.get("path") == path or (pattern is not None and pattern.fullmatch(path)):
+            allowed.update(route.method for route in resource if route.method != hdrs.METH_ANY)
+    return allowed
+
+
+async def _unmatched(request: web.Request) -> web.StreamResponse:
+    # Every path no route serves ends here, so 404 and 405 come in the JSON shape of the path's routes.
+    allowed = _allowed_methods(request.app, request.path)
+    if allowed:
+        raise web.HTTPMethodNotAllowed(request.method, allowed)
+    raise web.HTTPNotFound()
+
+
+async def _finish_routes(app: web.Application) -> None:
+    """At startup: refuse routes added around add_route, then catch every other path (last, so it
+    never shadows a route)."""
+    for resource in app.router.resources():
+        for route in resource:
+            if not getattr(route.handler, _ROUTE_MARK, False):
+                raise RuntimeError(
+                    f"route {route.method} {resource.canonical} was added with app.router; "
+                    "add it with llmkit.core.http.add_route so it gets ids, JSON errors and metrics"
                 )
-            request_id_var.reset(token)
-
-    return llmkit_middleware
+    app.router.add_route(hdrs.METH_ANY, "/{path:.*}", app[WRAPPER_KEY].wrap(_unmatched, UNMATCHED))
 
 
-async def _add_request_id_header(request: web.Request, response: web.StreamResponse) -> None:
-    # A signal rather than the middleware so streamed responses (prepared inside handlers) get it too.
-    rid = request.get(REQUEST_ID_KEY)
-    if rid is not None:
-        response.headers.setdefault(REQUEST_ID_HEADER, rid)
+def stream_response(request: web.Request, headers: Mapping[str, str] | None = None) -> web.StreamResponse:
+    """A StreamResponse for a handler to prepare itself, carrying the request id like every other answer."""
+    response = web.StreamResponse(headers=headers)
+    response.headers[_REQUEST_ID_ISTR] = request_id_var.get()
+    return response
 
 
 async def handle_health(request: web.Request) -> web.Response:
@@ -367,13 +378,8 @@ def _operation(handler: Any, path: str) -> dict[str, Any]:
 
 
 def _routes(app: web.Application) -> Iterator[tuple[str, str, Any]]:
-    """(method, path, handler) of every route, sub-applications included."""
+    """(method, path, handler) of every route."""
     for resource in app.router.resources():
-        info = resource.get_info()
-        if "app" in info:
-            # add_subapp already prefixed the sub-application's resources.
-            yield from _routes(info["app"])
-            continue
         for route in resource:
             handler = route.handler
             if route.method == hdrs.METH_ANY and isinstance(handler, type) and issubclass(handler, web.View):
@@ -410,31 +416,32 @@ def create_base_app(
     *,
     error_format: ErrorFormatter = default_error_body,
     registry: CollectorRegistry | None = None,
-    middlewares: tuple[Any, ...] = (),
 ) -> web.Application:
-    """An app with llmkit's middleware and GET /health, /stats, /metrics, /openapi.json installed."""
+    """An app with llmkit's request handling and GET /health, /stats, /metrics, /openapi.json.
+
+    Add routes with `add_route(app, method, path, handler)`.
+    """
     registry = registry or CollectorRegistry(auto_describe=True)
     http_metrics = HttpMetrics.create(registry)
-    app = web.Application(
-        middlewares=[_make_middleware(settings, http_metrics), *middlewares],
-        # Chunked bodies have no Content-Length; aiohttp enforces this while reading them.
-        client_max_size=int(settings.max_body_mb * 1_048_576),
-    )
+    # No aiohttp middleware: add_route wraps each handler instead (see RouteWrapper).
+    # Chunked bodies have no Content-Length; aiohttp enforces client_max_size while reading them.
+    app = web.Application(client_max_size=int(settings.max_body_mb * 1_048_576))
     app[SERVICE_KEY] = ServiceInfo(name)
     app[SETTINGS_KEY] = settings
     app[METRICS_KEY] = http_metrics
     app[STATS_PROVIDER_KEY] = stats
     app[ERROR_FORMATS_KEY] = [("", error_format)]
-    app.on_response_prepare.append(_add_request_id_header)
-    app.router.add_get("/health", handle_health)
-    app.router.add_get("/stats", handle_stats)
-    app.router.add_get("/metrics", handle_metrics)
-    app.router.add_get("/openapi.json", handle_openapi)
+    app[WRAPPER_KEY] = RouteWrapper(settings, http_metrics)
+    app.on_startup.append(_finish_routes)
+    add_route(app, "GET", "/health", handle_health)
+    add_route(app, "GET", "/stats", handle_stats)
+    add_route(app, "GET", "/metrics", handle_metrics)
+    add_route(app, "GET", "/openapi.json", handle_openapi)
     return app
 
 
-async def read_json(request: web.Request, *, object_only: bool = True) -> Any:
-    """The request body parsed as JSON; 415 for another content type, 400 for bad JSON (or a non-object)."""
+async def read_body(request: web.Request) -> bytes:
+    """The raw request body of a JSON route: 415 for another content type, 400 when it is empty."""
     if request.headers.get(hdrs.CONTENT_TYPE) is not None:
         ctype = request.content_type
         if ctype != "application/json" and not ctype.endswith("+json"):
@@ -444,6 +451,11 @@ async def read_json(request: web.Request, *, object_only: bool = True) -> Any:
     body = await request.read()
     if not body.strip():
         raise ApiError(400, "invalid_json", "request body is empty; send a JSON object")
+    return body
+
+
+def parse_json(body: bytes, *, object_only: bool = True) -> Any:
+    """`body` parsed as JSON; 400 for bad JSON (or, with `object_only`, anything but an object)."""
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
@@ -451,3 +463,8 @@ async def read_json(request: web.Request, *, object_only: bool = True) -> Any:
     if object_only and not isinstance(data, dict):
         raise ApiError(400, "invalid_json", f"request body must be a JSON object; got {type(data).__name__}")
     return data
+
+
+async def read_json(request: web.Request, *, object_only: bool = True) -> Any:
+    """The request body parsed as JSON; 415 for another content type, 400 for bad JSON (or a non-object)."""
+    return parse_json(await read_body(request), object_only=object_only)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -10,7 +9,16 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from llmkit.core.http import ApiError, json_response, openapi, read_json, set_error_format
+from llmkit.core.http import (
+    ApiError,
+    add_route,
+    json_response,
+    openapi,
+    read_json,
+    set_error_format,
+    stream_response,
+)
+from llmkit.core.ids import fresh_hex
 from llmkit.simulate.app import SSE_HEADERS, STATE_KEY, SimulateState, request_slot
 from llmkit.simulate.latency import Latency, latency_for
 from llmkit.simulate.openai import last_user_text
@@ -164,11 +172,11 @@ async def messages(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE_KEY]
     latency = latency_for(request.headers, state.settings)
     req = parse_messages_request(await read_json(request))
-    async with request_slot(state):
+    async with request_slot(state, request):
         answer = await prepare_answer(
             request, state, req.prompt, req.prompt_tokens, stop=req.stop_sequences, max_tokens=req.max_tokens
         )
-        msg_id = f"msg_{uuid.uuid4().hex}"
+        msg_id = f"msg_{fresh_hex()}"
         if req.stream:
             return await _stream(request, state, req, msg_id, latency, answer)
         if not await wait_whole(request, state, latency, answer):
@@ -207,7 +215,7 @@ async def _stream(
             sse_event("message_stop", {"type": "message_stop"}),
         ]
 
-    response = web.StreamResponse(headers=SSE_HEADERS)
+    response = stream_response(request, SSE_HEADERS)
     await send_stream(request, state, response, latency, answer, head=head, piece=piece, tail=tail)
     return response
 
@@ -223,5 +231,5 @@ def add_routes(app: web.Application) -> None:
     """Register the Messages routes, with Anthropic's error shape under /v1/messages."""
     # Longer than "/v1" (OpenAI's shape), so it wins for these paths.
     set_error_format(app, anthropic_error_body, "/v1/messages")
-    app.router.add_post("/v1/messages", messages)
-    app.router.add_post("/v1/messages/count_tokens", count_tokens)
+    add_route(app, "POST", "/v1/messages", messages)
+    add_route(app, "POST", "/v1/messages/count_tokens", count_tokens)

@@ -16,32 +16,35 @@ from llmkit.core.cache import Cache, cache_from_url
 from llmkit.core.http import (
     ApiError,
     StatsProvider,
+    add_route,
     create_base_app,
     json_response,
     openai_error_body,
     openapi,
-    read_json,
+    read_body,
     request_id_of,
     set_error_format,
+    stream_response,
 )
-from llmkit.core.limiter import ConcurrencyLimit, Limiter, SlotUnavailable, limiter_from_url
+from llmkit.core.limiter import SlotUnavailable
+from llmkit.core.limiter.memory import MemoryConcurrencyLimit, MemoryLimiter
 from llmkit.settings import Settings, SimulateSettings
 from llmkit.simulate import faults, ratelimit
-from llmkit.simulate.faults import FaultInjector, rates_from_settings
+from llmkit.simulate.faults import FAULT_HEADER, FaultInjector, inject, rates_from_settings
 from llmkit.simulate.latency import Latency, latency_for
 from llmkit.simulate.openai import (
     TEST_COMPLETION,
     ChatRequest,
     ChunkWriter,
-    completion_body,
-    parse_chat_request,
+    chat_request_from_body,
+    completion_json,
     shape_answer,
 )
+from llmkit.simulate.ratelimit import ModelRateLimits
 from llmkit.simulate.rng import RequestRandom
 from llmkit.simulate.sources.base import Source, SourceUnavailable
 from llmkit.simulate.stream import INSTANT_CHUNK_TOKENS, StreamPlan, StreamSender, pause, plan_pieces
 from llmkit.simulate.structured import ToolCall
-from llmkit.simulate.tokenizer import count_prompt_tokens
 
 log = logging.getLogger("llmkit.simulate")
 
@@ -75,10 +78,13 @@ class SimulateState:
     settings: SimulateSettings
     source: Source
     cache: Cache
-    limiter: Limiter
-    limit: ConcurrencyLimit
+    limiter: MemoryLimiter
+    limit: MemoryConcurrencyLimit
     rng: random.Random
     models: tuple[str, ...]
+    faults: FaultInjector
+    # Per-model RPM/TPM limits (None: off), checked in every model request's slot.
+    rate_limits: ModelRateLimits | None = None
     stats: SimulateStats = field(default_factory=SimulateStats)
     started_at: int = field(default_factory=lambda: int(time.time()))
 
@@ -124,41 +130,90 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     """
     state = request.app[STATE_KEY]
     latency = latency_for(request.headers, state.settings)
-    chat = parse_chat_request(await read_json(request))
-    async with request_slot(state):
-        return await _answer(request, state, chat, latency)
+    chat, prompt_tokens = chat_request_from_body(await read_body(request))
+    # `async with request_slot(...)` spelled out: the common case then takes its slot without a coroutine.
+    slot = RequestSlot(state, request, in_stream=chat.stream)
+    if not slot.take_now():
+        await slot.take()
+    try:
+        return await _answer(request, state, chat, prompt_tokens, latency)
+    finally:
+        slot.give_back()
 
 
-class _RequestSlot:
-    """`async with request_slot(state)`: a class rather than a generator, as it runs on every request."""
+class RequestSlot:
+    """One model request's turn: its injected fault, its rate limits, one of the `semaphore_limit` slots.
 
-    __slots__ = ("_holder", "_state")
+    Use `async with request_slot(...)`; the hottest handler calls take_now / take / give_back itself.
+    """
 
-    def __init__(self, state: SimulateState) -> None:
+    __slots__ = ("_holder", "_in_stream", "_request", "_state")
+
+    def __init__(self, state: SimulateState, request: web.Request, in_stream: bool = False) -> None:
         self._state = state
+        self._request = request
+        self._in_stream = in_stream
         self._holder = ""
 
-    async def __aenter__(self) -> None:
+    def take_now(self) -> bool:
+        """Take a free slot at once; False, having changed nothing, when `take` must run instead (a fault
+        may be injected, rate limits are on, or no slot is free)."""
         state = self._state
+        if state.rate_limits is not None or state.faults.armed(self._request.headers.get(FAULT_HEADER)):
+            return False
+        holder = state.limit.try_acquire()
+        if holder is None:
+            return False
+        state.stats.requests += 1
+        self._hold(holder)
+        return True
+
+    async def take(self) -> None:
+        """Inject the request's fault, check its rate limits, then wait up to `queue_timeout_ms` for a slot
+        (429 after that)."""
+        state, request = self._state, self._request
+        header = request.headers.get(FAULT_HEADER)
+        if state.faults.armed(header):
+            # Before taking a slot: an injected error or hang answers without one.
+            await inject(request, state.faults, header, self._in_stream)
+        if state.rate_limits is not None:
+            await ratelimit.check(request, state.rate_limits)
         stats = state.stats
         stats.requests += 1
-        try:
-            self._holder = await state.limit.acquire(state.settings.queue_timeout_ms / 1000.0)
-        except SlotUnavailable:
-            stats.rejected += 1
-            raise _too_busy(state) from None
-        stats.in_flight += 1
+        holder = state.limit.try_acquire()
+        if holder is None:
+            try:
+                holder = await state.limit.acquire(state.settings.queue_timeout_ms / 1000.0)
+            except SlotUnavailable:
+                stats.rejected += 1
+                raise _too_busy(state) from None
+        self._hold(holder)
 
-    async def __aexit__(self, *exc_info: object) -> None:
-        # Runs on success, error, cancellation and client disconnect alike: the slot never leaks.
+    def give_back(self) -> None:
+        """Free the slot; runs on success, error, cancellation and client disconnect alike."""
         state = self._state
         state.stats.in_flight -= 1
-        await state.limit.release(self._holder)
+        state.limit.release_nowait(self._holder)
+
+    def _hold(self, holder: str) -> None:
+        self._holder = holder
+        self._state.stats.in_flight += 1
+
+    async def __aenter__(self) -> None:
+        if not self.take_now():
+            await self.take()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.give_back()
 
 
-def request_slot(state: SimulateState) -> AbstractAsyncContextManager[None]:
-    """Hold one of the `semaphore_limit` slots (429 after `queue_timeout_ms`); used by every API shape."""
-    return _RequestSlot(state)
+def request_slot(
+    state: SimulateState, request: web.Request, *, in_stream: bool = False
+) -> AbstractAsyncContextManager[None]:
+    """`async with request_slot(...)`: every model route runs inside one (see RequestSlot). `in_stream`:
+    the request streams an OpenAI shape (see `faults.inject`).
+    """
+    return RequestSlot(state, request, in_stream)
 
 
 async def pick_answer(state: SimulateState, prompt: str) -> tuple[str, random.Random]:
@@ -179,13 +234,12 @@ async def pick_answer(state: SimulateState, prompt: str) -> tuple[str, random.Ra
 
 
 async def _answer(
-    request: web.Request, state: SimulateState, chat: ChatRequest, latency: Latency
+    request: web.Request, state: SimulateState, chat: ChatRequest, prompt_tokens: int, latency: Latency
 ) -> web.StreamResponse:
     stats = state.stats
     text, rng = await pick_answer(state, chat.prompt)
     answer = shape_answer(chat, text, rng)
     tokens, finish_reason = answer.tokens, answer.finish_reason
-    prompt_tokens = count_prompt_tokens(chat.messages)
     stats.prompt_tokens += prompt_tokens
     stats.finish_reasons[finish_reason] = stats.finish_reasons.get(finish_reason, 0) + chat.n
     if state.settings.tracking:
@@ -205,10 +259,10 @@ async def _answer(
     if not latency.instant and not await wait_or_gone(request, state, latency.whole_answer(len(tokens), rng)):
         return web.Response(status=499)
     stats.tokens_sent += len(tokens) * chat.n
-    body = completion_body(
+    body = completion_json(
         chat.model, answer.content, finish_reason, chat.n, prompt_tokens, len(tokens), answer.tool_call
     )
-    return json_response(body)
+    return web.Response(body=body, content_type="application/json")
 
 
 async def _stream(
@@ -228,7 +282,7 @@ async def _stream(
     with_usage = chat.include_usage or state.settings.usage_chunk == "always"
     usage_event = writer.usage(prompt_tokens, len(tokens) * chat.n) if with_usage else None
     plan = StreamPlan(pieces, counts, chat.n, finish_reason, usage_event)
-    response = web.StreamResponse(headers=SSE_HEADERS)
+    response = stream_response(request, SSE_HEADERS)
     sender = StreamSender(request, response, writer, plan, state.settings.channel_capacity)
     return await run_stream(request, state, sender, latency, rng)
 
@@ -295,7 +349,7 @@ async def retrieve_model(request: web.Request) -> web.Response:
     return json_response(_model_object(model_id, state.started_at))
 
 
-def _make_stats(state: SimulateState, injector: FaultInjector) -> StatsProvider:
+def _make_stats(state: SimulateState) -> StatsProvider:
     async def stats() -> dict[str, Any]:
         counters = state.stats
         limit = await state.limit.stats()
@@ -312,7 +366,7 @@ def _make_stats(state: SimulateState, injector: FaultInjector) -> StatsProvider:
             "limit": {"size": limit.limit, "in_use": limit.in_use, "waiting": limit.waiting},
             "source": {"name": state.source.name, **state.source.stats()},
             "cache": await state.cache.stats(),
-            "faults": dict(injector.injected),
+            "faults": dict(state.faults.injected),
         }
 
     return stats
@@ -341,7 +395,7 @@ def create_app(settings: Settings, source: Source | None = None) -> web.Applicat
 
         source = source_from_settings(settings, cache)
     # The seed's semaphore is per process; a memory limit keeps it so (each worker has its own).
-    limiter = limiter_from_url("memory://")
+    limiter = MemoryLimiter()
     state = SimulateState(
         settings=sim,
         source=source,
@@ -350,24 +404,24 @@ def create_app(settings: Settings, source: Source | None = None) -> web.Applicat
         limit=limiter.concurrency_limit("simulate", sim.semaphore_limit),
         rng=random.Random(sim.seed or None),
         models=model_ids(sim),
+        faults=FaultInjector(
+            rates_from_settings(sim),
+            sim.fault_timeout_s,
+            sim.fault_retry_after,
+            rng=random.Random(sim.seed or None),
+        ),
     )
-    injector = FaultInjector(
-        rates_from_settings(sim),
-        sim.fault_timeout_s,
-        sim.fault_retry_after,
-        rng=random.Random(sim.seed or None),
-    )
-    app = create_base_app("simulate", settings.server, stats=_make_stats(state, injector))
+    app = create_base_app("simulate", settings.server, stats=_make_stats(state))
     app[STATE_KEY] = state
-    faults.add_routes(app, injector)
-    ratelimit.install(app, sim.rpm, sim.tpm, settings.limiter.url)
+    faults.add_routes(app, state.faults)
+    state.rate_limits = ratelimit.install(app, sim.rpm, sim.tpm, settings.limiter.url)
     set_error_format(app, openai_error_body, "/v1")
     set_error_format(app, openai_error_body, "/test_completion")
     app.cleanup_ctx.append(_lifecycle)
-    app.router.add_post("/v1/chat/completions", chat_completions)
-    app.router.add_post("/test_completion", test_completion)
-    app.router.add_get("/v1/models", list_models)
-    app.router.add_get("/v1/models/{model_id}", retrieve_model)
+    add_route(app, "POST", "/v1/chat/completions", chat_completions)
+    add_route(app, "POST", "/test_completion", test_completion)
+    add_route(app, "GET", "/v1/models", list_models)
+    add_route(app, "GET", "/v1/models/{model_id}", retrieve_model)
     from llmkit.simulate import completions, embeddings  # here: they import this module
 
     completions.add_routes(app)

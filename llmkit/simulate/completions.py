@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import random
 import time
 from collections.abc import Mapping
@@ -12,7 +11,8 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from llmkit.core.http import json_response, openapi, read_json
+from llmkit.core.http import add_route, json_response, openapi, read_json, stream_response
+from llmkit.core.ids import fresh_hex
 from llmkit.simulate.app import (
     SSE_HEADERS,
     STATE_KEY,
@@ -191,7 +191,7 @@ def _body(req: CompletionRequest, lanes: list[Lane], prompt_tokens: int) -> dict
             choices.append(choice)
     completion_tokens = sum(len(lane.tokens) for lane in lanes) * req.n
     return {
-        "id": f"cmpl-{os.urandom(16).hex()}",
+        "id": f"cmpl-{fresh_hex()}",
         "object": "text_completion",
         "created": int(time.time()),
         "model": req.model,
@@ -215,7 +215,7 @@ async def completions(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE_KEY]
     latency = latency_for(request.headers, state.settings)
     req = parse_completion_request(await read_json(request))
-    async with request_slot(state):
+    async with request_slot(state, request, in_stream=req.stream):
         lanes, rng = await _lanes(state, req)
         prompt_tokens = sum(count_tokens(p) for p in req.prompts)
         stats = state.stats
@@ -242,7 +242,7 @@ async def _stream(
     prompt_tokens: int,
 ) -> web.StreamResponse:
     choices = len(lanes) * req.n
-    writer = TextChunkWriter(req.model, f"cmpl-{os.urandom(16).hex()}", choices)
+    writer = TextChunkWriter(req.model, f"cmpl-{fresh_hex()}", choices)
     per_chunk = 1 if latency.itl > 0 else INSTANT_CHUNK_TOKENS
     planned = []
     for lane in lanes:
@@ -255,7 +255,7 @@ async def _stream(
     with_usage = req.include_usage or state.settings.usage_chunk == "always"
     usage_event = writer.usage(prompt_tokens, completion_tokens) if with_usage else None
     plan = StreamPlan([], [], choices, lanes[0].finish_reason, usage_event)
-    response = web.StreamResponse(headers=SSE_HEADERS)
+    response = stream_response(request, SSE_HEADERS)
     capacity = state.settings.channel_capacity
     sender = LaneSender(request, response, writer, plan, capacity, lanes=planned, per_lane=req.n)
     return await run_stream(request, state, sender, latency, rng)
@@ -263,4 +263,4 @@ async def _stream(
 
 def add_routes(app: web.Application) -> None:
     """Register POST /v1/completions."""
-    app.router.add_post("/v1/completions", completions)
+    add_route(app, "POST", "/v1/completions", completions)

@@ -20,7 +20,7 @@ from typing import Any
 
 from aiohttp import web
 
-from llmkit.core.http import json_response, openapi, read_json
+from llmkit.core.http import add_route, json_response, openapi, read_json
 from llmkit.simulate.app import STATE_KEY, request_slot, wait_or_gone
 from llmkit.simulate.latency import latency_for
 from llmkit.simulate.openai import check_model, int_param, invalid
@@ -165,7 +165,7 @@ async def embeddings(request: web.Request) -> web.Response:
     state = request.app[STATE_KEY]
     latency = latency_for(request.headers, state.settings)
     req = parse_embedding_request(await read_json(request))
-    async with request_slot(state):
+    async with request_slot(state, request):
         if not await wait_or_gone(request, state, latency.first_token(state.rng)):
             return web.Response(status=499)
         state.stats.prompt_tokens += sum(req.token_counts)
@@ -174,4 +174,4 @@ async def embeddings(request: web.Request) -> web.Response:
 
 def add_routes(app: web.Application) -> None:
     """Register POST /v1/embeddings."""
-    app.router.add_post("/v1/embeddings", embeddings)
+    add_route(app, "POST", "/v1/embeddings", embeddings)

@@ -5,49 +5,55 @@ from __future__ import annotations
 import logging
 import random
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
 from aiohttp import web
+from multidict import istr
 
-from llmkit.core.http import ApiError, json_response, openapi, read_json, request_key
+from llmkit.core.http import ApiError, add_route, json_response, openapi, read_json, request_key
 
 log = logging.getLogger("llmkit.simulate.faults")
 
 KINDS = ("429", "500", "503", "timeout", "disconnect")
-FAULT_HEADER = "x-llmkit-fault"
-# Routes that answer like a model; /health, /stats, /admin and /v1/models never get faults.
-MODEL_ROUTES = (
-    "/v1/chat/completions",
-    "/v1/completions",
-    "/v1/embeddings",
-    "/v1/responses",
-    "/v1/messages",
-    "/api/chat",
-    "/api/generate",
-)
-# Streams of these routes get 500/503 as OpenAI's in-stream error event and disconnects mid-stream.
-IN_STREAM_ROUTES = ("/v1/chat/completions", "/v1/completions")
+FAULT_HEADER = istr("x-llmkit-fault")  # pre-folded: looked up on every model request
+# Set on a request whose stream gets 500/503 as OpenAI's in-stream error event, or a disconnect mid-stream.
 STREAM_FAULT_KEY = request_key("llmkit_stream_fault", str)
 _MAX_SCHEDULE = 10_000
 
 
-@dataclass
 class FaultInjector:
     """Decides the fault of each model request: header first, then the schedule, then the rates."""
 
-    rates: dict[str, float]
-    timeout_s: float
-    retry_after: float
-    rng: random.Random = field(default_factory=random.Random)
-    schedule: deque[list[Any]] = field(default_factory=deque)
-    injected: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
-    configured_rates: dict[str, float] = field(default_factory=dict)
+    def __init__(
+        self,
+        rates: dict[str, float],
+        timeout_s: float,
+        retry_after: float,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.timeout_s = timeout_s
+        self.retry_after = retry_after
+        self.rng = rng or random.Random()
+        self.schedule: deque[list[Any]] = deque()
+        self.injected: dict[str, int] = dict.fromkeys(KINDS, 0)
+        self.configured_rates = dict(rates)
+        self.rates = dict(rates)
 
-    def __post_init__(self) -> None:
-        self.configured_rates = dict(self.rates)
+    def armed(self, header: str | None) -> bool:
+        """Whether a request with this fault header can get a fault at all (checked on every request)."""
+        return header is not None or bool(self.schedule) or self._rated
+
+    @property
+    def rates(self) -> dict[str, float]:
+        """The share of requests that get each fault."""
+        return self._rates
+
+    @rates.setter
+    def rates(self, rates: dict[str, float]) -> None:
+        self._rates = rates
+        self._rated = any(rates.values())
 
     def decide(self, forced: str | None) -> str | None:
         """The fault for one request, or None; counts what it injects."""
@@ -70,7 +76,7 @@ class FaultInjector:
         return None
 
     def _random(self) -> str | None:
-        if not any(self.rates.values()):
+        if not self._rated:
             return None
         roll = self.rng.random()
         for kind in KINDS:
@@ -163,16 +169,6 @@ def rates_from_settings(sim: Any) -> dict[str, float]:
 
 
 INJECTOR_KEY = web.AppKey("llmkit_fault_injector", FaultInjector)
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-async def _wants_stream(request: web.Request) -> bool:
-    # The body is read once here; aiohttp keeps it, so the handler reads it again for free.
-    try:
-        body = orjson.loads(await request.read())
-    except (orjson.JSONDecodeError, ValueError):
-        return False
-    return isinstance(body, dict) and body.get("stream") is True
 
 
 def _injected_error(kind: str, retry_after: float) -> ApiError:
@@ -193,36 +189,29 @@ def _injected_error(kind: str, retry_after: float) -> ApiError:
     )
 
 
-@web.middleware
-async def fault_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Injects the decided fault into model routes; everything else passes untouched."""
-    path = request.path
-    if request.method != "POST" or not path.startswith(MODEL_ROUTES):
-        return await handler(request)
-    injector = request.app[INJECTOR_KEY]
-    header = request.headers.get(FAULT_HEADER)
+async def inject(request: web.Request, injector: FaultInjector, header: str | None, in_stream: bool) -> None:
+    """Apply the fault decided for one model request: raise its error, hang, cut the line, or mark the stream.
+
+    `in_stream`: the request streams an OpenAI shape, so 500/503 become the in-stream error event and a
+    disconnect happens halfway through the answer.
+    """
     kind = injector.decide(parse_kind(header, f"header {FAULT_HEADER}") if header else None)
     if kind is None:
-        return await handler(request)
-    log.info("injecting fault %s into %s %s", kind, request.method, path)
-    if (
-        kind in ("500", "503", "disconnect")
-        and path.startswith(IN_STREAM_ROUTES)
-        and await _wants_stream(request)
-    ):
-        # The handler streams half the answer, then the error event or an abrupt close.
+        return
+    log.info("injecting fault %s into %s %s", kind, request.method, request.path)
+    if in_stream and kind in ("500", "503", "disconnect"):
         request[STREAM_FAULT_KEY] = kind
-        return await handler(request)
+        return
     if kind == "timeout":
-        from llmkit.simulate.stream import pause
+        from llmkit.simulate.stream import pause  # here: stream imports this module
 
         await pause(request, injector.timeout_s)
         raise ApiError(504, "timeout", f"injected fault timeout: no answer within {injector.timeout_s:g}s")
     if kind == "disconnect":
         if request.transport is not None:
             request.transport.abort()
-        # Nobody reads this: the connection is gone; 499 is what the metrics and access log record.
-        return web.Response(status=499)
+        # Nobody reads the answer: the connection is gone; 499 is what the metrics and access log record.
+        raise ApiError(499, "client_closed_request", "injected fault disconnect: the connection was cut")
     raise _injected_error(kind, injector.retry_after)
 
 
@@ -265,9 +254,8 @@ async def delete_faults(request: web.Request) -> web.Response:
 
 
 def add_routes(app: web.Application, injector: FaultInjector) -> None:
-    """Install the injector, its middleware and /admin/faults."""
+    """Install the injector and /admin/faults (model handlers call `inject` through their request slot)."""
     app[INJECTOR_KEY] = injector
-    app.middlewares.append(fault_middleware)
-    app.router.add_get("/admin/faults", get_faults)
-    app.router.add_post("/admin/faults", post_faults)
-    app.router.add_delete("/admin/faults", delete_faults)
+    add_route(app, "GET", "/admin/faults", get_faults)
+    add_route(app, "POST", "/admin/faults", post_faults)
+    add_route(app, "DELETE", "/admin/faults", delete_faults)

@@ -7,11 +7,14 @@ import random
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from multidict import istr
+
 from llmkit.core.http import ApiError
 from llmkit.settings import SimulateSettings
 
-TTFT_HEADER = "x-llmkit-ttft-ms"
-ITL_HEADER = "x-llmkit-itl-ms"
+# Pre-folded (istr): looking one up in the request headers then skips case-folding it every time.
+TTFT_HEADER = istr("x-llmkit-ttft-ms")
+ITL_HEADER = istr("x-llmkit-itl-ms")
 # A delay above ten minutes is a typo, not a test: refuse it rather than hold a slot that long.
 MAX_DELAY_MS = 600_000.0
 

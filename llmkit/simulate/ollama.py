@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from llmkit.core.http import ApiError, json_response, openapi, set_error_format
+from llmkit.core.http import ApiError, add_route, json_response, openapi, set_error_format, stream_response
 from llmkit.simulate.app import STATE_KEY, SimulateState, request_slot
 from llmkit.simulate.latency import Latency, latency_for
 from llmkit.simulate.openai import last_user_text
@@ -196,7 +196,7 @@ async def _answer(request: web.Request, req: OllamaRequest, shape: _Shape) -> we
     state = request.app[STATE_KEY]
     latency = latency_for(request.headers, state.settings)
     clock = Clock()
-    async with request_slot(state):
+    async with request_slot(state, request):
         if req.load_only:
             clock.mark_ready()
             body = {"model": req.model, "created_at": _timestamp(), **shape.final()}
@@ -245,7 +245,7 @@ async def _stream(
         last = {"model": req.model, "created_at": _timestamp(), **shape.final()}
         return [orjson.dumps({**last, **_final(req, answer, clock, latency.ttft)}) + b"\n"]
 
-    response = web.StreamResponse(headers=NDJSON_HEADERS)
+    response = stream_response(request, NDJSON_HEADERS)
     await send_stream(request, state, response, latency, answer, head=[], piece=piece, tail=tail, clock=clock)
     return response
 
@@ -306,8 +306,8 @@ async def version(request: web.Request) -> web.Response:
 def add_routes(app: web.Application) -> None:
     """Register the Ollama routes under /api, with Ollama's `{"error": "..."}` error shape."""
     set_error_format(app, ollama_error_body, "/api")
-    app.router.add_post("/api/chat", chat)
-    app.router.add_post("/api/generate", generate)
-    app.router.add_get("/api/tags", tags)
-    app.router.add_get("/api/ps", ps)
-    app.router.add_get("/api/version", version)
+    add_route(app, "POST", "/api/chat", chat)
+    add_route(app, "POST", "/api/generate", generate)
+    add_route(app, "GET", "/api/tags", tags)
+    add_route(app, "GET", "/api/ps", ps)
+    add_route(app, "GET", "/api/version", version)

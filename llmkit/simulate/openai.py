@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import random
 import time
 from collections.abc import Mapping
@@ -11,7 +10,8 @@ from typing import Any
 
 import orjson
 
-from llmkit.core.http import ApiError
+from llmkit.core.http import ApiError, parse_json
+from llmkit.core.ids import fresh_hex
 from llmkit.simulate.memo import Memo
 from llmkit.simulate.structured import (
     TEXT_FORMAT,
@@ -25,7 +25,7 @@ from llmkit.simulate.structured import (
     parse_tool_choice,
     parse_tools,
 )
-from llmkit.simulate.tokenizer import content_text, tokenize
+from llmkit.simulate.tokenizer import content_text, count_prompt_tokens, tokenize
 
 ROLES = ("system", "user", "assistant", "tool", "developer")
 MAX_N = 128
@@ -74,7 +74,7 @@ class ChatRequest:
     response_format: ResponseFormat = TEXT_FORMAT
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen dataclass pays object.__setattr__ per field, on every request
 class Answer:
     """What one chat request answers: content or tool-call argument tokens, the finish reason, the call."""
 
@@ -246,6 +246,25 @@ def parse_chat_request(data: Mapping[str, Any]) -> ChatRequest:
     )
 
 
+# Load generators send the same few bodies again and again, and parsing and validating one costs more than
+# the rest of a request: remember parsed bodies (up to this many bytes of them). Nobody modifies a parsed
+# request, so requests with equal bodies share one.
+_PARSED: Memo[bytes, tuple[ChatRequest, int]] = Memo(max_weight=8_000_000)
+_MAX_REMEMBERED_BODY = 64 * 1024
+
+
+def chat_request_from_body(body: bytes) -> tuple[ChatRequest, int]:
+    """The validated request of a raw JSON body and its prompt tokens; a 400 ApiError names what to fix."""
+    known = _PARSED.get(body)
+    if known is not None:
+        return known
+    chat = parse_chat_request(parse_json(body))
+    parsed = (chat, count_prompt_tokens(chat.messages))
+    if len(body) <= _MAX_REMEMBERED_BODY:
+        _PARSED.put(body, parsed, len(body))
+    return parsed
+
+
 @dataclass(frozen=True, slots=True)
 class Cut:
     """An answer text cut for one request: its tokens, the finish reason and the tokens joined."""
@@ -302,8 +321,8 @@ def shape_answer(chat: ChatRequest, text: str, rng: random.Random) -> Answer:
 
 
 def new_completion_id() -> str:
-    """A fresh `chatcmpl-...` id: 128 random bits, like a uuid4 but without building one."""
-    return "chatcmpl-" + os.urandom(16).hex()
+    """A fresh `chatcmpl-...` id, unique across processes."""
+    return "chatcmpl-" + fresh_hex()
 
 
 def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
@@ -353,6 +372,34 @@ def completion_body(
         "choices": choices,
         "usage": usage(prompt_tokens, n * completion_tokens),
     }
+
+
+# A completion's JSON after its id and created time, per answer: the same answers come back again and
+# again, and building and serializing the body would cost more than the rest of the request.
+_BODIES: Memo[tuple[Any, ...], bytes] = Memo(max_weight=16_000_000)
+
+
+def completion_json(
+    model: str,
+    content: str,
+    finish_reason: str,
+    n: int,
+    prompt_tokens: int,
+    completion_tokens: int,
+    tool_call: ToolCall | None = None,
+) -> bytes:
+    """`completion_body(...)` as JSON bytes: a fresh id and created time in front of the remembered rest."""
+    key = (model, content, finish_reason, n, prompt_tokens, completion_tokens)
+    rest = None if tool_call is not None else _BODIES.get(key)
+    if rest is None:
+        body = completion_body(model, content, finish_reason, n, prompt_tokens, completion_tokens, tool_call)
+        for fresh in ("id", "object", "created"):
+            del body[fresh]
+        rest = orjson.dumps(body)[1:]  # without its opening brace
+        if tool_call is None:
+            _BODIES.put(key, rest, len(rest))
+    head = f'{{"id":"chatcmpl-{fresh_hex()}","object":"chat.completion","created":{int(time.time())},'
+    return head.encode() + rest
 
 
 class ChunkWriter:

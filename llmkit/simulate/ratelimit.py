@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,7 +11,6 @@ from aiohttp import web
 
 from llmkit.core.http import ApiError, request_key
 from llmkit.core.limiter import Limiter, TokenBucket
-from llmkit.simulate.faults import MODEL_ROUTES
 from llmkit.simulate.tokenizer import count_prompt_tokens, count_tokens
 
 HEADERS_KEY = request_key("llmkit_ratelimit", dict)
@@ -108,42 +107,36 @@ class ModelRateLimits:
 
 
 LIMITS_KEY = web.AppKey("llmkit_model_rate_limits", ModelRateLimits)
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-@web.middleware
-async def ratelimit_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Checks the model's RPM and TPM before the handler; the headers ride on whatever it answers."""
-    if request.method != "POST" or not request.path.startswith(MODEL_ROUTES):
-        return await handler(request)
-    limits = request.app[LIMITS_KEY]
+async def check(request: web.Request, limits: ModelRateLimits) -> None:
+    """Take the request's budget from its model's RPM and TPM (a 429 when it is spent); the headers ride
+    on whatever the request answers."""
     try:
         body = orjson.loads(await request.read())
     except (orjson.JSONDecodeError, ValueError):
-        # The handler answers the malformed body with its own clear 400.
-        return await handler(request)
+        return  # the handler has already answered a malformed body with its own clear 400
     if not isinstance(body, dict):
-        return await handler(request)
+        return
     model = body.get("model") if isinstance(body.get("model"), str) else "default"
     request[HEADERS_KEY] = await limits.check(str(model), estimate_tokens(body))
-    return await handler(request)
 
 
 async def _add_headers(request: web.Request, response: web.StreamResponse) -> None:
-    # A signal, not the middleware, so streamed answers (prepared inside handlers) carry them too.
+    # A signal, so streamed answers (prepared inside handlers) carry them too; only apps with limits pay it.
     for name, value in request.get(HEADERS_KEY, {}).items():
         response.headers.setdefault(name, value)
 
 
-def install(app: web.Application, rpm: int, tpm: int, limiter_url: str) -> None:
-    """Add the limits when rpm or tpm is set (state in `limiter_url`, so replicas share a Redis budget)."""
+def install(app: web.Application, rpm: int, tpm: int, limiter_url: str) -> ModelRateLimits | None:
+    """The limits when rpm or tpm is set (state in `limiter_url`, so replicas share a Redis budget), for
+    every model route to `check` (they do in request_slot); None when both are off."""
     if not (rpm or tpm):
-        return
+        return None
     from llmkit.core.limiter import limiter_from_url
 
     limiter = limiter_from_url(limiter_url)
-    app[LIMITS_KEY] = ModelRateLimits.build(limiter, rpm, tpm)
-    app.middlewares.append(ratelimit_middleware)
+    limits = app[LIMITS_KEY] = ModelRateLimits.build(limiter, rpm, tpm)
     app.on_response_prepare.append(_add_headers)
 
     async def close_limiter(app: web.Application) -> AsyncIterator[None]:
@@ -151,3 +144,4 @@ def install(app: web.Application, rpm: int, tpm: int, limiter_url: str) -> None:
         await limiter.close()
 
     app.cleanup_ctx.append(close_limiter)
+    return limits

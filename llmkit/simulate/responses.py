@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -11,7 +10,8 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from llmkit.core.http import ApiError, json_response, openapi, read_json
+from llmkit.core.http import ApiError, add_route, json_response, openapi, read_json, stream_response
+from llmkit.core.ids import fresh_hex
 from llmkit.simulate.app import SSE_HEADERS, STATE_KEY, SimulateState, request_slot
 from llmkit.simulate.latency import Latency, latency_for
 from llmkit.simulate.shapes import Answer, prepare_answer, send_stream, sse_event, wait_whole
@@ -138,8 +138,8 @@ class ResponseBuilder:
 
     def __init__(self, req: ResponsesRequest) -> None:
         self.req = req
-        self.id = f"resp_{uuid.uuid4().hex}"
-        self.item_id = f"msg_{uuid.uuid4().hex}"
+        self.id = f"resp_{fresh_hex()}"
+        self.item_id = f"msg_{fresh_hex()}"
         self.created_at = int(time.time())
 
     def body(self, answer: Answer | None) -> dict[str, Any]:
@@ -203,7 +203,7 @@ async def create_response(request: web.Request) -> web.StreamResponse:
     latency = latency_for(request.headers, state.settings)
     req = parse_responses_request(await read_json(request))
     as_json = req.text_format["type"] != "text"
-    async with request_slot(state):
+    async with request_slot(state, request):
         answer = await prepare_answer(
             request, state, req.prompt, req.prompt_tokens, max_tokens=req.max_output_tokens, as_json=as_json
         )
@@ -252,11 +252,11 @@ async def _stream(
             event(f"response.{final['status']}", response=final),
         ]
 
-    response = web.StreamResponse(headers=SSE_HEADERS)
+    response = stream_response(request, SSE_HEADERS)
     await send_stream(request, state, response, latency, answer, head=head, piece=piece, tail=tail)
     return response
 
 
 def add_routes(app: web.Application) -> None:
     """Register POST /v1/responses (OpenAI's error shape, registered for /v1 by create_app)."""
-    app.router.add_post("/v1/responses", create_response)
+    add_route(app, "POST", "/v1/responses", create_response)

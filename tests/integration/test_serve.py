@@ -15,7 +15,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from llmkit.core.http import create_base_app, json_response
+from llmkit.core.http import add_route, create_base_app, json_response
 from llmkit.core.serve import running
 from llmkit.errors import ListenError
 from llmkit.settings import ServerSettings
@@ -180,7 +180,7 @@ async def test_running_serves_an_app_in_process_on_port_0() -> None:
         return json_response({"hello": "world"})
 
     app = create_base_app("embedded", ServerSettings())
-    app.router.add_get("/hello", hello)
+    add_route(app, "GET", "/hello", hello)
     async with running(app, "127.0.0.1", 0) as (host, port):
         assert port > 0
         async with aiohttp.ClientSession() as session:

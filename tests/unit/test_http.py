@@ -14,6 +14,7 @@ from aiohttp.test_utils import TestClient
 from llmkit.core.http import (
     METRICS_KEY,
     REQUEST_ID_HEADER,
+    add_route,
     create_base_app,
     json_error,
     json_response,
@@ -22,6 +23,7 @@ from llmkit.core.http import (
     read_json,
     request_id_of,
     set_error_format,
+    stream_response,
 )
 from llmkit.errors import QueueFull, RateLimited
 from llmkit.settings import ServerSettings
@@ -47,7 +49,7 @@ async def whoami(request: web.Request) -> web.Response:
 
 async def stream(request: web.Request) -> web.StreamResponse:
     """A response prepared inside the handler."""
-    response = web.StreamResponse()
+    response = stream_response(request)
     await response.prepare(request)
     await response.write(b"chunk")
     return response
@@ -83,14 +85,14 @@ async def provider() -> dict[str, Any]:
 
 def make_app(stats: Any = provider, **server: Any) -> web.Application:
     app = create_base_app("unit", ServerSettings(**server), stats)
-    app.router.add_post("/echo", echo)
-    app.router.add_get("/boom", boom)
-    app.router.add_get("/whoami", whoami)
-    app.router.add_get("/stream", stream)
-    app.router.add_get("/items/{item_id:\\d+}", get_item)
-    app.router.add_get("/limited", limited)
-    app.router.add_get("/full", full)
-    app.router.add_post("/v1/bad", v1_bad)
+    add_route(app, "POST", "/echo", echo)
+    add_route(app, "GET", "/boom", boom)
+    add_route(app, "GET", "/whoami", whoami)
+    add_route(app, "GET", "/stream", stream)
+    add_route(app, "GET", "/items/{item_id:\\d+}", get_item)
+    add_route(app, "GET", "/limited", limited)
+    add_route(app, "GET", "/full", full)
+    add_route(app, "POST", "/v1/bad", v1_bad)
     set_error_format(app, openai_error_body, "/v1")
     return app
 
@@ -315,14 +317,15 @@ async def test_openapi_lists_routes_with_summaries_and_extra_schema(client: Clie
     assert item["parameters"][0]["name"] == "item_id"
 
 
-async def test_openapi_includes_sub_applications(aiohttp_client: MakeClient) -> None:
+async def test_a_route_added_around_add_route_refuses_to_start() -> None:
     app = make_app()
-    sub = web.Application()
-    sub.router.add_get("/models", whoami)
-    app.add_subapp("/v2", sub)
-    client = await aiohttp_client(app)
-    doc = await (await client.get("/openapi.json")).json()
-    assert doc["paths"]["/v2/models"]["get"]["summary"] == "The request id the handler sees."
+    app.router.add_get("/bypass", whoami)
+    runner = web.AppRunner(app)
+    try:
+        with pytest.raises(RuntimeError, match=r"(GET|HEAD) /bypass was added with app.router; .*add_route"):
+            await runner.setup()
+    finally:
+        await runner.cleanup()
 
 
 async def test_access_log_has_method_path_status_duration_and_id(

@@ -133,8 +133,18 @@ class MemoryConcurrencyLimit:
             self._abandon(fut)
             raise
 
+    def try_acquire(self) -> str | None:
+        """A slot's holder id if one is free right now (and nobody waits), else None; never waits."""
+        if len(self._holders) < self.limit and not self._waiters:
+            return self._hold()
+        return None
+
     async def release(self, holder: str) -> None:
         """Give the slot of `holder` back; releasing twice is harmless."""
+        self._release(holder)
+
+    def release_nowait(self, holder: str) -> None:
+        """`release` without a coroutine."""
         self._release(holder)
 
     def slot(self, timeout: float | None = None) -> Slot:

@@ -125,13 +125,22 @@ class FileSource:
 
     async def answer(self, prompt: str, rng: random.Random) -> str:
         """The content of the best-matching file, or of a random one when nothing matches."""
-        index = await self._current_index()
+        soft = self.soft_cache
+        # With a memory cache, a request whose list and file are cached runs without awaiting anything.
+        listed = soft.get_nowait(FILE_LIST_KEY) if soft.immediate else await soft.get(FILE_LIST_KEY)
+        index = self._index
+        if listed is None or listed is not self._list_raw or self._list_names is not index.names:
+            index = await self._current_index(listed)
         found, matched = index.matcher.choose(prompt, rng)
         name = index.names[found]
         self.matched += matched
         self.random += not matched
         self.answers += 1
-        return await self._content(name)
+        key = file_key(name)
+        raw = soft.get_nowait(key) if soft.immediate else await soft.get(key)
+        if raw is None:
+            raw = await self._read(name, key)
+        return self._text_of(name, raw)
 
     def stats(self) -> dict[str, Any]:
         """Answers served, matched vs random, cache hits and misses, files indexed."""
@@ -149,9 +158,8 @@ class FileSource:
     async def close(self) -> None:
         """Nothing to release: the cache belongs to the caller."""
 
-    async def _current_index(self) -> _Index:
-        """The index of the file list the cache holds, re-listing the directory when it expired."""
-        raw = await self.soft_cache.get(FILE_LIST_KEY)
+    async def _current_index(self, raw: bytes | None) -> _Index:
+        """The index of the file list the cache holds (`raw`), re-listing the directory when it expired."""
         names: tuple[str, ...] | None = None
         if raw is not None:
             if raw == self._list_raw:
@@ -166,12 +174,15 @@ class FileSource:
             except BackendError as exc:
                 raise SourceUnavailable(str(exc)) from exc
             self.disk_reads += 1
-            await self.soft_cache.set(FILE_LIST_KEY, orjson.dumps(names), FILE_LIST_TTL)
+            listed = orjson.dumps(names)
+            await self.soft_cache.set(FILE_LIST_KEY, listed, FILE_LIST_TTL)
+            self._list_raw, self._list_names = listed, names
         index = self._index
-        # Usually the very tuple the index was built from: no element-by-element comparison.
-        if names is not index.names and names != index.names:
+        if names != index.names:
             await self._reindex(names)
             index = self._index
+        # The fast path of `answer` checks identity: point the list at the index's own tuple.
+        self._list_names = index.names
         return index
 
     async def _reindex(self, names: tuple[str, ...]) -> None:
@@ -193,11 +204,8 @@ class FileSource:
                 keys.append("")
         return keys
 
-    async def _content(self, name: str) -> str:
-        key = file_key(name)
-        raw = await self.soft_cache.get(key)
-        if raw is not None:
-            return self._text_of(name, raw)
+    async def _read(self, name: str, key: str) -> bytes:
+        """A file's bytes from disk (its cache entry missed), cached for the next request."""
         path = self.directory / name
         try:
             data = await asyncio.to_thread(path.read_bytes)
@@ -207,7 +215,7 @@ class FileSource:
             raise SourceUnavailable(f"cannot read response file {path}: {exc.strerror or exc}") from exc
         self.disk_reads += 1
         await self.soft_cache.set(key, data, self.ttl)
-        return self._text_of(name, data)
+        return data
 
     def _text_of(self, name: str, raw: bytes) -> str:
         known = self._texts.get(name)

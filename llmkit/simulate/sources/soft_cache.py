@@ -6,6 +6,7 @@ import logging
 from typing import Any
 
 from llmkit.core.cache.base import Cache
+from llmkit.core.cache.memory import MemoryCache
 from llmkit.errors import BackendError
 
 
@@ -20,9 +21,14 @@ class SoftCache:
         self.misses = 0
         self.errors = 0
         self._down = False
+        # A memory cache answers without awaiting and never fails: callers skip the coroutines on the
+        # request path with get_nowait.
+        self.immediate = isinstance(cache, MemoryCache)
 
     async def get(self, key: str) -> bytes | None:
         """The cached bytes, or None on a miss or a failure."""
+        if self.immediate:
+            return self.get_nowait(key)
         try:
             value = await self.cache.get(key)
         except BackendError as exc:
@@ -31,6 +37,13 @@ class SoftCache:
         if self._down:
             self._down = False
             self.log.info("%s: cache is back", self.owner)
+        return self._counted(value)
+
+    def get_nowait(self, key: str) -> bytes | None:
+        """`get` without a coroutine; only for an `immediate` (memory) cache."""
+        return self._counted(self.cache.get_nowait(key))  # type: ignore[attr-defined]
+
+    def _counted(self, value: bytes | None) -> bytes | None:
         if value is None:
             self.misses += 1
         else:
