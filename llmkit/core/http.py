@@ -224,7 +224,7 @@ class RouteWrapper:
 
         @functools.wraps(handler)
         async def llmkit_route(request: web.Request) -> web.StreamResponse:
-            incoming = request.headers.get(REQUEST_ID_HEADER)
+            incoming = request.headers.get(_REQUEST_ID_ISTR)
             rid = incoming if incoming is not None and valid_id(incoming) else new_id()
             token = request_id_var.set(rid)
             start = clock()
@@ -442,7 +442,9 @@ def create_base_app(
 
 async def read_body(request: web.Request) -> bytes:
     """The raw request body of a JSON route: 415 for another content type, 400 when it is empty."""
-    if request.headers.get(hdrs.CONTENT_TYPE) is not None:
+    raw_type = request.headers.get(hdrs.CONTENT_TYPE)
+    # The usual exact value needs no parsing; anything else is parsed (parameters, case, +json types).
+    if raw_type is not None and raw_type != "application/json":
         ctype = request.content_type
         if ctype != "application/json" and not ctype.endswith("+json"):
             raise ApiError(

@@ -30,7 +30,8 @@ from llmkit.core.limiter import SlotUnavailable
 from llmkit.core.limiter.memory import MemoryConcurrencyLimit, MemoryLimiter
 from llmkit.settings import Settings, SimulateSettings
 from llmkit.simulate import faults, ratelimit
-from llmkit.simulate.faults import FAULT_HEADER, FaultInjector, inject, rates_from_settings
+from llmkit.simulate.faults import FAULT_HEADER, STREAM_FAULT_KEY, FaultInjector, inject, rates_from_settings
+from llmkit.simulate.instant import instant_chat_events
 from llmkit.simulate.latency import Latency, latency_for
 from llmkit.simulate.openai import (
     TEST_COMPLETION,
@@ -39,11 +40,20 @@ from llmkit.simulate.openai import (
     chat_request_from_body,
     completion_json,
     shape_answer,
+    stream_head,
 )
 from llmkit.simulate.ratelimit import ModelRateLimits
 from llmkit.simulate.rng import RequestRandom
 from llmkit.simulate.sources.base import Source, SourceUnavailable
-from llmkit.simulate.stream import INSTANT_CHUNK_TOKENS, StreamPlan, StreamSender, pause, plan_pieces
+from llmkit.simulate.stream import (
+    INSTANT_CHUNK_TOKENS,
+    PrebuiltStream,
+    Sender,
+    StreamPlan,
+    StreamSender,
+    pause,
+    plan_pieces,
+)
 from llmkit.simulate.structured import ToolCall
 
 log = logging.getLogger("llmkit.simulate")
@@ -164,8 +174,10 @@ class RequestSlot:
         holder = state.limit.try_acquire()
         if holder is None:
             return False
-        state.stats.requests += 1
-        self._hold(holder)
+        stats = state.stats
+        stats.requests += 1
+        stats.in_flight += 1
+        self._holder = holder
         return True
 
     async def take(self) -> None:
@@ -276,14 +288,22 @@ async def _stream(
     prompt_tokens: int,
     tool_call: ToolCall | None = None,
 ) -> web.StreamResponse:
-    writer = ChunkWriter(chat.model, chat.n, tool_call)
-    # One token per event when tokens arrive one by one; a few per event when nothing waits between them.
-    pieces, counts = plan_pieces(tokens, 1 if latency.itl > 0 else INSTANT_CHUNK_TOKENS)
     with_usage = chat.include_usage or state.settings.usage_chunk == "always"
-    usage_event = writer.usage(prompt_tokens, len(tokens) * chat.n) if with_usage else None
-    plan = StreamPlan(pieces, counts, chat.n, finish_reason, usage_event)
+    usage = (prompt_tokens, len(tokens) * chat.n) if with_usage else None
     response = stream_response(request, SSE_HEADERS)
-    sender = StreamSender(request, response, writer, plan, state.settings.channel_capacity)
+    capacity = state.settings.channel_capacity
+    sender: Sender
+    if latency.instant and tool_call is None and request.get(STREAM_FAULT_KEY) is None:
+        # Nothing to wait for and nothing random: the events are known, only the head is new.
+        events = instant_chat_events(tokens, chat.n, finish_reason, usage)
+        sender = PrebuiltStream(response, stream_head(chat.model), events, len(tokens) * chat.n, capacity)
+    else:
+        writer = ChunkWriter(chat.model, chat.n, tool_call)
+        # One token per event when tokens arrive one by one; a few per event when nothing waits between.
+        pieces, counts = plan_pieces(tokens, 1 if latency.itl > 0 else INSTANT_CHUNK_TOKENS)
+        usage_event = writer.usage(*usage) if usage is not None else None
+        plan = StreamPlan(pieces, counts, chat.n, finish_reason, usage_event)
+        sender = StreamSender(request, response, writer, plan, capacity)
     return await run_stream(request, state, sender, latency, rng)
 
 
@@ -298,7 +318,7 @@ async def wait_or_gone(request: web.Request, state: SimulateState, seconds: floa
 
 
 async def run_stream(
-    request: web.Request, state: SimulateState, sender: StreamSender, latency: Latency, rng: random.Random
+    request: web.Request, state: SimulateState, sender: Sender, latency: Latency, rng: random.Random
 ) -> web.StreamResponse:
     """Prepare the SSE response and send the planned stream, keeping the stream counters right."""
     stats = state.stats

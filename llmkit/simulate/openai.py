@@ -307,6 +307,10 @@ def cut_answer(text: str, stop: tuple[str, ...], max_tokens: int | None) -> tupl
 
 def shape_answer(chat: ChatRequest, text: str, rng: random.Random) -> Answer:
     """The answer to `chat` from the source's `text`: a tool call, or content in the response format."""
+    if not chat.tools and chat.response_format is TEXT_FORMAT:
+        # The usual request: plain text, cut by stop and max_tokens.
+        cut = cut_text(text, chat.stop, chat.max_tokens)
+        return Answer(cut.tokens, cut.finish_reason, None, cut.text)
     tool = choose_tool(chat.tools, chat.tool_choice, chat.tool_name, chat.messages)
     if tool is not None:
         call = make_tool_call(tool, text, rng)
@@ -402,21 +406,27 @@ def completion_json(
     return head.encode() + rest
 
 
+def stream_head(model: str) -> bytes:
+    """What every event of one chat stream starts with: `data: ` and its fixed fields (a fresh id and
+    created time) without the closing brace."""
+    header = {
+        "id": new_completion_id(),
+        "object": "chat.completion.chunk",
+        "created": int(time.time()),
+        "model": model,
+        "system_fingerprint": SYSTEM_FINGERPRINT,
+    }
+    return b"data: " + orjson.dumps(header)[:-1]
+
+
 class ChunkWriter:
     """Builds the SSE events of one stream; every event shares the stream's id and created time."""
 
     __slots__ = ("_close", "_head", "_heads", "_open", "_role", "_tail")
 
-    def __init__(self, model: str, n: int, tool_call: ToolCall | None = None) -> None:
-        header = {
-            "id": new_completion_id(),
-            "object": "chat.completion.chunk",
-            "created": int(time.time()),
-            "model": model,
-            "system_fingerprint": SYSTEM_FINGERPRINT,
-        }
-        # The JSON of the fixed fields without its closing brace: every chunk starts with it.
-        self._head = b"data: " + orjson.dumps(header)[:-1]
+    def __init__(self, model: str | None, n: int, tool_call: ToolCall | None = None) -> None:
+        # model None: a headless writer, whose events are what follows the head (see stream_head).
+        self._head = b"" if model is None else stream_head(model)
         self._heads = [self._head + b',"choices":[{"index":%d,"delta":' % i for i in range(n)]
         self._tail = b',"logprobs":null,"finish_reason":null}]}\n\n'
         self._role = b'{"role":"assistant","content":""}'

@@ -63,6 +63,43 @@ def plan_pieces(tokens: list[str], per_chunk: int) -> tuple[list[str], list[int]
     return pieces, counts
 
 
+class Sender(Protocol):
+    """Sends one stream to its response (see StreamSender and PrebuiltStream)."""
+
+    response: web.StreamResponse
+    progress: Progress
+
+    async def send(self, latency: Latency, rng: random.Random) -> None:
+        """Write the whole stream."""
+        ...
+
+
+class PrebuiltStream:
+    """A stream whose events are all known up front (nothing to wait for, no fault): each is `head` and
+    one of `rests`, then [DONE], written `capacity` events at a time."""
+
+    def __init__(
+        self, response: web.StreamResponse, head: bytes, rests: list[bytes], tokens: int, capacity: int
+    ) -> None:
+        self.response = response
+        self.head = head
+        self.rests = rests
+        self.tokens = tokens
+        self.capacity = max(1, capacity)
+        self.progress = Progress()
+
+    async def send(self, latency: Latency, rng: random.Random) -> None:
+        """Write every event; the progress counts all tokens once the last write is through."""
+        head, rests, capacity = self.head, self.rests, self.capacity
+        for start in range(0, len(rests), capacity):
+            part = rests[start : start + capacity]
+            last = start + capacity >= len(rests)
+            # head + head.join(...) puts the head in front of every event in one C-level join.
+            await self.response.write(head + head.join(part) + (DONE_EVENT if last else b""))
+            self.progress.chunks += len(part) + last
+        self.progress.tokens = self.tokens
+
+
 def client_gone(request: web.Request) -> bool:
     """True once the client's connection is closed."""
     transport = request.transport

@@ -178,6 +178,20 @@ async def test_stream_is_the_same_for_any_channel_capacity(aiohttp_client: MakeC
     assert joined_content(chunks, 0) == joined_content(chunks, 1) == long_answer
 
 
+async def test_prebuilt_and_timed_streams_send_the_same_events(client: Client) -> None:
+    # With no delay the events come from the per-answer memo; a first-token delay sends them one by one.
+    body = chat_body(stream=True, n=2, stream_options={"include_usage": True})
+    streams = []
+    for headers in ({}, {"x-llmkit-ttft-ms": "0.01"}, {}):
+        response = await client.post("/v1/chat/completions", json=body, headers=headers)
+        chunks = decode_chunks(await response.read())
+        assert len({(c["id"], c["created"]) for c in chunks}) == 1
+        streams.append(chunks)
+    assert streams[0][0]["id"] != streams[2][0]["id"]  # a fresh id for the remembered events too
+    fixed = [[{k: v for k, v in c.items() if k not in ("id", "created")} for c in s] for s in streams]
+    assert fixed[0] == fixed[1] == fixed[2]
+
+
 async def test_stream_with_itl_sends_one_token_per_chunk(client: Client) -> None:
     headers = {"x-llmkit-itl-ms": "0.1"}
     response = await client.post("/v1/chat/completions", json=chat_body(stream=True), headers=headers)

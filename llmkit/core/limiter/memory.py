@@ -136,7 +136,9 @@ class MemoryConcurrencyLimit:
     def try_acquire(self) -> str | None:
         """A slot's holder id if one is free right now (and nobody waits), else None; never waits."""
         if len(self._holders) < self.limit and not self._waiters:
-            return self._hold()
+            holder = str(next(self._ids))  # _hold(), inlined: this runs on every simulator request
+            self._holders.add(holder)
+            return holder
         return None
 
     async def release(self, holder: str) -> None:
@@ -145,6 +147,9 @@ class MemoryConcurrencyLimit:
 
     def release_nowait(self, holder: str) -> None:
         """`release` without a coroutine."""
+        if not self._waiters and holder in self._holders:
+            self._holders.discard(holder)  # _release() when nobody waits, inlined for the request path
+            return
         self._release(holder)
 
     def slot(self, timeout: float | None = None) -> Slot:

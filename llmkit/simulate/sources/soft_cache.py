@@ -41,7 +41,12 @@ class SoftCache:
 
     def get_nowait(self, key: str) -> bytes | None:
         """`get` without a coroutine; only for an `immediate` (memory) cache."""
-        return self._counted(self.cache.get_nowait(key))  # type: ignore[attr-defined]
+        value: bytes | None = self.cache.get_nowait(key)  # type: ignore[attr-defined]
+        if value is None:
+            self.misses += 1
+        else:
+            self.hits += 1
+        return value
 
     def _counted(self, value: bytes | None) -> bytes | None:
         if value is None:
