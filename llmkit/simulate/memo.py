@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import Generic, TypeVar
 
 K = TypeVar("K")
@@ -11,15 +12,17 @@ V = TypeVar("V")
 class Memo(Generic[K, V]):
     """Remembers values up to a total weight (entries, characters, tokens), dropping the oldest first.
 
-    First in, first out over a plain dict: a hit costs one lookup and no reordering, and an entry that is
-    still hot after eviction is simply computed and stored again. It never awaits, so it needs no lock.
+    First in, first out: a hit costs one lookup and no reordering, and an entry that is still hot after
+    eviction is simply computed and stored again. An OrderedDict, because evicting from the front of a
+    plain dict (`next(iter(d))`) rescans the slots freed before, which turns steady churn quadratic.
+    It never awaits, so it needs no lock.
     """
 
     __slots__ = ("_values", "_weight", "_weights", "get", "max_weight")
 
     def __init__(self, max_weight: int) -> None:
         self.max_weight = max_weight
-        self._values: dict[K, V] = {}
+        self._values: OrderedDict[K, V] = OrderedDict()
         self._weights: dict[K, int] = {}
         self._weight = 0
         # `get(key)`: the remembered value of `key`, or None. The dict's own method: a hit on the request
@@ -39,8 +42,7 @@ class Memo(Generic[K, V]):
             self._weight -= weights.pop(key)
         self._weight += weight
         while self._weight > self.max_weight:
-            oldest = next(iter(values))
-            del values[oldest]
+            oldest, _ = values.popitem(last=False)
             self._weight -= weights.pop(oldest)
         values[key] = value
         weights[key] = weight

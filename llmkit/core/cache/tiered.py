@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
@@ -55,7 +56,8 @@ class TieredCache:
         self._backoff = backoff_min
         # Writes made while Redis was down, replayed when it is back: key -> True (set) or False (delete).
         # Values are not copied here: the replay reads them from memory, so a later write wins.
-        self._pending: dict[str, bool] = {}
+        # Ordered: dropping the oldest of a plain dict (next(iter(d))) rescans freed slots under churn.
+        self._pending: OrderedDict[str, bool] = OrderedDict()
         self._pending_clears: list[str] = []
         # Bumped by every write, so a read that raced with one does not copy a stale value into memory.
         self._writes = 0
@@ -193,7 +195,7 @@ class TieredCache:
         pending = self._pending
         pending.pop(key, None)  # re-insert at the end: replay order follows write order
         if len(pending) >= self.max_pending:
-            del pending[next(iter(pending))]
+            pending.popitem(last=False)
             self.pending_dropped += 1
         pending[key] = is_set
 
@@ -240,7 +242,7 @@ class TieredCache:
         # Loop: writes that arrive while a round is awaiting Redis are remembered for the next round.
         while self._pending or self._pending_clears:
             clears, self._pending_clears = self._pending_clears, []
-            pending, self._pending = self._pending, {}
+            pending, self._pending = self._pending, OrderedDict()
             sets: list[tuple[str, bytes, float | None]] = []
             for key, is_set in pending.items():
                 found = self.local.peek(key) if is_set else None
@@ -262,7 +264,7 @@ class TieredCache:
                 if current is not None and current[0] is value:
                     self.local.set_nowait(key, value, self._local_ttl(seconds or None))
 
-    def _restore(self, clears: list[str], pending: dict[str, bool]) -> None:
+    def _restore(self, clears: list[str], pending: OrderedDict[str, bool]) -> None:
         """Put back a replay round that failed, in front of what arrived during it."""
         newer_clears = self._pending_clears
         for prefix in newer_clears:
