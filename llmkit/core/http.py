@@ -422,7 +422,7 @@ def create_base_app(
     Add routes with `add_route(app, method, path, handler)`.
     """
     registry = registry or CollectorRegistry(auto_describe=True)
-    http_metrics = HttpMetrics.create(registry)
+    http_metrics = HttpMetrics(registry)
     # No aiohttp middleware: add_route wraps each handler instead (see RouteWrapper).
     # Chunked bodies have no Content-Length; aiohttp enforces client_max_size while reading them.
     app = web.Application(client_max_size=int(settings.max_body_mb * 1_048_576))

@@ -58,11 +58,6 @@ class HttpMetrics:
         self._routes: dict[str, RouteMetrics] = {}
         registry.register(self)
 
-    @classmethod
-    def create(cls, registry: CollectorRegistry) -> HttpMetrics:
-        """Register the HTTP metrics in `registry`."""
-        return cls(registry)
-
     def route(self, label: str) -> RouteMetrics:
         """The counters of the route labelled `label` (its pattern, or "unmatched")."""
         found = self._routes.get(label)

@@ -178,3 +178,27 @@ def test_schedule_steps_and_ok_pass_through() -> None:
     )
     assert [injector.decide(None) for _ in range(5)] == ["503", "503", None, "429", None]
     assert injector.decide("timeout") == "timeout"
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/v1/completions", {"model": "m", "prompt": "hi"}),
+        ("/v1/embeddings", {"model": "m", "input": "hi"}),
+        ("/v1/responses", {"model": "m", "input": "hi"}),
+        ("/v1/messages", {"model": "m", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]}),
+        ("/api/chat", {"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": False}),
+        ("/api/generate", {"model": "m", "prompt": "hi", "stream": False}),
+    ],
+)
+async def test_every_model_route_takes_faults(
+    base_url: str, session: aiohttp.ClientSession, path: str, body: dict[str, object]
+) -> None:
+    async with session.post(f"{base_url}{path}", json=body, headers={"x-llmkit-fault": "503"}) as resp:
+        assert resp.status == 503, await resp.text()
+        assert "injected fault 503" in await resp.text()
+    async with session.post(f"{base_url}{path}", json=body) as resp:
+        assert resp.status == 200, await resp.text()
+    # Routes that answer no model never get faults.
+    async with session.get(f"{base_url}/v1/models", headers={"x-llmkit-fault": "503"}) as resp:
+        assert resp.status == 200
