@@ -104,6 +104,31 @@ class SimulateSettings:
     tpm: int = field(default=0, metadata={"min": 0})
 
 
+@dataclass(frozen=True)
+class AggregateSettings:
+    """`llmkit aggregate`: where events are stored, when a publish is acknowledged, how much may wait."""
+
+    port: int = field(default=8000, metadata={"min": 0, "max": 65535})
+    # sqlite:///relative/path.db, sqlite:////absolute/path.db or clickhouse://host:9000/db.
+    # The seed's DEDUPLICATION_DB_PATH variable names a SQLite file and overrides this.
+    store: str = "sqlite:///./data/aggregate.db"
+    # durable: answer 200 once the events are committed; queued: answer 202 at once (the seed's way).
+    ack: str = field(default="durable", metadata={"choices": ("durable", "queued")})
+    # Events accepted but not yet committed; a publish that does not fit gets 429 with Retry-After.
+    channel_capacity: int = field(default=100_000, metadata={"min": 1})
+    # At most this many events in one group-commit transaction.
+    group_max_events: int = field(default=20_000, metadata={"min": 1})
+    # SQLite PRAGMA synchronous: full survives power loss; normal survives a killed process only.
+    sync: str = field(default="full", metadata={"choices": ("full", "normal")})
+    # Purge events stored longer ago than this (0: keep); purged ids leave the dedup window.
+    retention_days: float = field(default=0.0, metadata={"min": 0})
+    # Keep at most this many events, oldest purged first (0: no limit); purged ids leave the dedup window.
+    max_events: int = field(default=0, metadata={"min": 0})
+    purge_interval_s: float = field(default=60.0, metadata={"min": 0.01})
+    # The largest `limit` GET /events accepts.
+    max_page: int = field(default=10_000, metadata={"min": 1})
+
+
 # The one table of sections; a system adds its dataclass here.
 SECTIONS: dict[str, type] = {
     "server": ServerSettings,
@@ -113,6 +138,7 @@ SECTIONS: dict[str, type] = {
     "storage": StorageSettings,
     "clickhouse": ClickHouseSettings,
     "simulate": SimulateSettings,
+    "aggregate": AggregateSettings,
 }
 
 # LLMKIT_* variables that choose what to load rather than a setting.
@@ -132,6 +158,7 @@ class Settings:
     storage: StorageSettings = StorageSettings()
     clickhouse: ClickHouseSettings = ClickHouseSettings()
     simulate: SimulateSettings = SimulateSettings()
+    aggregate: AggregateSettings = AggregateSettings()
     profile: str = "(defaults)"
     origins: Mapping[str, str] = field(default_factory=dict)
 

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from llmkit import __version__
-from llmkit.cli import cache, config, simulate, stats
+from llmkit.cli import aggregate, cache, config, simulate, stats
 
 app = typer.Typer(
     name="llmkit",
@@ -15,6 +15,7 @@ app = typer.Typer(
         "The servers an LLM application needs around its model, fast enough to load-test with.\n\n"
         "Examples:\n\n"
         "  llmkit simulate --port 4545\n\n"
+        "  llmkit aggregate --port 8000\n\n"
         "  llmkit config show --profile local\n\n"
         "  llmkit cache stats --url redis://127.0.0.1:6379/0\n\n"
         "  llmkit stats http://127.0.0.1:4545 --once --json"
@@ -40,6 +41,7 @@ def root(
 
 
 app.add_typer(simulate.app, name="simulate")
+app.command("aggregate")(aggregate.aggregate)
 app.add_typer(config.app, name="config")
 app.add_typer(cache.app, name="cache")
 app.command("stats")(stats.stats)

@@ -186,11 +186,13 @@ def profile_urls(settings: Settings) -> list[str]:
         host = "127.0.0.1"
     if ":" in host:
         host = f"[{host}]"
-    return [
+    # dict.fromkeys: one row per address, even when two systems are configured on the same port.
+    urls = dict.fromkeys(
         f"http://{host}:{getattr(settings, name).port}"
         for name in SECTIONS
         if hasattr(getattr(settings, name), "port")
-    ]
+    )
+    return list(urls)
 
 
 def stats(

@@ -99,6 +99,8 @@ class ServiceInfo:
     version: str = __version__
     started: float = field(default_factory=time.monotonic)
     started_at: float = field(default_factory=time.time)
+    # Fields a system's /health answers besides llmkit's (the aggregator keeps the seed's "message").
+    health: dict[str, Any] = field(default_factory=dict)
 
 
 SERVICE_KEY = web.AppKey("llmkit_service", ServiceInfo)
@@ -328,7 +330,7 @@ async def handle_health(request: web.Request) -> web.Response:
     info = request.app[SERVICE_KEY]
     uptime = round(time.monotonic() - info.started, 3)
     body = {"status": "ok", "service": info.name, "version": info.version, "pid": os.getpid()}
-    return json_response({**body, "uptime": uptime, "started_at": info.started_at})
+    return json_response({**info.health, **body, "uptime": uptime, "started_at": info.started_at})
 
 
 async def handle_stats(request: web.Request) -> web.Response:
@@ -416,6 +418,7 @@ def create_base_app(
     *,
     error_format: ErrorFormatter = default_error_body,
     registry: CollectorRegistry | None = None,
+    health: Mapping[str, Any] | None = None,
 ) -> web.Application:
     """An app with llmkit's request handling and GET /health, /stats, /metrics, /openapi.json.
 
@@ -426,7 +429,7 @@ def create_base_app(
     # No aiohttp middleware: add_route wraps each handler instead (see RouteWrapper).
     # Chunked bodies have no Content-Length; aiohttp enforces client_max_size while reading them.
     app = web.Application(client_max_size=int(settings.max_body_mb * 1_048_576))
-    app[SERVICE_KEY] = ServiceInfo(name)
+    app[SERVICE_KEY] = ServiceInfo(name, health=dict(health or {}))
     app[SETTINGS_KEY] = settings
     app[METRICS_KEY] = http_metrics
     app[STATS_PROVIDER_KEY] = stats

@@ -121,7 +121,8 @@ def test_help_has_examples() -> None:
 def test_without_urls_it_watches_the_profiles_servers(server: ServerProcess, tmp_path: Path) -> None:
     port = server.url.rsplit(":", 1)[1]
     profile = tmp_path / "watch.yml"
-    profile.write_text(f"server:\n  host: 0.0.0.0\nsimulate:\n  port: {port}\n")
+    # Every server the profile configures is watched; both on one port make one row.
+    profile.write_text(f"server:\n  host: 0.0.0.0\nsimulate:\n  port: {port}\naggregate:\n  port: {port}\n")
     done = run_stats("--profile", str(profile), "--once", "--json")
     assert done.returncode == 0, done.stderr
     [row] = json.loads(done.stdout)
