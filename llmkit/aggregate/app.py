@@ -18,6 +18,7 @@ from llmkit.aggregate.store.base import EventQuery, EventStore, Listed
 from llmkit.aggregate.writer import GroupWriter
 from llmkit.core.docs_page import handle_docs
 from llmkit.core.http import (
+    METRICS_KEY,
     SERVICE_KEY,
     add_route,
     create_base_app,
@@ -237,6 +238,7 @@ def create_app(settings: Settings, store: EventStore | None = None) -> web.Appli
         await store.open()
         writer = GroupWriter(store, aggregate.channel_capacity, aggregate.group_max_events)
         app[WRITER_KEY] = writer
+        app[METRICS_KEY].registry.register(writer)
         writer.start()
         purger = None
         if aggregate.retention_days or aggregate.max_events:

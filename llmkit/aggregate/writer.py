@@ -6,10 +6,14 @@ import asyncio
 import collections
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING
 
 from llmkit.aggregate.store.base import EventStore, Row
 from llmkit.errors import BackendError, RateLimited
+
+if TYPE_CHECKING:
+    from prometheus_client.metrics_core import Metric
 
 log = logging.getLogger("llmkit.aggregate")
 
@@ -120,6 +124,20 @@ class GroupWriter:
             group = self._take_group()
             # Shielded: a cancelled writer must still finish the transaction it started and answer it.
             await asyncio.shield(self._commit(group))
+
+    def collect(self) -> Iterator[Metric]:
+        """Prometheus families of the channel and the commits, built at scrape time."""
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        prefix = "llmkit_aggregate_"
+        yield GaugeMetricFamily(f"{prefix}queue_depth", "Events not yet committed.", value=self.pending)
+        counters = (
+            ("commits", "Group-commit transactions.", self.commits),
+            ("committed_events", "Events stored or dropped as duplicates.", self.committed_events),
+            ("commit_failures", "Transactions the store failed.", self.failures),
+        )
+        for name, text, value in counters:
+            yield CounterMetricFamily(prefix + name, text, value=value)
 
     async def close(self) -> None:
         """Refuse new batches, commit every waiting one, then stop the task."""

@@ -231,6 +231,10 @@ async def test_root_health_openapi_and_docs(client: Client) -> None:
     doc = await (await client.get("/openapi.json")).json()
     assert {"/publish", "/events", "/stats", "/health", "/"} <= set(doc["paths"])
     assert "422" in doc["paths"]["/publish"]["post"]["responses"]
+    await publish(client, {"events": [event("m1"), event("m1")]})
+    metrics = await (await client.get("/metrics")).text()
+    assert "llmkit_aggregate_committed_events_total 2.0" in metrics
+    assert "llmkit_aggregate_queue_depth 0.0" in metrics
     for page in ("/docs", "/redoc"):
         response = await client.get(page)
         assert response.status == 200 and response.content_type == "text/html"
