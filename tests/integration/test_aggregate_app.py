@@ -355,3 +355,34 @@ async def test_retention_purges_the_oldest_beyond_max_events(
     assert numbers["unique_processed"] == 8, "purging keeps what was processed"
     # A purged id has left the dedup window: it is new again.
     assert (await publish(client, {"events": [event("e0")]}))["accepted"] == 1
+
+
+async def test_a_chronicleweaver_database_keeps_its_dedup_history(
+    aiohttp_client: MakeClient, tmp_path: Path
+) -> None:
+    import sqlite3
+
+    payload = '{"message":"m","timestamp":"2025-10-28T10:00:00Z"}'
+    with sqlite3.connect(tmp_path / "events.db") as old:
+        # ChronicleWeaver's own schema.
+        old.execute(
+            "CREATE TABLE processed_events (event_id TEXT NOT NULL, topic TEXT NOT NULL, "
+            "source TEXT NOT NULL, payload TEXT NOT NULL, timestamp TEXT NOT NULL, "
+            "PRIMARY KEY (event_id, topic))"
+        )
+        old.execute("CREATE TABLE stats (id INTEGER PRIMARY KEY, received INTEGER, duplicated_dropped INT)")
+        old.executemany(
+            "INSERT INTO processed_events VALUES (?, ?, 's', ?, ?)",
+            [
+                ("old-1", "t", payload, "2025-10-28T10:00:00+00:00"),
+                ("old-2", "u", payload, "2025-10-28T10:00:00.123456"),
+            ],
+        )
+    client = await aiohttp_client(create_app(make_settings(tmp_path)))
+    body = await publish(client, {"events": [event("old-1"), event("new-1")]})
+    assert (body["accepted"], body["duplicates"]) == (1, 1)
+    listed = (await listing(client))["events"]
+    assert [e["event_id"] for e in listed] == ["old-1", "old-2", "new-1"]
+    assert listed[0]["payload"] == {"message": "m", "timestamp": "2025-10-28T10:00:00Z"}
+    assert (await listing(client, "?since=2025-10-28T10:00:00.100Z&topic=u"))["count"] == 1
+    assert (await stats(client))["unique_processed"] == 3

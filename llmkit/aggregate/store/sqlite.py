@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
     from llmkit.settings import Settings
 
 T = TypeVar("T")
+log = logging.getLogger("llmkit.aggregate")
 
 # seq is the arrival order and the `after` cursor; AUTOINCREMENT so a purge that empties the table never
 # hands out an old seq again (a client's cursor would skip new events).
@@ -49,6 +51,17 @@ COUNT = """INSERT INTO topic_counts (topic, received, unique_count, stored) VALU
     ON CONFLICT (topic) DO UPDATE SET received = received + excluded.received,
     unique_count = unique_count + excluded.unique_count, stored = stored + excluded.stored"""
 UNSTORE = "UPDATE topic_counts SET stored = stored - ? WHERE topic = ?"
+# ChronicleWeaver's table, in its rowid (arrival) order; timestamps it stored as Python isoformat().
+IMPORT_SEED = """INSERT OR IGNORE INTO events (topic, event_id, source, ts, doc, stored_at)
+    SELECT topic, event_id, source,
+        coalesce(CAST((julianday(timestamp) - 2440587.5) * 86400000 AS INTEGER), 0),
+        CAST(json_object('event_id', event_id, 'topic', topic, 'source', source,
+            'payload', json(payload), 'timestamp', timestamp) AS BLOB),
+        CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)
+    FROM processed_events ORDER BY rowid"""
+IMPORT_COUNTS = (
+    "INSERT INTO topic_counts SELECT topic, count(*), count(*), count(*) FROM events GROUP BY topic"
+)
 # Purges delete this many rows per transaction, so publishes wait for a short lock, never a long one.
 PURGE_CHUNK = 10_000
 BUSY_TIMEOUT_MS = 10_000
@@ -118,6 +131,32 @@ class SqliteEventStore:
         for statement in SCHEMA:
             conn.execute(statement)
         self._conn = conn
+        self._import_chronicleweaver()
+
+    def _import_chronicleweaver(self) -> None:
+        """Take over the dedup history of a ChronicleWeaver database (DEDUPLICATION_DB_PATH pointing at it).
+
+        Runs once, when its processed_events table is there and ours is still empty, in one transaction.
+        """
+        conn = self._conn
+        assert conn is not None
+        tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if "processed_events" not in tables or conn.execute("SELECT 1 FROM events LIMIT 1").fetchone():
+            return
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            imported = conn.execute(IMPORT_SEED).rowcount
+            conn.execute(IMPORT_COUNTS)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        log.info(
+            "imported %d events of ChronicleWeaver's processed_events from %s: their ids stay deduplicated "
+            "(its received/dropped totals are not per topic and start again from these events)",
+            imported,
+            self.where,
+        )
 
     def _write(self, batches: Sequence[Sequence[Row]]) -> list[int]:
         conn = self._conn
