@@ -37,6 +37,7 @@ bench: install services
 	@bash scripts/ensure-bench-tools.sh
 	$(PY) bench/core.py
 	$(PY) bench/simulate.py
+	$(PY) bench/aggregate.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
