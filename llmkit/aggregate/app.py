@@ -38,6 +38,8 @@ AGGREGATE_KEY = web.AppKey("llmkit_aggregate_settings", AggregateSettings)
 # Rows per store query while listing; an unbounded listing streams page by page in this size.
 PAGE_SIZE = 5000
 ROOT_MESSAGE = "ChronicleWeaver is running..."
+# Cursors are 64-bit sequence numbers; anything larger is a client's mistake, not a query to run.
+MAX_CURSOR = 2**63 - 1
 
 
 def _detail(loc: list[Any], kind: str, msg: str, value: Any) -> web.Response:
@@ -95,9 +97,9 @@ def _query(request: web.Request) -> EventQuery | web.Response:
         text = params.get(name)
         if text is None:
             continue
-        low = 1 if name == "limit" else 0
-        if not text.isdigit() or int(text) < low or (name == "limit" and int(text) > max_page):
-            bound = f"between 1 and {max_page} (aggregate.max_page)" if name == "limit" else ">= 0"
+        low, high = (1, max_page) if name == "limit" else (0, MAX_CURSOR)
+        if not (text.isascii() and text.isdigit()) or not low <= int(text) <= high:
+            bound = f"between 1 and {max_page} (aggregate.max_page)" if name == "limit" else "a cursor >= 0"
             return _detail(["query", name], "int_parsing", f"Input should be an integer {bound}", text)
         if name == "limit":
             limit = int(text)

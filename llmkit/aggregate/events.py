@@ -13,6 +13,8 @@ from llmkit.aggregate.store.base import Row
 MAX_KEY_CHARS = 1024
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MS = datetime(1970, 1, 1, 0, 0, 0, 1000, tzinfo=UTC) - _EPOCH
+_MIN_MS = (datetime(1, 1, 1, tzinfo=UTC) - _EPOCH) // _MS
+_MAX_MS = (datetime(9999, 12, 31, 23, 59, 59, 999000, tzinfo=UTC) - _EPOCH) // _MS
 _ISO_HINT = "an ISO 8601 datetime such as 2025-10-28T10:00:00Z"
 
 
@@ -39,7 +41,9 @@ def timestamp_ms(value: Any) -> int | None:
         return (moment - _EPOCH) // _MS
     if type(value) in (int, float):
         # Pydantic's rule: a number above 2e10 is in milliseconds, below it in seconds.
-        return int(value if abs(value) > 2e10 else value * 1000)
+        ms = int(value if abs(value) > 2e10 else value * 1000)
+        # Only what a datetime can hold (years 1 to 9999), so every stored ts fits a 64-bit column.
+        return ms if _MIN_MS <= ms <= _MAX_MS else None
     return None
 
 

@@ -192,7 +192,18 @@ async def test_events_filter_by_source_and_time(client: Client) -> None:
     assert [e["event_id"] for e in (await listing(client, since))["events"]] == ["mid"]
 
 
-@pytest.mark.parametrize("query", ["?limit=0", "?limit=x", "?limit=10001", "?after=-1", "?since=yesterday"])
+@pytest.mark.parametrize(
+    "query",
+    [
+        "?limit=0",
+        "?limit=x",
+        "?limit=10001",
+        "?limit=٣",  # an Arabic-Indic digit: str.isdigit says yes, a SQL bound would not
+        "?after=-1",
+        "?after=99999999999999999999",
+        "?since=x",
+    ],
+)
 async def test_bad_event_queries_are_422_naming_the_parameter(client: Client, query: str) -> None:
     response = await client.get(f"/events{query}")
     assert response.status == 422

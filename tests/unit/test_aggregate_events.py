@@ -74,6 +74,8 @@ def test_a_valid_event_becomes_its_row_with_the_seed_fields_only() -> None:
         (1761645600.5, 1761645600500),
         (1761645600000, 1761645600000),  # above 2e10: milliseconds already
         ("tomorrow", None),
+        (1e300, None),  # beyond year 9999: would not fit the store's 64-bit column
+        (-(10**20), None),
         (True, None),
         (None, None),
     ],
