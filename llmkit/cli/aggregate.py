@@ -87,8 +87,9 @@ def aggregate(
 ) -> None:
     """Serve the event aggregator: POST /publish, GET /events, /stats, /health, /docs.
 
-    Duplicates of (topic, event_id) are dropped, across restarts too; with --ack durable (the default)
-    a 200 means the events are committed. APP_PORT and DEDUPLICATION_DB_PATH work as in ChronicleWeaver.
+    Duplicates of (topic, event_id) are dropped, across restarts too.
+    With --ack durable (the default) a 200 means the events are committed.
+    APP_PORT and DEDUPLICATION_DB_PATH work as in ChronicleWeaver.
 
     Examples:
 
