@@ -118,3 +118,46 @@ async def test_kill_9_mid_load_loses_nothing_acknowledged(tmp_path: Path) -> Non
         ).fetchone()
     assert rows == (len(sent_keys), len(sent_keys))
     assert counted == (stats["received"], len(sent_keys), len(sent_keys))
+
+
+def test_kill_9_under_llmkit_publish_then_restart_verifies_exactly(tmp_path: Path) -> None:
+    """The issue's scenario end to end: `llmkit publish --verify` keeps retrying through the crash."""
+    import json
+    import subprocess
+    import time
+    import urllib.request
+
+    from tests.serve_process import LLMKIT
+
+    port = free_port()
+    args = ("--port", str(port), "--db", str(tmp_path / "crash.db"))
+    first = ServerProcess(tmp_path, *args, command="aggregate").start()
+    url = first.wait_listening()
+    publisher = subprocess.Popen(
+        [LLMKIT, "publish", "--url", url, "--count", "60000", "--duplicates", "0.2", "--topics", "3"]
+        + ["--batch-size", "500", "--concurrency", "4", "--retries", "30", "--verify", "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        with urllib.request.urlopen(f"{url}/stats", timeout=5) as response:
+            if json.loads(response.read())["received"] >= 5000:
+                break
+        time.sleep(0.01)
+    first.signal(signal.SIGKILL)
+    first.wait()
+    first.close()
+    with ServerProcess(tmp_path, *args, command="aggregate") as second:
+        assert second.wait_listening() == url
+        out, err = publisher.communicate(timeout=120)
+        assert publisher.returncode == 0, err + out
+        report = json.loads(out)
+        with urllib.request.urlopen(f"{url}/stats", timeout=5) as response:
+            stats = json.loads(response.read())
+    assert report["acknowledged"] == 60000 and report["failed"] == 0
+    assert report["retries"] > 0, "the kill interrupted the run"
+    assert stats["unique_processed"] == stats["stored_events"] == 48000
+    assert stats["received"] == stats["unique_processed"] + stats["duplicated_dropped"]
+    assert stats["received"] >= 60000
