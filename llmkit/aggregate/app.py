@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import fcntl
+import hashlib
 import logging
 import time
 from collections.abc import AsyncIterator
-from typing import Any
+from pathlib import Path
+from typing import IO, Any
 
 from aiohttp import web
 
@@ -205,9 +208,44 @@ async def _stats(app: web.Application) -> dict[str, Any]:
     }
 
 
-async def _purge_loop(store: EventStore, aggregate: AggregateSettings) -> None:
+class PurgeLock:
+    """One purger per store among the processes of this machine (--workers): a non-blocking flock.
+
+    The SQLite store would survive concurrent purges (each chunk is a transaction), but the ClickHouse one
+    would count the rows two purgers delete twice. Replicas on other machines must leave retention to one.
+    """
+
+    def __init__(self, data_dir: str, store: EventStore) -> None:
+        digest = hashlib.sha1(f"{store.kind}:{store.where}".encode()).hexdigest()[:12]
+        self.path = Path(data_dir) / f"aggregate-purge-{digest}.lock"
+        self._file: IO[bytes] | None = None
+
+    def held(self) -> bool:
+        """Whether this process holds the lock (taking it if it is free); kept until the process ends."""
+        if self._file is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            handle = self.path.open("ab")
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.close()
+                return False
+            self._file = handle
+        return True
+
+    def release(self) -> None:
+        """Let another process purge."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+async def _purge_loop(store: EventStore, aggregate: AggregateSettings, lock: PurgeLock) -> None:
     """Apply retention_days / max_events every purge_interval_s; purged ids leave the dedup window."""
     while True:
+        if not lock.held():
+            await asyncio.sleep(aggregate.purge_interval_s)
+            continue
         before = None
         if aggregate.retention_days:
             before = int((time.time() - aggregate.retention_days * 86400) * 1000)
@@ -243,8 +281,10 @@ def create_app(settings: Settings, store: EventStore | None = None) -> web.Appli
         app[METRICS_KEY].registry.register(writer)
         writer.start()
         purger = None
+        lock = PurgeLock(settings.storage.data_dir, store)
         if aggregate.retention_days or aggregate.max_events:
-            purger = asyncio.create_task(_purge_loop(store, aggregate), name="llmkit-aggregate-purge")
+            loop = _purge_loop(store, aggregate, lock)
+            purger = asyncio.create_task(loop, name="llmkit-aggregate-purge")
         log.info("storing events in %s %s (ack: %s)", store.kind, store.where, aggregate.ack)
         try:
             yield
@@ -252,6 +292,7 @@ def create_app(settings: Settings, store: EventStore | None = None) -> web.Appli
             if purger is not None:
                 purger.cancel()
                 await asyncio.gather(purger, return_exceptions=True)
+                lock.release()
             # Every accepted event is committed before the store closes, queued ones included.
             await writer.close()
             await store.close()

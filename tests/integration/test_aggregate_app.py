@@ -12,11 +12,11 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from llmkit.aggregate import app as aggregate_app
-from llmkit.aggregate.app import create_app
+from llmkit.aggregate.app import PurgeLock, create_app
 from llmkit.aggregate.store import store_from_settings
 from llmkit.aggregate.store.base import EventStore, Row
 from llmkit.errors import BackendError
-from llmkit.settings import AggregateSettings, ServerSettings, Settings
+from llmkit.settings import AggregateSettings, ServerSettings, Settings, StorageSettings
 
 Client = TestClient[web.Request, web.Application]
 MakeClient = Callable[..., Awaitable[Client]]
@@ -25,6 +25,7 @@ MakeClient = Callable[..., Awaitable[Client]]
 def make_settings(tmp_path: Path, **aggregate: Any) -> Settings:
     return Settings(
         server=ServerSettings(access_log=False, max_body_mb=0.05),
+        storage=StorageSettings(data_dir=str(tmp_path / "data")),
         aggregate=AggregateSettings(store=f"sqlite:///{tmp_path}/events.db", **aggregate),
     )
 
@@ -397,3 +398,17 @@ async def test_a_chronicleweaver_database_keeps_its_dedup_history(
     assert listed[0]["payload"] == {"message": "m", "timestamp": "2025-10-28T10:00:00Z"}
     assert (await listing(client, "?since=2025-10-28T10:00:00.100Z&topic=u"))["count"] == 1
     assert (await stats(client))["unique_processed"] == 3
+
+
+async def test_one_process_purges_at_a_time(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path)
+    store = store_from_settings(settings)
+    first, second = PurgeLock(str(tmp_path), store), PurgeLock(str(tmp_path), store)
+    assert first.held() and first.held()
+    assert not second.held(), "another worker of the same store waits its turn"
+    first.release()
+    assert second.held()
+    other = PurgeLock(str(tmp_path), store_from_settings(make_settings(tmp_path / "other")))
+    assert other.held(), "another store has its own lock"
+    second.release()
+    other.release()

@@ -52,7 +52,9 @@ class EventStore(Protocol):
         """Store every batch in one transaction: rows whose (topic, event_id) is new (in the store or
         earlier in the same call) are kept, the rest dropped; every row counts as received.
 
-        Returns how many rows of each batch were new. All or nothing: on error nothing is stored.
+        Returns how many rows of each batch were new. All or nothing on SQLite (one transaction); on
+        ClickHouse an error between the events and their receipts can leave events stored and not yet
+        counted received, until the publisher's retry counts them as duplicates.
         """
         ...
 

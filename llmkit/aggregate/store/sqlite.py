@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -50,6 +51,7 @@ INSERT = """INSERT OR IGNORE INTO events (topic, event_id, source, ts, doc, stor
 COUNT = """INSERT INTO topic_counts (topic, received, unique_count, stored) VALUES (?, ?, ?, ?)
     ON CONFLICT (topic) DO UPDATE SET received = received + excluded.received,
     unique_count = unique_count + excluded.unique_count, stored = stored + excluded.stored"""
+NEW_PER_TOPIC = "SELECT topic, count(*) FROM events WHERE seq > ? GROUP BY topic"
 UNSTORE = "UPDATE topic_counts SET stored = stored - ? WHERE topic = ?"
 # ChronicleWeaver's table, in its rowid (arrival) order; timestamps it stored as Python isoformat().
 IMPORT_SEED = """INSERT OR IGNORE INTO events (topic, event_id, source, ts, doc, stored_at)
@@ -86,18 +88,6 @@ def sqlite_store_from_url(url: str, settings: Settings) -> SqliteEventStore:
     return SqliteEventStore(sqlite_path(url), synchronous=settings.aggregate.sync)
 
 
-def _counted(rows: Sequence[Row]) -> dict[str, list[Row]]:
-    """Rows grouped by topic, in order."""
-    by_topic: dict[str, list[Row]] = {}
-    for row in rows:
-        topic_rows = by_topic.get(row[0])
-        if topic_rows is None:
-            by_topic[row[0]] = [row]
-        else:
-            topic_rows.append(row)
-    return by_topic
-
-
 class SqliteEventStore:
     """Writes go through one thread holding one connection (one hop per group commit, not per statement);
     reads use an aiosqlite connection, which WAL lets run beside the writer."""
@@ -119,7 +109,7 @@ class SqliteEventStore:
             raise BackendError(f"sqlite store {self.where} is closed")
         try:
             return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OverflowError) as exc:
             raise BackendError(f"sqlite store {self.where}: {exc}") from exc
 
     def _connect(self) -> None:
@@ -162,20 +152,17 @@ class SqliteEventStore:
         conn = self._conn
         assert conn is not None
         new: list[int] = []
-        totals: dict[str, list[int]] = {}
+        received: Counter[str] = Counter()
         conn.execute("BEGIN IMMEDIATE")
         try:
+            # AUTOINCREMENT: the rows inserted now get seqs above every seq ever used, in publish order.
+            last = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
             for batch in batches:
-                fresh = 0
-                for topic, rows in _counted(batch).items():
-                    # rowcount of an INSERT OR IGNORE executemany: the rows that were new.
-                    added = conn.executemany(INSERT, rows).rowcount
-                    fresh += added
-                    total = totals.setdefault(topic, [0, 0])
-                    total[0] += len(rows)
-                    total[1] += added
-                new.append(fresh)
-            conn.executemany(COUNT, [(topic, got, added, added) for topic, (got, added) in totals.items()])
+                # rowcount of an INSERT OR IGNORE executemany: the rows that were new.
+                new.append(conn.executemany(INSERT, batch).rowcount)
+                received.update(row[0] for row in batch)
+            added = dict(conn.execute(NEW_PER_TOPIC, (last[0] if last else 0,)).fetchall())
+            conn.executemany(COUNT, [(t, n, added.get(t, 0), added.get(t, 0)) for t, n in received.items()])
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from llmkit.core.clickhouse import ClickHouseConfig, clickhouse_config
 from llmkit.errors import ConfigError
 from llmkit.simulate.sources.base import Source, SourceUnavailable
 from llmkit.simulate.sources.clickhouse import ClickHouseSource, init_db
-from llmkit.simulate.sources.clickhouse_conn import ClickHouseConfig, clickhouse_config
 from llmkit.simulate.sources.file import FileSource
 from llmkit.simulate.sources.matching import Matcher, words
 from llmkit.simulate.sources.qa_file import SAMPLE_QA, QaRow, read_qa_jsonl

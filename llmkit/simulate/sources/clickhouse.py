@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import orjson
 
 from llmkit.core.cache.base import Cache
+from llmkit.core.clickhouse import TABLE, ClickHouseConfig, backend_error, clickhouse_config
 from llmkit.errors import BackendError
 from llmkit.simulate.sources.base import SourceUnavailable
-from llmkit.simulate.sources.clickhouse_conn import TABLE, ClickHouseConfig, backend_error, clickhouse_config
 from llmkit.simulate.sources.matching import Matcher
 from llmkit.simulate.sources.qa_file import SAMPLE_QA, QaRow, read_qa_jsonl
 from llmkit.simulate.sources.soft_cache import SoftCache
