@@ -162,6 +162,26 @@ async def batch_ingest(tmp: Path, count: int, rounds: int) -> dict[str, Any]:
     return {"raw": best_raw, "llmkit": best, "ratio": best["events_per_s"] / best_raw["events_per_s"]}
 
 
+def with_llmkit_publish(tmp: Path, count: int) -> dict[str, Any]:
+    """The same load sent by the `llmkit publish` CLI (informational: what users measure with it)."""
+    import subprocess
+
+    from tests.serve_process import LLMKIT
+
+    server = start_server(tmp, "publish-cli")
+    try:
+        argv = [LLMKIT, "publish", "--url", server.url, "--count", str(count)]
+        argv += ["--duplicates", str(DUPLICATES), "--topics", str(TOPICS), "--batch-size", str(BATCH)]
+        argv += ["--concurrency", "4", "--verify", "--json"]
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=600, check=False)
+        if done.returncode != 0:
+            raise RuntimeError(f"llmkit publish exited {done.returncode}: {done.stderr or done.stdout}")
+        report: dict[str, Any] = json.loads(done.stdout)
+        return {"events_per_s": report["events_per_s"], "latency_ms": report["latency_ms"]}
+    finally:
+        server.close()
+
+
 async def singles(tmp: Path, count: int) -> dict[str, Any]:
     """`count` single-event POSTs from SINGLE_CLIENTS concurrent clients."""
     import orjson
@@ -214,6 +234,11 @@ def table(results: dict[str, Any]) -> str:
             f"{b['ratio']:.2f}x raw (target >= 0.40x, >= 50,000/s)",
         ),
         (
+            "the same load from `llmkit publish --verify`",
+            f"{results['publish_cli']['events_per_s']:,.0f} events/s",
+            "informational",
+        ),
+        (
             f"single-event POSTs, {SINGLE_CLIENTS} clients",
             f"{s['events_per_s']:,.0f} events/s",
             f"p99 {s['p99_ms']:.1f} ms, {s['events'] / max(s['commits'], 1):.1f} events per commit "
@@ -251,6 +276,7 @@ async def main() -> int:
         tmp = Path(tmp_name)
         results = {
             "batch": await batch_ingest(tmp, args.events, args.rounds),
+            "publish_cli": with_llmkit_publish(tmp, args.events),
             "singles": await singles(tmp, args.singles),
             "memory": await memory(tmp, args.rss_events),
             "machine": {
