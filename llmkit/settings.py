@@ -129,6 +129,33 @@ class AggregateSettings:
     max_page: int = field(default=10_000, metadata={"min": 1})
 
 
+@dataclass(frozen=True)
+class OrchestrateSettings:
+    """`llmkit orchestrate`: who runs jobs, how many at once, how long results and limits last."""
+
+    port: int = field(default=8080, metadata={"min": 0, "max": 65535})
+    backend: str = field(default="echo", metadata={"choices": ("echo", "openai", "ollama")})
+    # The OpenAI-compatible base URL (openai) or the Ollama server (ollama).
+    backend_url: str = "http://127.0.0.1:4545/v1"
+    api_key: str = field(default="", metadata={"secret": True})
+    model: str = ""
+    echo_delay_ms: float = field(default=0.0, metadata={"min": 0})
+    # Worker tasks per process: jobs run at once.
+    concurrency: int = field(default=4, metadata={"min": 1})
+    job_timeout_s: float = field(default=300.0, metadata={"min": 0.001})
+    retries: int = field(default=3, metadata={"min": 0})
+    result_ttl_s: float = field(default=3600.0, metadata={"min": 1})
+    # Per session: rate_limit_requests submits per rate_limit_window seconds (0 requests: no limit).
+    rate_limit_requests: int = field(default=100, metadata={"min": 0})
+    rate_limit_window: float = field(default=60.0, metadata={"min": 0.001})
+    cache_results: bool = True
+    # A worker that took a job and went silent this long loses it to another worker (queue.url shared).
+    lease_s: float = field(default=30.0, metadata={"min": 0.1})
+    long_poll_max_s: float = field(default=300.0, metadata={"min": 0})
+    ws_max_message_kb: int = field(default=64, metadata={"min": 1})
+    cors: bool = True
+
+
 # The one table of sections; a system adds its dataclass here.
 SECTIONS: dict[str, type] = {
     "server": ServerSettings,
@@ -139,6 +166,7 @@ SECTIONS: dict[str, type] = {
     "clickhouse": ClickHouseSettings,
     "simulate": SimulateSettings,
     "aggregate": AggregateSettings,
+    "orchestrate": OrchestrateSettings,
 }
 
 # LLMKIT_* variables that choose what to load rather than a setting.
@@ -159,6 +187,7 @@ class Settings:
     clickhouse: ClickHouseSettings = ClickHouseSettings()
     simulate: SimulateSettings = SimulateSettings()
     aggregate: AggregateSettings = AggregateSettings()
+    orchestrate: OrchestrateSettings = OrchestrateSettings()
     profile: str = "(defaults)"
     origins: Mapping[str, str] = field(default_factory=dict)
 

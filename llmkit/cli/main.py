@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from llmkit import __version__
-from llmkit.cli import aggregate, cache, config, publish, simulate, stats
+from llmkit.cli import aggregate, cache, config, orchestrate, publish, simulate, stats
 
 app = typer.Typer(
     name="llmkit",
@@ -16,6 +16,7 @@ app = typer.Typer(
         "Examples:\n\n"
         "  llmkit simulate --port 4545\n\n"
         "  llmkit aggregate --port 8000\n\n"
+        '  llmkit orchestrate submit "Hello" --wait\n\n'
         "  llmkit publish --url http://127.0.0.1:8000 --count 100000 --duplicates 0.2 --verify\n\n"
         "  llmkit config show --profile local\n\n"
         "  llmkit cache stats --url redis://127.0.0.1:6379/0\n\n"
@@ -42,6 +43,7 @@ def root(
 
 
 app.add_typer(simulate.app, name="simulate")
+app.add_typer(orchestrate.app, name="orchestrate")
 app.command("aggregate")(aggregate.aggregate)
 app.command("publish")(publish.publish)
 app.add_typer(config.app, name="config")

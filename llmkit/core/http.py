@@ -330,7 +330,8 @@ async def handle_health(request: web.Request) -> web.Response:
     info = request.app[SERVICE_KEY]
     uptime = round(time.monotonic() - info.started, 3)
     body = {"status": "ok", "service": info.name, "version": info.version, "pid": os.getpid()}
-    return json_response({**info.health, **body, "uptime": uptime, "started_at": info.started_at})
+    # A system's own fields win: the orchestrator answers the seed's "status": "healthy".
+    return json_response({**body, "uptime": uptime, "started_at": info.started_at, **info.health})
 
 
 async def handle_stats(request: web.Request) -> web.Response:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import signal
 import subprocess
@@ -15,6 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from llmkit.cli.main import app
+from llmkit.settings import SECTIONS
 from tests.serve_process import ServerProcess
 from tests.servers import free_port
 
@@ -122,7 +124,9 @@ def test_without_urls_it_watches_the_profiles_servers(server: ServerProcess, tmp
     port = server.url.rsplit(":", 1)[1]
     profile = tmp_path / "watch.yml"
     # Every server the profile configures is watched; both on one port make one row.
-    profile.write_text(f"server:\n  host: 0.0.0.0\nsimulate:\n  port: {port}\naggregate:\n  port: {port}\n")
+    servers = [name for name, cls in SECTIONS.items() if "port" in {f.name for f in dataclasses.fields(cls)}]
+    ports = "".join(f"{section}:\n  port: {port}\n" for section in servers)
+    profile.write_text(f"server:\n  host: 0.0.0.0\n{ports}")
     done = run_stats("--profile", str(profile), "--once", "--json")
     assert done.returncode == 0, done.stderr
     [row] = json.loads(done.stdout)

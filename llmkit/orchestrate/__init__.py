@@ -1,0 +1,1 @@
+"""`llmkit orchestrate`: asynchronous inference jobs (seed 003)."""

@@ -1,0 +1,240 @@
+"""`llmkit orchestrate`: submit jobs, read their status, long-poll results, stream over WebSocket."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from aiohttp import web
+
+from llmkit import __version__
+from llmkit.core.http import (
+    ApiError,
+    add_route,
+    create_base_app,
+    json_response,
+    read_json,
+)
+from llmkit.core.queue.base import Priority
+from llmkit.errors import ConfigError
+from llmkit.orchestrate.jobs import MemoryJobStore, wait_terminal
+from llmkit.orchestrate.service import Orchestrator, Submission
+from llmkit.settings import Settings
+
+log = logging.getLogger("llmkit.orchestrate")
+
+ORCHESTRATOR_KEY = web.AppKey("llmkit_orchestrator", Orchestrator)
+PRIORITIES = tuple(level.name.lower() for level in Priority)
+DEFAULT_RESULT_WAIT_S = 30.0
+
+
+def _text(body: dict[str, Any], name: str, required: bool = False) -> str | None:
+    value = body.get(name)
+    if value is None:
+        if required:
+            raise ApiError(400, "invalid_request", f"{name} is required: a non-empty string", param=name)
+        return None
+    if not isinstance(value, str) or (required and not value.strip()):
+        raise ApiError(400, "invalid_request", f"{name} must be a non-empty string", param=name)
+    return value
+
+
+def _object(body: dict[str, Any], name: str) -> dict[str, Any]:
+    value = body.get(name)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ApiError(400, "invalid_request", f"{name} must be a JSON object", param=name)
+    return value
+
+
+def parse_submission(body: dict[str, Any], idempotency_key: str | None = None) -> Submission:
+    """The seed's {prompt, session_id?, metadata?: {priority, ...}, stream?} plus model and parameters."""
+    prompt = _text(body, "prompt", required=True)
+    assert prompt is not None
+    metadata = _object(body, "metadata")
+    priority = metadata.get("priority", body.get("priority", "normal"))
+    try:
+        level = Priority.parse(priority).name.lower()
+    except ValueError:
+        raise ApiError(
+            400,
+            "invalid_priority",
+            f"metadata.priority must be one of {', '.join(PRIORITIES)}; got {priority!r}",
+            param="metadata.priority",
+        ) from None
+    stream = body.get("stream", False)
+    if not isinstance(stream, bool):
+        raise ApiError(400, "invalid_request", "stream must be true or false", param="stream")
+    return Submission(
+        prompt=prompt,
+        priority=level,
+        session_id=_text(body, "session_id"),
+        metadata=metadata,
+        model=_text(body, "model") or "",
+        parameters=_object(body, "parameters"),
+        stream=stream,
+        idempotency_key=idempotency_key,
+    )
+
+
+async def infer(request: web.Request) -> web.Response:
+    """Submit a job: {prompt, session_id?, metadata?: {priority}, stream?}; answers its request_id.
+
+    Rate limited per session (429 with Retry-After), answered from the result cache when it can, joined to
+    an identical running job, else queued by priority (429 when the queue is full). An Idempotency-Key
+    header returns the first job's request_id for a repeated submit.
+    """
+    sub = parse_submission(await read_json(request), request.headers.get("Idempotency-Key"))
+    job = await request.app[ORCHESTRATOR_KEY].submit(sub, request.remote or "-")
+    return json_response(job.public())
+
+
+async def _job_or_404(request: web.Request) -> Any:
+    job_id = request.match_info["id"]
+    job = await request.app[ORCHESTRATOR_KEY].store.get(job_id)
+    if job is None:
+        raise ApiError(404, "job_not_found", f"no job {job_id!r} (unknown, or its result has expired)")
+    return job
+
+
+async def status(request: web.Request) -> web.Response:
+    """A job's state now: pending, processing, completed, failed, timeout or cancelled."""
+    return json_response((await _job_or_404(request)).public())
+
+
+async def result(request: web.Request) -> web.Response:
+    """Wait until the job is terminal or `?timeout=` seconds pass (then 408 with its current state)."""
+    job = await _job_or_404(request)
+    orchestrator = request.app[ORCHESTRATOR_KEY]
+    limit = orchestrator.settings.long_poll_max_s
+    text = request.query.get("timeout")
+    try:
+        timeout = DEFAULT_RESULT_WAIT_S if text is None else float(text)
+        if not 0 <= timeout <= limit:
+            raise ValueError
+    except ValueError:
+        raise ApiError(
+            400, "invalid_timeout", f"timeout must be seconds between 0 and {limit:g} (long_poll_max_s)"
+        ) from None
+    job = await wait_terminal(orchestrator.store, job.id, min(timeout, limit)) or job
+    return json_response(job.public(), status=200 if job.terminal else 408)
+
+
+async def cancel(request: web.Request) -> web.Response:
+    """Cancel a pending job (409 once it runs or has finished)."""
+    job = await request.app[ORCHESTRATOR_KEY].cancel(request.match_info["id"])
+    return json_response(job.public())
+
+
+async def _stats(app: web.Application) -> dict[str, Any]:
+    orchestrator = app[ORCHESTRATOR_KEY]
+    queue = await orchestrator.queue.stats()
+    counters = orchestrator.counters
+    data: dict[str, Any] = {
+        "submitted": counters.submitted,
+        "cache_hits": counters.cache_hits,
+        "coalesced": counters.coalesced,
+        "rate_limited": counters.rate_limited,
+        "rejected_queue_full": counters.rejected_full,
+        "idempotent_repeats": counters.idempotent_repeats,
+        "finished": dict(counters.finished),
+        "running": orchestrator.busy,
+        "queue": {"total": queue.total, "capacity": queue.capacity, "levels": queue.levels},
+        "backend": orchestrator.settings.backend,
+        "concurrency": orchestrator.settings.concurrency,
+    }
+    store = orchestrator.store
+    if isinstance(store, MemoryJobStore):
+        data["jobs"] = store.counts()
+    return data
+
+
+def _cors(app: web.Application) -> None:
+    """Permissive CORS (the seed's development default); orchestrate.cors: false turns it off."""
+
+    async def allow(request: web.Request, response: web.StreamResponse) -> None:
+        response.headers["Access-Control-Allow-Origin"] = "*"
+        response.headers["Access-Control-Expose-Headers"] = "X-Request-ID, Retry-After"
+
+    async def preflight(request: web.Request) -> web.Response:
+        """CORS preflight: any origin, the API's methods and headers."""
+        return web.Response(
+            status=204,
+            headers={
+                "Access-Control-Allow-Methods": "GET, POST, DELETE, OPTIONS",
+                "Access-Control-Allow-Headers": "Content-Type, Idempotency-Key, X-Request-ID, Authorization",
+                "Access-Control-Max-Age": "600",
+            },
+        )
+
+    app.on_response_prepare.append(allow)
+    add_route(app, "OPTIONS", "/api/v1/{path:.*}", preflight)
+
+
+def create_app(settings: Settings, backend: Any = None) -> web.Application:
+    """The orchestrator: API routes and the worker pool; `backend` replaces the configured one."""
+    from llmkit.core.cache import cache_from_url
+    from llmkit.core.limiter import limiter_from_url
+    from llmkit.core.queue import queue_from_url
+    from llmkit.orchestrate.backends import backend_from_settings
+    from llmkit.orchestrate.ws import stream
+
+    config = settings.orchestrate
+    if settings.server.workers > 1:
+        # Jobs live in this process's memory: a status read landing on another worker would answer 404.
+        raise ConfigError(
+            "llmkit orchestrate keeps jobs in process memory, so server.workers must be 1 (a status or "
+            f"result read could reach a worker that never saw the job); got {settings.server.workers}"
+        )
+
+    async def stats() -> dict[str, Any]:
+        return await _stats(app)
+
+    health = {"status": "healthy", "version": __version__}
+    app = create_base_app("orchestrate", settings.server, stats, health=health)
+
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        queue = queue_from_url(settings.queue.url, "orchestrate", settings.queue.capacity)
+        limiter = limiter_from_url(settings.limiter.url)
+        bucket = None
+        if config.rate_limit_requests:
+            rate = config.rate_limit_requests / config.rate_limit_window
+            bucket = limiter.token_bucket("orchestrate-session", rate, config.rate_limit_requests)
+        cache = None
+        if config.cache_results:
+            cache = cache_from_url(settings.cache.url, default_ttl=settings.cache.ttl)
+        chosen = backend or backend_from_settings(
+            config.backend,
+            base_url=config.backend_url,
+            api_key=config.api_key,
+            model=config.model,
+            delay_s=config.echo_delay_ms / 1000,
+            timeout=config.job_timeout_s,
+            retries=config.retries,
+        )
+        orchestrator = Orchestrator(
+            config, MemoryJobStore(config.result_ttl_s), queue, chosen, bucket, cache, settings.cache.ttl
+        )
+        app[ORCHESTRATOR_KEY] = orchestrator
+        orchestrator.start_workers()
+        try:
+            yield
+        finally:
+            await orchestrator.close()
+            await chosen.close()
+            await queue.close()
+            await limiter.close()
+            if cache is not None:
+                await cache.close()
+
+    app.cleanup_ctx.append(lifecycle)
+    add_route(app, "POST", "/api/v1/infer", infer)
+    add_route(app, "GET", "/api/v1/status/{id}", status)
+    add_route(app, "GET", "/api/v1/result/{id}", result)
+    add_route(app, "DELETE", "/api/v1/jobs/{id}", cancel)
+    add_route(app, "GET", "/api/v1/stream", stream)
+    if config.cors:
+        _cors(app)
+    return app

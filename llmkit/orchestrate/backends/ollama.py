@@ -1,0 +1,111 @@
+"""OllamaBackend: jobs on an Ollama server's /api/chat, as one JSON object or an NDJSON stream."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import aiohttp
+
+from llmkit.orchestrate.backends.base import JobSpec, OnDelta, PermanentError, RetryableError
+from llmkit.orchestrate.backends.http import (
+    SessionFactory,
+    UpstreamSession,
+    in_stream_error,
+    iter_lines,
+    loads,
+    no_model,
+)
+
+# Request fields Ollama reads at the top level; every other parameter goes into `options`.
+TOP_LEVEL = frozenset({"format", "keep_alive", "think", "tools"})
+# OpenAI's names for the options Ollama names differently.
+OPTION_NAMES = {"max_tokens": "num_predict", "max_completion_tokens": "num_predict"}
+
+
+def ollama_fields(parameters: Mapping[str, Any]) -> dict[str, Any]:
+    """Job parameters as Ollama fields: `options` (max_tokens -> num_predict) and the top-level ones."""
+    fields: dict[str, Any] = {}
+    options: dict[str, Any] = {}
+    for key, value in parameters.items():
+        if key == "options" and isinstance(value, Mapping):
+            options.update(value)
+        elif key in TOP_LEVEL:
+            fields[key] = value
+        else:
+            options[OPTION_NAMES.get(key, key)] = value
+    if options:
+        fields["options"] = options
+    return fields
+
+
+class OllamaBackend:
+    """POST {base_url}/api/chat with the prompt as one user message."""
+
+    name = "ollama"
+
+    def __init__(
+        self,
+        base_url: str,
+        default_model: str = "",
+        *,
+        timeout: float = 300.0,
+        session: aiohttp.ClientSession | None = None,
+        session_factory: SessionFactory | None = None,
+    ) -> None:
+        self.url = base_url.rstrip("/") + "/api/chat"
+        self.default_model = default_model
+        self.http = UpstreamSession(
+            self.name, timeout=timeout, session=session, session_factory=session_factory
+        )
+
+    def body(self, job: JobSpec) -> dict[str, Any]:
+        """The request body; `stream` is always sent because Ollama streams when it is left out."""
+        model = job.model or self.default_model
+        if not model:
+            raise no_model(self.name)
+        messages = [{"role": "user", "content": job.prompt}]
+        return {**ollama_fields(job.parameters), "model": model, "messages": messages, "stream": job.stream}
+
+    async def run(self, job: JobSpec, on_delta: OnDelta | None = None) -> str:
+        """The assistant's text; a streamed job passes each piece to `on_delta` as it arrives."""
+        async with self.http.post(self.url, self.body(job)) as response:
+            if job.stream:
+                return await self._read_stream(response, on_delta)
+            data = self._object(await response.read())
+            return self._content(data)
+
+    def _object(self, raw: bytes) -> dict[str, Any]:
+        data = loads(self.name, raw)
+        if not isinstance(data, dict):
+            raise PermanentError(f"{self.name}: the answer is not a JSON object: {str(data)[:200]}")
+        if "error" in data:
+            raise in_stream_error(self.name, data["error"])
+        return data
+
+    def _content(self, data: dict[str, Any]) -> str:
+        message = data.get("message")
+        content = message.get("content") if isinstance(message, dict) else None
+        if content is None and "message" not in data:
+            raise PermanentError(f"{self.name}: the answer has no message: {str(data)[:200]}")
+        return content if isinstance(content, str) else ""
+
+    async def _read_stream(self, response: aiohttp.ClientResponse, on_delta: OnDelta | None) -> str:
+        parts: list[str] = []
+        async for line in iter_lines(response):
+            if not line.strip():
+                continue
+            data = self._object(line)
+            text = self._content(data) if "message" in data else ""
+            if text:
+                parts.append(text)
+                if on_delta is not None:
+                    await on_delta(text)
+            if data.get("done") is True:
+                return "".join(parts)
+        # No `"done": true` object: the server or the line gave out halfway.
+        raise RetryableError(f"{self.name}: the stream from {self.url} ended before done")
+
+    async def close(self) -> None:
+        """Close the HTTP session (if this backend made it)."""
+        await self.http.close()

@@ -1,0 +1,221 @@
+"""ResilientBackend: retries (exponential backoff, full jitter) and a circuit breaker around a backend.
+
+Semantics (what /stats reports as `state` and counters):
+
+- A call is one `run`. A RetryableError is retried up to `retries` more times, waiting full jitter on
+  `backoff_base * 2**n` (at most `backoff_cap`), or the upstream's Retry-After plus up to `backoff_base` of
+  jitter (so workers told the same second do not return together), also at most `backoff_cap`.
+- A streamed call that has passed text to `on_delta` is not retried: the caller has shown that text, and a
+  second answer may differ. Its error goes to the caller as it is.
+- A call fails when its last attempt raised RetryableError, or when its caller cancelled it (the job's
+  timeout): a hanging upstream must trip the breaker too. `breaker_threshold` failed calls in a row open
+  the breaker for `breaker_reset_s`; meanwhile calls raise CircuitOpen at once, and calls waiting to retry
+  give up with CircuitOpen. Then the breaker is half-open: one trial call (one attempt, no retries) goes
+  through while the others get CircuitOpen; its success closes the breaker, its failure reopens it.
+- PermanentError is not retried and is not a failure: the upstream answered, the request was at fault. To
+  the breaker it counts as an answer, like a success (it resets the failures in a row, closes a half-open
+  breaker).
+- `breaker_threshold=0` turns the breaker off.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from llmkit.errors import ConfigError
+from llmkit.orchestrate.backends.base import (
+    Backend,
+    CircuitOpen,
+    JobSpec,
+    OnDelta,
+    PermanentError,
+    RetryableError,
+)
+
+CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
+# What CircuitOpen says to wait while the half-open trial runs: the trial settles the state soon.
+TRIAL_WAIT_S = 1.0
+
+Clock = Callable[[], float]
+Sleep = Callable[[float], Awaitable[None]]
+
+
+@dataclass(slots=True)
+class ResilienceCounters:
+    """What a ResilientBackend did since it started."""
+
+    calls: int = 0  # calls let through (rejected ones are not counted here)
+    succeeded: int = 0
+    failed: int = 0  # calls whose last attempt raised RetryableError
+    cancelled: int = 0  # calls cancelled by their caller (failures to the breaker as well)
+    permanent: int = 0  # calls that raised PermanentError
+    retries: int = 0  # attempts after the first
+    rejected: int = 0  # CircuitOpen raised
+    opened: int = 0  # times the breaker opened
+
+
+class _Relay:
+    """Passes deltas on and remembers whether any was passed (then the call is no longer retried)."""
+
+    __slots__ = ("on_delta", "passed")
+
+    def __init__(self, on_delta: OnDelta) -> None:
+        self.on_delta = on_delta
+        self.passed = False
+
+    async def __call__(self, text: str) -> None:
+        self.passed = True
+        await self.on_delta(text)
+
+
+class ResilientBackend:
+    """Retries the inner backend's RetryableErrors; stops calling it while it keeps failing."""
+
+    def __init__(
+        self,
+        inner: Backend,
+        *,
+        retries: int = 3,
+        backoff_base: float = 0.2,
+        backoff_cap: float = 5.0,
+        breaker_threshold: int = 5,
+        breaker_reset_s: float = 30.0,
+        clock: Clock = time.monotonic,
+        sleep: Sleep = asyncio.sleep,
+        rng: random.Random | None = None,
+    ) -> None:
+        if retries < 0 or backoff_base < 0 or backoff_cap < 0 or breaker_threshold < 0 or breaker_reset_s < 0:
+            raise ConfigError(
+                "retries, backoff_base, backoff_cap, breaker_threshold and breaker_reset_s must be >= 0"
+            )
+        self.inner = inner
+        self.name = inner.name
+        self.retries = retries
+        self.backoff_base = backoff_base
+        self.backoff_cap = backoff_cap
+        self.breaker_threshold = breaker_threshold
+        self.breaker_reset_s = breaker_reset_s
+        self._clock = clock
+        self._sleep = sleep
+        self._rng = rng or random.Random()
+        self.counters = ResilienceCounters()
+        self.failures_in_row = 0
+        self._state = CLOSED
+        self._opened_at = 0.0
+        # Whether the half-open trial call is running (only one at a time).
+        self._trial = False
+
+    @property
+    def state(self) -> str:
+        """closed, open or half_open (open turns half_open once breaker_reset_s has passed)."""
+        if self._state == OPEN and self._clock() >= self._opened_at + self.breaker_reset_s:
+            return HALF_OPEN
+        return self._state
+
+    def stats(self) -> dict[str, Any]:
+        """The breaker's state and the counters, for /stats."""
+        return {
+            "backend": self.name,
+            "state": self.state,
+            "failures_in_row": self.failures_in_row,
+            **asdict(self.counters),
+        }
+
+    def delay(self, attempt: int, retry_after: float | None) -> float:
+        """Seconds to wait after failed attempt number `attempt` (0 = the first)."""
+        if retry_after is not None:
+            return min(self.backoff_cap, retry_after + self._rng.random() * self.backoff_base)
+        # min() before the power would overflow a float after ~1000 attempts.
+        ceiling = min(self.backoff_cap, self.backoff_base * 2.0 ** min(attempt, 64))
+        return self._rng.random() * ceiling
+
+    async def run(self, job: JobSpec, on_delta: OnDelta | None = None) -> str:
+        """The inner backend's answer, retried and guarded by the breaker (see the module docstring)."""
+        trial = self._admit()
+        counters = self.counters
+        counters.calls += 1
+        try:
+            text = await self._attempts(job, on_delta, 1 if trial else self.retries + 1)
+        except PermanentError:
+            counters.permanent += 1
+            self._answered(trial)
+            raise
+        except RetryableError:
+            counters.failed += 1
+            self._failed(trial)
+            raise
+        except asyncio.CancelledError:
+            counters.cancelled += 1
+            self._failed(trial)
+            raise
+        finally:
+            # Whatever ended the trial (even an unexpected error), the next call may be one.
+            if trial:
+                self._trial = False
+        counters.succeeded += 1
+        self._answered(trial)
+        return text
+
+    async def _attempts(self, job: JobSpec, on_delta: OnDelta | None, attempts: int) -> str:
+        relay = None if on_delta is None else _Relay(on_delta)
+        attempt = 0
+        while True:
+            try:
+                return await self.inner.run(job, relay)
+            except RetryableError as exc:
+                attempt += 1
+                if attempt >= attempts or (relay is not None and relay.passed):
+                    raise
+                await self._sleep(self.delay(attempt - 1, exc.retry_after))
+                if self._state != CLOSED:
+                    # Other calls opened the breaker while this one waited: stop adding load.
+                    raise self._refuse() from exc
+                self.counters.retries += 1
+
+    def _admit(self) -> bool:
+        """Let a call through or raise CircuitOpen; True when the call is the half-open trial."""
+        if self._state == CLOSED:
+            return False
+        if self._reset_in() <= 0 and not self._trial:
+            self._state, self._trial = HALF_OPEN, True
+            return True
+        raise self._refuse()
+
+    def _refuse(self) -> CircuitOpen:
+        """Count a refused call; the CircuitOpen that tells it how long to wait."""
+        self.counters.rejected += 1
+        wait = self._reset_in()
+        if self._state == OPEN and wait > 0:
+            return CircuitOpen(
+                f"{self.name}: circuit open after {self.failures_in_row} failed calls in a row; "
+                f"retry in {wait:.3g} s",
+                wait,
+            )
+        return CircuitOpen(
+            f"{self.name}: circuit half-open: a trial call is testing the upstream; retry shortly",
+            TRIAL_WAIT_S,
+        )
+
+    def _reset_in(self) -> float:
+        return self._opened_at + self.breaker_reset_s - self._clock()
+
+    def _answered(self, trial: bool) -> None:
+        self.failures_in_row = 0
+        if trial:
+            self._state = CLOSED
+
+    def _failed(self, trial: bool) -> None:
+        self.failures_in_row += 1
+        threshold = self.breaker_threshold
+        if trial or (self._state == CLOSED and threshold and self.failures_in_row >= threshold):
+            self._state, self._opened_at = OPEN, self._clock()
+            self.counters.opened += 1
+
+    async def close(self) -> None:
+        """Close the inner backend."""
+        await self.inner.close()

@@ -1,0 +1,204 @@
+"""Jobs and where they live: the Job record, its states, and the in-process MemoryJobStore."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
+
+PENDING, PROCESSING, COMPLETED, FAILED, TIMEOUT, CANCELLED = (
+    "pending",
+    "processing",
+    "completed",
+    "failed",
+    "timeout",
+    "cancelled",
+)
+TERMINAL = frozenset({COMPLETED, FAILED, TIMEOUT, CANCELLED})
+
+# A listener gets ("status", job) on every state change and ("delta", text) while a worker streams.
+Listener = Callable[[str, Any], None]
+
+
+@dataclass(slots=True)
+class Job:
+    """One inference job; `public()` is the seed's {request_id, status, result, error} and a few extras."""
+
+    id: str
+    prompt: str
+    priority: str = "normal"
+    session_id: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    model: str = ""
+    parameters: dict[str, Any] = field(default_factory=dict)
+    stream: bool = False
+    status: str = PENDING
+    result: str | None = None
+    error: str | None = None
+    cache_key: str = ""
+    cached: bool = False
+    attempts: int = 0
+    created_at: float = field(default_factory=time.time)
+    updated_at: float = field(default_factory=time.time)
+
+    @property
+    def terminal(self) -> bool:
+        """Whether the job has reached its last state."""
+        return self.status in TERMINAL
+
+    def public(self) -> dict[str, Any]:
+        """What clients see."""
+        return {
+            "request_id": self.id,
+            "status": self.status,
+            "result": self.result,
+            "error": self.error,
+            "priority": self.priority,
+            "session_id": self.session_id,
+            "cached": self.cached,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every field, for stores that serialize jobs."""
+        return asdict(self)
+
+
+class JobStore(Protocol):
+    """Where jobs, their state changes and idempotency keys live."""
+
+    async def add(self, job: Job) -> None:
+        """Store a new job."""
+
+    async def get(self, job_id: str) -> Job | None:
+        """The job, or None when unknown or expired."""
+        ...
+
+    async def save(self, job: Job) -> None:
+        """Store the job's new state and tell its listeners; terminal jobs expire after the result TTL."""
+
+    async def delta(self, job_id: str, text: str) -> None:
+        """Tell the job's listeners a piece of streamed output."""
+
+    def listen(self, job_id: str, listener: Listener) -> Callable[[], None]:
+        """Call `listener` on the job's events until the returned function is called."""
+        ...
+
+    async def claim_key(self, key: str, job_id: str) -> str:
+        """The job id an idempotency key names: `job_id` if the key was free (now taken), else the first."""
+        ...
+
+    async def close(self) -> None:
+        """Release what the store holds."""
+
+
+async def wait_terminal(store: JobStore, job_id: str, timeout: float) -> Job | None:
+    """The job once it is terminal, or as it is when `timeout` seconds pass (None if unknown)."""
+    job = await store.get(job_id)
+    if job is None or job.terminal or timeout <= 0:
+        return job
+    done = asyncio.get_running_loop().create_future()
+
+    def on_event(kind: str, value: Any) -> None:
+        if kind == "status" and value.terminal and not done.done():
+            done.set_result(value)
+
+    stop = store.listen(job_id, on_event)
+    try:
+        # Re-read after listening: the job may have finished between the first read and now.
+        job = await store.get(job_id)
+        if job is None or job.terminal:
+            return job
+        try:
+            return await asyncio.wait_for(asyncio.shield(done), timeout)
+        except TimeoutError:
+            return await store.get(job_id)
+    finally:
+        stop()
+
+
+class MemoryJobStore:
+    """Jobs in a dict of this process; terminal ones are dropped `ttl` seconds after they finish."""
+
+    def __init__(self, ttl: float) -> None:
+        self.ttl = ttl
+        self._jobs: dict[str, Job] = {}
+        self._keys: dict[str, tuple[str, float]] = {}
+        self._listeners: dict[str, set[Listener]] = {}
+        # (expiry, job id) in finishing order: the TTL is the same for all, so the front expires first.
+        self._expiry: collections.deque[tuple[float, str]] = collections.deque()
+
+    def _purge(self, now: float) -> None:
+        expiry = self._expiry
+        while expiry and expiry[0][0] <= now:
+            _, job_id = expiry.popleft()
+            job = self._jobs.get(job_id)
+            if job is not None and job.terminal and job.updated_at + self.ttl <= now:
+                del self._jobs[job_id]
+        if len(self._keys) > 2 * len(self._jobs) + 1024:
+            self._keys = {k: v for k, v in self._keys.items() if v[1] > now}
+
+    async def add(self, job: Job) -> None:
+        """Store a new job."""
+        self._purge(time.time())
+        self._jobs[job.id] = job
+        if job.terminal:
+            self._expiry.append((job.updated_at + self.ttl, job.id))
+
+    async def get(self, job_id: str) -> Job | None:
+        """The job, or None when unknown or expired."""
+        job = self._jobs.get(job_id)
+        if job is not None and job.terminal and job.updated_at + self.ttl <= time.time():
+            return None
+        return job
+
+    async def save(self, job: Job) -> None:
+        """Store the state and tell the listeners."""
+        job.updated_at = time.time()
+        self._jobs[job.id] = job
+        if job.terminal:
+            self._expiry.append((job.updated_at + self.ttl, job.id))
+        for listener in list(self._listeners.get(job.id, ())):
+            listener("status", job)
+
+    async def delta(self, job_id: str, text: str) -> None:
+        """Tell the listeners a piece of output."""
+        for listener in list(self._listeners.get(job_id, ())):
+            listener("delta", text)
+
+    def listen(self, job_id: str, listener: Listener) -> Callable[[], None]:
+        """Call `listener` on the job's events until the returned function is called."""
+        self._listeners.setdefault(job_id, set()).add(listener)
+
+        def stop() -> None:
+            listeners = self._listeners.get(job_id)
+            if listeners is not None:
+                listeners.discard(listener)
+                if not listeners:
+                    del self._listeners[job_id]
+
+        return stop
+
+    async def claim_key(self, key: str, job_id: str) -> str:
+        """First come keeps the key for the result TTL."""
+        now = time.time()
+        found = self._keys.get(key)
+        if found is not None and found[1] > now:
+            return found[0]
+        self._keys[key] = (job_id, now + self.ttl)
+        return job_id
+
+    def counts(self) -> dict[str, int]:
+        """Jobs per state (this process)."""
+        counts = dict.fromkeys((PENDING, PROCESSING, COMPLETED, FAILED, TIMEOUT, CANCELLED), 0)
+        for job in self._jobs.values():
+            counts[job.status] += 1
+        return counts
+
+    async def close(self) -> None:
+        """Nothing to release."""
+        self._listeners.clear()

@@ -1,0 +1,267 @@
+"""The Orchestrator: submit (rate limit, idempotency, cache, coalescing, queue), cancel, the workers."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import math
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from llmkit.core.cache.base import Cache
+from llmkit.core.http import ApiError
+from llmkit.core.limiter.base import TokenBucket
+from llmkit.core.queue.base import PriorityQueue
+from llmkit.errors import QueueFull
+from llmkit.orchestrate.backends.base import Backend, JobSpec
+from llmkit.orchestrate.jobs import (
+    CANCELLED,
+    COMPLETED,
+    FAILED,
+    PENDING,
+    PROCESSING,
+    TIMEOUT,
+    Job,
+    JobStore,
+    wait_terminal,
+)
+from llmkit.settings import OrchestrateSettings
+
+log = logging.getLogger("llmkit.orchestrate")
+# How long an idle worker waits on the queue before it looks again (and notices a stop).
+POLL_S = 1.0
+
+
+@dataclass
+class Counters:
+    """What this process did, for /stats."""
+
+    submitted: int = 0
+    cache_hits: int = 0
+    coalesced: int = 0
+    rate_limited: int = 0
+    rejected_full: int = 0
+    idempotent_repeats: int = 0
+    finished: dict[str, int] = field(default_factory=lambda: dict.fromkeys((COMPLETED, FAILED, TIMEOUT), 0))
+
+
+@dataclass(frozen=True, slots=True)
+class Submission:
+    """A validated submit request."""
+
+    prompt: str
+    priority: str = "normal"
+    session_id: str | None = None
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+    model: str = ""
+    parameters: Mapping[str, Any] = field(default_factory=dict)
+    stream: bool = False
+    idempotency_key: str | None = None
+
+
+class Orchestrator:
+    """Everything between a submit and a terminal job, independent of HTTP."""
+
+    def __init__(
+        self,
+        settings: OrchestrateSettings,
+        store: JobStore,
+        queue: PriorityQueue,
+        backend: Backend,
+        bucket: TokenBucket | None = None,
+        cache: Cache | None = None,
+        cache_ttl: float | None = None,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.queue = queue
+        self.backend = backend
+        self.bucket = bucket
+        self.cache = cache
+        self.cache_ttl = cache_ttl
+        self.counters = Counters()
+        # cache key -> the job computing it; identical submits while it runs wait for it instead.
+        self._leaders: dict[str, str] = {}
+        self._workers: list[asyncio.Task[None]] = []
+        self._followers: set[asyncio.Task[None]] = set()
+        self._busy = 0
+
+    # -- submitting -------------------------------------------------------------------------------------
+
+    def cache_key(self, sub: Submission) -> str:
+        """A hash of what decides the answer: backend, model, prompt and parameters."""
+        material = orjson.dumps(
+            [self.settings.backend, sub.model or self.settings.model, sub.prompt, sub.parameters],
+            option=orjson.OPT_SORT_KEYS,
+        )
+        return "orchestrate:result:" + hashlib.sha256(material).hexdigest()
+
+    async def _check_rate(self, session: str) -> None:
+        if self.bucket is None:
+            return
+        decision = await self.bucket.acquire(session)
+        if decision.allowed:
+            return
+        self.counters.rate_limited += 1
+        wait = max(1, math.ceil(decision.retry_after))
+        raise ApiError(
+            429,
+            "rate_limited",
+            f"session {session!r} used its {decision.limit} requests per "
+            f"{self.settings.rate_limit_window:g} s (orchestrate.rate_limit_requests); retry after {wait} s",
+            headers={
+                "Retry-After": str(wait),
+                "X-RateLimit-Limit": str(decision.limit),
+                "X-RateLimit-Remaining": str(decision.remaining),
+            },
+            remaining=decision.remaining,
+            retry_after=wait,
+        )
+
+    async def submit(
+        self, sub: Submission, client: str = "-", on_created: Callable[[Job], None] | None = None
+    ) -> Job:
+        """Create the job: answered from the cache, joined to an identical running one, or queued.
+
+        `on_created(job)` runs before the job can start, so a listener it adds misses no event.
+        """
+        await self._check_rate(sub.session_id or f"client:{client}")
+        job = Job(
+            id=str(uuid.uuid4()),
+            prompt=sub.prompt,
+            priority=sub.priority,
+            session_id=sub.session_id,
+            metadata=dict(sub.metadata),
+            model=sub.model,
+            parameters=dict(sub.parameters),
+            stream=sub.stream,
+        )
+        if on_created is not None:
+            on_created(job)
+        if sub.idempotency_key is not None:
+            first = await self.store.claim_key(sub.idempotency_key, job.id)
+            if first != job.id:
+                self.counters.idempotent_repeats += 1
+                earlier = await self.store.get(first)
+                if earlier is not None:
+                    return earlier
+        self.counters.submitted += 1
+        job.cache_key = self.cache_key(sub)
+        if self.cache is not None and (hit := await self.cache.get(job.cache_key)) is not None:
+            self.counters.cache_hits += 1
+            job.status, job.result, job.cached = COMPLETED, hit.decode(), True
+            await self.store.add(job)
+            return job
+        leader = self._leaders.get(job.cache_key)
+        if leader is not None and not sub.stream:
+            self.counters.coalesced += 1
+            await self.store.add(job)
+            task = asyncio.create_task(self._follow(job, leader))
+            self._followers.add(task)
+            task.add_done_callback(self._followers.discard)
+            return job
+        await self.store.add(job)
+        try:
+            await self.queue.put(job.id, b"", job.priority)
+        except QueueFull as exc:
+            self.counters.rejected_full += 1
+            job.status, job.error = FAILED, str(exc)
+            await self.store.save(job)
+            raise ApiError(429, "queue_full", str(exc), headers={"Retry-After": "1"}) from None
+        self._leaders[job.cache_key] = job.id
+        return job
+
+    async def _follow(self, job: Job, leader_id: str) -> None:
+        """Finish `job` with the outcome of the identical job already running."""
+        leader = await wait_terminal(self.store, leader_id, self.settings.job_timeout_s + 60)
+        current = await self.store.get(job.id)
+        if current is None or current.terminal:
+            return
+        if leader is None or not leader.terminal:
+            current.status, current.error = FAILED, "the identical job this one waited for was lost"
+        else:
+            current.status, current.result, current.error = leader.status, leader.result, leader.error
+        await self.store.save(current)
+
+    async def cancel(self, job_id: str) -> Job:
+        """Cancel a pending job; 404 unknown, 409 once it runs or has finished."""
+        job = await self.store.get(job_id)
+        if job is None:
+            raise ApiError(404, "job_not_found", f"no job {job_id!r} (unknown, or its result has expired)")
+        if job.status != PENDING:
+            message = f"job {job_id} is {job.status}; only pending jobs can be cancelled"
+            raise ApiError(409, "not_pending", message)
+        await self.queue.cancel(job_id)
+        job.status, job.error = CANCELLED, "cancelled by the client"
+        await self.store.save(job)
+        if self._leaders.get(job.cache_key) == job_id:
+            del self._leaders[job.cache_key]
+        return job
+
+    # -- working ---------------------------------------------------------------------------------------
+
+    def start_workers(self) -> None:
+        """Start `concurrency` worker tasks."""
+        for n in range(self.settings.concurrency):
+            self._workers.append(asyncio.create_task(self._work(), name=f"llmkit-orchestrate-worker-{n}"))
+
+    async def _work(self) -> None:
+        while True:
+            item = await self.queue.get(timeout=POLL_S)
+            if item is None:
+                continue
+            job = await self.store.get(item.id)
+            if job is None or job.status != PENDING:
+                continue  # cancelled (or expired) while it waited
+            self._busy += 1
+            try:
+                await self._run(job)
+            finally:
+                self._busy -= 1
+
+    async def _run(self, job: Job) -> None:
+        """Run the job to a terminal state, whatever the backend does."""
+        job.status, job.attempts = PROCESSING, job.attempts + 1
+        await self.store.save(job)
+        spec = JobSpec(job.prompt, job.model or self.settings.model, job.parameters, job.stream)
+        on_delta = (lambda text: self.store.delta(job.id, text)) if job.stream else None
+        try:
+            async with asyncio.timeout(self.settings.job_timeout_s):
+                text = await self.backend.run(spec, on_delta)
+        except TimeoutError:
+            limit = self.settings.job_timeout_s
+            job.status, job.error = TIMEOUT, f"no answer within {limit:g} s (orchestrate.job_timeout_s)"
+        except asyncio.CancelledError:
+            job.status, job.error = FAILED, "the worker stopped before the job finished"
+            await self._finish(job)
+            raise
+        except Exception as exc:
+            job.status, job.error = FAILED, f"{type(exc).__name__}: {exc}"
+        else:
+            job.status, job.result = COMPLETED, text
+            if self.cache is not None:
+                await self.cache.set(job.cache_key, text, ttl=self.cache_ttl)
+        await self._finish(job)
+
+    async def _finish(self, job: Job) -> None:
+        self.counters.finished[job.status] = self.counters.finished.get(job.status, 0) + 1
+        await self.store.save(job)
+        if self._leaders.get(job.cache_key) == job.id:
+            del self._leaders[job.cache_key]
+
+    @property
+    def busy(self) -> int:
+        """Jobs running in this process now."""
+        return self._busy
+
+    async def close(self) -> None:
+        """Stop the workers (a running job is marked failed) and the followers."""
+        for task in [*self._workers, *self._followers]:
+            task.cancel()
+        await asyncio.gather(*self._workers, *self._followers, return_exceptions=True)
+        self._workers.clear()

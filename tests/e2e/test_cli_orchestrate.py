@@ -1,0 +1,55 @@
+"""`llmkit orchestrate` as users run it: the server, then `submit --wait` and `status` from a shell."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.serve_process import LLMKIT, ServerProcess
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[ServerProcess]:
+    with ServerProcess(tmp_path, "--port", "0", "--concurrency", "2", command="orchestrate") as process:
+        process.wait_listening()
+        yield process
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    argv = [LLMKIT, "orchestrate", *args]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+
+
+def test_submit_wait_prints_the_result_and_status_reads_it(server: ServerProcess) -> None:
+    prompt = "What is the capital of France?"
+    done = run("submit", prompt, "--priority", "high", "--wait", "--url", server.url)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == prompt  # the echo backend answers the prompt
+    request_id = run("submit", "later", "--url", server.url).stdout.strip()
+    assert len(request_id) == 36
+    shown = run("status", request_id, "--url", server.url, "--json")
+    assert shown.returncode == 0
+    assert json.loads(shown.stdout)["request_id"] == request_id
+
+
+def test_errors_exit_1_with_a_message(server: ServerProcess) -> None:
+    unknown = run("status", "no-such-job", "--url", server.url)
+    assert unknown.returncode == 1 and "no job" in unknown.stderr
+    bad = run("submit", "x", "--priority", "urgent", "--url", server.url)
+    assert bad.returncode == 1 and "critical, high, normal, low" in bad.stderr
+    down = run("status", "x", "--url", "http://127.0.0.1:9")
+    assert down.returncode == 1 and "cannot reach" in down.stderr
+
+
+def test_help_has_examples() -> None:
+    done = run("--help")
+    assert done.returncode == 0 and "llmkit orchestrate submit" in done.stdout
+
+
+def test_several_workers_are_refused_while_jobs_live_in_memory() -> None:
+    done = run("--port", "0", "--workers", "2")
+    assert done.returncode == 2 and "server.workers must be 1" in done.stderr

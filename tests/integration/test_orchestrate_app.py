@@ -1,0 +1,263 @@
+"""llmkit.orchestrate over HTTP and WebSocket, a controllable backend: states, priorities, limits, cache."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+from aiohttp import WSMsgType, web
+from aiohttp.test_utils import TestClient
+
+from llmkit.orchestrate.app import create_app
+from llmkit.orchestrate.backends.base import JobSpec, OnDelta
+from llmkit.settings import OrchestrateSettings, QueueSettings, ServerSettings, Settings
+
+Client = TestClient[web.Request, web.Application]
+MakeClient = Callable[..., Awaitable[Client]]
+
+
+class FakeBackend:
+    """Answers `echo: PROMPT`; waits for `gate` when it is cleared; fails prompts starting with "fail"."""
+
+    name = "fake"
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+        self.gate = asyncio.Event()
+        self.gate.set()
+        self.started = asyncio.Event()
+
+    async def run(self, job: JobSpec, on_delta: OnDelta | None = None) -> str:
+        self.calls.append(job.prompt)
+        self.started.set()
+        await self.gate.wait()
+        if job.prompt.startswith("fail"):
+            raise RuntimeError("the model is on fire")
+        if job.prompt.startswith("hang"):
+            await asyncio.sleep(60)
+        if on_delta is not None:
+            for word in job.prompt.split():
+                await on_delta(word)
+        return f"echo: {job.prompt}"
+
+    async def close(self) -> None:
+        pass
+
+
+def make_settings(**orchestrate: Any) -> Settings:
+    return Settings(
+        server=ServerSettings(access_log=False),
+        queue=QueueSettings(capacity=orchestrate.pop("capacity", 100)),
+        orchestrate=OrchestrateSettings(**orchestrate),
+    )
+
+
+@pytest.fixture
+def backend() -> FakeBackend:
+    return FakeBackend()
+
+
+async def start(aiohttp_client: MakeClient, backend: FakeBackend, **orchestrate: Any) -> Client:
+    return await aiohttp_client(create_app(make_settings(**orchestrate), backend))
+
+
+async def infer(client: Client, body: dict[str, Any], status: int = 200, **headers: str) -> dict[str, Any]:
+    response = await client.post("/api/v1/infer", json=body, headers=headers)
+    assert response.status == status, await response.text()
+    data: dict[str, Any] = await response.json()
+    return data
+
+
+async def result(client: Client, job_id: str, timeout: float = 5, status: int = 200) -> dict[str, Any]:
+    response = await client.get(f"/api/v1/result/{job_id}?timeout={timeout}")
+    assert response.status == status, await response.text()
+    data: dict[str, Any] = await response.json()
+    return data
+
+
+async def test_submit_status_and_long_poll(aiohttp_client: MakeClient, backend: FakeBackend) -> None:
+    client = await start(aiohttp_client, backend)
+    job = await infer(client, {"prompt": "What is the capital of France?", "session_id": "u1"})
+    assert set(job) >= {"request_id", "status", "result", "error"}
+    assert job["status"] in ("pending", "processing") and job["result"] is None and job["error"] is None
+    done = await result(client, job["request_id"])
+    assert (done["status"], done["result"]) == ("completed", "echo: What is the capital of France?")
+    status = await (await client.get(f"/api/v1/status/{job['request_id']}")).json()
+    assert status["status"] == "completed"
+    assert (await client.get("/api/v1/status/nope")).status == 404
+    assert (await client.get("/api/v1/result/nope")).status == 404
+
+
+async def test_result_times_out_with_408_and_the_current_state(
+    aiohttp_client: MakeClient, backend: FakeBackend
+) -> None:
+    client = await start(aiohttp_client, backend)
+    backend.gate.clear()
+    job = await infer(client, {"prompt": "slow"})
+    await backend.started.wait()
+    body = await result(client, job["request_id"], timeout=0.1, status=408)
+    assert body["status"] == "processing"
+    backend.gate.set()
+    assert (await result(client, job["request_id"]))["status"] == "completed"
+
+
+async def test_priorities_are_served_in_order_by_one_busy_worker(
+    aiohttp_client: MakeClient, backend: FakeBackend
+) -> None:
+    client = await start(aiohttp_client, backend, concurrency=1, cache_results=False)
+    backend.gate.clear()
+    first = await infer(client, {"prompt": "first"})
+    await backend.started.wait()
+    ids = []
+    for level in ("low", "normal", "critical", "high", "low"):
+        body = {"prompt": f"p-{level}-{len(ids)}", "metadata": {"priority": level}}
+        ids.append((await infer(client, body))["request_id"])
+    backend.gate.set()
+    for job_id in [first["request_id"], *ids]:
+        await result(client, job_id)
+    assert backend.calls == ["first", "p-critical-2", "p-high-3", "p-normal-1", "p-low-0", "p-low-4"]
+
+
+async def test_rate_limit_per_session(aiohttp_client: MakeClient, backend: FakeBackend) -> None:
+    client = await start(aiohttp_client, backend, rate_limit_requests=2, rate_limit_window=60)
+    for i in range(2):
+        await infer(client, {"prompt": f"p{i}", "session_id": "greedy"})
+    response = await client.post("/api/v1/infer", json={"prompt": "p3", "session_id": "greedy"})
+    assert response.status == 429
+    assert int(response.headers["Retry-After"]) >= 1
+    assert response.headers["X-RateLimit-Remaining"] == "0"
+    assert "rate_limit_requests" in (await response.json())["error"]["message"]
+    await infer(client, {"prompt": "p4", "session_id": "other"})
+
+
+async def test_identical_prompts_hit_the_cache_and_running_ones_coalesce(
+    aiohttp_client: MakeClient, backend: FakeBackend
+) -> None:
+    client = await start(aiohttp_client, backend)
+    backend.gate.clear()
+    leader = await infer(client, {"prompt": "same"})
+    await backend.started.wait()
+    followers = [await infer(client, {"prompt": "same"}) for _ in range(3)]
+    backend.gate.set()
+    for job in [leader, *followers]:
+        assert (await result(client, job["request_id"]))["result"] == "echo: same"
+    assert backend.calls == ["same"], "the followers waited for the leader"
+    cached = await infer(client, {"prompt": "same"})
+    assert (cached["status"], cached["cached"], cached["result"]) == ("completed", True, "echo: same")
+    stats = await (await client.get("/stats")).json()
+    assert (stats["coalesced"], stats["cache_hits"]) == (3, 1)
+
+
+async def test_idempotency_key_returns_the_first_job(
+    aiohttp_client: MakeClient, backend: FakeBackend
+) -> None:
+    client = await start(aiohttp_client, backend)
+    first = await infer(client, {"prompt": "once"}, **{"Idempotency-Key": "k-1"})
+    again = await infer(client, {"prompt": "once"}, **{"Idempotency-Key": "k-1"})
+    assert again["request_id"] == first["request_id"]
+    other = await infer(client, {"prompt": "once"}, **{"Idempotency-Key": "k-2"})
+    assert other["request_id"] != first["request_id"]
+
+
+async def test_cancel_a_pending_job_only(aiohttp_client: MakeClient, backend: FakeBackend) -> None:
+    client = await start(aiohttp_client, backend, concurrency=1)
+    backend.gate.clear()
+    running = await infer(client, {"prompt": "running"})
+    await backend.started.wait()
+    waiting = await infer(client, {"prompt": "waiting"})
+    response = await client.delete(f"/api/v1/jobs/{waiting['request_id']}")
+    assert response.status == 200 and (await response.json())["status"] == "cancelled"
+    assert (await client.delete(f"/api/v1/jobs/{running['request_id']}")).status == 409
+    assert (await client.delete("/api/v1/jobs/unknown")).status == 404
+    backend.gate.set()
+    await result(client, running["request_id"])
+    assert backend.calls == ["running"], "a cancelled job never runs"
+
+
+async def test_failures_and_timeouts_are_terminal(aiohttp_client: MakeClient, backend: FakeBackend) -> None:
+    client = await start(aiohttp_client, backend, job_timeout_s=0.2)
+    failed = await result(client, (await infer(client, {"prompt": "fail now"}))["request_id"])
+    assert failed["status"] == "failed" and "the model is on fire" in failed["error"]
+    hung = await result(client, (await infer(client, {"prompt": "hang on"}))["request_id"])
+    assert hung["status"] == "timeout" and "job_timeout_s" in hung["error"]
+
+
+async def test_a_full_queue_is_429(aiohttp_client: MakeClient, backend: FakeBackend) -> None:
+    client = await start(aiohttp_client, backend, concurrency=1, capacity=1, cache_results=False)
+    backend.gate.clear()
+    await infer(client, {"prompt": "busy"})
+    await backend.started.wait()
+    await infer(client, {"prompt": "queued"})
+    response = await client.post("/api/v1/infer", json={"prompt": "one too many"})
+    assert response.status == 429 and "full" in (await response.json())["error"]["message"]
+    backend.gate.set()
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({}, "prompt"),
+        ({"prompt": ""}, "prompt"),
+        ({"prompt": "x", "metadata": {"priority": "urgent"}}, "metadata.priority"),
+        ({"prompt": "x", "stream": "yes"}, "stream"),
+        ({"prompt": "x", "metadata": []}, "metadata"),
+    ],
+)
+async def test_bad_submissions_are_400_naming_the_field(
+    aiohttp_client: MakeClient, backend: FakeBackend, body: dict[str, Any], param: str
+) -> None:
+    client = await start(aiohttp_client, backend)
+    error = (await infer(client, body, status=400))["error"]
+    assert error["param"] == param and error["message"]
+
+
+async def test_health_cors_and_preflight(aiohttp_client: MakeClient, backend: FakeBackend) -> None:
+    client = await start(aiohttp_client, backend)
+    response = await client.get("/health", headers={"Origin": "http://app.example"})
+    body = await response.json()
+    assert body["status"] == "healthy" and body["version"]
+    assert response.headers["Access-Control-Allow-Origin"] == "*"
+    headers = {"Origin": "http://x", "Access-Control-Request-Method": "POST"}
+    preflight = await client.options("/api/v1/infer", headers=headers)
+    assert preflight.status == 204 and "POST" in preflight.headers["Access-Control-Allow-Methods"]
+
+
+async def test_websocket_many_jobs_in_flight_deltas_and_bad_messages(
+    aiohttp_client: MakeClient, backend: FakeBackend
+) -> None:
+    client = await start(aiohttp_client, backend, cache_results=False)
+    async with client.ws_connect("/api/v1/stream") as ws:
+        await ws.send_str("{not json")
+        assert "error" in await ws.receive_json(timeout=5)
+        for i in range(5):
+            await ws.send_json({"prompt": f"job {i}", "session_id": "ws-1"})
+        await ws.send_json({"prompt": "tell me a story", "stream": True})
+        seen: dict[str, list[dict[str, Any]]] = {}
+        finished = 0
+        while finished < 6:
+            message = await ws.receive_json(timeout=5)
+            seen.setdefault(message["request_id"], []).append(message)
+            finished += message.get("status") == "completed"
+        for messages in seen.values():
+            assert messages[0]["status"] == "processing" and messages[-1]["status"] == "completed"
+        streamed = next(m for m in seen.values() if m[-1]["result"] == "echo: tell me a story")
+        assert [m["delta"] for m in streamed if "delta" in m] == ["tell", "me", "a", "story"]
+        await ws.send_json({"prompt": ""})
+        assert "prompt" in (await ws.receive_json(timeout=5))["error"]
+        await ws.ping()
+        await ws.send_json({"prompt": "still open"})
+        assert (await ws.receive_json(timeout=5))["status"] == "processing"
+        assert (await ws.receive_json(timeout=5))["result"] == "echo: still open"
+
+
+async def test_a_message_over_the_cap_closes_with_1009(
+    aiohttp_client: MakeClient, backend: FakeBackend
+) -> None:
+    client = await start(aiohttp_client, backend, ws_max_message_kb=1)
+    async with client.ws_connect("/api/v1/stream") as ws:
+        await ws.send_str('{"prompt": "' + "x" * 4096 + '"}')
+        message = await ws.receive(timeout=5)
+        assert message.type in (WSMsgType.CLOSE, WSMsgType.CLOSED, WSMsgType.CLOSING)
+        assert ws.close_code == 1009
