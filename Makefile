@@ -38,6 +38,7 @@ bench: install services
 	$(PY) bench/core.py
 	$(PY) bench/simulate.py
 	$(PY) bench/aggregate.py
+	$(PY) bench/orchestrate.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
