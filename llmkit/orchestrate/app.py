@@ -145,6 +145,9 @@ async def _stats(app: web.Application) -> dict[str, Any]:
         "backend": orchestrator.settings.backend,
         "concurrency": orchestrator.settings.concurrency,
     }
+    breaker = getattr(orchestrator.backend, "stats", None)
+    if callable(breaker):
+        data["breaker"] = breaker()
     store = orchestrator.store
     if isinstance(store, MemoryJobStore):
         data["jobs"] = store.counts()

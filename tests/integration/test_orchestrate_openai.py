@@ -72,6 +72,8 @@ async def test_more_faults_than_retries_fail_the_job_with_the_error(client: Clie
     await schedule(simulate, "503", 5)
     job = await run_job(client, {"prompt": "give up"})
     assert job["status"] == "failed" and "503" in job["error"], job
+    breaker = (await (await client.get("/stats")).json())["breaker"]
+    assert breaker["state"] == "closed" and breaker["retries"] >= 2
 
 
 async def test_streamed_jobs_reach_websocket_clients_as_deltas(client: Client) -> None:
