@@ -7,6 +7,7 @@ from contextlib import suppress
 from typing import TYPE_CHECKING, Any
 
 from llmkit.core.backends import redis_errors
+from llmkit.core.ids import fresh_hex
 from llmkit.core.queue.base import (
     DuplicateItem,
     Priority,
@@ -14,84 +15,27 @@ from llmkit.core.queue.base import (
     QueueItem,
     QueueStats,
     check_capacity,
+    check_lease,
     full_message,
+)
+from llmkit.core.queue.redis_scripts import (
+    ACK_LUA,
+    CANCEL_LUA,
+    EXTEND_LUA,
+    KEY_PARTS,
+    POP_LUA,
+    POSITION_LUA,
+    PUT_LUA,
+    RELEASE_LUA,
+    RESTORE_LUA,
+    SIZE_LUA,
+    STATS_LUA,
+    STRIDE,
 )
 from llmkit.errors import BackendError, QueueFull
 
 if TYPE_CHECKING:
     import redis.asyncio as aioredis
-
-# Score = level * STRIDE + sequence: one sorted set orders levels first and arrival within a level, and the
-# largest score (3 * 1e13 + sequence) stays an exact integer in a double.
-STRIDE = 10**13
-
-# Keys of one queue: 1 items (sorted set id -> score), 2 data (hash id -> "<enqueued µs>:<payload>"),
-# 3 seq (counter), 4 ready (list of wake-up tokens for consumers blocked in BLPOP).
-# ARGV: id, level, payload, capacity, stride. Returns the position, -1 for a duplicate, -2 when full.
-# Duplicate check, capacity check and insert happen in one script, so concurrent producers cannot overfill.
-PUT_LUA = """
-if redis.call('ZSCORE', KEYS[1], ARGV[1]) then return -1 end
-if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[4]) then return -2 end
-local seq = redis.call('INCR', KEYS[3])
-local t = redis.call('TIME')
-local score = string.format('%.0f', tonumber(ARGV[2]) * tonumber(ARGV[5]) + seq)
-redis.call('ZADD', KEYS[1], score, ARGV[1])
-redis.call('HSET', KEYS[2], ARGV[1], t[1] .. string.format('%06d', tonumber(t[2])) .. ':' .. ARGV[3])
-redis.call('LPUSH', KEYS[4], '1')
-redis.call('LTRIM', KEYS[4], 0, 99)
-return redis.call('ZRANK', KEYS[1], ARGV[1])
-"""
-
-# ZPOPMIN and HDEL in one script: an item leaves with its payload, to exactly one consumer. Wake-up tokens
-# only matter while items wait, so an emptied queue drops them rather than waking consumers for nothing.
-POP_LUA = """
-local popped = redis.call('ZPOPMIN', KEYS[1])
-if #popped == 0 then return false end
-local value = redis.call('HGET', KEYS[2], popped[1])
-redis.call('HDEL', KEYS[2], popped[1])
-if redis.call('ZCARD', KEYS[1]) == 0 then redis.call('DEL', KEYS[3]) end
-return {popped[1], popped[2], value}
-"""
-
-# Puts back an item popped by a consumer whose cancel redis-py lost, with its old score: its place is kept.
-RESTORE_LUA = """
-if redis.call('ZSCORE', KEYS[1], ARGV[1]) then return 0 end
-redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
-redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
-redis.call('LPUSH', KEYS[3], '1')
-redis.call('LTRIM', KEYS[3], 0, 99)
-return 1
-"""
-
-CANCEL_LUA = """
-if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then return 0 end
-redis.call('HDEL', KEYS[2], ARGV[1])
-if redis.call('ZCARD', KEYS[1]) == 0 then redis.call('DEL', KEYS[3]) end
-return 1
-"""
-
-# ARGV: stride, number of levels. Returns the count per level, then the oldest wait in seconds (a string,
-# since Lua numbers come back truncated to integers). Within a level the head is the oldest item.
-STATS_LUA = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local stride = tonumber(ARGV[1])
-local out = {}
-local oldest = now
-for level = 0, tonumber(ARGV[2]) - 1 do
-  local lo = string.format('%.0f', level * stride)
-  local hi = '(' .. string.format('%.0f', (level + 1) * stride)
-  out[#out + 1] = redis.call('ZCOUNT', KEYS[1], lo, hi)
-  local head = redis.call('ZRANGEBYSCORE', KEYS[1], lo, hi, 'LIMIT', 0, 1)
-  if head[1] then
-    local value = redis.call('HGET', KEYS[2], head[1])
-    local enqueued = value and tonumber(string.match(value, '^(%d+):'))
-    if enqueued and enqueued < oldest then oldest = enqueued end
-  end
-end
-out[#out + 1] = string.format('%.6f', math.max(0, now - oldest) / 1000000)
-return out
-"""
 
 
 def cancel_count() -> int:
@@ -130,9 +74,8 @@ class RedisPriorityQueue:
         self.capacity = capacity
         self.client = client
         base = f"{prefix}:q:{name}"
-        self._items, self._data, self._seq, self._ready = (
-            f"{base}:{part}" for part in ("items", "data", "seq", "ready")
-        )
+        self._keys = [f"{base}:{part}" for part in KEY_PARTS]
+        self._ready = self._keys[2]
         # BLPOP waits at most `block` seconds at a time: it must stay below the client's socket timeout, and
         # each slice ends by trying the queue again, which also bounds how long `close()` takes to be noticed.
         self._block = block
@@ -140,39 +83,48 @@ class RedisPriorityQueue:
         self._closed = False
         self._put = client.register_script(PUT_LUA)
         self._pop_script = client.register_script(POP_LUA)
-        self._cancel = client.register_script(CANCEL_LUA)
         self._restore = client.register_script(RESTORE_LUA)
+        self._ack = client.register_script(ACK_LUA)
+        self._extend = client.register_script(EXTEND_LUA)
+        self._release = client.register_script(RELEASE_LUA)
+        self._cancel = client.register_script(CANCEL_LUA)
+        self._position = client.register_script(POSITION_LUA)
+        self._size = client.register_script(SIZE_LUA)
         self._stats = client.register_script(STATS_LUA)
 
     async def put(self, item_id: str, payload: bytes, priority: str | int = "normal") -> int:
-        """Queue an item and return its 0-based position; QueueFull at capacity, DuplicateItem if queued."""
+        """Queue an item, return its position; QueueFull at capacity, DuplicateItem if queued or in flight."""
         level = Priority.parse(priority)
         if self._closed:
             raise QueueClosed(f"queue {self.name!r} is closed")
-        keys = [self._items, self._data, self._seq, self._ready]
+        args: list[str | int | bytes] = [item_id, int(level), payload, self.capacity, STRIDE]
         with redis_errors("queue put"):
-            answer = int(
-                await self._put(keys=keys, args=[item_id, int(level), payload, self.capacity, STRIDE])
-            )
+            answer = int(await self._put(keys=self._keys, args=args))
         if answer == -1:
             raise DuplicateItem(f"item {item_id!r} is already in queue {self.name!r}", item_id)
         if answer == -2:
             raise QueueFull(full_message(self.name, self.capacity), self.capacity)
         return answer
 
-    async def get(self, timeout: float | None = None) -> QueueItem | None:
-        """Take the first item, waiting up to `timeout` seconds (None: forever); None if nothing came."""
+    async def get(self, timeout: float | None = None, lease: float | None = None) -> QueueItem | None:
+        """Take the first item, waiting up to `timeout` s (None: forever), leased `lease` s; None if none."""
+        check_lease(lease)
+        # One token per call: at most one of its pops hands out an item.
+        token = "" if lease is None else fresh_hex()
+        lease_us = 0 if lease is None else max(1, round(lease * 1_000_000))
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         cancels = cancel_count()
         try:
             while True:
-                answer = await self._pop_shielded()
-                if answer is not None:
-                    return self._item(answer)
+                answer = await self._pop_shielded(lease_us, token)
+                if isinstance(answer, list):
+                    return self._item(answer, token)
                 if self._closed:
                     return None
                 wait = self._block
+                if answer >= 0:  # µs until a lease runs out: look again then, its item may come back
+                    wait = min(wait, answer / 1_000_000)
                 if deadline is not None:
                     wait = min(wait, deadline - loop.time())
                     if wait <= 0:
@@ -188,33 +140,51 @@ class RedisPriorityQueue:
                 return None
             raise
 
+    async def ack(self, item_id: str, token: str) -> bool:
+        """Finish a leased item: True if this lease still held it (it is gone for good), else False."""
+        with redis_errors("queue ack"):
+            return bool(await self._ack(keys=self._keys, args=[item_id, token]))
+
+    async def extend(self, item_id: str, token: str, lease: float) -> bool:
+        """Move a held lease's deadline to `lease` seconds from now (a heartbeat); False if it is not held."""
+        check_lease(lease)
+        args: list[str | int] = [item_id, token, max(1, round(lease * 1_000_000))]
+        with redis_errors("queue extend"):
+            return bool(await self._extend(keys=self._keys, args=args))
+
+    async def release(self, item_id: str, token: str) -> bool:
+        """Give a leased item back at once, in its place; False if this lease no longer held it."""
+        with redis_errors("queue release"):
+            return bool(await self._release(keys=self._keys, args=[item_id, token]))
+
     async def position(self, item_id: str) -> int | None:
         """How many items are served before this one, or None if it is not queued."""
         with redis_errors("queue position"):
-            rank: Any = await self.client.zrank(self._items, item_id)
+            rank: Any = await self._position(keys=self._keys, args=[item_id])
         return None if rank is None else int(rank)
 
     async def cancel(self, item_id: str) -> bool:
-        """Remove a queued item; True only if it was still queued."""
+        """Remove a queued item; True only if it was still queued (False for an item in flight)."""
         with redis_errors("queue cancel"):
-            return bool(await self._cancel(keys=[self._items, self._data, self._ready], args=[item_id]))
+            return bool(await self._cancel(keys=self._keys, args=[item_id]))
 
     async def size(self) -> int:
         """How many items are queued."""
         with redis_errors("queue size"):
-            return int(await self.client.zcard(self._items))
+            return int(await self._size(keys=self._keys))
 
     async def stats(self) -> QueueStats:
-        """Items per level, total, capacity and the oldest item's wait (by the Redis clock)."""
+        """Items per level, total, capacity, the oldest queued item's wait (Redis clock), items in flight."""
         with redis_errors("queue stats"):
-            answer = await self._stats(keys=[self._items, self._data], args=[STRIDE, len(Priority)])
-        counts = [int(n) for n in answer[:-1]]
+            answer = await self._stats(keys=self._keys, args=[STRIDE, len(Priority)])
+        counts = [int(n) for n in answer[:-2]]
         return QueueStats(
             name=self.name,
             levels={level.name.lower(): counts[level] for level in Priority},
             total=sum(counts),
             capacity=self.capacity,
             oldest_wait=float(answer[-1]),
+            in_flight=int(answer[-2]),
         )
 
     async def close(self) -> None:
@@ -224,32 +194,35 @@ class RedisPriorityQueue:
             # make_redis passes its own pool, which aclose() leaves open unless told to close it.
             await self.client.aclose(close_connection_pool=True)
 
-    async def _pop_shielded(self) -> list[Any] | None:
+    async def _pop_shielded(self, lease_us: int, token: str) -> list[Any] | int:
         # A cancel must not strike while the pop is in flight: the item may already have left Redis. The pop
         # runs in its own task; a cancelled consumer waits for its answer and puts the item back in place.
-        attempt = asyncio.ensure_future(self._pop())
+        attempt = asyncio.ensure_future(self._pop(lease_us, token))
         try:
             return await asyncio.shield(attempt)
         except asyncio.CancelledError:
             with suppress(BackendError):
                 answer = await attempt
-                if answer is not None:
+                if isinstance(answer, list):
+                    # Should this fail, a leased item still comes back when its lease runs out.
                     with redis_errors("queue restore"):
-                        await self._restore(keys=[self._items, self._data, self._ready], args=answer)
+                        await self._restore(keys=self._keys, args=[*answer, token])
             raise
 
-    async def _pop(self) -> list[Any] | None:
+    async def _pop(self, lease_us: int, token: str) -> list[Any] | int:
         with redis_errors("queue get"):
-            answer: Any = await self._pop_script(keys=[self._items, self._data, self._ready])
+            answer: Any = await self._pop_script(keys=self._keys, args=[lease_us, token])
         return answer
 
     @staticmethod
-    def _item(answer: list[Any]) -> QueueItem:
-        raw_id, score, value = answer
+    def _item(answer: list[Any], token: str) -> QueueItem:
+        raw_id, score, value, deliveries = answer
         enqueued_us, _, payload = value.partition(b":")
         return QueueItem(
             id=raw_id.decode(),
             payload=payload,
             priority=Priority(int(float(score)) // STRIDE),
             enqueued_at=int(enqueued_us) / 1_000_000,
+            deliveries=int(deliveries),
+            token=token,
         )
