@@ -211,18 +211,38 @@ class Orchestrator:
             self._workers.append(asyncio.create_task(self._work(), name=f"llmkit-orchestrate-worker-{n}"))
 
     async def _work(self) -> None:
+        lease = self.settings.lease_s
         while True:
-            item = await self.queue.get(timeout=POLL_S)
+            # Leased: a worker that dies mid-job (or stops heartbeating) leaves it to another after `lease`.
+            item = await self.queue.get(timeout=POLL_S, lease=lease)
             if item is None:
                 continue
             job = await self.store.get(item.id)
-            if job is None or job.status != PENDING:
-                continue  # cancelled (or expired) while it waited
+            if job is None or not self._runnable(job, item.deliveries):
+                await self.queue.ack(item.id, item.token)
+                continue
             self._busy += 1
+            heartbeat = asyncio.create_task(self._heartbeat(item.id, item.token, lease))
             try:
                 await self._run(job)
             finally:
+                heartbeat.cancel()
                 self._busy -= 1
+                await self.queue.ack(item.id, item.token)
+
+    def _runnable(self, job: Job, deliveries: int) -> bool:
+        """Pending jobs run; a processing one runs again when its worker lost the lease (it died or hung)."""
+        if job.status == PENDING:
+            return True
+        return job.status == PROCESSING and deliveries > 1
+
+    async def _heartbeat(self, item_id: str, token: str, lease: float) -> None:
+        """Keep the lease while the job runs, however long the backend takes."""
+        while True:
+            await asyncio.sleep(lease / 3)
+            if not await self.queue.extend(item_id, token, lease):
+                log.warning("job %s: lost its queue lease; another worker may run it", item_id)
+                return
 
     async def _run(self, job: Job) -> None:
         """Run the job to a terminal state, whatever the backend does."""

@@ -261,3 +261,18 @@ async def test_a_message_over_the_cap_closes_with_1009(
         message = await ws.receive(timeout=5)
         assert message.type in (WSMsgType.CLOSE, WSMsgType.CLOSED, WSMsgType.CLOSING)
         assert ws.close_code == 1009
+
+
+async def test_a_job_longer_than_its_lease_keeps_it_by_heartbeat(
+    aiohttp_client: MakeClient, backend: FakeBackend
+) -> None:
+    client = await start(aiohttp_client, backend, concurrency=2, lease_s=0.2)
+    backend.gate.clear()
+    job = await infer(client, {"prompt": "long job"})
+    await backend.started.wait()
+    await asyncio.sleep(0.7)  # three leases long: without the heartbeat the other worker would take it
+    backend.gate.set()
+    assert (await result(client, job["request_id"]))["status"] == "completed"
+    assert backend.calls == ["long job"], "the job ran once"
+    stats = await (await client.get("/stats")).json()
+    assert stats["queue"]["total"] == 0
