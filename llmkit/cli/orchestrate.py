@@ -27,7 +27,7 @@ app = typer.Typer(
         "a result cache and coalescing of identical prompts.\n\n"
         "Examples:\n\n"
         "  llmkit orchestrate --port 8080\n\n"
-        "  llmkit orchestrate --backend openai --backend-url http://127.0.0.1:4545/v1 --concurrency 16\n\n"
+        "  llmkit orchestrate --backend openai --backend-url http://127.0.0.1:4545/v1 --model gpt-4o-mini\n\n"
         '  llmkit orchestrate submit "What is the capital of France?" --priority high --wait\n\n'
         "  llmkit orchestrate status 550e8400-e29b-41d4-a716-446655440000"
     ),
@@ -67,6 +67,9 @@ def orchestrate(
     backend_url: Annotated[
         str | None, typer.Option("--backend-url", help="OpenAI-compatible base URL, or the Ollama server.")
     ] = None,
+    model: Annotated[
+        str | None, typer.Option("--model", help="The model jobs use unless they name one (openai, ollama).")
+    ] = None,
     concurrency: Annotated[
         int | None, typer.Option("--concurrency", min=1, help="Jobs run at once per process.")
     ] = None,
@@ -86,6 +89,7 @@ def orchestrate(
         "orchestrate.port": (port, "flag --port"),
         "orchestrate.backend": (backend, "flag --backend"),
         "orchestrate.backend_url": (backend_url, "flag --backend-url"),
+        "orchestrate.model": (model, "flag --model"),
         "orchestrate.concurrency": (concurrency, "flag --concurrency"),
         "queue.url": (queue_url, "flag --queue-url"),
     }

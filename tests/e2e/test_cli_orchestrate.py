@@ -53,3 +53,16 @@ def test_help_has_examples() -> None:
 def test_several_workers_are_refused_while_jobs_live_in_memory() -> None:
     done = run("--port", "0", "--workers", "2")
     assert done.returncode == 2 and "server.workers must be 1" in done.stderr
+
+
+def test_the_openai_backend_answers_through_the_simulator(tmp_path: Path) -> None:
+    with ServerProcess(tmp_path, "--port", "0", command="simulate") as simulate:
+        sim_url = simulate.wait_listening()
+        args = ("--port", "0", "--backend", "openai", "--backend-url", f"{sim_url}/v1")
+        args += ("--model", "gpt-4o-mini")
+        with ServerProcess(tmp_path, *args, command="orchestrate") as server:
+            server.wait_listening()
+            done = run("submit", "Hello!", "--wait", "--json", "--url", server.url)
+    assert done.returncode == 0, done.stderr + done.stdout
+    job = json.loads(done.stdout)
+    assert job["status"] == "completed" and job["result"]
