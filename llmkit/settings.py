@@ -134,6 +134,9 @@ class OrchestrateSettings:
     """`llmkit orchestrate`: who runs jobs, how many at once, how long results and limits last."""
 
     port: int = field(default=8080, metadata={"min": 0, "max": 65535})
+    # all: API and workers in one process; api: only the API; worker: only workers. api and worker
+    # processes share jobs through a redis:// queue.url (the job store follows it).
+    role: str = field(default="all", metadata={"choices": ("all", "api", "worker")})
     backend: str = field(default="echo", metadata={"choices": ("echo", "openai", "ollama")})
     # The OpenAI-compatible base URL (openai) or the Ollama server (ollama).
     backend_url: str = "http://127.0.0.1:4545/v1"

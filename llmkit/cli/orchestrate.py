@@ -47,7 +47,9 @@ def banner(settings: Settings) -> Any:
     def lines(url: str) -> list[str]:
         where = "" if config.backend == "echo" else f" at {config.backend_url}"
         return [
-            f"  jobs:    backend {config.backend}{where}; {config.concurrency} workers in this process",
+            f"  role:    {config.role}; backend {config.backend}{where}; {config.concurrency} workers"
+            if config.role != "api"
+            else "  role:    api (workers run elsewhere, sharing queue.url)",
             f"  queue:   {settings.queue.url} (capacity {settings.queue.capacity})",
             f"  try:     curl {url}/api/v1/infer -H 'Content-Type: application/json' "
             """-d '{"prompt": "Hello", "metadata": {"priority": "high"}}'""",
@@ -63,6 +65,10 @@ def orchestrate(
     port: PortOpt = None,
     workers: WorkersOpt = None,
     profile: ProfileOpt = None,
+    role: Annotated[
+        str | None,
+        typer.Option("--role", help="all (API and workers), api or worker; api/worker share a redis queue."),
+    ] = None,
     backend: Annotated[str | None, typer.Option("--backend", help="echo, openai or ollama.")] = None,
     backend_url: Annotated[
         str | None, typer.Option("--backend-url", help="OpenAI-compatible base URL, or the Ollama server.")
@@ -87,6 +93,7 @@ def orchestrate(
         "server.host": (host, "flag --host"),
         "server.workers": (workers, "flag --workers"),
         "orchestrate.port": (port, "flag --port"),
+        "orchestrate.role": (role, "flag --role"),
         "orchestrate.backend": (backend, "flag --backend"),
         "orchestrate.backend_url": (backend_url, "flag --backend-url"),
         "orchestrate.model": (model, "flag --model"),

@@ -18,7 +18,7 @@ from llmkit.core.http import (
 )
 from llmkit.core.queue.base import Priority
 from llmkit.errors import ConfigError
-from llmkit.orchestrate.jobs import MemoryJobStore, wait_terminal
+from llmkit.orchestrate.jobs import JobStore, MemoryJobStore, wait_terminal
 from llmkit.orchestrate.service import Orchestrator, Submission
 from llmkit.settings import Settings
 
@@ -176,6 +176,19 @@ def _cors(app: web.Application) -> None:
     add_route(app, "OPTIONS", "/api/v1/{path:.*}", preflight)
 
 
+def job_store(settings: Settings) -> JobStore:
+    """Jobs where the queue is: in this process for memory://, else in Redis (same server and prefix)."""
+    url = settings.queue.url
+    ttl = settings.orchestrate.result_ttl_s
+    if url.startswith("memory"):
+        return MemoryJobStore(ttl)
+    from llmkit.core.backends import make_redis, parse_backend_url
+    from llmkit.orchestrate.redis_jobs import RedisJobStore
+
+    parsed = parse_backend_url(url, "queue", ("redis",))
+    return RedisJobStore(make_redis(parsed), ttl, prefix=parsed.get("prefix", str, "llmkit"))
+
+
 def create_app(settings: Settings, backend: Any = None) -> web.Application:
     """The orchestrator: API routes and the worker pool; `backend` replaces the configured one."""
     from llmkit.core.cache import cache_from_url
@@ -185,11 +198,18 @@ def create_app(settings: Settings, backend: Any = None) -> web.Application:
     from llmkit.orchestrate.ws import stream
 
     config = settings.orchestrate
-    if settings.server.workers > 1:
+    shared = not settings.queue.url.startswith("memory")
+    if not shared and settings.server.workers > 1:
         # Jobs live in this process's memory: a status read landing on another worker would answer 404.
         raise ConfigError(
-            "llmkit orchestrate keeps jobs in process memory, so server.workers must be 1 (a status or "
-            f"result read could reach a worker that never saw the job); got {settings.server.workers}"
+            "with queue.url memory:// jobs live in one process's memory, so server.workers must be 1 (a "
+            f"status read could reach a worker that never saw the job); got {settings.server.workers}; "
+            "use a redis:// queue.url to share jobs between processes"
+        )
+    if not shared and config.role != "all":
+        raise ConfigError(
+            f"orchestrate.role {config.role} needs a queue.url shared between processes "
+            "(redis://HOST:6379/0): with memory:// no other process sees the jobs"
         )
 
     async def stats() -> dict[str, Any]:
@@ -217,15 +237,17 @@ def create_app(settings: Settings, backend: Any = None) -> web.Application:
             timeout=config.job_timeout_s,
             retries=config.retries,
         )
-        orchestrator = Orchestrator(
-            config, MemoryJobStore(config.result_ttl_s), queue, chosen, bucket, cache, settings.cache.ttl
-        )
+        store = job_store(settings)
+        await store.open()
+        orchestrator = Orchestrator(config, store, queue, chosen, bucket, cache, settings.cache.ttl)
         app[ORCHESTRATOR_KEY] = orchestrator
-        orchestrator.start_workers()
+        if config.role != "api":
+            orchestrator.start_workers()
         try:
             yield
         finally:
             await orchestrator.close()
+            await store.close()
             await chosen.close()
             await queue.close()
             await limiter.close()

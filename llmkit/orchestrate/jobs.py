@@ -59,6 +59,7 @@ class Job:
             "priority": self.priority,
             "session_id": self.session_id,
             "cached": self.cached,
+            "attempts": self.attempts,
             "created_at": self.created_at,
             "updated_at": self.updated_at,
         }
@@ -70,6 +71,9 @@ class Job:
 
 class JobStore(Protocol):
     """Where jobs, their state changes and idempotency keys live."""
+
+    async def open(self) -> None:
+        """Connect; after it returns no event is missed by a listener."""
 
     async def add(self, job: Job) -> None:
         """Store a new job."""
@@ -141,6 +145,9 @@ class MemoryJobStore:
                 del self._jobs[job_id]
         if len(self._keys) > 2 * len(self._jobs) + 1024:
             self._keys = {k: v for k, v in self._keys.items() if v[1] > now}
+
+    async def open(self) -> None:
+        """Nothing to connect."""
 
     async def add(self, job: Job) -> None:
         """Store a new job."""

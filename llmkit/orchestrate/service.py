@@ -89,6 +89,8 @@ class Orchestrator:
         self._leaders: dict[str, str] = {}
         self._workers: list[asyncio.Task[None]] = []
         self._followers: set[asyncio.Task[None]] = set()
+        # Leaders whose store write or queue put is still under way (not yet readable from the store).
+        self._creating: dict[str, asyncio.Event] = {}
         self._busy = 0
 
     # -- submitting -------------------------------------------------------------------------------------
@@ -158,6 +160,10 @@ class Orchestrator:
             await self.store.add(job)
             return job
         leader = self._leaders.get(job.cache_key)
+        if leader is not None and not await self._running(leader):
+            # Finished in another process (role api hears of it only through the store).
+            self._leaders.pop(job.cache_key, None)
+            leader = None
         if leader is not None and not sub.stream:
             self.counters.coalesced += 1
             await self.store.add(job)
@@ -165,19 +171,37 @@ class Orchestrator:
             self._followers.add(task)
             task.add_done_callback(self._followers.discard)
             return job
-        await self.store.add(job)
+        # Leader before the store and queue round trips: identical submits arriving meanwhile join it.
+        self._leaders[job.cache_key] = job.id
+        self._creating[job.id] = created = asyncio.Event()
         try:
+            await self.store.add(job)
             await self.queue.put(job.id, b"", job.priority)
         except QueueFull as exc:
+            self._leaders.pop(job.cache_key, None)
             self.counters.rejected_full += 1
             job.status, job.error = FAILED, str(exc)
             await self.store.save(job)
             raise ApiError(429, "queue_full", str(exc), headers={"Retry-After": "1"}) from None
-        self._leaders[job.cache_key] = job.id
+        except BaseException:
+            self._leaders.pop(job.cache_key, None)
+            raise
+        finally:
+            del self._creating[job.id]
+            created.set()
         return job
+
+    async def _running(self, job_id: str) -> bool:
+        if job_id in self._creating:
+            return True
+        job = await self.store.get(job_id)
+        return job is not None and not job.terminal
 
     async def _follow(self, job: Job, leader_id: str) -> None:
         """Finish `job` with the outcome of the identical job already running."""
+        creating = self._creating.get(leader_id)
+        if creating is not None:
+            await creating.wait()  # the leader is not readable from the store before this
         leader = await wait_terminal(self.store, leader_id, self.settings.job_timeout_s + 60)
         current = await self.store.get(job.id)
         if current is None or current.terminal:

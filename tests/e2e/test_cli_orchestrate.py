@@ -53,6 +53,8 @@ def test_help_has_examples() -> None:
 def test_several_workers_are_refused_while_jobs_live_in_memory() -> None:
     done = run("--port", "0", "--workers", "2")
     assert done.returncode == 2 and "server.workers must be 1" in done.stderr
+    done = run("--port", "0", "--role", "worker")
+    assert done.returncode == 2 and "needs a queue.url shared" in done.stderr
 
 
 def test_the_openai_backend_answers_through_the_simulator(tmp_path: Path) -> None:
