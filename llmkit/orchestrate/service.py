@@ -35,6 +35,8 @@ from llmkit.settings import OrchestrateSettings
 log = logging.getLogger("llmkit.orchestrate")
 # How long an idle worker waits on the queue before it looks again (and notices a stop).
 POLL_S = 1.0
+# A job taken this many times without finishing (its workers died or hung) fails instead of running again.
+MAX_DELIVERIES = 3
 
 
 @dataclass
@@ -243,6 +245,13 @@ class Orchestrator:
                 continue
             job = await self.store.get(item.id)
             if job is None or not self._runnable(job, item.deliveries):
+                await self.queue.ack(item.id, item.token)
+                continue
+            if item.deliveries > MAX_DELIVERIES:
+                # Every worker that took it died or hung: a poison job, not one more chance to crash.
+                job.status = FAILED
+                job.error = f"abandoned: {item.deliveries - 1} workers took this job and never finished it"
+                await self._finish(job)
                 await self.queue.ack(item.id, item.token)
                 continue
             self._busy += 1

@@ -276,3 +276,28 @@ async def test_a_job_longer_than_its_lease_keeps_it_by_heartbeat(
     assert backend.calls == ["long job"], "the job ran once"
     stats = await (await client.get("/stats")).json()
     assert stats["queue"]["total"] == 0
+
+
+async def test_a_job_whose_workers_keep_dying_fails_as_abandoned(
+    aiohttp_client: MakeClient, backend: FakeBackend
+) -> None:
+    from llmkit.orchestrate.app import ORCHESTRATOR_KEY
+    from llmkit.orchestrate.jobs import PROCESSING, Job
+    from llmkit.orchestrate.service import MAX_DELIVERIES
+
+    client = await start(aiohttp_client, backend, concurrency=1)
+    orchestrator = client.app[ORCHESTRATOR_KEY]
+    backend.gate.clear()  # the worker is busy with another job while the poison one is set up
+    await infer(client, {"prompt": "busy"})
+    await backend.started.wait()
+    poison = Job("poison", "crashes every worker", status=PROCESSING)
+    await orchestrator.store.add(poison)
+    await orchestrator.queue.put("poison", b"")
+    for _ in range(MAX_DELIVERIES):  # taken and lost as often as dead workers would
+        item = await orchestrator.queue.get(timeout=1, lease=5)
+        assert item is not None and item.id == "poison"
+        await orchestrator.queue.release(item.id, item.token)
+    backend.gate.set()
+    job = await result(client, "poison")
+    assert job["status"] == "failed" and "abandoned" in job["error"]
+    assert "crashes every worker" not in backend.calls
