@@ -10,6 +10,7 @@ from aiohttp import web
 
 from llmkit import __version__
 from llmkit.core.http import (
+    METRICS_KEY,
     ApiError,
     add_route,
     create_base_app,
@@ -241,6 +242,7 @@ def create_app(settings: Settings, backend: Any = None) -> web.Application:
         await store.open()
         orchestrator = Orchestrator(config, store, queue, chosen, bucket, cache, settings.cache.ttl)
         app[ORCHESTRATOR_KEY] = orchestrator
+        app[METRICS_KEY].registry.register(orchestrator)
         if config.role != "api":
             orchestrator.start_workers()
         try:

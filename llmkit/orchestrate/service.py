@@ -7,9 +7,9 @@ import hashlib
 import logging
 import math
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -31,6 +31,9 @@ from llmkit.orchestrate.jobs import (
     wait_terminal,
 )
 from llmkit.settings import OrchestrateSettings
+
+if TYPE_CHECKING:
+    from prometheus_client.metrics_core import Metric
 
 log = logging.getLogger("llmkit.orchestrate")
 # How long an idle worker waits on the queue before it looks again (and notices a stop).
@@ -306,6 +309,26 @@ class Orchestrator:
         await self.store.save(job)
         if self._leaders.get(job.cache_key) == job.id:
             del self._leaders[job.cache_key]
+
+    def collect(self) -> Iterator[Metric]:
+        """Prometheus families of this process's jobs, built at scrape time."""
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        counters = self.counters
+        running = "Jobs running in this process."
+        yield GaugeMetricFamily("llmkit_orchestrate_running_jobs", running, value=self._busy)
+        for name, text, value in (
+            ("submitted", "Jobs submitted to this process.", counters.submitted),
+            ("cache_hits", "Jobs answered from the result cache.", counters.cache_hits),
+            ("coalesced", "Jobs joined to an identical running job.", counters.coalesced),
+            ("rate_limited", "Submits refused by the per-session rate limit.", counters.rate_limited),
+        ):
+            yield CounterMetricFamily(f"llmkit_orchestrate_{name}", text, value=value)
+        ended = "Jobs this process's workers ended, by state."
+        finished = CounterMetricFamily("llmkit_orchestrate_finished_jobs", ended, labels=["status"])
+        for status, count in counters.finished.items():
+            finished.add_metric([status], count)
+        yield finished
 
     @property
     def busy(self) -> int:

@@ -148,6 +148,9 @@ async def test_identical_prompts_hit_the_cache_and_running_ones_coalesce(
     assert (cached["status"], cached["cached"], cached["result"]) == ("completed", True, "echo: same")
     stats = await (await client.get("/stats")).json()
     assert (stats["coalesced"], stats["cache_hits"]) == (3, 1)
+    metrics = await (await client.get("/metrics")).text()
+    assert "llmkit_orchestrate_coalesced_total 3.0" in metrics
+    assert 'llmkit_orchestrate_finished_jobs_total{status="completed"} 1.0' in metrics
 
 
 async def test_idempotency_key_returns_the_first_job(
