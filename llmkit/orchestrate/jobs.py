@@ -100,6 +100,39 @@ class JobStore(Protocol):
         """Release what the store holds."""
 
 
+class Listeners:
+    """Who listens to which job in this process; both stores deliver their events through one."""
+
+    def __init__(self) -> None:
+        self._by_job: dict[str, set[Listener]] = {}
+
+    def add(self, job_id: str, listener: Listener) -> Callable[[], None]:
+        """Register `listener`; the returned function removes it."""
+        self._by_job.setdefault(job_id, set()).add(listener)
+
+        def stop() -> None:
+            listeners = self._by_job.get(job_id)
+            if listeners is not None:
+                listeners.discard(listener)
+                if not listeners:
+                    del self._by_job[job_id]
+
+        return stop
+
+    def wanted(self, job_id: str) -> bool:
+        """Whether anyone listens to the job (so an event is worth decoding)."""
+        return job_id in self._by_job
+
+    def emit(self, job_id: str, kind: str, value: Any) -> None:
+        """Call the job's listeners."""
+        for listener in list(self._by_job.get(job_id, ())):
+            listener(kind, value)
+
+    def clear(self) -> None:
+        """Forget every listener."""
+        self._by_job.clear()
+
+
 async def wait_terminal(store: JobStore, job_id: str, timeout: float) -> Job | None:
     """The job once it is terminal, or as it is when `timeout` seconds pass (None if unknown)."""
     job = await store.get(job_id)
@@ -132,7 +165,7 @@ class MemoryJobStore:
         self.ttl = ttl
         self._jobs: dict[str, Job] = {}
         self._keys: dict[str, tuple[str, float]] = {}
-        self._listeners: dict[str, set[Listener]] = {}
+        self._listeners = Listeners()
         # (expiry, job id) in finishing order: the TTL is the same for all, so the front expires first.
         self._expiry: collections.deque[tuple[float, str]] = collections.deque()
 
@@ -169,26 +202,15 @@ class MemoryJobStore:
         self._jobs[job.id] = job
         if job.terminal:
             self._expiry.append((job.updated_at + self.ttl, job.id))
-        for listener in list(self._listeners.get(job.id, ())):
-            listener("status", job)
+        self._listeners.emit(job.id, "status", job)
 
     async def delta(self, job_id: str, text: str) -> None:
         """Tell the listeners a piece of output."""
-        for listener in list(self._listeners.get(job_id, ())):
-            listener("delta", text)
+        self._listeners.emit(job_id, "delta", text)
 
     def listen(self, job_id: str, listener: Listener) -> Callable[[], None]:
         """Call `listener` on the job's events until the returned function is called."""
-        self._listeners.setdefault(job_id, set()).add(listener)
-
-        def stop() -> None:
-            listeners = self._listeners.get(job_id)
-            if listeners is not None:
-                listeners.discard(listener)
-                if not listeners:
-                    del self._listeners[job_id]
-
-        return stop
+        return self._listeners.add(job_id, listener)
 
     async def claim_key(self, key: str, job_id: str) -> str:
         """First come keeps the key for the result TTL."""

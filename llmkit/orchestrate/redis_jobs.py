@@ -6,13 +6,14 @@ import asyncio
 import contextlib
 import logging
 import math
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from llmkit.core.backends import redis_errors
-from llmkit.orchestrate.jobs import Job, Listener
+from llmkit.orchestrate.jobs import Job, Listener, Listeners
 
 if TYPE_CHECKING:
     import redis.asyncio as aioredis
@@ -29,7 +30,7 @@ class RedisJobStore:
         self.ttl = max(1, math.ceil(ttl))
         self.prefix = prefix
         self.channel = f"{prefix}:job-events"
-        self._listeners: dict[str, set[Listener]] = {}
+        self._listeners = Listeners()
         self._reader: asyncio.Task[None] | None = None
         self._pubsub: Any = None
 
@@ -57,12 +58,10 @@ class RedisJobStore:
                 self._dispatch(orjson.loads(message["data"]))
 
     def _dispatch(self, event: dict[str, Any]) -> None:
-        listeners = self._listeners.get(event["id"])
-        if not listeners:
-            return
-        value = Job(**event["job"]) if event["kind"] == "status" else event["text"]
-        for listener in list(listeners):
-            listener(event["kind"], value)
+        job_id = event["id"]
+        if self._listeners.wanted(job_id):
+            value = Job(**event["job"]) if event["kind"] == "status" else event["text"]
+            self._listeners.emit(job_id, event["kind"], value)
 
     async def _publish(self, event: dict[str, Any]) -> None:
         with redis_errors("publish"):
@@ -85,8 +84,6 @@ class RedisJobStore:
 
     async def save(self, job: Job) -> None:
         """Store the state, then tell every process's listeners."""
-        import time
-
         job.updated_at = time.time()
         await self._write(job)
         await self._publish({"id": job.id, "kind": "status", "job": job.to_dict()})
@@ -96,17 +93,8 @@ class RedisJobStore:
         await self._publish({"id": job_id, "kind": "delta", "text": text})
 
     def listen(self, job_id: str, listener: Listener) -> Callable[[], None]:
-        """Call `listener` on the job's events until the returned function is called."""
-        self._listeners.setdefault(job_id, set()).add(listener)
-
-        def stop() -> None:
-            listeners = self._listeners.get(job_id)
-            if listeners is not None:
-                listeners.discard(listener)
-                if not listeners:
-                    del self._listeners[job_id]
-
-        return stop
+        """Call `listener` on the job's events (from any process) until the returned function is called."""
+        return self._listeners.add(job_id, listener)
 
     async def claim_key(self, key: str, job_id: str) -> str:
         """SET NX: the first job keeps the key for the result TTL."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import urllib.request
 from pathlib import Path
@@ -43,11 +44,12 @@ def test_a_bad_app_port_or_store_url_is_a_configuration_error(tmp_path: Path) ->
 
 def test_flags_win_over_the_seed_variables(tmp_path: Path) -> None:
     env = {"APP_PORT": str(free_port()), "DEDUPLICATION_DB_PATH": str(tmp_path / "env.db")}
-    with ServerProcess(
-        tmp_path, "--port", "0", "--db", str(tmp_path / "flag.db"), env=env, command="aggregate"
-    ) as server:
+    args = ("--port", "0", "--db", str(tmp_path / "flag.db"), "--ack", "queued", "--channel-capacity", "5")
+    with ServerProcess(tmp_path, *args, env=env, command="aggregate") as server:
         url = server.wait_listening()
         assert url != f"http://127.0.0.1:{env['APP_PORT']}"
         with urllib.request.urlopen(f"{url}/stats", timeout=10) as response:
-            assert b'"where":"' + str(tmp_path / "flag.db").encode() in response.read()
+            stats = json.loads(response.read())
+    assert stats["store"]["where"] == str(tmp_path / "flag.db")
+    assert (stats["ack"], stats["channel_capacity"]) == ("queued", 5)
     assert not (tmp_path / "env.db").exists()

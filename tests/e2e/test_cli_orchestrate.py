@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -34,6 +35,8 @@ def test_submit_wait_prints_the_result_and_status_reads_it(server: ServerProcess
     shown = run("status", request_id, "--url", server.url, "--json")
     assert shown.returncode == 0
     assert json.loads(shown.stdout)["request_id"] == request_id
+    with urllib.request.urlopen(f"{server.url}/stats", timeout=10) as response:
+        assert json.loads(response.read())["concurrency"] == 2, "--concurrency reached the worker pool"
 
 
 def test_errors_exit_1_with_a_message(server: ServerProcess) -> None:

@@ -412,3 +412,29 @@ async def test_one_process_purges_at_a_time(tmp_path: Path) -> None:
     assert other.held(), "another store has its own lock"
     second.release()
     other.release()
+
+
+async def test_retention_days_purges_events_stored_longer_ago(
+    aiohttp_client: MakeClient, tmp_path: Path
+) -> None:
+    # 1e-6 days is 86 ms: events older than that go at the next purge round.
+    settings = make_settings(tmp_path, retention_days=1e-6, purge_interval_s=0.05)
+    client = await aiohttp_client(create_app(settings))
+    await publish(client, {"events": [event(f"e{i}") for i in range(4)]})
+    while (await stats(client))["stored_events"]:
+        await asyncio.sleep(0.02)
+    assert (await stats(client))["unique_processed"] == 4
+    assert (await listing(client))["count"] == 0
+
+
+async def test_sync_normal_reaches_the_sqlite_connection(tmp_path: Path) -> None:
+    from llmkit.aggregate.store.sqlite import SqliteEventStore
+
+    for name, level in (("full", 2), ("normal", 1)):
+        store = SqliteEventStore(tmp_path / f"{name}.db", synchronous=name)
+        await store.open()
+        try:
+            pragma = await store._in_writer(lambda s=store: s._conn.execute("PRAGMA synchronous").fetchone())
+            assert pragma == (level,)
+        finally:
+            await store.close()

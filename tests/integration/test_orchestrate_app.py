@@ -216,6 +216,18 @@ async def test_bad_submissions_are_400_naming_the_field(
     assert error["param"] == param and error["message"]
 
 
+async def test_cors_can_be_switched_off_and_long_polls_are_bounded(
+    aiohttp_client: MakeClient, backend: FakeBackend
+) -> None:
+    client = await start(aiohttp_client, backend, cors=False, long_poll_max_s=5)
+    response = await client.get("/health", headers={"Origin": "http://app.example"})
+    assert "Access-Control-Allow-Origin" not in response.headers
+    job = await infer(client, {"prompt": "x"})
+    for bad in ("6", "-1", "soon"):
+        response = await client.get(f"/api/v1/result/{job['request_id']}?timeout={bad}")
+        assert response.status == 400 and "long_poll_max_s" in (await response.json())["error"]["message"]
+
+
 async def test_health_cors_and_preflight(aiohttp_client: MakeClient, backend: FakeBackend) -> None:
     client = await start(aiohttp_client, backend)
     response = await client.get("/health", headers={"Origin": "http://app.example"})

@@ -26,13 +26,12 @@ def start(redis_server: RedisServer, tmp_path: Path) -> Iterator[Start]:
 
     def run(role: str, **env: str) -> ServerProcess:
         environment = {
-            "LLMKIT_QUEUE_URL": f"{redis_server.url}?prefix={prefix}",
             "LLMKIT_ORCHESTRATE_CACHE_RESULTS": "false",
             "LLMKIT_ORCHESTRATE_RATE_LIMIT_REQUESTS": "0",
             "LLMKIT_SERVER_ACCESS_LOG": "false",
             **env,
         }
-        args = ("--port", "0", "--role", role)
+        args = ("--port", "0", "--role", role, "--queue-url", f"{redis_server.url}?prefix={prefix}")
         process = ServerProcess(tmp_path, *args, env=environment, command="orchestrate")
         started.append(process.start())
         process.wait_listening()
