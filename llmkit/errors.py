@@ -42,6 +42,41 @@ class UpstreamError(LlmkitError):
         self.status = status
 
 
+class RetryableError(UpstreamError):
+    """A failure a later attempt may not see: 408, 429, 5xx, a lost connection, an attempt timed out."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after: float | None = None,
+        upstream_status: int | None = None,
+        status: int = 502,
+    ) -> None:
+        super().__init__(message, status)
+        # Seconds the upstream asked us to wait (Retry-After), or None when it did not say.
+        self.retry_after = retry_after
+        # The upstream's HTTP status, or None when there was no answer (connection error, timeout).
+        self.upstream_status = upstream_status
+
+
+class PermanentError(UpstreamError):
+    """A failure the same request would meet again: a 4xx other than 408/429, or an answer we cannot read."""
+
+    def __init__(self, message: str, *, upstream_status: int | None = None, status: int = 502) -> None:
+        super().__init__(message, status)
+        self.upstream_status = upstream_status
+
+
+class CircuitOpen(UpstreamError):
+    """A circuit breaker refuses calls for now: the upstream failed too often in a row."""
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message, 503)
+        # Seconds until the breaker lets a trial call through.
+        self.retry_after = retry_after
+
+
 class ListenError(LlmkitError):
     """The server could not bind its address (in use, not local, no permission)."""
 

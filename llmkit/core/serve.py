@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import gc
 import inspect
 import logging
 import os
@@ -28,6 +29,19 @@ logger = logging.getLogger("llmkit.serve")
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
+# CPython collects its youngest generation every 700 allocations; at thousands of requests a second that
+# promotes the objects of requests in flight, and the full collections that follow scan every entry of an
+# in-memory cache too: the gateway spent ~12% of its time in the collector (bench/gateway.py).
+GC_THRESHOLD = (10_000, 10, 10)
+
+
+def tune_gc() -> None:
+    """Freeze what start-up built out of collections and collect young objects less often."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLD)
+
+
 # The supervisor blocks these and takes them with sigwaitinfo: no handler runs at an arbitrary point.
 _SUPERVISOR_SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGCHLD}
 # How long the supervisor waits past drain_timeout before it kills workers that do not exit.
@@ -45,7 +59,14 @@ async def running(
 ) -> AsyncIterator[tuple[str, int]]:
     """Serve `app` while the block runs and yield the bound (host, port); drain and clean up on exit."""
     # access_log=None: llmkit's middleware writes the access log, aiohttp's would duplicate it.
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=drain_timeout)
+    from llmkit.core.http import cancels_on_disconnect
+
+    runner = web.AppRunner(
+        app,
+        access_log=None,
+        shutdown_timeout=drain_timeout,
+        handler_cancellation=cancels_on_disconnect(app),
+    )
     await runner.setup()
     try:
         site = web.TCPSite(runner, host, port, reuse_port=reuse_port or None)
@@ -103,6 +124,7 @@ async def _serve_until_signal(
     app = await _build_app(app_factory)
     async with running(app, host, port, drain_timeout=drain_timeout, reuse_port=reuse_port) as bound:
         watchdog = asyncio.create_task(_watch_parent(parent_pid, stop)) if parent_pid else None
+        tune_gc()
         on_ready(*bound)
         await stop.wait()
         if watchdog is not None:

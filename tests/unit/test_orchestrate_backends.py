@@ -13,11 +13,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from llmkit.core.upstream import in_stream_error, retry_after, status_error, upstream_message
 from llmkit.errors import ConfigError
 from llmkit.orchestrate.backends import backend_from_settings
 from llmkit.orchestrate.backends.base import CircuitOpen, JobSpec, PermanentError, RetryableError
 from llmkit.orchestrate.backends.echo import EchoBackend, pieces
-from llmkit.orchestrate.backends.http import in_stream_error, retry_after, status_error, upstream_message
 from llmkit.orchestrate.backends.ollama import OllamaBackend, ollama_fields
 from llmkit.orchestrate.backends.openai import OpenAIBackend
 from llmkit.orchestrate.backends.resilience import TRIAL_WAIT_S, ResilientBackend

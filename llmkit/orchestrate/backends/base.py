@@ -6,7 +6,17 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from llmkit.errors import UpstreamError
+# Re-exported: orchestrate code imports the errors that steer retries from here.
+from llmkit.errors import CircuitOpen, PermanentError, RetryableError
+
+__all__ = [
+    "Backend",
+    "CircuitOpen",
+    "JobSpec",
+    "OnDelta",
+    "PermanentError",
+    "RetryableError",
+]
 
 # Called with each piece of text while a job streams; the pieces joined are the text `run` returns.
 OnDelta = Callable[[str], Awaitable[None]]
@@ -39,36 +49,6 @@ class Backend(Protocol):
         ...
 
 
-class RetryableError(UpstreamError):
-    """A failure a later attempt may not see: 408, 429, 5xx, a lost connection, an attempt timed out."""
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        retry_after: float | None = None,
-        upstream_status: int | None = None,
-        status: int = 502,
-    ) -> None:
-        super().__init__(message, status)
-        # Seconds the upstream asked us to wait (Retry-After), or None when it did not say.
-        self.retry_after = retry_after
-        # The upstream's HTTP status, or None when there was no answer (connection error, timeout).
-        self.upstream_status = upstream_status
-
-
-class PermanentError(UpstreamError):
-    """A failure the same request would meet again: a 4xx other than 408/429, or an answer we cannot read."""
-
-    def __init__(self, message: str, *, upstream_status: int | None = None, status: int = 502) -> None:
-        super().__init__(message, status)
-        self.upstream_status = upstream_status
-
-
-class CircuitOpen(UpstreamError):
-    """The circuit breaker refuses calls for now: the upstream failed too often in a row."""
-
-    def __init__(self, message: str, retry_after: float) -> None:
-        super().__init__(message, 503)
-        # Seconds until the breaker lets a trial call through.
-        self.retry_after = retry_after
+def no_model(backend: str) -> PermanentError:
+    """The error of a job that names no model on a backend without a default one."""
+    return PermanentError(f"{backend}: no model; give the job a model or set orchestrate.model")

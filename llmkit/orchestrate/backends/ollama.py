@@ -2,41 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 import aiohttp
 
-from llmkit.orchestrate.backends.base import JobSpec, OnDelta, PermanentError, RetryableError
-from llmkit.orchestrate.backends.http import (
+from llmkit.core.upstream import (
     SessionFactory,
+    UpstreamResponse,
     UpstreamSession,
     in_stream_error,
     iter_lines,
     loads,
-    no_model,
+    ollama_fields,
 )
+from llmkit.orchestrate.backends.base import JobSpec, OnDelta, PermanentError, RetryableError, no_model
 
-# Request fields Ollama reads at the top level; every other parameter goes into `options`.
-TOP_LEVEL = frozenset({"format", "keep_alive", "think", "tools"})
-# OpenAI's names for the options Ollama names differently.
-OPTION_NAMES = {"max_tokens": "num_predict", "max_completion_tokens": "num_predict"}
-
-
-def ollama_fields(parameters: Mapping[str, Any]) -> dict[str, Any]:
-    """Job parameters as Ollama fields: `options` (max_tokens -> num_predict) and the top-level ones."""
-    fields: dict[str, Any] = {}
-    options: dict[str, Any] = {}
-    for key, value in parameters.items():
-        if key == "options" and isinstance(value, Mapping):
-            options.update(value)
-        elif key in TOP_LEVEL:
-            fields[key] = value
-        else:
-            options[OPTION_NAMES.get(key, key)] = value
-    if options:
-        fields["options"] = options
-    return fields
+__all__ = ["OllamaBackend", "ollama_fields"]
 
 
 class OllamaBackend:
@@ -90,7 +71,7 @@ class OllamaBackend:
             raise PermanentError(f"{self.name}: the answer has no message: {str(data)[:200]}")
         return content if isinstance(content, str) else ""
 
-    async def _read_stream(self, response: aiohttp.ClientResponse, on_delta: OnDelta | None) -> str:
+    async def _read_stream(self, response: UpstreamResponse, on_delta: OnDelta | None) -> str:
         parts: list[str] = []
         async for line in iter_lines(response):
             if not line.strip():

@@ -6,15 +6,15 @@ from typing import Any
 
 import aiohttp
 
-from llmkit.orchestrate.backends.base import JobSpec, OnDelta, PermanentError, RetryableError
-from llmkit.orchestrate.backends.http import (
+from llmkit.core.upstream import (
     SessionFactory,
+    UpstreamResponse,
     UpstreamSession,
     in_stream_error,
     iter_lines,
     loads,
-    no_model,
 )
+from llmkit.orchestrate.backends.base import JobSpec, OnDelta, PermanentError, RetryableError, no_model
 
 
 class OpenAIBackend:
@@ -63,7 +63,7 @@ class OpenAIBackend:
         # null content (a tool call, a refusal) is an empty answer, not a broken one.
         return content if isinstance(content, str) else ""
 
-    async def _read_stream(self, response: aiohttp.ClientResponse, on_delta: OnDelta | None) -> str:
+    async def _read_stream(self, response: UpstreamResponse, on_delta: OnDelta | None) -> str:
         parts: list[str] = []
         async for line in iter_lines(response):
             # Only `data:` lines carry events; blank lines, `event:` names and `:` comments do not.

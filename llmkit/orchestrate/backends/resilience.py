@@ -8,10 +8,11 @@ Semantics (what /stats reports as `state` and counters):
 - A streamed call that has passed text to `on_delta` is not retried: the caller has shown that text, and a
   second answer may differ. Its error goes to the caller as it is.
 - A call fails when its last attempt raised RetryableError, or when its caller cancelled it (the job's
-  timeout): a hanging upstream must trip the breaker too. `breaker_threshold` failed calls in a row open
-  the breaker for `breaker_reset_s`; meanwhile calls raise CircuitOpen at once, and calls waiting to retry
-  give up with CircuitOpen. Then the breaker is half-open: one trial call (one attempt, no retries) goes
-  through while the others get CircuitOpen; its success closes the breaker, its failure reopens it.
+  timeout): a hanging upstream must trip the breaker too. The breaker (llmkit.core.breaker) opens after
+  `breaker_threshold` failed calls in a row for `breaker_reset_s`; meanwhile calls raise CircuitOpen at
+  once, and calls waiting to retry give up with CircuitOpen. Then the breaker is half-open: one trial call
+  (one attempt, no retries) goes through while the others get CircuitOpen; its success closes the breaker,
+  its failure reopens it.
 - PermanentError is not retried and is not a failure: the upstream answered, the request was at fault. To
   the breaker it counts as an answer, like a success (it resets the failures in a row, closes a half-open
   breaker).
@@ -24,24 +25,15 @@ import asyncio
 import random
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
+from llmkit.core.breaker import CLOSED, TRIAL_WAIT_S, CircuitBreaker, Clock, backoff_delay
 from llmkit.errors import ConfigError
-from llmkit.orchestrate.backends.base import (
-    Backend,
-    CircuitOpen,
-    JobSpec,
-    OnDelta,
-    PermanentError,
-    RetryableError,
-)
+from llmkit.orchestrate.backends.base import Backend, JobSpec, OnDelta, PermanentError, RetryableError
 
-CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
-# What CircuitOpen says to wait while the half-open trial runs: the trial settles the state soon.
-TRIAL_WAIT_S = 1.0
+__all__ = ["TRIAL_WAIT_S", "ResilienceCounters", "ResilientBackend"]
 
-Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
 
 
@@ -98,24 +90,26 @@ class ResilientBackend:
         self.retries = retries
         self.backoff_base = backoff_base
         self.backoff_cap = backoff_cap
-        self.breaker_threshold = breaker_threshold
-        self.breaker_reset_s = breaker_reset_s
-        self._clock = clock
+        self.breaker = CircuitBreaker(inner.name, breaker_threshold, breaker_reset_s, clock=clock)
         self._sleep = sleep
         self._rng = rng or random.Random()
-        self.counters = ResilienceCounters()
-        self.failures_in_row = 0
-        self._state = CLOSED
-        self._opened_at = 0.0
-        # Whether the half-open trial call is running (only one at a time).
-        self._trial = False
+        # rejected and opened live in the breaker; `counters` joins them in.
+        self._counters = ResilienceCounters()
+
+    @property
+    def counters(self) -> ResilienceCounters:
+        """A snapshot of the counters, the breaker's included."""
+        return replace(self._counters, rejected=self.breaker.rejected, opened=self.breaker.opened)
 
     @property
     def state(self) -> str:
-        """closed, open or half_open (open turns half_open once breaker_reset_s has passed)."""
-        if self._state == OPEN and self._clock() >= self._opened_at + self.breaker_reset_s:
-            return HALF_OPEN
-        return self._state
+        """The breaker's state: closed, open or half_open."""
+        return self.breaker.state
+
+    @property
+    def failures_in_row(self) -> int:
+        """Failed calls since the last answer."""
+        return self.breaker.failures_in_row
 
     def stats(self) -> dict[str, Any]:
         """The breaker's state and the counters, for /stats."""
@@ -128,37 +122,35 @@ class ResilientBackend:
 
     def delay(self, attempt: int, retry_after: float | None) -> float:
         """Seconds to wait after failed attempt number `attempt` (0 = the first)."""
-        if retry_after is not None:
-            return min(self.backoff_cap, retry_after + self._rng.random() * self.backoff_base)
-        # min() before the power would overflow a float after ~1000 attempts.
-        ceiling = min(self.backoff_cap, self.backoff_base * 2.0 ** min(attempt, 64))
-        return self._rng.random() * ceiling
+        return backoff_delay(
+            attempt, retry_after, base=self.backoff_base, cap=self.backoff_cap, rng=self._rng
+        )
 
     async def run(self, job: JobSpec, on_delta: OnDelta | None = None) -> str:
         """The inner backend's answer, retried and guarded by the breaker (see the module docstring)."""
-        trial = self._admit()
-        counters = self.counters
+        breaker = self.breaker
+        trial = breaker.admit()
+        counters = self._counters
         counters.calls += 1
         try:
             text = await self._attempts(job, on_delta, 1 if trial else self.retries + 1)
         except PermanentError:
             counters.permanent += 1
-            self._answered(trial)
+            breaker.answered(trial)
             raise
         except RetryableError:
             counters.failed += 1
-            self._failed(trial)
+            breaker.failed(trial)
             raise
         except asyncio.CancelledError:
             counters.cancelled += 1
-            self._failed(trial)
+            breaker.failed(trial)
             raise
         finally:
             # Whatever ended the trial (even an unexpected error), the next call may be one.
-            if trial:
-                self._trial = False
+            breaker.release(trial)
         counters.succeeded += 1
-        self._answered(trial)
+        breaker.answered(trial)
         return text
 
     async def _attempts(self, job: JobSpec, on_delta: OnDelta | None, attempts: int) -> str:
@@ -172,49 +164,10 @@ class ResilientBackend:
                 if attempt >= attempts or (relay is not None and relay.passed):
                     raise
                 await self._sleep(self.delay(attempt - 1, exc.retry_after))
-                if self._state != CLOSED:
+                if self.breaker.state != CLOSED:
                     # Other calls opened the breaker while this one waited: stop adding load.
-                    raise self._refuse() from exc
-                self.counters.retries += 1
-
-    def _admit(self) -> bool:
-        """Let a call through or raise CircuitOpen; True when the call is the half-open trial."""
-        if self._state == CLOSED:
-            return False
-        if self._reset_in() <= 0 and not self._trial:
-            self._state, self._trial = HALF_OPEN, True
-            return True
-        raise self._refuse()
-
-    def _refuse(self) -> CircuitOpen:
-        """Count a refused call; the CircuitOpen that tells it how long to wait."""
-        self.counters.rejected += 1
-        wait = self._reset_in()
-        if self._state == OPEN and wait > 0:
-            return CircuitOpen(
-                f"{self.name}: circuit open after {self.failures_in_row} failed calls in a row; "
-                f"retry in {wait:.3g} s",
-                wait,
-            )
-        return CircuitOpen(
-            f"{self.name}: circuit half-open: a trial call is testing the upstream; retry shortly",
-            TRIAL_WAIT_S,
-        )
-
-    def _reset_in(self) -> float:
-        return self._opened_at + self.breaker_reset_s - self._clock()
-
-    def _answered(self, trial: bool) -> None:
-        self.failures_in_row = 0
-        if trial:
-            self._state = CLOSED
-
-    def _failed(self, trial: bool) -> None:
-        self.failures_in_row += 1
-        threshold = self.breaker_threshold
-        if trial or (self._state == CLOSED and threshold and self.failures_in_row >= threshold):
-            self._state, self._opened_at = OPEN, self._clock()
-            self.counters.opened += 1
+                    raise self.breaker.refusal() from exc
+                self._counters.retries += 1
 
     async def close(self) -> None:
         """Close the inner backend."""
