@@ -159,6 +159,53 @@ class OrchestrateSettings:
     cors: bool = True
 
 
+@dataclass(frozen=True)
+class GatewaySettings:
+    """`llmkit gateway`: the upstream model servers, the caches, coalescing and the upstream call queue."""
+
+    port: int = field(default=8080, metadata={"min": 0, "max": 65535})
+    # ollama: POST {url}/api/chat (NDJSON); openai: POST {url}/chat/completions (SSE), url ending in /v1.
+    upstream_kind: str = field(default="ollama", metadata={"choices": ("ollama", "openai")})
+    # Comma-separated upstream URLs, each with an optional weight: "http://gpu1:11434*3, http://gpu2:11434".
+    upstreams: str = "http://127.0.0.1:4545"
+    api_key: str = field(default="", metadata={"secret": True})
+    # The model of requests that name none (the seed's ollama.model).
+    model: str = "deepseek-r1:8b"
+    # Sent with every Ollama request and by warm_model: how long the upstream keeps the model loaded.
+    keep_alive: str = "15m"
+    connect_timeout_s: float = field(default=5.0, metadata={"min": 0.001})
+    # Until the upstream's first byte (the whole answer when not streaming); then at most idle_timeout_s
+    # between two pieces of a stream.
+    first_byte_timeout_s: float = field(default=120.0, metadata={"min": 0.001})
+    idle_timeout_s: float = field(default=60.0, metadata={"min": 0.001})
+    # Attempts after a 5xx, 408, 429, timeout or connection error, on another upstream when there is one.
+    retries: int = field(default=2, metadata={"min": 0})
+    backoff_base_s: float = field(default=0.1, metadata={"min": 0})
+    backoff_cap_s: float = field(default=2.0, metadata={"min": 0})
+    # Failed calls in a row that open an upstream's circuit for breaker_reset_s (0: no breaker).
+    breaker_threshold: int = field(default=5, metadata={"min": 0})
+    breaker_reset_s: float = field(default=30.0, metadata={"min": 0})
+    # The response cache lives in cache.url for cache.ttl seconds (the seed's cache.enabled).
+    cache_enabled: bool = True
+    # The seed's cache.max_size_mb: the memory budget of a memory:// (or tiered's local) cache.url
+    # (0: the size the URL gives).
+    cache_max_size_mb: float = field(default=0.0, metadata={"min": 0})
+    conversation_enabled: bool = True
+    conversation_max_size_mb: float = field(default=128.0, metadata={"min": 0.001})
+    conversation_ttl_s: float = field(default=1800.0, metadata={"min": 0})
+    # The seed's batch section: identical requests in flight share one upstream call (deduplication);
+    # batch_max_size: the most requests one call serves (0: no limit); batch_timeout_ms: how long a
+    # finished call still serves identical requests that arrive after it (0: not at all).
+    deduplication: bool = True
+    batch_max_size: int = field(default=0, metadata={"min": 0})
+    batch_timeout_ms: float = field(default=0.0, metadata={"min": 0})
+    # Upstream calls at once per process; the others wait by priority, max_queue_size at most (then 429).
+    max_concurrent: int = field(default=4, metadata={"min": 1})
+    max_queue_size: int = field(default=100, metadata={"min": 1})
+    # How long GET /api/chat-queue?requestId= still answers a finished request.
+    queue_result_ttl_s: float = field(default=600.0, metadata={"min": 1})
+
+
 # The one table of sections; a system adds its dataclass here.
 SECTIONS: dict[str, type] = {
     "server": ServerSettings,
@@ -170,6 +217,7 @@ SECTIONS: dict[str, type] = {
     "simulate": SimulateSettings,
     "aggregate": AggregateSettings,
     "orchestrate": OrchestrateSettings,
+    "gateway": GatewaySettings,
 }
 
 # LLMKIT_* variables that choose what to load rather than a setting.
@@ -191,6 +239,7 @@ class Settings:
     simulate: SimulateSettings = SimulateSettings()
     aggregate: AggregateSettings = AggregateSettings()
     orchestrate: OrchestrateSettings = OrchestrateSettings()
+    gateway: GatewaySettings = GatewaySettings()
     profile: str = "(defaults)"
     origins: Mapping[str, str] = field(default_factory=dict)
 

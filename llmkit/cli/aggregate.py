@@ -3,20 +3,27 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from llmkit.cli.common import EXIT_USAGE, HostOpt, PortOpt, ProfileOpt, WorkersOpt, fail, settings_or_exit
+from llmkit.cli.common import (
+    EXIT_USAGE,
+    HostOpt,
+    PortOpt,
+    ProfileOpt,
+    SeedEnv,
+    WorkersOpt,
+    fail,
+    parse_port,
+    parse_text,
+    seed_env_flags,
+    settings_or_exit,
+)
 
 if TYPE_CHECKING:
     from llmkit.settings import Settings
-
-# The seed's variables, honoured where a ChronicleWeaver deployment sets them; flags and LLMKIT_* win.
-SEED_ENV = {"APP_PORT": "aggregate.port", "DEDUPLICATION_DB_PATH": "aggregate.store"}
-LLMKIT_ENV = {"aggregate.port": "LLMKIT_AGGREGATE_PORT", "aggregate.store": "LLMKIT_AGGREGATE_STORE"}
 
 
 def sqlite_url(path: str) -> str:
@@ -24,21 +31,11 @@ def sqlite_url(path: str) -> str:
     return f"sqlite:///{path}"
 
 
-def seed_env_flags(env: Mapping[str, str], given: Mapping[str, Any]) -> dict[str, tuple[Any, str]]:
-    """APP_PORT and DEDUPLICATION_DB_PATH as settings, where no flag and no LLMKIT_* variable sets them."""
-    flags: dict[str, tuple[Any, str]] = {}
-    for name, dotted in SEED_ENV.items():
-        text = env.get(name)
-        if text is None or given.get(dotted) is not None or LLMKIT_ENV[dotted] in env:
-            continue
-        if dotted == "aggregate.port":
-            if not text.strip().isdigit():
-                message = f"configuration error: environment variable APP_PORT must be a port; got {text!r}"
-                fail(message, EXIT_USAGE)
-            flags[dotted] = (int(text), f"env {name}")
-        else:
-            flags[dotted] = (sqlite_url(text), f"env {name}")
-    return flags
+# The seed's variables, honoured where a ChronicleWeaver deployment sets them; flags and LLMKIT_* win.
+SEED_ENV: SeedEnv = {
+    "APP_PORT": ("aggregate.port", parse_port),
+    "DEDUPLICATION_DB_PATH": ("aggregate.store", lambda text: sqlite_url(parse_text(text))),
+}
 
 
 def banner(settings: Settings) -> Any:
@@ -114,8 +111,7 @@ def aggregate(
         "aggregate.ack": (ack, "flag --ack"),
         "aggregate.channel_capacity": (channel_capacity, "flag --channel-capacity"),
     }
-    given = {dotted: value for dotted, (value, _) in flags.items()}
-    flags.update(seed_env_flags(os.environ, given))
+    flags.update(seed_env_flags(SEED_ENV, os.environ, flags))
     settings = settings_or_exit(profile, flags)
     from llmkit.aggregate.app import create_app
     from llmkit.cli.serving import run_server

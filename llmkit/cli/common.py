@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
@@ -37,6 +38,9 @@ WorkersOpt = Annotated[
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts instead of a table.")]
 
+# A seed's environment variables: NAME -> (the `section.key` it sets, a parser that raises ValueError).
+SeedEnv = Mapping[str, tuple[str, Callable[[str], Any]]]
+
 
 def fail(message: str, code: int = EXIT_FAILURE) -> NoReturn:
     """Print `llmkit: message` on stderr and exit with `code`."""
@@ -48,11 +52,63 @@ def settings_or_exit(
     profile: str | None,
     flags: Mapping[str, Any] | None = None,
     layers: Callable[[], Sequence[tuple[Mapping[str, Any], Path]]] | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> Settings:
     """Load settings; a configuration error (also one from reading `layers`) exits with code 2."""
     from llmkit.settings import load_settings
 
     try:
-        return load_settings(profile, flags, layers=layers() if layers else ())
+        return load_settings(profile, flags, env=env, layers=layers() if layers else ())
     except ConfigError as exc:
         fail(f"configuration error: {exc}", EXIT_USAGE)
+
+
+def parse_port(text: str) -> int:
+    """`"8080"` -> 8080; ValueError unless it is a port number."""
+    if not text.strip().isdigit() or int(text) > 65535:
+        raise ValueError("must be a port (0-65535)")
+    return int(text)
+
+
+def parse_number(text: str) -> float:
+    """`"512"` -> 512.0; ValueError unless it is a finite number."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError("must be a number") from None
+    if not math.isfinite(value):
+        raise ValueError("must be a finite number")
+    return value
+
+
+def parse_text(text: str) -> str:
+    """The text itself; ValueError when it is empty (an empty variable is a mistake, not a value)."""
+    if not text.strip():
+        raise ValueError("must not be empty")
+    return text.strip()
+
+
+def llmkit_env_name(dotted: str) -> str:
+    """`gateway.port` -> `LLMKIT_GATEWAY_PORT`."""
+    return "LLMKIT_" + dotted.replace(".", "_").upper()
+
+
+def seed_env_flags(
+    table: SeedEnv, env: Mapping[str, str], flags: Mapping[str, Any]
+) -> dict[str, tuple[Any, str]]:
+    """A seed's variables as flags for the settings no flag and no LLMKIT_* variable sets; bad values exit 2.
+
+    `flags` maps `section.key` to a value or a `(value, origin)` pair, None meaning "not given". Where two
+    variables set one setting, the first in `table` wins.
+    """
+    given = {dotted: value[0] if isinstance(value, tuple) else value for dotted, value in flags.items()}
+    found: dict[str, tuple[Any, str]] = {}
+    for name, (dotted, parse) in table.items():
+        text = env.get(name)
+        if text is None or given.get(dotted) is not None or llmkit_env_name(dotted) in env or dotted in found:
+            continue
+        try:
+            found[dotted] = (parse(text), f"env {name}")
+        except ValueError as exc:
+            fail(f"configuration error: environment variable {name} {exc}; got {text!r}", EXIT_USAGE)
+    return found

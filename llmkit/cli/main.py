@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from llmkit import __version__
-from llmkit.cli import aggregate, cache, config, orchestrate, publish, simulate, stats
+from llmkit.cli import aggregate, cache, config, gateway, orchestrate, publish, simulate, stats
 
 app = typer.Typer(
     name="llmkit",
@@ -15,6 +15,7 @@ app = typer.Typer(
         "The servers an LLM application needs around its model, fast enough to load-test with.\n\n"
         "Examples:\n\n"
         "  llmkit simulate --port 4545\n\n"
+        "  llmkit gateway --config config.toml\n\n"
         "  llmkit aggregate --port 8000\n\n"
         '  llmkit orchestrate submit "Hello" --wait\n\n'
         "  llmkit publish --url http://127.0.0.1:8000 --count 100000 --duplicates 0.2 --verify\n\n"
@@ -43,6 +44,7 @@ def root(
 
 
 app.add_typer(simulate.app, name="simulate")
+app.command("gateway")(gateway.gateway)
 app.add_typer(orchestrate.app, name="orchestrate")
 app.command("aggregate")(aggregate.aggregate)
 app.command("publish")(publish.publish)

@@ -22,7 +22,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from llmkit import __version__
 from llmkit.core.http_metrics import HttpMetrics
 from llmkit.core.ids import fresh_hex
-from llmkit.errors import BackendError, LlmkitError, QueueFull, RateLimited, UpstreamError
+from llmkit.errors import BackendError, CircuitOpen, LlmkitError, QueueFull, RateLimited, UpstreamError
 from llmkit.settings import ServerSettings
 
 REQUEST_ID_HEADER = "X-Request-ID"
@@ -43,6 +43,7 @@ access_logger = logging.getLogger("llmkit.access")
 logger = logging.getLogger("llmkit.http")
 
 StatsProvider = Callable[[], Awaitable[dict[str, Any]]]
+DeepHealth = Callable[[], Awaitable[dict[str, Any]]]
 # (status, code, message, extra fields) -> the JSON body of an error response.
 ErrorFormatter = Callable[[int, str, str, Mapping[str, Any]], Any]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -101,6 +102,8 @@ class ServiceInfo:
     started_at: float = field(default_factory=time.time)
     # Fields a system's /health answers besides llmkit's (the aggregator keeps the seed's "message").
     health: dict[str, Any] = field(default_factory=dict)
+    # What `GET /health?deep=1` adds: checks of what the server depends on; "ok": False answers 503.
+    deep_health: DeepHealth | None = None
 
 
 SERVICE_KEY = web.AppKey("llmkit_service", ServiceInfo)
@@ -180,6 +183,9 @@ def _llmkit_error_response(request: web.Request, exc: LlmkitError) -> web.Respon
         return error_response(request, 429, "rate_limited", str(exc), headers)
     if isinstance(exc, QueueFull):
         return error_response(request, 503, "queue_full", str(exc), {"Retry-After": "1"})
+    if isinstance(exc, CircuitOpen):
+        headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
+        return error_response(request, 503, "circuit_open", str(exc), headers)
     if isinstance(exc, UpstreamError):
         return error_response(request, exc.status, "upstream_error", str(exc))
     if isinstance(exc, BackendError):
@@ -326,12 +332,18 @@ def stream_response(request: web.Request, headers: Mapping[str, str] | None = No
 
 
 async def handle_health(request: web.Request) -> web.Response:
-    """Liveness: service name, version, pid and uptime."""
+    """Liveness: service name, version, pid and uptime; `?deep=1` also checks what the server depends on."""
     info = request.app[SERVICE_KEY]
     uptime = round(time.monotonic() - info.started, 3)
     body = {"status": "ok", "service": info.name, "version": info.version, "pid": os.getpid()}
     # A system's own fields win: the orchestrator answers the seed's "status": "healthy".
-    return json_response({**body, "uptime": uptime, "started_at": info.started_at, **info.health})
+    body = {**body, "uptime": uptime, "started_at": info.started_at, **info.health}
+    if info.deep_health is None or request.query.get("deep", "0").lower() in ("0", "false", "no", ""):
+        return json_response(body)
+    checks = await info.deep_health()
+    if checks.get("ok", True):
+        return json_response({**body, "checks": checks})
+    return json_response({**body, "status": "unhealthy", "checks": checks}, status=503)
 
 
 async def handle_stats(request: web.Request) -> web.Response:
@@ -420,22 +432,26 @@ def create_base_app(
     error_format: ErrorFormatter = default_error_body,
     registry: CollectorRegistry | None = None,
     health: Mapping[str, Any] | None = None,
+    deep_health: DeepHealth | None = None,
+    cancel_on_disconnect: bool = False,
 ) -> web.Application:
     """An app with llmkit's request handling and GET /health, /stats, /metrics, /openapi.json.
 
-    Add routes with `add_route(app, method, path, handler)`.
+    Add routes with `add_route(app, method, path, handler)`. With `cancel_on_disconnect` a handler is
+    cancelled when its client goes away (served by core.serve; tests pass it to their server too).
     """
     registry = registry or CollectorRegistry(auto_describe=True)
     http_metrics = HttpMetrics(registry)
     # No aiohttp middleware: add_route wraps each handler instead (see RouteWrapper).
     # Chunked bodies have no Content-Length; aiohttp enforces client_max_size while reading them.
     app = web.Application(client_max_size=int(settings.max_body_mb * 1_048_576))
-    app[SERVICE_KEY] = ServiceInfo(name, health=dict(health or {}))
+    app[SERVICE_KEY] = ServiceInfo(name, health=dict(health or {}), deep_health=deep_health)
     app[SETTINGS_KEY] = settings
     app[METRICS_KEY] = http_metrics
     app[STATS_PROVIDER_KEY] = stats
     app[ERROR_FORMATS_KEY] = [("", error_format)]
     app[WRAPPER_KEY] = RouteWrapper(settings, http_metrics)
+    app[CANCEL_ON_DISCONNECT_KEY] = cancel_on_disconnect
     app.on_startup.append(_finish_routes)
     add_route(app, "GET", "/health", handle_health)
     add_route(app, "GET", "/stats", handle_stats)
@@ -444,11 +460,31 @@ def create_base_app(
     return app
 
 
-async def read_body(request: web.Request) -> bytes:
-    """The raw request body of a JSON route: 415 for another content type, 400 when it is empty."""
+CANCEL_ON_DISCONNECT_KEY = web.AppKey("llmkit_cancel_on_disconnect", bool)
+
+
+def cancels_on_disconnect(app: web.Application) -> bool:
+    """Whether the app wants its handlers cancelled when their client disconnects."""
+    return bool(app.get(CANCEL_ON_DISCONNECT_KEY, False))
+
+
+# Content types a JSON route reads as JSON when it is lenient: what `curl -d` sends without -H.
+_LENIENT_TYPES = frozenset({"application/x-www-form-urlencoded", "text/plain", "application/octet-stream"})
+
+
+async def read_body(request: web.Request, *, lenient: bool = False) -> bytes:
+    """The raw request body of a JSON route: 415 for another content type, 400 when it is empty.
+
+    `lenient` also takes the types `curl -d` and `fetch` send by default, for routes whose documented
+    examples omit the Content-Type header.
+    """
     raw_type = request.headers.get(hdrs.CONTENT_TYPE)
     # The usual exact value needs no parsing; anything else is parsed (parameters, case, +json types).
-    if raw_type is not None and raw_type != "application/json":
+    if (
+        raw_type is not None
+        and raw_type != "application/json"
+        and not (lenient and request.content_type in _LENIENT_TYPES)
+    ):
         ctype = request.content_type
         if ctype != "application/json" and not ctype.endswith("+json"):
             raise ApiError(
@@ -471,6 +507,6 @@ def parse_json(body: bytes, *, object_only: bool = True) -> Any:
     return data
 
 
-async def read_json(request: web.Request, *, object_only: bool = True) -> Any:
+async def read_json(request: web.Request, *, object_only: bool = True, lenient: bool = False) -> Any:
     """The request body parsed as JSON; 415 for another content type, 400 for bad JSON (or a non-object)."""
-    return parse_json(await read_body(request), object_only=object_only)
+    return parse_json(await read_body(request, lenient=lenient), object_only=object_only)

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from llmkit.errors import ConfigError
+from llmkit.settings import LOG_LEVELS as PYTHON_LEVELS
 from llmkit.settings import read_profile
 
 # The seed's keys: top-level scalars and the keys of its nested sections.
@@ -25,6 +26,31 @@ LOG_LEVELS = {
     "warning": "warning",
     "error": "error",
 }
+_LEVEL_HINT = f"must be a log level ({', '.join(LOG_LEVELS)}) or a RUST_LOG filter like info,app=debug"
+
+
+def env_logger_level(text: str) -> str:
+    """A level name or a RUST_LOG filter (`info,chatbot_backend=debug`) -> our log level; else ValueError."""
+    bare: str | None = None
+    per_module: list[str] = []
+    # env_logger's syntax: comma-separated `level` or `module=level` directives, then an optional `/regex`.
+    for directive in text.split("/", 1)[0].split(","):
+        module, _, level = directive.strip().lower().rpartition("=")
+        if not level and not module:
+            continue
+        if level not in LOG_LEVELS:
+            raise ValueError(_LEVEL_HINT)
+        if module:
+            per_module.append(LOG_LEVELS[level])
+        else:
+            bare = LOG_LEVELS[level]
+    if bare is not None:
+        return bare
+    if not per_module:
+        raise ValueError(_LEVEL_HINT)
+    # Only module levels: those modules are the seed's own code, which here is all of llmkit, so the most
+    # verbose one applies (settings.LOG_LEVELS runs from the most verbose).
+    return min(per_module, key=PYTHON_LEVELS.index)
 
 
 def _valid_keys() -> str:

@@ -1,0 +1,284 @@
+"""`llmkit gateway`: the seed's /api/chat-optimized, /api/chat-queue, /api/cache-stats, /health, and /v1."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import AsyncIterator, Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from llmkit.core.http import (
+    METRICS_KEY,
+    ApiError,
+    add_route,
+    create_base_app,
+    json_response,
+    openapi,
+    read_json,
+    stream_response,
+)
+from llmkit.errors import UpstreamError
+from llmkit.gateway.chat import ChatRequest, build_request, with_messages
+from llmkit.gateway.flights import Ticket
+from llmkit.gateway.pool import pool_from_settings
+from llmkit.gateway.service import Gateway
+from llmkit.settings import Settings
+
+log = logging.getLogger("llmkit.gateway")
+
+GATEWAY_KEY = web.AppKey("llmkit_gateway", Gateway)
+SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+CACHE_HEADER = "X-Gateway-Cache"
+# A cached answer replayed as a stream: word by word, whitespace kept, so the pieces join to the text.
+_WORD = re.compile(r"\s*\S+\s*")
+_MB = 1024 * 1024
+
+
+def replay_pieces(text: str) -> list[str]:
+    """A cached answer cut into pieces to stream (joined they give `text` back)."""
+    return _WORD.findall(text) or ([text] if text else [])
+
+
+def cache_state(ticket: Ticket) -> str:
+    """hit (from the cache), coalesced (joined an identical call) or miss."""
+    return "hit" if ticket.hit else "coalesced" if ticket.joined else "miss"
+
+
+async def chat_request(
+    gateway: Gateway, body: dict[str, Any], **overrides: Any
+) -> tuple[ChatRequest, str | None]:
+    """The validated request over the whole conversation, and the conversation's id (None when off)."""
+    req = build_request(body, gateway.config.model, **overrides)
+    conversation_id, messages = await gateway.converse(req.conversation_id, req.call.messages)
+    if messages is not req.call.messages:
+        req = with_messages(req, messages)
+    return req, conversation_id
+
+
+async def pieces_of(ticket: Ticket) -> AsyncIterator[list[str]]:
+    """The answer's pieces in batches: a cached answer at once, a flight's as they arrive."""
+    if ticket.cached is not None:
+        yield replay_pieces(ticket.cached.content)
+        return
+    assert ticket.flight is not None
+    async for batch in ticket.flight.follow():
+        yield batch
+
+
+def _seed_event(data: dict[str, Any]) -> bytes:
+    return b"data: " + orjson.dumps(data) + b"\n\n"
+
+
+def _seed_chunks(batch: Iterable[str], cached: bool) -> bytes:
+    return b"".join(_seed_event({"content": p, "done": False, "cached": cached}) for p in batch)
+
+
+def upstream_failure(exc: UpstreamError) -> dict[str, Any]:
+    """An upstream error as an event inside a stream that already started."""
+    return {"code": "upstream_error", "status": exc.status, "message": str(exc)}
+
+
+@openapi(tags=["chat"])
+async def chat_optimized(request: web.Request) -> web.StreamResponse:
+    """The seed's chat: {messages, stream, use_cache, priority, model?, conversation_id?}.
+
+    Not streaming: {"message": {"role", "content"}, "cached", "conversation_id"}. Streaming: SSE
+    `data: {"content", "done": false, "cached"}` events, then `data: {"done": true, "cached"}`.
+    """
+    gateway = request.app[GATEWAY_KEY]
+    req, conversation_id = await chat_request(gateway, await read_json(request, lenient=True))
+    ticket = await gateway.open(req)
+    try:
+        if req.stream:
+            return await _seed_stream(request, gateway, req, ticket, conversation_id)
+        outcome = await ticket.result()
+    finally:
+        ticket.close()
+    await gateway.remember(conversation_id, req.call.messages, outcome.content)
+    body = {
+        "message": {"role": "assistant", "content": outcome.content},
+        "cached": ticket.hit,
+        "conversation_id": conversation_id,
+    }
+    return json_response(body, headers={CACHE_HEADER: cache_state(ticket)})
+
+
+async def prepare_sse(request: web.Request, ticket: Ticket) -> web.StreamResponse:
+    """An SSE response, sent, telling whether the answer came from the cache."""
+    response = stream_response(request, {**SSE_HEADERS, CACHE_HEADER: cache_state(ticket)})
+    await response.prepare(request)
+    return response
+
+
+async def _seed_stream(
+    request: web.Request, gateway: Gateway, req: ChatRequest, ticket: Ticket, conversation_id: str | None
+) -> web.StreamResponse:
+    response: web.StreamResponse | None = None
+    cached = ticket.hit
+    try:
+        async for batch in pieces_of(ticket):
+            if response is None:
+                # Prepared on the first piece: an upstream failure before it is a plain 502/503/504.
+                response = await prepare_sse(request, ticket)
+            await response.write(_seed_chunks(batch, cached))
+        outcome = await ticket.result()
+    except UpstreamError as exc:
+        if response is None:
+            raise
+        await response.write(_seed_event({"error": upstream_failure(exc), "done": True, "cached": cached}))
+        return response
+    if response is None:
+        response = await prepare_sse(request, ticket)
+    await gateway.remember(conversation_id, req.call.messages, outcome.content)
+    done = {"done": True, "cached": cached, "conversation_id": conversation_id}
+    await response.write(_seed_event(done))
+    await response.write_eof()
+    return response
+
+
+def _cache_figures(stats: dict[str, Any], budget_mb: float | None) -> dict[str, Any]:
+    size = stats.get("bytes", 0) or 0
+    limit = stats.get("max_bytes") or (budget_mb * _MB if budget_mb else 0)
+    return {
+        "total_entries": stats.get("entries", 0),
+        "total_size_mb": round(size / _MB, 3),
+        "hit_rate": stats.get("hit_rate", 0.0),
+        "miss_rate": round(1 - stats["hit_rate"], 4)
+        if stats.get("hits", 0) + stats.get("misses", 0)
+        else 0.0,
+        "memory_usage_percent": round(100 * size / limit, 2) if limit else 0.0,
+    }
+
+
+async def cache_report(gateway: Gateway) -> dict[str, Any]:
+    """The seed's GET /api/cache-stats body, from the live counters."""
+    c = gateway.counters
+    response = {"enabled": False}
+    if gateway.cache is not None:
+        response = {
+            **_cache_figures(await gateway.cache.stats(), gateway.config.cache_max_size_mb),
+            "enabled": True,
+        }
+    conversation: dict[str, Any] = {"enabled": False}
+    if gateway.conversations is not None:
+        conv = await gateway.conversations.stats()
+        figures = _cache_figures(conv["cache"], gateway.config.conversation_max_size_mb)
+        conversation = {**figures, "hit_rate": conv["hit_rate"], "enabled": True}
+        conversation.pop("miss_rate", None)
+    served_upstream = c.requests - c.cache_hits - c.rejected_full
+    return {
+        "timestamp": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "response_cache": response,
+        "conversation_cache": conversation,
+        "batch_processor": {
+            "total_requests": c.requests,
+            "cached_responses": c.cache_hits,
+            "cache_hit_rate": round(100 * c.cache_hits / c.requests, 1) if c.requests else 0,
+            "coalesced_requests": c.coalesced,
+            "upstream_calls": c.upstream_calls,
+            "average_batch_size": round(served_upstream / c.upstream_calls, 2) if c.upstream_calls else 0,
+        },
+        "queue_length": gateway.slots.waiting,
+        "is_processing": gateway.processing > 0,
+    }
+
+
+@openapi(tags=["stats"])
+async def get_cache_stats(request: web.Request) -> web.Response:
+    """The seed's statistics: response_cache, conversation_cache, batch_processor, queue_length."""
+    return json_response(await cache_report(request.app[GATEWAY_KEY]))
+
+
+ACTIONS = ("clear", "clear_response_cache", "clear_conversation_cache", "warm_model")
+
+
+@openapi(tags=["stats"])
+async def post_cache_stats(request: web.Request) -> web.Response:
+    """Cache operations: {"action": clear | clear_response_cache | clear_conversation_cache | warm_model}."""
+    gateway = request.app[GATEWAY_KEY]
+    body = await read_json(request, lenient=True)
+    action = body.get("action")
+    if action == "warm_model":
+        data = body.get("data") or {}
+        model = data.get("model") if isinstance(data, dict) else None
+        if model is not None and not isinstance(model, str):
+            raise ApiError(400, "invalid_request", "data.model must be a string")
+        warmed = await gateway.pool.warm(model or gateway.config.model)
+        return json_response({"success": True, "action": action, **warmed})
+    if action not in ACTIONS:
+        raise ApiError(400, "invalid_action", f"action must be one of {', '.join(ACTIONS)}; got {action!r}")
+    removed = await gateway.clear(
+        response=action != "clear_conversation_cache", conversation=action != "clear_response_cache"
+    )
+    return json_response({"success": True, "action": action, "removed": removed})
+
+
+async def deep_health(gateway: Gateway) -> dict[str, Any]:
+    """Every upstream's reachability; ok when at least one answers."""
+    start = time.monotonic()
+    upstreams = await gateway.pool.check()
+    ok = any(row.get("ok") for row in upstreams)
+    return {"ok": ok, "upstreams": upstreams, "elapsed_ms": round((time.monotonic() - start) * 1000, 1)}
+
+
+def create_app(settings: Settings, pool: Any = None) -> web.Application:
+    """The gateway: the seed's routes, OpenAI's /v1/chat/completions and /v1/models, /health /stats."""
+    from llmkit.gateway import openai_face, queued
+
+    gateway_box: dict[str, Gateway] = {}
+
+    async def stats() -> dict[str, Any]:
+        gateway = gateway_box["gateway"]
+        c = gateway.counters
+        return {
+            "requests": {**{k: getattr(c, k) for k in c.__slots__}},
+            "cache_stats": await cache_report(gateway),
+            "queue": {
+                "waiting": gateway.slots.waiting,
+                "busy": gateway.processing,
+                "max_concurrent": gateway.config.max_concurrent,
+                "max_queue_size": gateway.config.max_queue_size,
+                "average_call_ms": round(gateway.slots.timer.average_ms, 1),
+                "calls_measured": gateway.slots.timer.count,
+                "flights": len(gateway.flights),
+            },
+            "upstreams": gateway.pool.stats(),
+            "config": gateway.public_config(),
+        }
+
+    async def deep() -> dict[str, Any]:
+        return await deep_health(gateway_box["gateway"])
+
+    app = create_base_app(
+        "gateway",
+        settings.server,
+        stats=stats,
+        health={"status": "healthy"},
+        deep_health=deep,
+        cancel_on_disconnect=True,
+    )
+
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        gateway = Gateway(settings, pool if pool is not None else pool_from_settings(settings.gateway))
+        gateway_box["gateway"] = gateway
+        app[GATEWAY_KEY] = gateway
+        app[METRICS_KEY].registry.register(gateway)
+        book = queued.install(app, gateway)
+        try:
+            yield
+        finally:
+            await book.close()
+            await gateway.close()
+
+    app.cleanup_ctx.append(lifecycle)
+    add_route(app, "POST", "/api/chat-optimized", chat_optimized)
+    add_route(app, "GET", "/api/cache-stats", get_cache_stats)
+    add_route(app, "POST", "/api/cache-stats", post_cache_stats)
+    queued.add_routes(app)
+    openai_face.add_routes(app)
+    return app

@@ -1,0 +1,199 @@
+"""OpenAI's face on the gateway: /v1/chat/completions and /v1/models through the same cache, queue and
+coalescing as the seed's routes, so any OpenAI SDK can point at the gateway."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from llmkit.core.http import add_route, json_response, openai_error_body, openapi, read_json, set_error_format
+from llmkit.core.ids import fresh_hex
+from llmkit.errors import UpstreamError
+from llmkit.gateway.app import (
+    CACHE_HEADER,
+    GATEWAY_KEY,
+    cache_state,
+    chat_request,
+    pieces_of,
+    prepare_sse,
+    upstream_failure,
+)
+from llmkit.gateway.calls import Outcome
+from llmkit.gateway.chat import ChatRequest
+from llmkit.gateway.flights import Ticket
+from llmkit.gateway.service import Gateway
+
+log = logging.getLogger("llmkit.gateway")
+# How long the model list read from the upstream is reused.
+MODELS_TTL_S = 30.0
+_DONE = b"data: [DONE]\n\n"
+
+
+def _overrides(request: web.Request, body: dict[str, Any]) -> dict[str, Any]:
+    """Gateway options an OpenAI SDK can send: X-Priority / extra_body priority, Cache-Control: no-cache."""
+    overrides: dict[str, Any] = {}
+    header = request.headers.get("X-Priority")
+    if header is not None and body.get("priority") is None:
+        overrides["priority"] = header
+    if "no-cache" in request.headers.get("Cache-Control", "") or "no-store" in request.headers.get(
+        "Cache-Control", ""
+    ):
+        overrides["use_cache"] = False
+    return overrides
+
+
+def completion(outcome: Outcome, completion_id: str, created: int) -> dict[str, Any]:
+    """An OpenAI chat.completion object."""
+    return {
+        "id": completion_id,
+        "object": "chat.completion",
+        "created": created,
+        "model": outcome.model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": outcome.content, "refusal": None},
+                "logprobs": None,
+                "finish_reason": outcome.finish_reason or "stop",
+            }
+        ],
+        "usage": outcome.usage,
+        "system_fingerprint": None,
+    }
+
+
+class ChunkWriter:
+    """Builds chat.completion.chunk events of one completion."""
+
+    __slots__ = ("created", "id", "model")
+
+    def __init__(self, model: str) -> None:
+        self.id = f"chatcmpl-{fresh_hex()}"
+        self.created = int(time.time())
+        self.model = model
+
+    def event(self, delta: dict[str, Any], finish_reason: str | None = None, **extra: Any) -> bytes:
+        """One `data:` event with one choice."""
+        chunk = {
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}],
+            **extra,
+        }
+        return b"data: " + orjson.dumps(chunk) + b"\n\n"
+
+    def usage(self, usage: dict[str, int] | None) -> bytes:
+        """The last chunk of stream_options.include_usage: no choices, the token counts."""
+        chunk = {
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+            "choices": [],
+            "usage": usage,
+        }
+        return b"data: " + orjson.dumps(chunk) + b"\n\n"
+
+
+@openapi(tags=["openai"])
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    """OpenAI's chat completions, served through the gateway's cache, queue and coalescing.
+
+    Extra fields: `priority` (or an X-Priority header), `use_cache` (or Cache-Control: no-cache),
+    `conversation_id`.
+    """
+    gateway = request.app[GATEWAY_KEY]
+    body = await read_json(request)
+    req, conversation_id = await chat_request(gateway, body, **_overrides(request, body))
+    ticket = await gateway.open(req)
+    try:
+        if req.stream:
+            return await _stream(request, gateway, req, ticket, conversation_id)
+        outcome = await ticket.result()
+    finally:
+        ticket.close()
+    await gateway.remember(conversation_id, req.call.messages, outcome.content)
+    body = completion(outcome, f"chatcmpl-{fresh_hex()}", int(time.time()))
+    return json_response(body, headers={CACHE_HEADER: cache_state(ticket)})
+
+
+async def _stream(
+    request: web.Request, gateway: Gateway, req: ChatRequest, ticket: Ticket, conversation_id: str | None
+) -> web.StreamResponse:
+    writer = ChunkWriter(req.call.model)
+    response: web.StreamResponse | None = None
+    try:
+        async for batch in pieces_of(ticket):
+            if response is None:
+                response = await prepare_sse(request, ticket)
+                await response.write(writer.event({"role": "assistant", "content": ""}))
+            await response.write(b"".join(writer.event({"content": piece}) for piece in batch))
+        outcome = await ticket.result()
+    except UpstreamError as exc:
+        if response is None:
+            raise
+        failure = upstream_failure(exc)
+        error = {
+            "message": failure["message"],
+            "type": "server_error",
+            "param": None,
+            "code": failure["code"],
+        }
+        await response.write(b"data: " + orjson.dumps({"error": error}) + b"\n\n")
+        return response
+    if response is None:
+        response = await prepare_sse(request, ticket)
+        await response.write(writer.event({"role": "assistant", "content": ""}))
+    await gateway.remember(conversation_id, req.call.messages, outcome.content)
+    tail = writer.event({}, outcome.finish_reason or "stop")
+    if req.include_usage:
+        tail += writer.usage(outcome.usage)
+    await response.write(tail + _DONE)
+    await response.write_eof()
+    return response
+
+
+class ModelList:
+    """The upstream's model ids, read at most every MODELS_TTL_S seconds."""
+
+    def __init__(self) -> None:
+        self.ids: list[str] = []
+        self.read_at = -MODELS_TTL_S
+
+    async def get(self, gateway: Gateway) -> list[str]:
+        """The model ids: the configured model first, then what the upstreams list."""
+        now = time.monotonic()
+        if now - self.read_at >= MODELS_TTL_S:
+            try:
+                self.ids = await gateway.pool.models()
+                self.read_at = now
+            except UpstreamError as exc:
+                log.warning("cannot list the upstream's models, listing the configured one: %s", exc)
+        default = gateway.config.model
+        return [default, *(m for m in self.ids if m != default)]
+
+
+MODELS_KEY = web.AppKey("llmkit_gateway_models", ModelList)
+
+
+@openapi(tags=["openai"])
+async def list_models(request: web.Request) -> web.Response:
+    """OpenAI's model list: gateway.model and the models the upstreams serve."""
+    ids = await request.app[MODELS_KEY].get(request.app[GATEWAY_KEY])
+    created = int(request.app[GATEWAY_KEY].started_at)
+    data = [{"id": m, "object": "model", "created": created, "owned_by": "llmkit-gateway"} for m in ids]
+    return json_response({"object": "list", "data": data})
+
+
+def add_routes(app: web.Application) -> None:
+    """POST /v1/chat/completions and GET /v1/models, with OpenAI's error shape under /v1."""
+    app[MODELS_KEY] = ModelList()
+    set_error_format(app, openai_error_body, "/v1")
+    add_route(app, "POST", "/v1/chat/completions", chat_completions)
+    add_route(app, "GET", "/v1/models", list_models)

@@ -1,0 +1,311 @@
+"""The Gateway: response cache, coalescing of identical requests, the upstream slots, then the upstream."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import orjson
+
+from llmkit.core.cache import cache_from_url
+from llmkit.core.cache.base import Cache
+from llmkit.core.ids import fresh_hex
+from llmkit.core.queue.memory import MemoryPriorityQueue
+from llmkit.errors import BackendError, UpstreamError
+from llmkit.gateway.calls import Outcome
+from llmkit.gateway.chat import ChatRequest
+from llmkit.gateway.conversations import ConversationCache
+from llmkit.gateway.flights import DONE, RUNNING, Flight, Ticket
+from llmkit.gateway.slots import UpstreamSlots
+from llmkit.settings import Settings, mask_value
+
+if TYPE_CHECKING:
+    from prometheus_client.metrics_core import Metric
+
+    from llmkit.gateway.pool import UpstreamPool
+
+log = logging.getLogger("llmkit.gateway")
+RESPONSE_PREFIX = "gateway:resp:"
+CONVERSATION_PREFIX = "gateway:conv:"
+
+
+@dataclass(slots=True)
+class Counters:
+    """What this process did, for /stats, /metrics and the seed's batch_processor figures."""
+
+    requests: int = 0
+    cache_hits: int = 0
+    coalesced: int = 0
+    upstream_calls: int = 0
+    upstream_failures: int = 0
+    cancelled_calls: int = 0
+    rejected_full: int = 0
+
+
+def sized_url(url: str, size_mb: float) -> str:
+    """`url` with its memory budget set to `size_mb` (memory: max_size_mb, tiered: local_max_size_mb)."""
+    if size_mb <= 0:
+        return url
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme == "memory":
+        name = "max_size_mb"
+    elif scheme.startswith("tiered+"):
+        name = "local_max_size_mb"
+    else:
+        # Redis alone bounds memory with its own maxmemory setting.
+        return url
+    query = [(k, v) for k, v in parse_qsl(parts.query) if k != name] + [(name, f"{size_mb:g}")]
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+class PrefixedCache:
+    """A view of a cache whose keys all start with `prefix` (so clearing one view leaves the others)."""
+
+    def __init__(self, cache: Cache, prefix: str) -> None:
+        self.cache = cache
+        self.prefix = prefix
+
+    async def get(self, key: str) -> bytes | None:
+        """The value of `key`, or None."""
+        return await self.cache.get(self.prefix + key)
+
+    async def set(self, key: str, value: bytes | str, ttl: float | None = None) -> None:
+        """Store `value` under `key`."""
+        await self.cache.set(self.prefix + key, value, ttl)
+
+    async def delete(self, key: str) -> bool:
+        """Remove `key`."""
+        return await self.cache.delete(self.prefix + key)
+
+    async def clear(self, prefix: str = "") -> int:
+        """Remove this view's keys (starting with `prefix`)."""
+        return await self.cache.clear(self.prefix + prefix)
+
+    async def stats(self) -> dict[str, Any]:
+        """The underlying cache's counters."""
+        return await self.cache.stats()
+
+    async def close(self) -> None:
+        """Close the underlying cache."""
+        await self.cache.close()
+
+
+def encode_outcome(outcome: Outcome) -> bytes:
+    """An answer as a cache value."""
+    return orjson.dumps([outcome.content, outcome.model, outcome.finish_reason, outcome.usage])
+
+
+def decode_outcome(raw: bytes) -> Outcome | None:
+    """A cache value as an answer, or None when it is not one of ours."""
+    try:
+        content, model, finish_reason, usage = orjson.loads(raw)
+    except (orjson.JSONDecodeError, ValueError, TypeError):
+        return None
+    return Outcome(content, model, finish_reason, usage)
+
+
+class Gateway:
+    """Everything between a validated chat request and its answer, independent of HTTP."""
+
+    def __init__(self, settings: Settings, pool: UpstreamPool) -> None:
+        gw = settings.gateway
+        self.settings = settings
+        self.config = gw
+        self.pool = pool
+        self.cache_ttl = settings.cache.ttl
+        self.cache: Cache | None = None
+        if gw.cache_enabled:
+            url = sized_url(settings.cache.url, gw.cache_max_size_mb)
+            self.cache = PrefixedCache(cache_from_url(url, default_ttl=settings.cache.ttl), RESPONSE_PREFIX)
+        self.conversations: ConversationCache | None = None
+        if gw.conversation_enabled:
+            url = sized_url(settings.cache.url, gw.conversation_max_size_mb)
+            conv = cache_from_url(url, default_ttl=gw.conversation_ttl_s)
+            self.conversations = ConversationCache(
+                PrefixedCache(conv, CONVERSATION_PREFIX), gw.conversation_ttl_s
+            )
+        self.slots = UpstreamSlots(MemoryPriorityQueue("gateway", gw.max_queue_size), gw.max_concurrent)
+        self.counters = Counters()
+        self.flights: dict[str, Flight] = {}
+        self.linger_s = gw.batch_timeout_ms / 1000
+        self.started_at = time.time()
+
+    # -- serving ------------------------------------------------------------------------------------------
+
+    async def open(self, req: ChatRequest) -> Ticket:
+        """A ticket for the answer: from the cache, joined to an identical call in flight, or a new call."""
+        self.counters.requests += 1
+        if req.use_cache and self.cache is not None:
+            cached = await self._cached(req.key)
+            if cached is not None:
+                self.counters.cache_hits += 1
+                return Ticket(None, cached)
+        flight = self.flights.get(req.key) if self.config.deduplication else None
+        if flight is not None and self._joinable(flight, req):
+            self.counters.coalesced += 1
+            ticket = flight.join(req.use_cache)
+            ticket.joined = True
+            return ticket
+        flight = Flight(fresh_hex(), req.key, req.call, req.priority)
+        try:
+            admission = await self.slots.enter(flight.id, req.priority)
+        except Exception:
+            self.counters.rejected_full += 1
+            raise
+        ticket = flight.join(req.use_cache)
+        if self.config.deduplication:
+            self.flights[req.key] = flight
+        flight.task = asyncio.create_task(self._fly(flight, admission))
+        return ticket
+
+    def _joinable(self, flight: Flight, req: ChatRequest) -> bool:
+        limit = self.config.batch_max_size
+        if limit and flight.served >= limit:
+            return False
+        # A failed call is not an answer to share; a streamed request needs a streamed call's pieces
+        # only while it runs (a finished call hands over every piece at once, which is fine).
+        return flight.error is None and (flight.state != DONE or flight.outcome is not None)
+
+    async def _cached(self, key: str) -> Outcome | None:
+        assert self.cache is not None
+        try:
+            raw = await self.cache.get(key)
+        except BackendError as exc:
+            log.warning("response cache unavailable, asking the upstream: %s", exc)
+            return None
+        return None if raw is None else decode_outcome(raw)
+
+    async def _fly(self, flight: Flight, admission: asyncio.Future[None] | None) -> None:
+        """Wait for a slot, call the upstream, share the outcome, fill the cache, then linger."""
+        try:
+            if admission is not None:
+                try:
+                    await admission
+                except asyncio.CancelledError:
+                    await self.slots.abandon(flight.id, admission)
+                    raise
+            await self._call(flight)
+            if flight.store and flight.outcome is not None and self.cache is not None:
+                await self._store(flight.key, flight.outcome)
+            if self.linger_s:
+                await asyncio.sleep(self.linger_s)
+        except asyncio.CancelledError:
+            flight.finish(None, UpstreamError("the upstream call was cancelled: every listener left", 499))
+        finally:
+            if self.flights.get(flight.key) is flight:
+                del self.flights[flight.key]
+
+    async def _call(self, flight: Flight) -> None:
+        flight.state = RUNNING
+        self.counters.upstream_calls += 1
+        start = time.monotonic()
+        try:
+            on_piece = flight.piece if flight.call.stream else None
+            outcome = await self.pool.chat(flight.call, on_piece)
+        except asyncio.CancelledError:
+            self.counters.cancelled_calls += 1
+            raise
+        except Exception as exc:
+            self.counters.upstream_failures += 1
+            flight.finish(None, exc)
+        else:
+            self.slots.timer.observe(time.monotonic() - start)
+            flight.finish(outcome)
+        finally:
+            await self.slots.release()
+
+    async def _store(self, key: str, outcome: Outcome) -> None:
+        assert self.cache is not None
+        try:
+            await self.cache.set(key, encode_outcome(outcome), self.cache_ttl)
+        except BackendError as exc:
+            log.warning("response cache unavailable, answer not stored: %s", exc)
+
+    # -- conversations ----------------------------------------------------------------------------------
+
+    async def converse(self, conversation_id: str | None, messages: Any) -> tuple[str | None, Any]:
+        """The conversation id and the whole history (stored + new), or (None, messages) when off."""
+        if self.conversations is None:
+            return None, messages
+        return await self.conversations.resolve(conversation_id, messages)
+
+    async def remember(self, conversation_id: str | None, messages: Any, answer: str) -> None:
+        """Store a finished turn in the conversation cache."""
+        if self.conversations is not None and conversation_id is not None:
+            await self.conversations.remember(conversation_id, messages, answer)
+
+    # -- operating ----------------------------------------------------------------------------------------
+
+    async def clear(self, response: bool = True, conversation: bool = True) -> dict[str, int]:
+        """Empty the response and/or the conversation cache; how many entries each lost."""
+        removed = {}
+        if response and self.cache is not None:
+            removed["response_cache"] = await self.cache.clear()
+        if conversation and self.conversations is not None:
+            removed["conversation_cache"] = await self.conversations.cache.clear()
+        return removed
+
+    @property
+    def processing(self) -> int:
+        """Upstream calls running now."""
+        return self.slots.busy
+
+    def public_config(self) -> dict[str, Any]:
+        """The gateway settings, secrets masked."""
+        return {key: mask_value(key, value) for key, value in asdict(self.config).items()}
+
+    async def close(self) -> None:
+        """Cancel calls in flight and close caches and upstreams."""
+        tasks = [f.task for f in self.flights.values() if f.task is not None and not f.task.done()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self.slots.queue.close()
+        if self.cache is not None:
+            await self.cache.close()
+        if self.conversations is not None:
+            await self.conversations.cache.close()
+        await self.pool.close()
+
+    def collect(self) -> Iterator[Metric]:
+        """Prometheus samples of the counters, the queue and the upstream breakers."""
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        c = self.counters
+        for name, value, help_text in (
+            ("requests", c.requests, "Chat requests served"),
+            ("cache_hits", c.cache_hits, "Chat requests answered from the response cache"),
+            ("coalesced", c.coalesced, "Chat requests that joined an identical upstream call"),
+            ("upstream_calls", c.upstream_calls, "Upstream calls started"),
+            ("upstream_failures", c.upstream_failures, "Upstream calls that failed after retries"),
+            ("cancelled_calls", c.cancelled_calls, "Upstream calls cancelled because every listener left"),
+            ("queue_rejected", c.rejected_full, "Requests refused with 429: the queue was full"),
+        ):
+            yield CounterMetricFamily(f"llmkit_gateway_{name}", help_text, value=value)
+        yield GaugeMetricFamily(
+            "llmkit_gateway_queue_length", "Calls waiting for a slot", value=self.slots.waiting
+        )
+        yield GaugeMetricFamily(
+            "llmkit_gateway_upstream_busy", "Upstream calls running", value=self.slots.busy
+        )
+        yield GaugeMetricFamily(
+            "llmkit_gateway_eta_ms", "Moving average of one upstream call", value=self.slots.timer.average_ms
+        )
+        breaker = GaugeMetricFamily(
+            "llmkit_gateway_upstream_open",
+            "1 while the upstream's circuit is not closed",
+            labels=["upstream"],
+        )
+        for row in self.pool.stats():
+            breaker.add_metric([str(row.get("url"))], 0.0 if row.get("breaker") == "closed" else 1.0)
+        yield breaker
+
+    def describe(self) -> list[Metric]:
+        """No samples at registration (the families are built on collect)."""
+        return []
