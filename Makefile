@@ -39,6 +39,7 @@ bench: install services
 	$(PY) bench/simulate.py
 	$(PY) bench/aggregate.py
 	$(PY) bench/orchestrate.py
+	$(PY) bench/gateway.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -36,6 +36,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.wrk import parse_wrk  # noqa: E402
 from tests.serve_process import LLMKIT, ServerProcess  # noqa: E402
 
 SERVER_CPU, CLIENT_CPU = "0", "1"
@@ -141,16 +142,7 @@ def run_wrk(url: str, lua: Path, seconds: float, connections: int) -> dict[str, 
         timeout=seconds + 60,
         check=True,
     ).stdout
-    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    if rps is None:
-        raise RuntimeError(f"unexpected wrk output: {out}")
-    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
-    return {
-        "rps": float(rps.group(1)),
-        "non_2xx": int(non2xx.group(1)) if non2xx else 0,
-        "socket_errors": sum(int(x) for x in sock.groups()) if sock else 0,
-    }
+    return parse_wrk(out)
 
 
 def wrk_script(tmp: Path, kind: str) -> Path:
