@@ -9,22 +9,40 @@ Semantics (shared by the orchestrator's ResilientBackend and the gateway's Upstr
   while the others get CircuitOpen; the trial's answer closes the breaker, its failure reopens it for a
   full period. A trial that ends with neither (`release`) frees the way for the next trial.
 - `threshold=0` turns the breaker off.
+- `guard` runs one call under these rules and counts how it ended (CallCounts): an answer is a success or a
+  PermanentError (the request was at fault); a failure is a RetryableError, or a cancel when the caller says
+  so (the orchestrator cuts a hanging upstream with its job timeout; the gateway cancels when every
+  listener left, which says nothing of the upstream).
 """
 
 from __future__ import annotations
 
+import asyncio
 import random
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
-from llmkit.errors import CircuitOpen, ConfigError
+from llmkit.errors import CircuitOpen, ConfigError, PermanentError, RetryableError
 
 CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
 # What CircuitOpen says to wait while the half-open trial runs: the trial settles the state soon.
 TRIAL_WAIT_S = 1.0
 
 Clock = Callable[[], float]
+T = TypeVar("T")
+
+
+@dataclass(slots=True)
+class CallCounts:
+    """How the calls `CircuitBreaker.guard` let through ended."""
+
+    calls: int = 0  # calls let through (refused ones are the breaker's `rejected`)
+    succeeded: int = 0
+    failed: int = 0  # calls that raised RetryableError
+    cancelled: int = 0
+    permanent: int = 0  # calls that raised PermanentError
 
 
 def backoff_delay(
@@ -141,6 +159,34 @@ class CircuitBreaker:
         """The call ended without a verdict (cancelled, a bug): a trial frees the way for the next one."""
         if trial:
             self._trial = False
+
+    async def guard(
+        self, call: Callable[[bool], Awaitable[T]], counts: CallCounts, *, cancel_fails: bool
+    ) -> T:
+        """`call(trial)` if the breaker admits it (else CircuitOpen), its end counted in `counts` and here."""
+        trial = self.admit()
+        counts.calls += 1
+        try:
+            result = await call(trial)
+        except PermanentError:
+            counts.permanent += 1
+            self.answered(trial)
+            raise
+        except RetryableError:
+            counts.failed += 1
+            self.failed(trial)
+            raise
+        except asyncio.CancelledError:
+            counts.cancelled += 1
+            if cancel_fails:
+                self.failed(trial)
+            raise
+        finally:
+            # Whatever ended the trial (even an unexpected error), the next call may be one.
+            self.release(trial)
+        counts.succeeded += 1
+        self.answered(trial)
+        return result
 
     def stats(self) -> dict[str, Any]:
         """The state and counters, for /stats."""

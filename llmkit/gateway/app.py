@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,6 +23,7 @@ from llmkit.core.http import (
     stream_response,
 )
 from llmkit.errors import UpstreamError
+from llmkit.gateway.calls import Outcome
 from llmkit.gateway.chat import ChatRequest, build_request, with_messages
 from llmkit.gateway.flights import Ticket
 from llmkit.gateway.pool import pool_from_settings
@@ -92,19 +93,40 @@ async def chat_optimized(request: web.Request) -> web.StreamResponse:
     """
     gateway = request.app[GATEWAY_KEY]
     req, conversation_id = await chat_request(gateway, await read_json(request, lenient=True))
-    ticket = await gateway.open(req)
-    try:
-        if req.stream:
-            return await _seed_stream(request, gateway, req, ticket, conversation_id)
-        outcome = await ticket.result()
-    finally:
-        ticket.close()
-    await gateway.remember(conversation_id, req.call.messages, outcome.content)
-    body = {
+    return await answer(request, gateway, req, conversation_id, _seed_stream, _seed_body)
+
+
+def _seed_body(outcome: Outcome, ticket: Ticket, conversation_id: str | None) -> dict[str, Any]:
+    return {
         "message": {"role": "assistant", "content": outcome.content},
         "cached": ticket.hit,
         "conversation_id": conversation_id,
     }
+
+
+# How a route streams an answer (its SSE dialect), and how it shapes a whole one.
+Streamer = Callable[[web.Request, Gateway, ChatRequest, Ticket, str | None], Awaitable[web.StreamResponse]]
+Render = Callable[[Outcome, Ticket, str | None], dict[str, Any]]
+
+
+async def answer(
+    request: web.Request,
+    gateway: Gateway,
+    req: ChatRequest,
+    conversation_id: str | None,
+    stream: Streamer,
+    render: Render,
+) -> web.StreamResponse:
+    """Open the request's ticket, then stream the answer or send it whole; the conversation is stored."""
+    ticket = await gateway.open(req)
+    try:
+        if req.stream:
+            return await stream(request, gateway, req, ticket, conversation_id)
+        outcome = await ticket.result()
+    finally:
+        ticket.close()
+    await gateway.remember(conversation_id, req.call.messages, outcome.content)
+    body = render(outcome, ticket, conversation_id)
     return json_response(body, headers={CACHE_HEADER: cache_state(ticket)})
 
 

@@ -24,9 +24,14 @@ log = logging.getLogger("llmkit.gateway")
 Messages = tuple[Mapping[str, Any], ...]
 
 
-def history_hash(messages: Messages) -> str:
-    """A hash of a list of messages (role, content and name)."""
-    return hashlib.sha256(orjson.dumps(messages, option=orjson.OPT_SORT_KEYS)).hexdigest()[:32]
+def encode_history(messages: Messages) -> bytes:
+    """Messages as canonical JSON (sorted keys): what is stored, and what is hashed."""
+    return orjson.dumps(messages, option=orjson.OPT_SORT_KEYS)
+
+
+def history_hash(encoded: bytes) -> str:
+    """The hash of an encoded history, naming the conversation that continues it."""
+    return hashlib.sha256(encoded).hexdigest()[:32]
 
 
 class ConversationCache:
@@ -51,7 +56,7 @@ class ConversationCache:
                 return conversation_id, messages
             return conversation_id, stored + messages
         if len(messages) > 1:
-            raw = await self._get(f"prefix:{history_hash(messages[:-1])}")
+            raw = await self._get(f"prefix:{history_hash(encode_history(messages[:-1]))}")
             if raw is not None:
                 self.hits += 1
                 return raw.decode(), messages
@@ -60,10 +65,11 @@ class ConversationCache:
 
     async def remember(self, conversation_id: str, messages: Messages, answer: str) -> None:
         """Store the history with the answer for the conversation's next turn."""
-        history = (*messages, {"role": "assistant", "content": answer})
+        # One encoding serves as the stored history and as the key of the next turn's lookup.
+        encoded = encode_history((*messages, {"role": "assistant", "content": answer}))
         try:
-            await self.cache.set(f"id:{conversation_id}", orjson.dumps(history), self.ttl)
-            await self.cache.set(f"prefix:{history_hash(history)}", conversation_id, self.ttl)
+            await self.cache.set(f"id:{conversation_id}", encoded, self.ttl)
+            await self.cache.set(f"prefix:{history_hash(encoded)}", conversation_id, self.ttl)
         except BackendError as exc:
             log.warning("conversation cache unavailable, history not stored: %s", exc)
 

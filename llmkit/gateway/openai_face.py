@@ -14,9 +14,8 @@ from llmkit.core.http import add_route, json_response, openai_error_body, openap
 from llmkit.core.ids import fresh_hex
 from llmkit.errors import UpstreamError
 from llmkit.gateway.app import (
-    CACHE_HEADER,
     GATEWAY_KEY,
-    cache_state,
+    answer,
     chat_request,
     pieces_of,
     prepare_sse,
@@ -39,9 +38,8 @@ def _overrides(request: web.Request, body: dict[str, Any]) -> dict[str, Any]:
     header = request.headers.get("X-Priority")
     if header is not None and body.get("priority") is None:
         overrides["priority"] = header
-    if "no-cache" in request.headers.get("Cache-Control", "") or "no-store" in request.headers.get(
-        "Cache-Control", ""
-    ):
+    control = request.headers.get("Cache-Control", "")
+    if "no-cache" in control or "no-store" in control:
         overrides["use_cache"] = False
     return overrides
 
@@ -111,16 +109,11 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     gateway = request.app[GATEWAY_KEY]
     body = await read_json(request)
     req, conversation_id = await chat_request(gateway, body, **_overrides(request, body))
-    ticket = await gateway.open(req)
-    try:
-        if req.stream:
-            return await _stream(request, gateway, req, ticket, conversation_id)
-        outcome = await ticket.result()
-    finally:
-        ticket.close()
-    await gateway.remember(conversation_id, req.call.messages, outcome.content)
-    body = completion(outcome, f"chatcmpl-{fresh_hex()}", int(time.time()))
-    return json_response(body, headers={CACHE_HEADER: cache_state(ticket)})
+    return await answer(request, gateway, req, conversation_id, _stream, _completion)
+
+
+def _completion(outcome: Outcome, ticket: Ticket, conversation_id: str | None) -> dict[str, Any]:
+    return completion(outcome, f"chatcmpl-{fresh_hex()}", int(time.time()))
 
 
 async def _stream(

@@ -25,9 +25,9 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from llmkit.core.breaker import CircuitBreaker, backoff_delay
+from llmkit.core.breaker import CallCounts, CircuitBreaker, backoff_delay
 from llmkit.core.upstream import SharedSession, Timeouts
-from llmkit.errors import CircuitOpen, ConfigError, PermanentError, RetryableError, UpstreamError
+from llmkit.errors import CircuitOpen, ConfigError, RetryableError, UpstreamError
 from llmkit.gateway.calls import ChatCall, OnPiece, Outcome
 from llmkit.gateway.upstream import UPSTREAM_KINDS, Upstream, gateway_session
 from llmkit.settings import GatewaySettings
@@ -65,14 +65,9 @@ def parse_upstreams(text: str) -> list[tuple[str, int]]:
 
 
 @dataclass(slots=True)
-class MemberCounters:
-    """What one upstream did since the gateway started."""
+class MemberCounters(CallCounts):
+    """What one upstream did since the gateway started (each attempt is a call to its breaker)."""
 
-    attempts: int = 0
-    succeeded: int = 0
-    failed: int = 0  # attempts that raised RetryableError
-    permanent: int = 0  # attempts that raised PermanentError
-    cancelled: int = 0
     total_ms: float = 0.0  # time spent in succeeded attempts
 
 
@@ -98,7 +93,7 @@ class Member:
             "weight": self.weight,
             "breaker": self.breaker.state,
             "failures_in_row": self.breaker.failures_in_row,
-            "attempts": c.attempts,
+            "attempts": c.calls,
             "succeeded": c.succeeded,
             "failed": c.failed,
             "permanent": c.permanent,
@@ -167,16 +162,12 @@ class UpstreamPool:
         return best
 
     def refusal(self) -> CircuitOpen:
-        """The CircuitOpen of a call that finds every upstream's circuit open."""
-        waits = [(m.breaker.retry_in(), m) for m in self.members]
-        for _, member in waits:
-            member.breaker.rejected += 1
-        wait = min(w for w, _ in waits)
-        where = ", ".join(f"{m.upstream.url} (retry in {w:.3g} s)" for w, m in waits)
+        """The CircuitOpen of a call that finds every upstream's circuit open (each breaker counts it)."""
+        refusals = [m.breaker.refusal() for m in self.members]
         return CircuitOpen(
-            f"every upstream's circuit is open after repeated failures: {where}; "
+            f"every upstream's circuit is open: {'; '.join(map(str, refusals))}; "
             "gateway.breaker_threshold failed calls in a row open it for gateway.breaker_reset_s",
-            wait,
+            min(r.retry_after for r in refusals),
         )
 
     async def chat(self, call: ChatCall, on_piece: OnPiece | None) -> Outcome:
@@ -217,28 +208,11 @@ class UpstreamPool:
                 member = nxt
 
     async def _attempt(self, member: Member, call: ChatCall, relay: _Relay | None) -> Outcome:
-        breaker, counters = member.breaker, member.counters
-        trial = breaker.admit()
-        counters.attempts += 1
         start = time.monotonic()
-        try:
-            outcome = await member.upstream.chat(call, relay)
-        except PermanentError:
-            counters.permanent += 1
-            breaker.answered(trial)
-            raise
-        except RetryableError:
-            counters.failed += 1
-            breaker.failed(trial)
-            raise
-        except asyncio.CancelledError:
-            counters.cancelled += 1
-            raise
-        finally:
-            breaker.release(trial)
-        counters.succeeded += 1
-        counters.total_ms += (time.monotonic() - start) * 1000
-        breaker.answered(trial)
+        outcome = await member.breaker.guard(
+            lambda _trial: member.upstream.chat(call, relay), member.counters, cancel_fails=False
+        )
+        member.counters.total_ms += (time.monotonic() - start) * 1000
         return outcome
 
     def _gave_up(self, last: RetryableError, failed: list[Member], why: str = "") -> UpstreamError:

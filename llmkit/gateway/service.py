@@ -14,6 +14,7 @@ import orjson
 
 from llmkit.core.cache import cache_from_url
 from llmkit.core.cache.base import Cache
+from llmkit.core.http import ApiError
 from llmkit.core.ids import fresh_hex
 from llmkit.core.queue.memory import MemoryPriorityQueue
 from llmkit.errors import BackendError, UpstreamError
@@ -155,7 +156,7 @@ class Gateway:
         flight = Flight(fresh_hex(), req.key, req.call, req.priority)
         try:
             admission = await self.slots.enter(flight.id, req.priority)
-        except Exception:
+        except ApiError:  # the queue is full (429)
             self.counters.rejected_full += 1
             raise
         ticket = flight.join(req.use_cache)

@@ -172,6 +172,7 @@ async def test_circuit_breaker_opens_and_refuses_without_calling(
         refused = await client.post("/api/chat-optimized", json=chat("refused"))
         assert refused.status == 503
         assert "circuit" in (await refused.json())["error"]["message"]
+        assert 1 <= int(refused.headers["Retry-After"]) <= 60
         assert await sim_requests(url) == before
         stats = await (await client.get("/stats")).json()
         assert any(str(row).find("open") >= 0 for row in stats["upstreams"])

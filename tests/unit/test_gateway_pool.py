@@ -123,7 +123,8 @@ async def test_open_breaker_skips_the_upstream_and_all_open_refuses_without_call
         await p.chat(CALL, None)
     assert a.calls + b.calls == calls
     assert err.value.status == 503 and 59 < err.value.retry_after <= 60
-    assert "circuit" in str(err.value) and "a (retry in" in str(err.value)
+    assert "a: circuit open after 2 failed calls in a row; retry in" in str(err.value)
+    assert "b: circuit open" in str(err.value) and "gateway.breaker_threshold" in str(err.value)
 
 
 async def test_half_open_trial_closes_the_breaker_again() -> None:

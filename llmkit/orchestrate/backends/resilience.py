@@ -28,9 +28,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from llmkit.core.breaker import CLOSED, TRIAL_WAIT_S, CircuitBreaker, Clock, backoff_delay
+from llmkit.core.breaker import CLOSED, TRIAL_WAIT_S, CallCounts, CircuitBreaker, Clock, backoff_delay
 from llmkit.errors import ConfigError
-from llmkit.orchestrate.backends.base import Backend, JobSpec, OnDelta, PermanentError, RetryableError
+from llmkit.orchestrate.backends.base import Backend, JobSpec, OnDelta, RetryableError
 
 __all__ = ["TRIAL_WAIT_S", "ResilienceCounters", "ResilientBackend"]
 
@@ -38,14 +38,9 @@ Sleep = Callable[[float], Awaitable[None]]
 
 
 @dataclass(slots=True)
-class ResilienceCounters:
-    """What a ResilientBackend did since it started."""
+class ResilienceCounters(CallCounts):
+    """What a ResilientBackend did since it started: CallCounts, retries and the breaker's figures."""
 
-    calls: int = 0  # calls let through (rejected ones are not counted here)
-    succeeded: int = 0
-    failed: int = 0  # calls whose last attempt raised RetryableError
-    cancelled: int = 0  # calls cancelled by their caller (failures to the breaker as well)
-    permanent: int = 0  # calls that raised PermanentError
     retries: int = 0  # attempts after the first
     rejected: int = 0  # CircuitOpen raised
     opened: int = 0  # times the breaker opened
@@ -128,30 +123,11 @@ class ResilientBackend:
 
     async def run(self, job: JobSpec, on_delta: OnDelta | None = None) -> str:
         """The inner backend's answer, retried and guarded by the breaker (see the module docstring)."""
-        breaker = self.breaker
-        trial = breaker.admit()
-        counters = self._counters
-        counters.calls += 1
-        try:
-            text = await self._attempts(job, on_delta, 1 if trial else self.retries + 1)
-        except PermanentError:
-            counters.permanent += 1
-            breaker.answered(trial)
-            raise
-        except RetryableError:
-            counters.failed += 1
-            breaker.failed(trial)
-            raise
-        except asyncio.CancelledError:
-            counters.cancelled += 1
-            breaker.failed(trial)
-            raise
-        finally:
-            # Whatever ended the trial (even an unexpected error), the next call may be one.
-            breaker.release(trial)
-        counters.succeeded += 1
-        breaker.answered(trial)
-        return text
+        return await self.breaker.guard(
+            lambda trial: self._attempts(job, on_delta, 1 if trial else self.retries + 1),
+            self._counters,
+            cancel_fails=True,
+        )
 
     async def _attempts(self, job: JobSpec, on_delta: OnDelta | None, attempts: int) -> str:
         relay = None if on_delta is None else _Relay(on_delta)
