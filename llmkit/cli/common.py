@@ -12,6 +12,8 @@ import typer
 from llmkit.errors import ConfigError
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from llmkit.settings import Settings
 
 # Exit codes: 0 ok; 1 the work failed (a server down, Redis unreachable); 2 bad usage or configuration.
@@ -40,6 +42,15 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts in
 
 # A seed's environment variables: NAME -> (the `section.key` it sets, a parser that raises ValueError).
 SeedEnv = Mapping[str, tuple[str, Callable[[str], Any]]]
+
+
+def console(stderr: bool = False) -> Console:
+    """A rich console; off a terminal (a pipe, a file) it is wide enough that no value is cut off."""
+    from rich.console import Console
+
+    made = Console(stderr=stderr)
+    # Rich wraps and truncates to 80 columns when it cannot ask a terminal; a script wants values whole.
+    return made if made.is_terminal else Console(stderr=stderr, width=100_000)
 
 
 def fail(message: str, code: int = EXIT_FAILURE) -> NoReturn:

@@ -31,8 +31,9 @@ def show(profile: ProfileOpt = None, as_json: JsonOpt = False) -> None:
         }
         typer.echo(orjson.dumps(body, option=orjson.OPT_INDENT_2).decode())
         return
-    from rich.console import Console
     from rich.table import Table
+
+    from llmkit.cli.common import console
 
     table = Table(title=f"llmkit settings (profile {settings.profile})")
     table.add_column("key", style="cyan")
@@ -40,4 +41,4 @@ def show(profile: ProfileOpt = None, as_json: JsonOpt = False) -> None:
     table.add_column("from", style="dim")
     for key, value, origin in rows:
         table.add_row(key, repr(value) if isinstance(value, str) and value == "" else str(value), origin)
-    Console().print(table)
+    console().print(table)

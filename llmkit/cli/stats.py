@@ -87,23 +87,45 @@ async def _get(session: aiohttp.ClientSession, url: str, as_json: bool) -> Any:
         return await response.json(content_type=None) if as_json else await response.text()
 
 
+async def _get_health(session: aiohttp.ClientSession, url: str) -> tuple[int, Any]:
+    """(HTTP status, JSON body or None) of GET /health: a 503 still says why it is down."""
+    async with session.get(url) as response:
+        try:
+            body = await response.json(content_type=None)
+        except ValueError:
+            if 200 <= response.status < 300:
+                raise
+            body = None
+        return response.status, body
+
+
+def _health_problem(code: int, body: Any) -> str | None:
+    """Why a /health answer means down (None when it means up): any 2xx is up, whatever words it uses."""
+    if 200 <= code < 300:
+        return None
+    status = body.get("status") if isinstance(body, dict) else None
+    return f"/health answered HTTP {code}" + (f" (status {status!r})" if status is not None else "")
+
+
 async def fetch_server(session: aiohttp.ClientSession, url: str, timeout: float) -> dict[str, Any]:
     """One server's snapshot: {url, up, health, stats, requests_total, error}."""
     import asyncio
 
-    paths = ("/health", "/stats", "/metrics")
     health, stats_body, metrics = await asyncio.gather(
-        *(_get(session, url + path, path != "/metrics") for path in paths), return_exceptions=True
+        _get_health(session, url + "/health"),
+        _get(session, url + "/stats", True),
+        _get(session, url + "/metrics", False),
+        return_exceptions=True,
     )
     result: dict[str, Any] = {"url": url, "up": False, "health": None, "stats": None}
     result["requests_total"], result["error"] = None, None
     if isinstance(health, BaseException):
         result["error"] = _describe(health, url + "/health", timeout)
         return result
-    result["health"] = health
-    status = health.get("status") if isinstance(health, dict) else None
-    result["up"] = status == "ok"
-    problems = [] if result["up"] else [f"/health says status {status!r}"]
+    code, result["health"] = health
+    problem = _health_problem(code, result["health"])
+    result["up"] = problem is None
+    problems = [problem] if problem else []
     if isinstance(stats_body, BaseException):
         problems.append(_describe(stats_body, url + "/stats", timeout))
     else:
@@ -123,6 +145,11 @@ async def snapshot(session: aiohttp.ClientSession, urls: list[str], timeout: flo
     return list(await asyncio.gather(*(fetch_server(session, url, timeout) for url in urls)))
 
 
+def _numbers(row: dict[str, Any]) -> list[str]:
+    """The numbers of a server's /stats as `key=value` strings (its pid left out)."""
+    return [f"{k}={v:g}" for k, v in flatten_numbers(row["stats"] or {}) if k != "pid"]
+
+
 def render_table(results: list[dict[str, Any]], caption: str | None = None) -> Table:
     """A rich table, one row per server; down servers in red."""
     from rich.markup import escape
@@ -134,7 +161,7 @@ def render_table(results: list[dict[str, Any]], caption: str | None = None) -> T
     table.add_column("stats", min_width=20)
     for row in results:
         health = row["health"] if isinstance(row["health"], dict) else {}
-        numbers = [f"{k}={v:g}" for k, v in flatten_numbers(row["stats"] or {}) if k != "pid"]
+        numbers = _numbers(row)
         if len(numbers) > MAX_NUMBERS:
             numbers = [*numbers[:MAX_NUMBERS], f"... {len(numbers) - MAX_NUMBERS} more"]
         details = "\n".join(escape(n) for n in numbers)
@@ -152,6 +179,25 @@ def render_table(results: list[dict[str, Any]], caption: str | None = None) -> T
     return table
 
 
+def render_lines(results: list[dict[str, Any]], clock: str) -> list[str]:
+    """One plain line per server, for a pipe or a log file: every number, nothing cut off."""
+    lines = []
+    for row in results:
+        health = row["health"] if isinstance(row["health"], dict) else {}
+        total = row["requests_total"]
+        parts = [clock, row["url"], "up" if row["up"] else "down"]
+        parts += [f"{k}={health[k]}" for k in ("service", "version") if k in health]
+        parts += [
+            f"uptime={format_uptime(health.get('uptime'))}",
+            f"requests={'-' if total is None else total}",
+        ]
+        parts += _numbers(row)
+        if row["error"]:
+            parts.append(f"error={row['error']!r}")
+        lines.append(" ".join(parts))
+    return lines
+
+
 async def _once(urls: list[str], timeout: float) -> list[dict[str, Any]]:
     import aiohttp
 
@@ -161,6 +207,7 @@ async def _once(urls: list[str], timeout: float) -> list[dict[str, Any]]:
 
 async def _watch(urls: list[str], interval: float, timeout: float) -> None:
     import asyncio
+    import sys
 
     import aiohttp
     from rich.console import Console
@@ -168,6 +215,13 @@ async def _watch(urls: list[str], interval: float, timeout: float) -> None:
 
     console = Console()
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session:
+        if not console.is_terminal:
+            # A live view redraws in place, which a pipe cannot show: one snapshot per interval instead.
+            while True:
+                results = await snapshot(session, urls, timeout)
+                sys.stdout.write("\n".join(render_lines(results, time.strftime("%H:%M:%S"))) + "\n")
+                sys.stdout.flush()
+                await asyncio.sleep(interval)
         with Live(console=console, auto_refresh=False) as live:
             while True:
                 results = await snapshot(session, urls, timeout)
@@ -218,7 +272,9 @@ def stats(
 ) -> None:
     """Watch running llmkit servers: status, uptime, requests and the numbers from /stats.
 
-    Reads GET /health, /stats and /metrics of every URL and refreshes a live table until Ctrl-C.
+    Reads GET /health, /stats and /metrics of every URL and refreshes a live table until Ctrl-C; a
+    server is up when /health answers any 2xx. Piped (stdout not a terminal), it prints one plain line
+    per server every interval instead.
 
     --once prints one snapshot and exits with code 1 when a server is down.
 
@@ -251,8 +307,8 @@ def stats(
 
         typer.echo(orjson.dumps(results, option=orjson.OPT_INDENT_2).decode())
     else:
-        from rich.console import Console
+        from llmkit.cli.common import console
 
-        Console().print(render_table(results))
+        console().print(render_table(results))
     if not all(row["up"] for row in results):
         raise typer.Exit(EXIT_FAILURE)

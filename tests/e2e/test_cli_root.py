@@ -91,3 +91,16 @@ def test_startup_imports_nothing_heavy() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == ""
+
+
+def test_config_show_piped_prints_values_whole() -> None:
+    # A pipe is no terminal: rich would cut the table to 80 columns and values with it.
+    import subprocess
+    import sys
+
+    long_url = "redis://127.0.0.1:6379/0?prefix=" + "a-very-long-prefix-" * 8
+    llmkit = str(Path(sys.executable).with_name("llmkit"))
+    env = {"PATH": "/usr/bin:/bin", "LLMKIT_CACHE_URL": long_url}
+    done = subprocess.run([llmkit, "config", "show"], capture_output=True, text=True, env=env, check=True)
+    assert long_url in done.stdout
+    assert "…" not in done.stdout

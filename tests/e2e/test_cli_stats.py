@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
+import http.server
 import json
+import os
+import pty
+import re
+import select
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -93,21 +99,35 @@ def test_once_table_marks_a_dead_server_down_and_exits_1() -> None:
     assert "Connection refused" in result.output
 
 
-def test_live_view_refreshes_until_ctrl_c(server: ServerProcess) -> None:
+def test_live_view_on_a_terminal_refreshes_until_ctrl_c(server: ServerProcess) -> None:
+    # A pseudo-terminal on stdout: the live table, as a person at a terminal sees it.
+    leader, follower = pty.openpty()
+    env = {**os.environ, "COLUMNS": "160", "TERM": "xterm"}
     watcher = subprocess.Popen(
-        [LLMKIT, "stats", server.url, "--interval", "0.1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        [LLMKIT, "stats", server.url, "--interval", "0.1"], stdout=follower, stderr=subprocess.PIPE, env=env
     )
+    os.close(follower)
+    out = b""
     try:
         # Two reads of /stats in the server's access log prove the view refreshed at least once.
         while server.stderr.count("GET /stats 200") < 2:
             assert watcher.poll() is None, watcher.stderr.read() if watcher.stderr else ""
             time.sleep(0.05)
         watcher.send_signal(signal.SIGINT)
-        out, err = watcher.communicate(timeout=60)
+        _, err = watcher.communicate(timeout=60)
+        while select.select([leader], [], [], 0.5)[0]:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # EIO: the terminal's other end is closed
+                break
+            if not chunk:
+                break
+            out += chunk
     finally:
         if watcher.poll() is None:
             watcher.kill()
             watcher.communicate()
+        os.close(leader)
     assert watcher.returncode == 0, err
     assert server.url in out.decode()
     assert "Ctrl-C to stop" in out.decode()
@@ -132,3 +152,105 @@ def test_without_urls_it_watches_the_profiles_servers(server: ServerProcess, tmp
     [row] = json.loads(done.stdout)
     assert row["url"] == f"http://127.0.0.1:{port}"
     assert row["up"] is True
+
+
+@pytest.fixture(scope="module")
+def every_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """A real process of every llmkit server kind: {command: url}."""
+    tmp = tmp_path_factory.mktemp("kinds")
+    quiet = {
+        "LLMKIT_SERVER_ACCESS_LOG": "false",
+        "LLMKIT_SIMULATE_TTFT_MS": "0",
+        "LLMKIT_SIMULATE_ITL_MS": "0",
+    }
+    with ServerProcess(tmp, "--port", "0", command="simulate", env=quiet) as sim:
+        sim_url = sim.wait_listening()
+        gateway_args = ("--port", "0", "--upstream", sim_url)
+        store = f"sqlite:///{tmp / 'events.db'}"
+        with (
+            ServerProcess(tmp, *gateway_args, command="gateway", env=quiet) as gateway,
+            ServerProcess(tmp, "--port", "0", "--backend", "echo", command="orchestrate", env=quiet) as orch,
+            ServerProcess(tmp, "--port", "0", "--store", store, command="aggregate", env=quiet) as agg,
+        ):
+            urls = {
+                "simulate": sim_url,
+                "gateway": gateway.wait_listening(),
+                "orchestrate": orch.wait_listening(),
+                "aggregate": agg.wait_listening(),
+            }
+            for url in urls.values():  # one request each, so that every request counter is above zero
+                with urllib.request.urlopen(f"{url}/health", timeout=10) as response:
+                    assert response.status == 200
+            yield urls
+
+
+@pytest.mark.parametrize("kind", ["simulate", "gateway", "orchestrate", "aggregate"])
+def test_once_json_says_every_server_kind_is_up(every_server: dict[str, str], kind: str) -> None:
+    # The gateway and the orchestrator answer the seed's "healthy", the aggregator its "message":
+    # any 2xx /health is up.
+    done = run_stats(every_server[kind], "--once", "--json")
+    assert done.returncode == 0, done.stdout + done.stderr
+    [row] = json.loads(done.stdout)
+    assert row["up"] is True
+    assert row["error"] is None
+    assert row["stats"] is not None
+    assert row["requests_total"] >= 1
+
+
+def test_all_server_kinds_at_once_exit_0(every_server: dict[str, str]) -> None:
+    done = run_stats(*every_server.values(), "--once")
+    assert done.returncode == 0, done.stdout + done.stderr
+    for url in every_server.values():
+        assert url in done.stdout
+
+
+class _Unhealthy(http.server.BaseHTTPRequestHandler):
+    """/health answers 503 with a reason; /stats and /metrics answer."""
+
+    def do_GET(self) -> None:
+        code, body = (503, b'{"status": "unhealthy"}') if self.path == "/health" else (200, b"{}")
+        self.send_response(code)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def test_a_503_health_is_down_with_its_reason() -> None:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Unhealthy)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        done = run_stats(f"http://127.0.0.1:{server.server_address[1]}", "--once", "--json")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert done.returncode == 1
+    [row] = json.loads(done.stdout)
+    assert row["up"] is False
+    assert row["health"] == {"status": "unhealthy"}
+    assert row["error"] == "/health answered HTTP 503 (status 'unhealthy')"
+
+
+def test_piped_live_view_prints_a_plain_line_per_interval(server: ServerProcess) -> None:
+    watcher = subprocess.Popen(
+        [LLMKIT, "stats", server.url, "--interval", "0.1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    try:
+        assert watcher.stdout is not None
+        lines = [watcher.stdout.readline().decode() for _ in range(3)]
+        watcher.send_signal(signal.SIGINT)
+        watcher.communicate(timeout=60)
+    finally:
+        if watcher.poll() is None:
+            watcher.kill()
+            watcher.communicate()
+    for line in lines:
+        clock, url, state, *fields = line.split()
+        assert re.fullmatch(r"\d\d:\d\d:\d\d", clock)
+        assert (url, state) == (server.url, "up")
+        assert "service=serve-test" in fields
+        assert "demo.slow_started=0" in fields
+    assert not any("\x1b[" in line for line in lines)  # no terminal control codes in a pipe
