@@ -50,11 +50,14 @@ def banner(settings: Settings) -> Any:
     from llmkit.settings import mask_url
 
     sim = settings.simulate
-    source = (
-        f"markdown files in {sim.responses_dir}"
-        if sim.source == "file"
-        else f"ClickHouse {mask_url(settings.clickhouse.url)}"
-    )
+    if sim.source == "file":
+        from llmkit.simulate.sources.file import resolve_responses_dir
+
+        directory, shipped = resolve_responses_dir(sim.responses_dir)
+        note = f" (the answers shipped with llmkit; {sim.responses_dir} does not exist here)" if shipped else ""
+        source = f"markdown files in {directory.resolve()}{note}"
+    else:
+        source = f"ClickHouse {mask_url(settings.clickhouse.url)}"
 
     def lines(url: str) -> list[str]:
         message = '[{"role": "user", "content": "Hello!"}]'

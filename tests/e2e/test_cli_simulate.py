@@ -48,8 +48,61 @@ def test_simulate_serves_the_shipped_answers(tmp_path: Path) -> None:
         assert server.wait() == 0
         listening = [line for line in server.rest_of_stdout() if "listening on" in line]
         assert listening == [f"llmkit simulate listening on {url}"]
-        assert "source: markdown files in ./zresponse" in server.stderr
+        assert f"source: markdown files in {ROOT / 'zresponse'}\n" in server.stderr
         assert f"curl -N {url}/v1/chat/completions" in server.stderr
+
+
+def test_simulate_outside_the_checkout_serves_the_shipped_answers(tmp_path: Path) -> None:
+    # A `pip install` user runs it anywhere: there is no ./zresponse in their folder.
+    with ServerProcess(tmp_path, "--port", "0", command="simulate", cwd=tmp_path) as server:
+        url = server.wait_listening()
+        client = client_for(url)
+        try:
+            whole = client.chat.completions.create(
+                model="gpt-4o-mini", messages=[{"role": "user", "content": "resep nasi goreng kampung"}]
+            )
+        finally:
+            client.close()
+        assert "Nasi Goreng" in (whole.choices[0].message.content or "")
+        assert "(the answers shipped with llmkit; ./zresponse does not exist here)" in server.stderr
+
+
+def test_simulate_with_a_missing_responses_dir_given_fails_clearly(tmp_path: Path) -> None:
+    # Only the default falls back: a folder the user names must exist.
+    missing = tmp_path / "answers"
+    with ServerProcess(
+        tmp_path, "--port", "0", "--responses-dir", str(missing), command="simulate", cwd=tmp_path
+    ) as server:
+        assert server.wait() == 1
+    assert f"responses directory {missing} does not exist" in server.stderr
+
+
+def test_the_wheel_ships_the_default_answers_and_profiles(tmp_path: Path) -> None:
+    import sys
+    import zipfile
+
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(ROOT)],
+        check=True,
+        capture_output=True,
+    )
+    [wheel] = tmp_path.glob("llmkit-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+        archive.extractall(tmp_path / "site")
+    answers = {p.name for p in (ROOT / "zresponse").glob("*.md")}
+    assert answers and {f"llmkit/_zresponse/{name}" for name in answers} <= names
+    assert "llmkit/_profiles/default.yml" in names
+    # From the unpacked wheel, far from any checkout, the default resolves to the shipped answers.
+    code = (
+        "from llmkit.simulate.sources.file import resolve_responses_dir\n"
+        "print(*resolve_responses_dir('./zresponse'))"
+    )
+    env = {**os.environ, "PYTHONPATH": str(tmp_path / "site")}
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, check=True
+    )
+    assert done.stdout.split() == [str(tmp_path / "site" / "llmkit" / "_zresponse"), "True"]
 
 
 def test_seed_config_and_redis_keep_the_seeds_keys(

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from llmkit.core.clickhouse import ClickHouseConfig, clickhouse_config
 from llmkit.errors import ConfigError
 from llmkit.simulate.sources.base import Source, SourceUnavailable
 from llmkit.simulate.sources.clickhouse import ClickHouseSource, init_db
-from llmkit.simulate.sources.file import FileSource
+from llmkit.simulate.sources.file import FileSource, resolve_responses_dir
 from llmkit.simulate.sources.matching import Matcher, words
 from llmkit.simulate.sources.qa_file import SAMPLE_QA, QaRow, read_qa_jsonl
 
@@ -30,6 +29,7 @@ __all__ = [
     "clickhouse_config",
     "init_db",
     "read_qa_jsonl",
+    "resolve_responses_dir",
     "source_from_settings",
     "words",
 ]
@@ -41,7 +41,8 @@ def source_from_settings(settings: Settings, cache: Cache) -> Source:
     """The source `settings.simulate.source` names, built on `cache` (not started yet)."""
     kind = settings.simulate.source
     if kind == "file":
-        return FileSource(Path(settings.simulate.responses_dir), cache, settings.cache.ttl)
+        directory, _ = resolve_responses_dir(settings.simulate.responses_dir)
+        return FileSource(directory, cache, settings.cache.ttl)
     if kind == "database":
         ch = settings.clickhouse
         return ClickHouseSource(

@@ -27,6 +27,30 @@ FILE_LIST_TTL = 600.0
 _HEAD_BYTES = 4096
 
 
+# The value of simulate.responses_dir nobody changed: when it does not exist here, the shipped answers serve.
+DEFAULT_RESPONSES_DIR = "./zresponse"
+
+
+def shipped_responses_dir() -> Path | None:
+    """The answers shipped with llmkit: inside the wheel, or the checkout's zresponse/ (editable install)."""
+    package = Path(__file__).resolve().parents[2]
+    for candidate in (package / "_zresponse", package.parent / "zresponse"):
+        if candidate.is_dir():
+            return candidate
+    return None
+
+
+def resolve_responses_dir(configured: str) -> tuple[Path, bool]:
+    """(the directory to serve, whether it is the shipped one): the default falls back to the shipped
+    answers when there is no ./zresponse, so `llmkit simulate` runs anywhere after `pip install`."""
+    path = Path(configured)
+    if configured == DEFAULT_RESPONSES_DIR and not path.exists():
+        shipped = shipped_responses_dir()
+        if shipped is not None:
+            return shipped, True
+    return path, False
+
+
 def file_key(name: str) -> str:
     """The cache key of one file's content."""
     return f"file:{name}"
