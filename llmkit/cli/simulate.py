@@ -54,7 +54,9 @@ def banner(settings: Settings) -> Any:
         from llmkit.simulate.sources.file import resolve_responses_dir
 
         directory, shipped = resolve_responses_dir(sim.responses_dir)
-        note = f" (the answers shipped with llmkit; {sim.responses_dir} does not exist here)" if shipped else ""
+        note = ""
+        if shipped:
+            note = f" (the answers shipped with llmkit; {sim.responses_dir} does not exist here)"
         source = f"markdown files in {directory.resolve()}{note}"
     else:
         source = f"ClickHouse {mask_url(settings.clickhouse.url)}"
