@@ -9,6 +9,25 @@ import typer
 from llmkit import __version__
 from llmkit.cli import aggregate, cache, config, gateway, orchestrate, publish, simulate, stats
 
+
+def _flags_read_as_switches() -> None:
+    """Help pages show a flag as a switch (`--wait / --no-wait`), with no `<bool>` value after it."""
+    option = getattr(typer.core, "TyperOption", None)
+    shown = getattr(option, "display_type_rich", None)
+    if option is None or shown is None or getattr(shown, "_llmkit", False):
+        return
+
+    def display_type_rich(self: typer.core.TyperOption, ctx: typer.Context) -> str | None:
+        # Typer writes the type of every option, `<bool>` for flags too, which reads as if a flag took
+        # a value (`--wait <bool>`); a switch takes none.
+        return None if getattr(self, "is_flag", False) else shown(self, ctx)
+
+    display_type_rich._llmkit = True  # type: ignore[attr-defined]
+    option.display_type_rich = display_type_rich
+
+
+_flags_read_as_switches()
+
 app = typer.Typer(
     name="llmkit",
     help=(

@@ -153,7 +153,7 @@ def submit(
     url: UrlOpt = None,
     priority: Annotated[str, typer.Option("--priority", help="critical, high, normal or low.")] = "normal",
     session: Annotated[str | None, typer.Option("--session", help="Session id (rate limits).")] = None,
-    wait: Annotated[bool, typer.Option("--wait", help="Wait for the result and print it.")] = False,
+    wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Wait for the result and print it.")] = False,
     timeout: Annotated[float, typer.Option("--timeout", min=0, help="Seconds to wait with --wait.")] = 60.0,
     json_output: JsonOpt = False,
 ) -> None:

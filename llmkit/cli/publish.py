@@ -179,7 +179,8 @@ def publish(
     verify: Annotated[
         bool,
         typer.Option(
-            "--verify", help="Compare the server's /stats deltas with what was sent; exit 1 if off."
+            "--verify/--no-verify",
+            help="Compare the server's /stats deltas with what was sent; exit 1 if off.",
         ),
     ] = False,
     verify_timeout: Annotated[

@@ -18,7 +18,9 @@ app = typer.Typer(
         "Examples:\n\n"
         "  llmkit simulate --port 4545\n\n"
         "  llmkit simulate --config config.yml   (the seed simulator's own config layout)\n\n"
-        "  llmkit simulate --ttft-ms 300 --itl-ms 20 --workers 2\n\n"
+        "  llmkit simulate --ttft-ms 300 --itl-ms 20 --jitter 0.2 --workers 2\n\n"
+        "  llmkit simulate --rpm 60 --tpm 40000   (429 past the limits, x-ratelimit-* headers on answers)\n\n"
+        "  llmkit simulate --fault-429 0.05 --fault-503 0.02   (5% of requests get 429, 2% get 503)\n\n"
         "  llmkit simulate init-db --load questions.jsonl --profile ha"
     ),
     invoke_without_command=True,
@@ -94,6 +96,42 @@ def simulate(
         float | None, typer.Option("--ttft-ms", min=0, help="Time to first token, ms.")
     ] = None,
     itl_ms: Annotated[float | None, typer.Option("--itl-ms", min=0, help="Inter-token latency, ms.")] = None,
+    jitter: Annotated[
+        float | None,
+        typer.Option("--jitter", min=0, max=1, help="Scale each delay by a random factor in [1-J, 1+J]."),
+    ] = None,
+    model: Annotated[
+        str | None, typer.Option("--model", help="The default model id, listed first by GET /v1/models.")
+    ] = None,
+    rpm: Annotated[
+        int | None,
+        typer.Option(
+            "--rpm", min=0, help="Requests per minute per model (429 past it, x-ratelimit-* headers)."
+        ),
+    ] = None,
+    tpm: Annotated[
+        int | None,
+        typer.Option(
+            "--tpm", min=0, help="Tokens per minute per model (429 past it, x-ratelimit-* headers)."
+        ),
+    ] = None,
+    fault_429: Annotated[
+        float | None, typer.Option("--fault-429", min=0, max=1, help="Share of requests answered 429.")
+    ] = None,
+    fault_500: Annotated[
+        float | None, typer.Option("--fault-500", min=0, max=1, help="Share of requests answered 500.")
+    ] = None,
+    fault_503: Annotated[
+        float | None, typer.Option("--fault-503", min=0, max=1, help="Share of requests answered 503.")
+    ] = None,
+    fault_timeout: Annotated[
+        float | None,
+        typer.Option("--fault-timeout", min=0, max=1, help="Share that hang fault_timeout_s, then 504."),
+    ] = None,
+    fault_disconnect: Annotated[
+        float | None,
+        typer.Option("--fault-disconnect", min=0, max=1, help="Share whose connection drops mid-answer."),
+    ] = None,
     cache_url: Annotated[
         str | None, typer.Option("--cache-url", help="Cache URL: memory://, redis://HOST:6379/0?prefix=P...")
     ] = None,
@@ -114,6 +152,15 @@ def simulate(
         "simulate.seed": (seed, "flag --seed"),
         "simulate.ttft_ms": (ttft_ms, "flag --ttft-ms"),
         "simulate.itl_ms": (itl_ms, "flag --itl-ms"),
+        "simulate.jitter": (jitter, "flag --jitter"),
+        "simulate.model": (model, "flag --model"),
+        "simulate.rpm": (rpm, "flag --rpm"),
+        "simulate.tpm": (tpm, "flag --tpm"),
+        "simulate.fault_rate_429": (fault_429, "flag --fault-429"),
+        "simulate.fault_rate_500": (fault_500, "flag --fault-500"),
+        "simulate.fault_rate_503": (fault_503, "flag --fault-503"),
+        "simulate.fault_rate_timeout": (fault_timeout, "flag --fault-timeout"),
+        "simulate.fault_rate_disconnect": (fault_disconnect, "flag --fault-disconnect"),
         "cache.url": (cache_url, "flag --cache-url"),
     }
     settings = _settings(profile, config, flags)

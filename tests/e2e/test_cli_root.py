@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,15 @@ def test_every_command_has_help_with_an_example() -> None:
         result = runner.invoke(app, [*path, "--help"])
         assert result.exit_code == 0, path
         assert "Example" in result.stdout, f"`llmkit {' '.join(path)} --help` has no example"
+
+
+def test_flags_read_as_switches_in_every_help_page() -> None:
+    for path in _all_commands(typer.main.get_command(app)):
+        result = runner.invoke(app, [*path, "--help"], env={"COLUMNS": "200"})
+        assert "<bool>" not in result.stdout, f"`llmkit {' '.join(path)} --help` shows a flag as a value"
+    result = runner.invoke(app, ["orchestrate", "submit", "--help"], env={"COLUMNS": "200"})
+    assert re.search(r"--wait +--no-wait", result.stdout)
+    assert re.search(r"--json +Print JSON", result.stdout)
 
 
 def test_config_show_json_tells_origins(tmp_path: Path) -> None:

@@ -194,3 +194,33 @@ def test_bad_seed_config_exits_2(tmp_path: Path) -> None:
     )
     assert done.returncode == 2
     assert f"config file {config}: unknown key binding.prot" in done.stderr
+
+
+def test_the_knobs_users_reach_for_are_flags(tmp_path: Path) -> None:
+    import urllib.error
+    import urllib.request
+
+    args = ("--port", "0", "--model", "my-model", "--rpm", "100", "--tpm", "100000", "--jitter", "0.5")
+    body = json.dumps({"model": "my-model", "messages": [{"role": "user", "content": "hi"}]}).encode()
+    headers = {"Content-Type": "application/json"}
+    with ServerProcess(tmp_path, *args, command="simulate") as server:
+        url = server.wait_listening()
+        with urllib.request.urlopen(f"{url}/v1/models", timeout=10) as response:
+            assert json.load(response)["data"][0]["id"] == "my-model"
+        request = urllib.request.Request(f"{url}/v1/chat/completions", data=body, headers=headers)
+        with urllib.request.urlopen(request, timeout=10) as response:
+            assert response.headers["x-ratelimit-limit-requests"] == "100"
+            assert response.headers["x-ratelimit-limit-tokens"] == "100000"
+    with ServerProcess(tmp_path, "--port", "0", "--fault-503", "1", command="simulate") as server:
+        url = server.wait_listening()
+        request = urllib.request.Request(f"{url}/v1/chat/completions", data=body, headers=headers)
+        try:
+            urllib.request.urlopen(request, timeout=10)
+            raise AssertionError("--fault-503 1 should answer every request with 503")
+        except urllib.error.HTTPError as exc:
+            assert exc.code == 503
+    help_text = subprocess.run([LLMKIT, "simulate", "--help"], capture_output=True, text=True).stdout
+    for flag in ("--model", "--rpm", "--tpm", "--jitter", "--fault-429", "--fault-500", "--fault-503"):
+        assert flag in help_text
+    done = subprocess.run([LLMKIT, "simulate", "--jitter", "2"], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2
