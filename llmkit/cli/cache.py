@@ -10,12 +10,20 @@ import typer
 
 from llmkit.cli.common import EXIT_USAGE, JsonOpt, ProfileOpt, fail, settings_or_exit
 from llmkit.errors import BackendError, ConfigError
-from llmkit.settings import Settings, mask_url
 
 if TYPE_CHECKING:
     from llmkit.core.cache import RedisCache
+    from llmkit.settings import Settings
 
 T = TypeVar("T")
+
+
+def mask_url(url: str) -> str:
+    """`url` with its secrets masked (settings load only when a command runs: `llmkit --help` stays fast)."""
+    from llmkit.settings import mask_url as masked
+
+    return masked(url)
+
 
 # The simulator's key names and list TTL (seed 000): {prefix}:file:{filename} and {prefix}:file_list.
 FILE_KEY = "file:{name}"

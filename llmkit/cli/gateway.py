@@ -22,10 +22,17 @@ from llmkit.cli.common import (
     seed_env_flags,
     settings_or_exit,
 )
-from llmkit.simulate.seed_config import env_logger_level
 
 if TYPE_CHECKING:
     from llmkit.settings import Settings
+
+
+def env_logger_level(text: str) -> str:
+    """A level name or a RUST_LOG filter -> our log level (loaded when read: `llmkit --help` stays fast)."""
+    from llmkit.simulate.seed_config import env_logger_level as parse
+
+    return parse(text)
+
 
 # The seed's variables, honoured where its deployments set them; LLMKIT_* variables and flags win.
 # LOG_LEVEL before RUST_LOG (the seed's own): where both are set, the first wins.

@@ -97,7 +97,8 @@ def test_startup_imports_nothing_heavy() -> None:
     code = (
         "import sys, llmkit.cli.main\n"
         "print(' '.join(m for m in ('asyncio', 'aiohttp', 'redis', 'rich', 'orjson', 'uvloop', "
-        "'prometheus_client', 'yaml', 'clickhouse_driver', 'aiosqlite') if m in sys.modules))"
+        "'prometheus_client', 'yaml', 'clickhouse_driver', 'aiosqlite', 'llmkit.settings', 'llmkit.core', "
+        "'llmkit.simulate') if m in sys.modules))"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == ""
