@@ -70,7 +70,8 @@ async def publish(request: web.Request) -> web.Response:
         return json_response(
             {
                 "status": "queued",
-                "message": f"Queued {count} events; they are stored shortly (ack: queued, not yet durable)",
+                "message": f"{_plural(count, 'event')} queued; stored shortly, duplicates dropped then "
+                "(ack: queued, not yet durable)",
                 "events_count": count,
             },
             status=202,
@@ -78,11 +79,21 @@ async def publish(request: web.Request) -> web.Response:
     return _published(count, await future)
 
 
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
+def published_message(count: int, new: int) -> str:
+    """What a publish did, in words: `3 events received, 2 new, 1 duplicate`."""
+    return f"{_plural(count, 'event')} received, {new} new, {_plural(count - new, 'duplicate')}"
+
+
 def _published(count: int, new: int) -> web.Response:
     return json_response(
         {
             "status": "success",
-            "message": f"Published {count} events",
+            # The seed's field, saying what happened: "Published 1 events" for a dropped duplicate misled.
+            "message": published_message(count, new),
             "events_count": count,
             "accepted": new,
             "duplicates": count - new,

@@ -93,7 +93,7 @@ class FakeAggregator:
         if fault == "commit-drop":
             return self._drop(request)
         count = len(events)
-        answer = {"status": "success", "message": f"Published {count} events", "events_count": count}
+        answer = {"status": "success", "message": f"{count} events received", "events_count": count}
         return web.json_response({**answer, "accepted": new, "duplicates": count - new})
 
     def _drop(self, request: web.Request) -> web.Response:

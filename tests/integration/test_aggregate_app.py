@@ -74,15 +74,19 @@ async def test_publish_answers_the_seed_shape_with_accepted_and_duplicates(clien
     body = await publish(client, {"events": [event("a"), event("b"), event("a")]})
     assert body == {
         "status": "success",
-        "message": "Published 3 events",
+        "message": "3 events received, 2 new, 1 duplicate",
         "events_count": 3,
         "accepted": 2,
         "duplicates": 1,
     }
     again = await publish(client, {"events": [event("b"), event("c")]})
     assert (again["accepted"], again["duplicates"]) == (1, 1)
+    assert again["message"] == "2 events received, 1 new, 1 duplicate"
+    only_duplicate = await publish(client, {"events": [event("a")]})
+    assert only_duplicate["message"] == "1 event received, 0 new, 1 duplicate"
+    assert (only_duplicate["accepted"], only_duplicate["duplicates"]) == (0, 1)
     numbers = await stats(client)
-    assert (numbers["received"], numbers["unique_processed"], numbers["duplicated_dropped"]) == (5, 3, 2)
+    assert (numbers["received"], numbers["unique_processed"], numbers["duplicated_dropped"]) == (6, 3, 3)
 
 
 async def test_the_same_event_id_on_another_topic_is_a_different_event(client: Client) -> None:
@@ -332,6 +336,7 @@ async def test_queued_ack_answers_202_and_stores_soon(aiohttp_client: MakeClient
     client = await aiohttp_client(app)
     body = await publish(client, {"events": [event("q1"), event("q2")]}, status=202)
     assert body["status"] == "queued" and body["events_count"] == 2 and "accepted" not in body
+    assert body["message"].startswith("2 events queued")
     assert (await stats(client))["received"] == 0
     store.gate.set()
     while (await stats(client))["received"] < 2:
