@@ -20,6 +20,7 @@ from llmkit.core.http import (
 from llmkit.core.queue.base import Priority
 from llmkit.errors import ConfigError
 from llmkit.orchestrate.jobs import JobStore, MemoryJobStore, wait_terminal
+from llmkit.orchestrate.parameters import check_parameters
 from llmkit.orchestrate.service import Orchestrator, Submission
 from llmkit.settings import Settings
 
@@ -74,7 +75,7 @@ def parse_submission(body: dict[str, Any], idempotency_key: str | None = None) -
         session_id=_text(body, "session_id"),
         metadata=metadata,
         model=_text(body, "model") or "",
-        parameters=_object(body, "parameters"),
+        parameters=check_parameters(_object(body, "parameters")),
         stream=stream,
         idempotency_key=idempotency_key,
     )
@@ -225,7 +226,7 @@ def create_app(settings: Settings, backend: Any = None) -> web.Application:
         bucket = None
         if config.rate_limit_requests:
             rate = config.rate_limit_requests / config.rate_limit_window
-            bucket = limiter.token_bucket("orchestrate-session", rate, config.rate_limit_requests)
+            bucket = limiter.token_bucket("orchestrate-rate", rate, config.rate_limit_requests)
         cache = None
         if config.cache_results:
             cache = cache_from_url(settings.cache.url, default_ttl=settings.cache.ttl)

@@ -108,27 +108,40 @@ class Orchestrator:
         )
         return "orchestrate:result:" + hashlib.sha256(material).hexdigest()
 
-    async def _check_rate(self, session: str) -> None:
+    def rate_keys(self, session_id: str | None, client: str) -> list[tuple[str, str]]:
+        """(bucket key, who) pairs a submit must pass, per `rate_limit_by`; the client address comes first."""
+        by = self.settings.rate_limit_by
+        keys: list[tuple[str, str]] = []
+        if by != "session" or session_id is None:
+            # Without a session id even `session` counts the caller by address, as it always did.
+            keys.append((f"client:{client}", f"client {client}"))
+        if by != "client" and session_id is not None:
+            keys.append((f"session:{session_id}", f"session {session_id!r}"))
+        return keys
+
+    async def _check_rate(self, session_id: str | None, client: str) -> None:
         if self.bucket is None:
             return
-        decision = await self.bucket.acquire(session)
-        if decision.allowed:
-            return
-        self.counters.rate_limited += 1
-        wait = max(1, math.ceil(decision.retry_after))
-        raise ApiError(
-            429,
-            "rate_limited",
-            f"session {session!r} used its {decision.limit} requests per "
-            f"{self.settings.rate_limit_window:g} s (orchestrate.rate_limit_requests); retry after {wait} s",
-            headers={
-                "Retry-After": str(wait),
-                "X-RateLimit-Limit": str(decision.limit),
-                "X-RateLimit-Remaining": str(decision.remaining),
-            },
-            remaining=decision.remaining,
-            retry_after=wait,
-        )
+        for key, who in self.rate_keys(session_id, client):
+            decision = await self.bucket.acquire(key)
+            if decision.allowed:
+                continue
+            self.counters.rate_limited += 1
+            wait = max(1, math.ceil(decision.retry_after))
+            raise ApiError(
+                429,
+                "rate_limited",
+                f"{who} used its {decision.limit} requests per {self.settings.rate_limit_window:g} s "
+                f"(orchestrate.rate_limit_requests, counted by {self.settings.rate_limit_by}: "
+                f"orchestrate.rate_limit_by); retry after {wait} s",
+                headers={
+                    "Retry-After": str(wait),
+                    "X-RateLimit-Limit": str(decision.limit),
+                    "X-RateLimit-Remaining": str(decision.remaining),
+                },
+                remaining=decision.remaining,
+                retry_after=wait,
+            )
 
     async def submit(
         self, sub: Submission, client: str = "-", on_created: Callable[[Job], None] | None = None
@@ -137,7 +150,7 @@ class Orchestrator:
 
         `on_created(job)` runs before the job can start, so a listener it adds misses no event.
         """
-        await self._check_rate(sub.session_id or f"client:{client}")
+        await self._check_rate(sub.session_id, client)
         job = Job(
             id=str(uuid.uuid4()),
             prompt=sub.prompt,

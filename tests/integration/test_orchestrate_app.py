@@ -10,7 +10,7 @@ import pytest
 from aiohttp import WSMsgType, web
 from aiohttp.test_utils import TestClient
 
-from llmkit.orchestrate.app import create_app
+from llmkit.orchestrate.app import ORCHESTRATOR_KEY, create_app
 from llmkit.orchestrate.backends.base import JobSpec, OnDelta
 from llmkit.settings import OrchestrateSettings, QueueSettings, ServerSettings, Settings
 
@@ -121,7 +121,10 @@ async def test_priorities_are_served_in_order_by_one_busy_worker(
 
 
 async def test_rate_limit_per_session(aiohttp_client: MakeClient, backend: FakeBackend) -> None:
-    client = await start(aiohttp_client, backend, rate_limit_requests=2, rate_limit_window=60)
+    # rate_limit_by session: the old behaviour, one bucket per session id whoever sends it.
+    client = await start(
+        aiohttp_client, backend, rate_limit_requests=2, rate_limit_window=60, rate_limit_by="session"
+    )
     for i in range(2):
         await infer(client, {"prompt": f"p{i}", "session_id": "greedy"})
     response = await client.post("/api/v1/infer", json={"prompt": "p3", "session_id": "greedy"})
@@ -130,6 +133,105 @@ async def test_rate_limit_per_session(aiohttp_client: MakeClient, backend: FakeB
     assert response.headers["X-RateLimit-Remaining"] == "0"
     assert "rate_limit_requests" in (await response.json())["error"]["message"]
     await infer(client, {"prompt": "p4", "session_id": "other"})
+
+
+@pytest.mark.parametrize("by", ["both", "client"])
+async def test_invented_session_ids_do_not_bypass_the_rate_limit(
+    aiohttp_client: MakeClient, backend: FakeBackend, by: str
+) -> None:
+    client = await start(
+        aiohttp_client, backend, rate_limit_requests=3, rate_limit_window=60, rate_limit_by=by
+    )
+    for i in range(3):
+        await infer(client, {"prompt": f"p{i}", "session_id": f"fresh-{i}"})
+    response = await client.post("/api/v1/infer", json={"prompt": "p3", "session_id": "fresh-3"})
+    assert response.status == 429, await response.text()
+    message = (await response.json())["error"]["message"]
+    assert "client 127.0.0.1" in message and "rate_limit_by" in message
+    assert int(response.headers["Retry-After"]) >= 1
+
+
+async def test_rate_limit_by_both_also_limits_one_session_below_the_client_budget(
+    aiohttp_client: MakeClient, backend: FakeBackend
+) -> None:
+    client = await start(aiohttp_client, backend, rate_limit_requests=2, rate_limit_window=60)
+    await infer(client, {"prompt": "a", "session_id": "s"})
+    await infer(client, {"prompt": "b"})  # no session: only the client bucket counts it
+    response = await client.post("/api/v1/infer", json={"prompt": "c", "session_id": "s"})
+    assert response.status == 429 and "client 127.0.0.1" in (await response.json())["error"]["message"]
+
+
+async def test_rate_limit_by_both_refuses_a_spent_session(
+    aiohttp_client: MakeClient, backend: FakeBackend
+) -> None:
+    client = await start(aiohttp_client, backend, rate_limit_requests=2, rate_limit_window=60)
+    orchestrator = client.server.app[ORCHESTRATOR_KEY]
+    assert orchestrator.rate_keys("s", "10.0.0.1") == [
+        ("client:10.0.0.1", "client 10.0.0.1"),
+        ("session:s", "session 's'"),
+    ]
+    # The session's bucket is spent by another address (a second proxy, say): this client is refused.
+    assert orchestrator.bucket is not None
+    for _ in range(2):
+        assert (await orchestrator.bucket.acquire("session:s")).allowed
+    response = await client.post("/api/v1/infer", json={"prompt": "x", "session_id": "s"})
+    assert response.status == 429 and "session 's'" in (await response.json())["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    ("parameters", "param", "hint"),
+    [
+        ({"max_tokens": -1}, "parameters.max_tokens", "integer >= 1"),
+        ({"max_tokens": 0}, "parameters.max_tokens", "integer >= 1"),
+        ({"max_tokens": "100"}, "parameters.max_tokens", "integer >= 1"),
+        ({"max_tokens": True}, "parameters.max_tokens", "integer >= 1"),
+        ({"n": 10_000}, "parameters.n", "must be 1"),
+        ({"n": 2}, "parameters.n", "must be 1"),
+        ({"temperature": 2.5}, "parameters.temperature", "from 0 to 2"),
+        ({"temperature": -0.1}, "parameters.temperature", "from 0 to 2"),
+        ({"temperature": "hot"}, "parameters.temperature", "from 0 to 2"),
+        ({"top_p": 1.5}, "parameters.top_p", "from 0 to 1"),
+        ({"top_p": [0.5]}, "parameters.top_p", "from 0 to 1"),
+        ({"stop": 7}, "parameters.stop", "list of up to 4 strings"),
+        ({"seed": 1.5}, "parameters.seed", "integer"),
+        ({"stream": True}, "parameters.stream", "top level"),
+    ],
+)
+async def test_bad_parameters_are_400_naming_the_field(
+    aiohttp_client: MakeClient, backend: FakeBackend, parameters: dict[str, Any], param: str, hint: str
+) -> None:
+    client = await start(aiohttp_client, backend)
+    response = await client.post("/api/v1/infer", json={"prompt": "hi", "parameters": parameters})
+    assert response.status == 400, await response.text()
+    error = (await response.json())["error"]
+    assert error["code"] == "invalid_parameter" and error["param"] == param
+    assert param in error["message"] and hint in error["message"]
+    assert backend.calls == [], "nothing ran"
+
+
+@pytest.mark.parametrize("parameters", [[1, 2], "max_tokens=5", 3])
+async def test_parameters_that_are_not_an_object_are_400(
+    aiohttp_client: MakeClient, backend: FakeBackend, parameters: Any
+) -> None:
+    client = await start(aiohttp_client, backend)
+    response = await client.post("/api/v1/infer", json={"prompt": "hi", "parameters": parameters})
+    assert response.status == 400 and (await response.json())["error"]["param"] == "parameters"
+
+
+async def test_valid_parameters_are_accepted(aiohttp_client: MakeClient, backend: FakeBackend) -> None:
+    client = await start(aiohttp_client, backend)
+    parameters = {
+        "max_tokens": 5,
+        "n": 1,
+        "temperature": 0,
+        "top_p": 1,
+        "stop": ["\n"],
+        "seed": 3,
+        "presence_penalty": None,
+        "logit_bias": {"50256": -100},
+    }
+    job = await infer(client, {"prompt": "hi", "parameters": parameters})
+    assert (await result(client, job["request_id"]))["status"] == "completed"
 
 
 async def test_identical_prompts_hit_the_cache_and_running_ones_coalesce(
