@@ -10,8 +10,10 @@ import pytest
 from aiohttp import WSMsgType, web
 from aiohttp.test_utils import TestClient
 
+from llmkit.core.serve import stop_requested
 from llmkit.orchestrate.app import ORCHESTRATOR_KEY, create_app
 from llmkit.orchestrate.backends.base import JobSpec, OnDelta
+from llmkit.orchestrate.jobs import Job, MemoryJobStore
 from llmkit.settings import OrchestrateSettings, QueueSettings, ServerSettings, Settings
 
 Client = TestClient[web.Request, web.Application]
@@ -48,7 +50,7 @@ class FakeBackend:
 
 def make_settings(**orchestrate: Any) -> Settings:
     return Settings(
-        server=ServerSettings(access_log=False),
+        server=ServerSettings(access_log=False, drain_timeout=orchestrate.pop("drain_timeout", 10.0)),
         queue=QueueSettings(capacity=orchestrate.pop("capacity", 100)),
         orchestrate=OrchestrateSettings(**orchestrate),
     )
@@ -400,7 +402,7 @@ async def test_a_job_whose_workers_keep_dying_fails_as_abandoned(
 ) -> None:
     from llmkit.orchestrate.app import ORCHESTRATOR_KEY
     from llmkit.orchestrate.jobs import PROCESSING, Job
-    from llmkit.orchestrate.service import MAX_DELIVERIES
+    from llmkit.orchestrate.workers import MAX_DELIVERIES
 
     client = await start(aiohttp_client, backend, concurrency=1)
     orchestrator = client.app[ORCHESTRATOR_KEY]
@@ -418,3 +420,73 @@ async def test_a_job_whose_workers_keep_dying_fails_as_abandoned(
     job = await result(client, "poison")
     assert job["status"] == "failed" and "abandoned" in job["error"]
     assert "crashes every worker" not in backend.calls
+
+
+async def test_a_stopping_server_refuses_submits_with_503_and_retry_after(
+    aiohttp_client: MakeClient, backend: FakeBackend
+) -> None:
+    client = await start(aiohttp_client, backend)
+    stop_requested(client.server.app)  # what SIGTERM does before the drain
+    response = await client.post("/api/v1/infer", json={"prompt": "too late"})
+    assert response.status == 503 and response.headers["Retry-After"] == "2"
+    error = (await response.json())["error"]
+    assert error["code"] == "shutting_down" and "no new jobs" in error["message"]
+    health = await client.get("/health")
+    assert health.status == 503 and (await health.json())["status"] == "draining"
+    async with client.ws_connect("/api/v1/stream") as ws:
+        await ws.send_json({"prompt": "too late"})
+        assert (await ws.receive_json(timeout=5))["code"] == "shutting_down"
+    assert backend.calls == []
+
+
+async def test_a_stop_lets_running_jobs_finish_and_fails_pending_ones_in_memory(
+    aiohttp_client: MakeClient, backend: FakeBackend
+) -> None:
+    client = await start(aiohttp_client, backend, concurrency=1)
+    backend.gate.clear()
+    running = await infer(client, {"prompt": "running"})
+    await backend.started.wait()
+    pending = await infer(client, {"prompt": "pending"})
+    stop_requested(client.server.app)
+    failed = await result(client, pending["request_id"])
+    assert failed["status"] == "failed" and "shut down before the job started" in failed["error"]
+    backend.gate.set()
+    assert (await result(client, running["request_id"]))["status"] == "completed"
+    assert backend.calls == ["running"], "no job was taken after the stop"
+
+
+async def test_a_job_cut_off_by_the_drain_timeout_fails_saying_why(
+    aiohttp_client: MakeClient, backend: FakeBackend
+) -> None:
+    client = await start(aiohttp_client, backend, drain_timeout=0.05)
+    orchestrator = client.server.app[ORCHESTRATOR_KEY]
+    job = await infer(client, {"prompt": "hang on"})
+    await backend.started.wait()
+    stop_requested(client.server.app)
+    await client.close()  # the drain: cleanup waits for running jobs up to server.drain_timeout
+    ended = await orchestrator.store.get(job["request_id"])
+    assert ended is not None and ended.status == "failed"
+    assert ended.error is not None and "server.drain_timeout" in ended.error
+
+
+async def test_a_long_poll_rereads_the_job_when_the_store_says_events_were_missed(
+    aiohttp_client: MakeClient, backend: FakeBackend
+) -> None:
+    client = await start(aiohttp_client, backend)
+    backend.gate.clear()
+    job = await infer(client, {"prompt": "quiet"})
+    store = client.server.app[ORCHESTRATOR_KEY].store
+    assert isinstance(store, MemoryJobStore)
+    poll = asyncio.ensure_future(result(client, job["request_id"], timeout=30))
+    while not store._listeners.wanted(job["request_id"]):
+        await asyncio.sleep(0.01)  # the long poll is waiting for the job's events
+    # The job ends without its event reaching this process (as while Redis pub/sub reconnected) ...
+    unheard = Job(
+        **{**(await store.get(job["request_id"])).to_dict(), "status": "completed", "result": "done unheard"}
+    )
+    store._jobs[unheard.id] = unheard
+    await asyncio.sleep(0.05)
+    assert not poll.done()
+    store._listeners.resync()  # ... then the store's feed reconnects
+    assert (await poll)["result"] == "done unheard"
+    backend.gate.set()
