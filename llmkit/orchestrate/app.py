@@ -85,11 +85,13 @@ def parse_submission(body: dict[str, Any], idempotency_key: str | None = None) -
 
 
 async def infer(request: web.Request) -> web.Response:
-    """Submit a job: {prompt, session_id?, metadata?: {priority}, stream?}; answers its request_id.
+    """Submit a job: {prompt, session_id?, metadata?: {priority}, parameters?, stream?}; its request_id.
 
-    Rate limited per session (429 with Retry-After), answered from the result cache when it can, joined to
-    an identical running job, else queued by priority (429 when the queue is full). An Idempotency-Key
-    header returns the first job's request_id for a repeated submit.
+    Invalid parameters are 400 naming the field (parameters.max_tokens, ...). Rate limited per session and
+    per client address (orchestrate.rate_limit_by; 429 with Retry-After), answered from the result cache
+    when it can, joined to an identical running job, else queued by priority (429 when the queue is full);
+    503 while the server shuts down (Retry-After) or cannot reach its queue. An Idempotency-Key header
+    returns the first job's request_id for a repeated submit.
     """
     sub = parse_submission(await read_json(request), request.headers.get("Idempotency-Key"))
     job = await request.app[ORCHESTRATOR_KEY].submit(sub, request.remote or "-")

@@ -44,9 +44,10 @@ class Outage:
         self._failures += 1
         return backoff_delay(self._failures - 1, None, base=self.base, cap=self.cap, rng=self._rng)
 
-    def recovered(self) -> None:
-        """Note a call that worked: ends the outage (logged once) if there was one."""
-        if self.since is None:
+    def recovered(self, started: float) -> None:
+        """Note a call that worked, begun at `started` (monotonic): it ends an outage that began before."""
+        # A call begun before the outage (a long queue wait) proves nothing about the backends now.
+        if self.since is None or started < self.since:
             return
         lasted = time.monotonic() - self.since
         log.info("workers reach the queue and job store again after %.1f s; taking jobs", lasted)

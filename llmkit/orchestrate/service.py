@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import math
@@ -221,6 +222,13 @@ class Orchestrator:
             job.status, job.error = FAILED, str(exc)
             await self.store.save(job)
             raise ApiError(429, "queue_full", str(exc), headers={"Retry-After": "1"}) from None
+        except BackendError as exc:
+            self._leaders.pop(job.cache_key, None)
+            # Stored but never queued, it would stay pending forever: it fails (if the store still answers).
+            job.status, job.error = FAILED, f"not queued: {exc}"
+            with contextlib.suppress(BackendError):
+                await self.store.save(job)
+            raise
         except BaseException:
             self._leaders.pop(job.cache_key, None)
             raise

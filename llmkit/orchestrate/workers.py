@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -110,20 +111,25 @@ class WorkerPool:
 
     async def _take(self) -> QueueItem | None:
         """The next leased item, or None; a failure waits (backing off) and answers None."""
+        started = time.monotonic()
         try:
             # Leased: a worker that dies mid-job (or stops heartbeating) leaves it to another after the lease.
             item = await self.queue.get(timeout=POLL_S, lease=self.settings.lease_s)
         except Exception as exc:
             await self._back_off(exc)
             return None
-        self.outage.recovered()
+        self.outage.recovered(started)
         return item
 
     async def _back_off(self, exc: Exception) -> None:
-        if not isinstance(exc, BackendError):
+        """Wait before the next try: backing off during an outage, a fixed pause after anything else."""
+        if isinstance(exc, BackendError):
+            delay = self.outage.failed(exc)
+        else:
             # Not an outage but a bug: worth a traceback, and the worker must live on all the same.
-            log.exception("worker error")
-        await asyncio.sleep(self.outage.failed(exc))
+            log.exception("worker error; the worker carries on")
+            delay = self.outage.cap
+        await asyncio.sleep(delay)
 
     async def _handle(self, item: QueueItem) -> None:
         job = await self.store.get(item.id)
@@ -149,7 +155,6 @@ class WorkerPool:
             heartbeat.cancel()
             self.busy -= 1
         await self.queue.ack(item.id, item.token)
-        self.outage.recovered()
 
     @staticmethod
     def _runnable(job: Job, deliveries: int) -> bool:

@@ -11,6 +11,7 @@ from aiohttp import WSMsgType, web
 from aiohttp.test_utils import TestClient
 
 from llmkit.core.serve import stop_requested
+from llmkit.errors import BackendError
 from llmkit.orchestrate.app import ORCHESTRATOR_KEY, create_app
 from llmkit.orchestrate.backends.base import JobSpec, OnDelta
 from llmkit.orchestrate.jobs import Job, MemoryJobStore
@@ -490,3 +491,46 @@ async def test_a_long_poll_rereads_the_job_when_the_store_says_events_were_misse
     store._listeners.resync()  # ... then the store's feed reconnects
     assert (await poll)["result"] == "done unheard"
     backend.gate.set()
+
+
+async def test_a_job_the_queue_could_not_take_fails_instead_of_staying_pending(
+    aiohttp_client: MakeClient, backend: FakeBackend
+) -> None:
+    client = await start(aiohttp_client, backend)
+    orchestrator = client.server.app[ORCHESTRATOR_KEY]
+
+    async def unreachable(*args: Any, **kwargs: Any) -> int:
+        raise BackendError("redis queue put failed: ConnectionError: Connection refused")
+
+    orchestrator.queue.put = unreachable  # type: ignore[method-assign]
+    response = await client.post("/api/v1/infer", json={"prompt": "lost?"})
+    assert response.status == 503 and (await response.json())["error"]["code"] == "backend_unavailable"
+    store = orchestrator.store
+    assert isinstance(store, MemoryJobStore)
+    assert store.counts()["failed"] == 1 and store.counts()["pending"] == 0
+
+
+async def test_workers_wait_out_queue_errors_log_once_and_go_on(
+    aiohttp_client: MakeClient, backend: FakeBackend, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = await start(aiohttp_client, backend, concurrency=2)
+    queue = client.server.app[ORCHESTRATOR_KEY].queue
+    real_get, failures = queue.get, 0
+
+    async def flaky(*args: Any, **kwargs: Any) -> Any:
+        nonlocal failures
+        if failures < 6:
+            failures += 1
+            raise BackendError("redis queue get failed: ConnectionError: Connection refused")
+        return await real_get(*args, **kwargs)
+
+    caplog.set_level("INFO", "llmkit.orchestrate")
+    queue.get = flaky  # type: ignore[method-assign]
+    while failures < 6:
+        await asyncio.sleep(0.05)  # both workers hit the errors (each looks again within POLL_S)
+    job = await infer(client, {"prompt": "after the blip"})
+    assert (await result(client, job["request_id"]))["status"] == "completed"
+    lost = [r for r in caplog.records if "cannot reach the queue" in r.message]
+    back = [r for r in caplog.records if "reach the queue and job store again" in r.message]
+    assert len(lost) == 1 and lost[0].levelname == "WARNING"
+    assert len(back) == 1 and back[0].levelname == "INFO"
