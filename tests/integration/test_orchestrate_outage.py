@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import signal
 import time
 import uuid
@@ -90,29 +91,34 @@ LOST = "workers cannot reach the queue or job store"
 BACK = "workers reach the queue and job store again"
 
 
+@pytest.mark.parametrize("roles", [("all",), ("api", "worker")])
 async def test_workers_survive_a_redis_restart_and_run_every_job_submitted_after_it(
-    start: Start, redis_factory: Callable[[], RedisServer]
+    start: Start, redis_factory: Callable[[], RedisServer], roles: tuple[str, ...]
 ) -> None:
     redis = redis_factory()
-    server = start("all", redis.url, LLMKIT_ORCHESTRATE_ECHO_DELAY_MS="20", LLMKIT_ORCHESTRATE_LEASE_S="2")
+    env = {"LLMKIT_ORCHESTRATE_ECHO_DELAY_MS": "20", "LLMKIT_ORCHESTRATE_LEASE_S": "2"}
+    servers = [start(role, redis.url, **env) for role in roles]
+    api, worker = servers[0], servers[-1]
     async with aiohttp.ClientSession() as session:
         # Under load: jobs queued and running when Redis goes away (they die with its memory).
         for i in range(40):
-            await submit(session, server.url, f"before the outage {i} with a few words")
+            await submit(session, api.url, f"before the outage {i} with a few words")
         redis.stop()
-        status, body = await health(session, server.url)
-        assert status == 503 and body["status"] == "unhealthy", body
-        assert body["unreachable"] == ["queue", "job store"] and "cannot reach" in body["message"]
-        await in_stderr(server, LOST)
+        for server in servers:
+            status, body = await health(session, server.url)
+            assert status == 503 and body["status"] == "unhealthy", body
+            assert body["unreachable"] == ["queue", "job store"] and "cannot reach" in body["message"]
+        await in_stderr(worker, LOST)
         redis.start()  # the same port, empty
-        await until(lambda: _healthy(session, server.url), "/health 200 after the restart")
-        ids = [await submit(session, server.url, f"after the outage {i}") for i in range(30)]
-        done = await asyncio.gather(*(result(session, server.url, job_id) for job_id in ids))
-        await in_stderr(server, BACK)
+        for server in servers:
+            await until(functools.partial(_healthy, session, server.url), "/health 200 after the restart")
+        ids = [await submit(session, api.url, f"after the outage {i}") for i in range(30)]
+        done = await asyncio.gather(*(result(session, api.url, job_id) for job_id in ids))
+        await in_stderr(worker, BACK)
     assert [job["status"] for job in done] == ["completed"] * 30
     assert sorted(job["result"] for job in done) == sorted(f"after the outage {i}" for i in range(30))
     # One warning when the workers lost Redis and one line when they got it back, not one per try.
-    assert server.stderr.count(LOST) == 1 and server.stderr.count(BACK) == 1, server.stderr
+    assert worker.stderr.count(LOST) == 1 and worker.stderr.count(BACK) == 1, worker.stderr
 
 
 async def _healthy(session: aiohttp.ClientSession, url: str) -> bool:
