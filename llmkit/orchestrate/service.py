@@ -327,7 +327,11 @@ class Orchestrator:
             ("submitted", "Jobs submitted to this process.", counters.submitted),
             ("cache_hits", "Jobs answered from the result cache.", counters.cache_hits),
             ("coalesced", "Jobs joined to an identical running job.", counters.coalesced),
-            ("rate_limited", "Submits refused by the per-session rate limit.", counters.rate_limited),
+            (
+                "rate_limited",
+                "Submits refused by the rate limit (orchestrate.rate_limit_by).",
+                counters.rate_limited,
+            ),
         ):
             yield CounterMetricFamily(f"llmkit_orchestrate_{name}", text, value=value)
         ended = "Jobs this process's workers ended, by state."
