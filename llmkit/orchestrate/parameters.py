@@ -40,7 +40,7 @@ def _check(name: str, value: Any) -> None:
             raise _bad(name, f"parameters.{name} must be an integer >= {low_int}; got {value!r}")
     elif name == "n":
         # A job has one result: more choices would cost tokens no client can read (as in the gateway).
-        if value != 1 or isinstance(value, bool):
+        if type(value) is not int or value != 1:
             raise _bad(name, f"parameters.n must be 1 (a job has one result); got {value!r}")
     elif name == "seed":
         if not isinstance(value, int) or isinstance(value, bool):

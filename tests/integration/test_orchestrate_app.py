@@ -190,6 +190,7 @@ async def test_rate_limit_by_both_refuses_a_spent_session(
         ({"max_tokens": True}, "parameters.max_tokens", "integer >= 1"),
         ({"n": 10_000}, "parameters.n", "must be 1"),
         ({"n": 2}, "parameters.n", "must be 1"),
+        ({"n": 1.0}, "parameters.n", "must be 1"),
         ({"temperature": 2.5}, "parameters.temperature", "from 0 to 2"),
         ({"temperature": -0.1}, "parameters.temperature", "from 0 to 2"),
         ({"temperature": "hot"}, "parameters.temperature", "from 0 to 2"),
