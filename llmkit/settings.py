@@ -133,7 +133,8 @@ class AggregateSettings:
 class OrchestrateSettings:
     """`llmkit orchestrate`: who runs jobs, how many at once, how long results and limits last."""
 
-    port: int = field(default=8080, metadata={"min": 0, "max": 65535})
+    # 8090: the gateway keeps the seed's 8080 (simulate 4545, aggregate 8000), so both run side by side.
+    port: int = field(default=8090, metadata={"min": 0, "max": 65535})
     # all: API and workers in one process; api: only the API; worker: only workers. api and worker
     # processes share jobs through a redis:// queue.url (the job store follows it).
     role: str = field(default="all", metadata={"choices": ("all", "api", "worker")})
@@ -151,6 +152,9 @@ class OrchestrateSettings:
     # Per session: rate_limit_requests submits per rate_limit_window seconds (0 requests: no limit).
     rate_limit_requests: int = field(default=100, metadata={"min": 0})
     rate_limit_window: float = field(default=60.0, metadata={"min": 0.001})
+    # The buckets a submit must pass: per session_id, per client address (the peer, never X-Forwarded-For),
+    # or both. Callers invent session ids freely, so until API keys exist `both` also counts by address.
+    rate_limit_by: str = field(default="both", metadata={"choices": ("session", "client", "both")})
     cache_results: bool = True
     # A worker that took a job and went silent this long loses it to another worker (queue.url shared).
     lease_s: float = field(default=30.0, metadata={"min": 0.1})

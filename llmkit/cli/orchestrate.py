@@ -25,8 +25,11 @@ app = typer.Typer(
     help=(
         "Asynchronous inference jobs: submit, status, long-poll result, WebSocket; priorities, rate limits,\n"
         "a result cache and coalescing of identical prompts.\n\n"
+        "Rate limits count per session_id and per client address (--rate-limit-by both), so a caller "
+        "cannot escape them by inventing session ids; the address is the TCP peer (a proxy in front "
+        "counts as one client).\n\n"
         "Examples:\n\n"
-        "  llmkit orchestrate --port 8080\n\n"
+        "  llmkit orchestrate --port 8090\n\n"
         "  llmkit orchestrate --backend openai --backend-url http://127.0.0.1:4545/v1 --model gpt-4o-mini\n\n"
         '  llmkit orchestrate submit "What is the capital of France?" --priority high --wait\n\n'
         "  llmkit orchestrate status 550e8400-e29b-41d4-a716-446655440000"
@@ -36,21 +39,43 @@ app = typer.Typer(
 
 UrlOpt = Annotated[
     str | None,
-    typer.Option("--url", "-u", help="The orchestrator's base URL.", show_default="http://127.0.0.1:8080"),
+    typer.Option("--url", "-u", help="The orchestrator's base URL.", show_default="http://127.0.0.1:8090"),
 ]
+
+
+def backend_lines(settings: Settings) -> list[str]:
+    """Which backend runs the jobs (kind, url, model), and a warning when echo runs only by default."""
+    from llmkit.settings import mask_url
+
+    config = settings.orchestrate
+    if config.role == "api":
+        return ["  role:    api (workers run elsewhere, sharing queue.url)"]
+    if config.backend == "echo":
+        delay = f", {config.echo_delay_ms:g} ms per word" if config.echo_delay_ms else ""
+        described = f"echo (answers each prompt with itself, no model server{delay})"
+    else:
+        model = config.model or "none by default: each job must name one (orchestrate.model)"
+        described = f"{config.backend} at {mask_url(config.backend_url)}, model {model}"
+    lines = [f"  role:    {config.role}; {config.concurrency} workers", f"  backend: {described}"]
+    origin = settings.origins.get("orchestrate.backend", "default")
+    # The shipped default profile spells out the built-in default: echo from it was not chosen either.
+    if config.backend == "echo" and (origin == "default" or origin.endswith(f"{os.sep}default.yml")):
+        lines.append(
+            "  warning: no backend given, so echo answers every job with its prompt; for a model run "
+            "--backend openai --backend-url http://127.0.0.1:4545/v1 --model NAME (or --backend ollama)"
+        )
+    return lines
 
 
 def banner(settings: Settings) -> Any:
     """What runs the jobs, and a request to paste."""
-    config = settings.orchestrate
+
+    from llmkit.settings import mask_url
 
     def lines(url: str) -> list[str]:
-        where = "" if config.backend == "echo" else f" at {config.backend_url}"
         return [
-            f"  role:    {config.role}; backend {config.backend}{where}; {config.concurrency} workers"
-            if config.role != "api"
-            else "  role:    api (workers run elsewhere, sharing queue.url)",
-            f"  queue:   {settings.queue.url} (capacity {settings.queue.capacity})",
+            *backend_lines(settings),
+            f"  queue:   {mask_url(settings.queue.url)} (capacity {settings.queue.capacity})",
             f"  try:     curl {url}/api/v1/infer -H 'Content-Type: application/json' "
             """-d '{"prompt": "Hello", "metadata": {"priority": "high"}}'""",
         ]
@@ -82,10 +107,18 @@ def orchestrate(
     queue_url: Annotated[
         str | None, typer.Option("--queue-url", help="memory:// or redis://HOST:6379/0 (shared by workers).")
     ] = None,
+    rate_limit_by: Annotated[
+        str | None,
+        typer.Option(
+            "--rate-limit-by",
+            help="Rate limit buckets a submit must pass: session (its session_id), client (the peer address; "
+            "X-Forwarded-For is not trusted) or both (default: invented session ids do not bypass it).",
+        ),
+    ] = None,
 ) -> None:
     """Serve the job API (POST /api/v1/infer, GET /api/v1/status|result/{id}, WS /api/v1/stream).
 
-    Example: llmkit orchestrate --port 8080 --backend echo
+    Example: llmkit orchestrate --port 8090 --backend echo
     """
     if ctx.invoked_subcommand is not None:
         return
@@ -99,6 +132,7 @@ def orchestrate(
         "orchestrate.model": (model, "flag --model"),
         "orchestrate.concurrency": (concurrency, "flag --concurrency"),
         "queue.url": (queue_url, "flag --queue-url"),
+        "orchestrate.rate_limit_by": (rate_limit_by, "flag --rate-limit-by"),
     }
     settings = settings_or_exit(profile, flags)
     from llmkit.cli.serving import run_server
@@ -108,7 +142,7 @@ def orchestrate(
 
 
 def _base(url: str | None) -> str:
-    return (url or os.environ.get("LLMKIT_ORCHESTRATE_URL") or "http://127.0.0.1:8080").rstrip("/")
+    return (url or os.environ.get("LLMKIT_ORCHESTRATE_URL") or "http://127.0.0.1:8090").rstrip("/")
 
 
 def _call(method: str, url: str, body: Any = None, timeout: float = 30.0) -> tuple[int, dict[str, Any]]:

@@ -103,7 +103,14 @@ def make_redis(
     connections", so bursts of concurrent commands queue instead of failing.
     """
     import redis.asyncio as aioredis
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
+    from redis.exceptions import ConnectionError as RedisConnectionError
 
+    # A restarted server leaves every pooled connection dead, and a client built on a pool retries nothing
+    # by default: one immediate retry on a fresh connection turns each into a reconnect, not an error.
+    extra.setdefault("retry", Retry(NoBackoff(), 1))
+    extra.setdefault("retry_on_error", [RedisConnectionError])
     pool = aioredis.BlockingConnectionPool(
         timeout=timeout,
         host=url.host,

@@ -104,6 +104,8 @@ class ServiceInfo:
     health: dict[str, Any] = field(default_factory=dict)
     # What `GET /health?deep=1` adds: checks of what the server depends on; "ok": False answers 503.
     deep_health: DeepHealth | None = None
+    # What every `GET /health` asks (cheap, local or one round trip): "ok": False answers 503 with its fields.
+    live_health: DeepHealth | None = None
 
 
 SERVICE_KEY = web.AppKey("llmkit_service", ServiceInfo)
@@ -338,6 +340,11 @@ async def handle_health(request: web.Request) -> web.Response:
     body = {"status": "ok", "service": info.name, "version": info.version, "pid": os.getpid()}
     # A system's own fields win: the orchestrator answers the seed's "status": "healthy".
     body = {**body, "uptime": uptime, "started_at": info.started_at, **info.health}
+    if info.live_health is not None:
+        live = await info.live_health()
+        if not live.get("ok", True):
+            problems = {key: value for key, value in live.items() if key != "ok"}
+            return json_response({**body, "status": "unhealthy", **problems}, status=503)
     if info.deep_health is None or request.query.get("deep", "0").lower() in ("0", "false", "no", ""):
         return json_response(body)
     checks = await info.deep_health()

@@ -28,6 +28,23 @@ logger = logging.getLogger("llmkit.serve")
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
+# Called the moment a server is told to stop, before it drains: the place to stop taking work at once.
+ON_STOP_KEY = web.AppKey[list[Callable[[], None]]]("llmkit_on_stop")
+
+
+def on_stop(app: web.Application, callback: Callable[[], None]) -> None:
+    """Call `callback()` when `app` is told to stop, before its in-flight requests drain."""
+    app.setdefault(ON_STOP_KEY, []).append(callback)
+
+
+def stop_requested(app: web.Application) -> None:
+    """Run the app's stop callbacks (a failing one is logged; the others still run)."""
+    for callback in app.get(ON_STOP_KEY, ()):
+        try:
+            callback()
+        except Exception:
+            logger.exception("stop callback %r failed", callback)
+
 
 # CPython collects its youngest generation every 700 allocations; at thousands of requests a second that
 # promotes the objects of requests in flight, and the full collections that follow scan every entry of an
@@ -76,6 +93,7 @@ async def running(
             raise ListenError.from_os_error(host, port, exc) from exc
         yield host, int(runner.addresses[0][1])
     finally:
+        stop_requested(app)
         # Stops accepting, lets in-flight handlers finish up to drain_timeout, then runs cleanup contexts.
         await runner.cleanup()
 

@@ -11,6 +11,7 @@ from aiohttp import web
 from llmkit import __version__
 from llmkit.core.http import (
     METRICS_KEY,
+    SERVICE_KEY,
     ApiError,
     add_route,
     create_base_app,
@@ -18,10 +19,13 @@ from llmkit.core.http import (
     read_json,
 )
 from llmkit.core.queue.base import Priority
+from llmkit.core.serve import on_stop
 from llmkit.errors import ConfigError
 from llmkit.orchestrate.jobs import JobStore, MemoryJobStore, wait_terminal
+from llmkit.orchestrate.parameters import check_parameters
 from llmkit.orchestrate.service import Orchestrator, Submission
-from llmkit.settings import Settings
+from llmkit.orchestrate.workers import Drain
+from llmkit.settings import Settings, mask_url
 
 log = logging.getLogger("llmkit.orchestrate")
 
@@ -74,18 +78,20 @@ def parse_submission(body: dict[str, Any], idempotency_key: str | None = None) -
         session_id=_text(body, "session_id"),
         metadata=metadata,
         model=_text(body, "model") or "",
-        parameters=_object(body, "parameters"),
+        parameters=check_parameters(_object(body, "parameters")),
         stream=stream,
         idempotency_key=idempotency_key,
     )
 
 
 async def infer(request: web.Request) -> web.Response:
-    """Submit a job: {prompt, session_id?, metadata?: {priority}, stream?}; answers its request_id.
+    """Submit a job: {prompt, session_id?, metadata?: {priority}, parameters?, stream?}; its request_id.
 
-    Rate limited per session (429 with Retry-After), answered from the result cache when it can, joined to
-    an identical running job, else queued by priority (429 when the queue is full). An Idempotency-Key
-    header returns the first job's request_id for a repeated submit.
+    Invalid parameters are 400 naming the field (parameters.max_tokens, ...). Rate limited per session and
+    per client address (orchestrate.rate_limit_by; 429 with Retry-After), answered from the result cache
+    when it can, joined to an identical running job, else queued by priority (429 when the queue is full);
+    503 while the server shuts down (Retry-After) or cannot reach its queue. An Idempotency-Key header
+    returns the first job's request_id for a repeated submit.
     """
     sub = parse_submission(await read_json(request), request.headers.get("Idempotency-Key"))
     job = await request.app[ORCHESTRATOR_KEY].submit(sub, request.remote or "-")
@@ -177,6 +183,26 @@ def _cors(app: web.Application) -> None:
     add_route(app, "OPTIONS", "/api/v1/{path:.*}", preflight)
 
 
+def _stop(app: web.Application) -> None:
+    orchestrator = app.get(ORCHESTRATOR_KEY)
+    if orchestrator is not None:
+        orchestrator.stop()
+
+
+async def _live_health(app: web.Application, queue_url: str) -> dict[str, Any]:
+    """503 while stopping, or while this process cannot reach its queue or job store."""
+    orchestrator = app.get(ORCHESTRATOR_KEY)
+    if orchestrator is None:
+        return {"ok": True}
+    if orchestrator.stopping:
+        return {"ok": False, "status": "draining", "message": "shutting down: takes no new jobs"}
+    missing = await orchestrator.unreachable()
+    if not missing:
+        return {"ok": True}
+    message = f"cannot reach its {' and '.join(missing)} at {queue_url}; workers retry until it is back"
+    return {"ok": False, "unreachable": missing, "message": message}
+
+
 def job_store(settings: Settings) -> JobStore:
     """Jobs where the queue is: in this process for memory://, else in Redis (same server and prefix)."""
     url = settings.queue.url
@@ -218,6 +244,8 @@ def create_app(settings: Settings, backend: Any = None) -> web.Application:
 
     health = {"status": "healthy", "version": __version__}
     app = create_base_app("orchestrate", settings.server, stats, health=health)
+    app[SERVICE_KEY].live_health = lambda: _live_health(app, mask_url(settings.queue.url))
+    on_stop(app, lambda: _stop(app))
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         queue = queue_from_url(settings.queue.url, "orchestrate", settings.queue.capacity)
@@ -225,7 +253,7 @@ def create_app(settings: Settings, backend: Any = None) -> web.Application:
         bucket = None
         if config.rate_limit_requests:
             rate = config.rate_limit_requests / config.rate_limit_window
-            bucket = limiter.token_bucket("orchestrate-session", rate, config.rate_limit_requests)
+            bucket = limiter.token_bucket("orchestrate-rate", rate, config.rate_limit_requests)
         cache = None
         if config.cache_results:
             cache = cache_from_url(settings.cache.url, default_ttl=settings.cache.ttl)
@@ -240,7 +268,9 @@ def create_app(settings: Settings, backend: Any = None) -> web.Application:
         )
         store = job_store(settings)
         await store.open()
-        orchestrator = Orchestrator(config, store, queue, chosen, bucket, cache, settings.cache.ttl)
+        # A job cut off by a stop goes back to a shared queue (another process runs it); in memory it fails.
+        drain = Drain(settings.server.drain_timeout, release=shared)
+        orchestrator = Orchestrator(config, store, queue, chosen, bucket, cache, settings.cache.ttl, drain)
         app[ORCHESTRATOR_KEY] = orchestrator
         app[METRICS_KEY].registry.register(orchestrator)
         if config.role != "api":

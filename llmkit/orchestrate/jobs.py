@@ -19,8 +19,10 @@ PENDING, PROCESSING, COMPLETED, FAILED, TIMEOUT, CANCELLED = (
 )
 TERMINAL = frozenset({COMPLETED, FAILED, TIMEOUT, CANCELLED})
 
-# A listener gets ("status", job) on every state change and ("delta", text) while a worker streams.
+# A listener gets ("status", job) on every state change and ("delta", text) while a worker streams, and
+# (RESYNC, None) when events may have been missed (the store's event feed reconnected): read the job again.
 Listener = Callable[[str, Any], None]
+RESYNC = "resync"
 
 
 @dataclass(slots=True)
@@ -128,6 +130,11 @@ class Listeners:
         for listener in list(self._by_job.get(job_id, ())):
             listener(kind, value)
 
+    def resync(self) -> None:
+        """Tell every listener that events may have been missed."""
+        for job_id in list(self._by_job):
+            self.emit(job_id, RESYNC, None)
+
     def clear(self) -> None:
         """Forget every listener."""
         self._by_job.clear()
@@ -138,22 +145,36 @@ async def wait_terminal(store: JobStore, job_id: str, timeout: float) -> Job | N
     job = await store.get(job_id)
     if job is None or job.terminal or timeout <= 0:
         return job
-    done = asyncio.get_running_loop().create_future()
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    done: asyncio.Future[Job] = loop.create_future()
+    resync = asyncio.Event()
 
     def on_event(kind: str, value: Any) -> None:
-        if kind == "status" and value.terminal and not done.done():
+        if kind == RESYNC:
+            resync.set()
+        elif kind == "status" and value.terminal and not done.done():
             done.set_result(value)
 
     stop = store.listen(job_id, on_event)
     try:
-        # Re-read after listening: the job may have finished between the first read and now.
-        job = await store.get(job_id)
-        if job is None or job.terminal:
-            return job
-        try:
-            return await asyncio.wait_for(asyncio.shield(done), timeout)
-        except TimeoutError:
-            return await store.get(job_id)
+        # Re-read after listening (and after each resync): the job may have finished unheard meanwhile.
+        while True:
+            resync.clear()
+            job = await store.get(job_id)
+            if job is None or job.terminal:
+                return job
+            woken: asyncio.Future[Any] = asyncio.ensure_future(resync.wait())
+            waiters: list[asyncio.Future[Any]] = [done, woken]
+            try:
+                left = deadline - loop.time()
+                await asyncio.wait(waiters, timeout=left, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                woken.cancel()
+            if done.done():
+                return done.result()
+            if not resync.is_set():
+                return await store.get(job_id)
     finally:
         stop()
 

@@ -42,18 +42,30 @@ class RedisJobStore:
         with redis_errors("subscribe"):
             self._pubsub = self.client.pubsub(ignore_subscribe_messages=True)
             await self._pubsub.subscribe(self.channel)
+        # Called on every reconnect, after redis-py subscribed again (its own callback came first).
+        self._pubsub.connection.register_connect_callback(self._reconnected)
         self._reader = asyncio.create_task(self._read(), name="llmkit-orchestrate-job-events")
 
+    async def _reconnected(self, connection: Any) -> None:
+        # Whatever was published while the connection was down is lost: every waiter reads its job again.
+        self._listeners.resync()
+
     async def _read(self) -> None:
+        lost = False
         while True:
             try:
                 message = await self._pubsub.get_message(timeout=1.0)
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # the connection dropped: say so, wait, and read again
-                log.warning("job events from redis interrupted: %s", exc)
+            except Exception as exc:  # the connection dropped: say so once, wait, and read again
+                if not lost:
+                    log.warning("job events from redis interrupted (%s); reconnecting", exc)
+                    lost = True
                 await asyncio.sleep(0.5)
                 continue
+            if lost:
+                log.info("job events from redis again")
+                lost = False
             if message is not None:
                 self._dispatch(orjson.loads(message["data"]))
 

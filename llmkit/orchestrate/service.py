@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import math
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -17,29 +18,29 @@ from llmkit.core.cache.base import Cache
 from llmkit.core.http import ApiError
 from llmkit.core.limiter.base import TokenBucket
 from llmkit.core.queue.base import PriorityQueue
-from llmkit.errors import QueueFull
-from llmkit.orchestrate.backends.base import Backend, JobSpec
+from llmkit.errors import BackendError, QueueFull
+from llmkit.orchestrate.backends.base import Backend
 from llmkit.orchestrate.jobs import (
     CANCELLED,
     COMPLETED,
     FAILED,
     PENDING,
-    PROCESSING,
     TIMEOUT,
     Job,
     JobStore,
     wait_terminal,
 )
+from llmkit.orchestrate.workers import NO_DRAIN, Drain, WorkerPool
 from llmkit.settings import OrchestrateSettings
 
 if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
 
 log = logging.getLogger("llmkit.orchestrate")
-# How long an idle worker waits on the queue before it looks again (and notices a stop).
-POLL_S = 1.0
-# A job taken this many times without finishing (its workers died or hung) fails instead of running again.
-MAX_DELIVERIES = 3
+# How long /health waits for the queue or the job store before it calls them unreachable.
+PROBE_S = 1.0
+# What a stopping server tells clients to wait before they submit again (to another replica, say).
+STOPPING_RETRY_AFTER_S = 2
 
 
 @dataclass
@@ -81,6 +82,7 @@ class Orchestrator:
         bucket: TokenBucket | None = None,
         cache: Cache | None = None,
         cache_ttl: float | None = None,
+        drain: Drain = NO_DRAIN,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -92,11 +94,22 @@ class Orchestrator:
         self.counters = Counters()
         # cache key -> the job computing it; identical submits while it runs wait for it instead.
         self._leaders: dict[str, str] = {}
-        self._workers: list[asyncio.Task[None]] = []
         self._followers: set[asyncio.Task[None]] = set()
         # Leaders whose store write or queue put is still under way (not yet readable from the store).
         self._creating: dict[str, asyncio.Event] = {}
-        self._busy = 0
+        self.stopping = False
+        self._failing: asyncio.Task[None] | None = None
+        self.workers = WorkerPool(
+            settings,
+            store,
+            queue,
+            backend,
+            self.counters.finished,
+            self._forget_leader,
+            cache,
+            cache_ttl,
+            drain,
+        )
 
     # -- submitting -------------------------------------------------------------------------------------
 
@@ -108,27 +121,40 @@ class Orchestrator:
         )
         return "orchestrate:result:" + hashlib.sha256(material).hexdigest()
 
-    async def _check_rate(self, session: str) -> None:
+    def rate_keys(self, session_id: str | None, client: str) -> list[tuple[str, str]]:
+        """(bucket key, who) pairs a submit must pass, per `rate_limit_by`; the client address comes first."""
+        by = self.settings.rate_limit_by
+        keys: list[tuple[str, str]] = []
+        if by != "session" or session_id is None:
+            # Without a session id even `session` counts the caller by address, as it always did.
+            keys.append((f"client:{client}", f"client {client}"))
+        if by != "client" and session_id is not None:
+            keys.append((f"session:{session_id}", f"session {session_id!r}"))
+        return keys
+
+    async def _check_rate(self, session_id: str | None, client: str) -> None:
         if self.bucket is None:
             return
-        decision = await self.bucket.acquire(session)
-        if decision.allowed:
-            return
-        self.counters.rate_limited += 1
-        wait = max(1, math.ceil(decision.retry_after))
-        raise ApiError(
-            429,
-            "rate_limited",
-            f"session {session!r} used its {decision.limit} requests per "
-            f"{self.settings.rate_limit_window:g} s (orchestrate.rate_limit_requests); retry after {wait} s",
-            headers={
-                "Retry-After": str(wait),
-                "X-RateLimit-Limit": str(decision.limit),
-                "X-RateLimit-Remaining": str(decision.remaining),
-            },
-            remaining=decision.remaining,
-            retry_after=wait,
-        )
+        for key, who in self.rate_keys(session_id, client):
+            decision = await self.bucket.acquire(key)
+            if decision.allowed:
+                continue
+            self.counters.rate_limited += 1
+            wait = max(1, math.ceil(decision.retry_after))
+            raise ApiError(
+                429,
+                "rate_limited",
+                f"{who} used its {decision.limit} requests per {self.settings.rate_limit_window:g} s "
+                f"(orchestrate.rate_limit_requests, counted by {self.settings.rate_limit_by}: "
+                f"orchestrate.rate_limit_by); retry after {wait} s",
+                headers={
+                    "Retry-After": str(wait),
+                    "X-RateLimit-Limit": str(decision.limit),
+                    "X-RateLimit-Remaining": str(decision.remaining),
+                },
+                remaining=decision.remaining,
+                retry_after=wait,
+            )
 
     async def submit(
         self, sub: Submission, client: str = "-", on_created: Callable[[Job], None] | None = None
@@ -137,7 +163,15 @@ class Orchestrator:
 
         `on_created(job)` runs before the job can start, so a listener it adds misses no event.
         """
-        await self._check_rate(sub.session_id or f"client:{client}")
+        if self.stopping:
+            raise ApiError(
+                503,
+                "shutting_down",
+                "this server is shutting down and takes no new jobs; submit again in a few seconds "
+                "(another replica takes it)",
+                headers={"Retry-After": str(STOPPING_RETRY_AFTER_S)},
+            )
+        await self._check_rate(sub.session_id, client)
         job = Job(
             id=str(uuid.uuid4()),
             prompt=sub.prompt,
@@ -188,6 +222,13 @@ class Orchestrator:
             job.status, job.error = FAILED, str(exc)
             await self.store.save(job)
             raise ApiError(429, "queue_full", str(exc), headers={"Retry-After": "1"}) from None
+        except BackendError as exc:
+            self._leaders.pop(job.cache_key, None)
+            # Stored but never queued, it would stay pending forever: it fails (if the store still answers).
+            job.status, job.error = FAILED, f"not queued: {exc}"
+            with contextlib.suppress(BackendError):
+                await self.store.save(job)
+            raise
         except BaseException:
             self._leaders.pop(job.cache_key, None)
             raise
@@ -236,79 +277,44 @@ class Orchestrator:
 
     def start_workers(self) -> None:
         """Start `concurrency` worker tasks."""
-        for n in range(self.settings.concurrency):
-            self._workers.append(asyncio.create_task(self._work(), name=f"llmkit-orchestrate-worker-{n}"))
+        self.workers.start()
 
-    async def _work(self) -> None:
-        lease = self.settings.lease_s
-        while True:
-            # Leased: a worker that dies mid-job (or stops heartbeating) leaves it to another after `lease`.
-            item = await self.queue.get(timeout=POLL_S, lease=lease)
-            if item is None:
-                continue
-            job = await self.store.get(item.id)
-            if job is None or not self._runnable(job, item.deliveries):
-                await self.queue.ack(item.id, item.token)
-                continue
-            if item.deliveries > MAX_DELIVERIES:
-                # Every worker that took it died or hung: a poison job, not one more chance to crash.
-                job.status = FAILED
-                job.error = f"abandoned: {item.deliveries - 1} workers took this job and never finished it"
-                await self._finish(job)
-                await self.queue.ack(item.id, item.token)
-                continue
-            self._busy += 1
-            heartbeat = asyncio.create_task(self._heartbeat(item.id, item.token, lease))
-            try:
-                await self._run(job)
-            finally:
-                heartbeat.cancel()
-                self._busy -= 1
-                await self.queue.ack(item.id, item.token)
-
-    def _runnable(self, job: Job, deliveries: int) -> bool:
-        """Pending jobs run; a processing one runs again when its worker lost the lease (it died or hung)."""
-        if job.status == PENDING:
-            return True
-        return job.status == PROCESSING and deliveries > 1
-
-    async def _heartbeat(self, item_id: str, token: str, lease: float) -> None:
-        """Keep the lease while the job runs, however long the backend takes."""
-        while True:
-            await asyncio.sleep(lease / 3)
-            if not await self.queue.extend(item_id, token, lease):
-                log.warning("job %s: lost its queue lease; another worker may run it", item_id)
-                return
-
-    async def _run(self, job: Job) -> None:
-        """Run the job to a terminal state, whatever the backend does."""
-        job.status, job.attempts = PROCESSING, job.attempts + 1
-        await self.store.save(job)
-        spec = JobSpec(job.prompt, job.model or self.settings.model, job.parameters, job.stream)
-        on_delta = (lambda text: self.store.delta(job.id, text)) if job.stream else None
-        try:
-            async with asyncio.timeout(self.settings.job_timeout_s):
-                text = await self.backend.run(spec, on_delta)
-        except TimeoutError:
-            limit = self.settings.job_timeout_s
-            job.status, job.error = TIMEOUT, f"no answer within {limit:g} s (orchestrate.job_timeout_s)"
-        except asyncio.CancelledError:
-            job.status, job.error = FAILED, "the worker stopped before the job finished"
-            await self._finish(job)
-            raise
-        except Exception as exc:
-            job.status, job.error = FAILED, f"{type(exc).__name__}: {exc}"
-        else:
-            job.status, job.result = COMPLETED, text
-            if self.cache is not None:
-                await self.cache.set(job.cache_key, text, ttl=self.cache_ttl)
-        await self._finish(job)
-
-    async def _finish(self, job: Job) -> None:
-        self.counters.finished[job.status] = self.counters.finished.get(job.status, 0) + 1
-        await self.store.save(job)
+    def _forget_leader(self, job: Job) -> None:
         if self._leaders.get(job.cache_key) == job.id:
             del self._leaders[job.cache_key]
+
+    def stop(self) -> None:
+        """A stop was requested: refuse submits, take no more jobs, let running ones finish (drain)."""
+        if self.stopping:
+            return
+        self.stopping = True
+        self.workers.stop()
+        if not self.workers.drain.release:
+            self._failing = asyncio.create_task(self._fail_pending())
+
+    async def _fail_pending(self) -> None:
+        """A queue in memory dies with the process: its pending jobs fail now, saying why."""
+        while (item := await self.queue.get(timeout=0)) is not None:
+            job = await self.store.get(item.id)
+            if job is not None and job.status == PENDING:
+                job.status, job.error = FAILED, "the server shut down before the job started; submit it again"
+                await self.store.save(job)
+                self._forget_leader(job)
+
+    async def unreachable(self) -> list[str]:
+        """What this process cannot reach right now: "queue", "job store" (each asked once, briefly)."""
+        checks: list[tuple[str, Callable[[], Awaitable[object]]]] = [
+            ("queue", self.queue.size),
+            ("job store", lambda: self.store.get("health-probe")),
+        ]
+        missing = []
+        for name, check in checks:
+            try:
+                async with asyncio.timeout(PROBE_S):
+                    await check()
+            except (BackendError, TimeoutError):
+                missing.append(name)
+        return missing
 
     def collect(self) -> Iterator[Metric]:
         """Prometheus families of this process's jobs, built at scrape time."""
@@ -316,12 +322,16 @@ class Orchestrator:
 
         counters = self.counters
         running = "Jobs running in this process."
-        yield GaugeMetricFamily("llmkit_orchestrate_running_jobs", running, value=self._busy)
+        yield GaugeMetricFamily("llmkit_orchestrate_running_jobs", running, value=self.busy)
         for name, text, value in (
             ("submitted", "Jobs submitted to this process.", counters.submitted),
             ("cache_hits", "Jobs answered from the result cache.", counters.cache_hits),
             ("coalesced", "Jobs joined to an identical running job.", counters.coalesced),
-            ("rate_limited", "Submits refused by the per-session rate limit.", counters.rate_limited),
+            (
+                "rate_limited",
+                "Submits refused by the rate limit (orchestrate.rate_limit_by).",
+                counters.rate_limited,
+            ),
         ):
             yield CounterMetricFamily(f"llmkit_orchestrate_{name}", text, value=value)
         ended = "Jobs this process's workers ended, by state."
@@ -333,11 +343,13 @@ class Orchestrator:
     @property
     def busy(self) -> int:
         """Jobs running in this process now."""
-        return self._busy
+        return self.workers.busy
 
     async def close(self) -> None:
-        """Stop the workers (a running job is marked failed) and the followers."""
-        for task in [*self._workers, *self._followers]:
+        """Stop the workers (after the drain, if a stop was requested) and the followers."""
+        await self.workers.close()
+        if self._failing is not None:
+            await asyncio.gather(self._failing, return_exceptions=True)
+        for task in self._followers:
             task.cancel()
-        await asyncio.gather(*self._workers, *self._followers, return_exceptions=True)
-        self._workers.clear()
+        await asyncio.gather(*self._followers, return_exceptions=True)

@@ -11,7 +11,7 @@ import orjson
 from aiohttp import WSMsgType, web
 
 from llmkit.core.http import ApiError
-from llmkit.orchestrate.jobs import Job
+from llmkit.orchestrate.jobs import RESYNC, Job
 
 if TYPE_CHECKING:
     from llmkit.orchestrate.service import Orchestrator
@@ -88,6 +88,9 @@ class Connection:
             kind, value = await events.get()
             if kind == "delta":
                 await self.send({"request_id": job.id, "delta": value})
+            elif kind == RESYNC:
+                # Events may have been lost while the store's feed reconnected: its state now.
+                current = await self.orchestrator.store.get(job.id) or current
             else:
                 current = value
         await self.send(_final(current))

@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from llmkit.cli.orchestrate import backend_lines
+from llmkit.cli.stats import profile_urls
+from llmkit.settings import load_settings
 from tests.serve_process import LLMKIT, ServerProcess
+from tests.servers import RedisServer
 
 
 @pytest.fixture
@@ -71,3 +77,79 @@ def test_the_openai_backend_answers_through_the_simulator(tmp_path: Path) -> Non
     assert done.returncode == 0, done.stderr + done.stdout
     job = json.loads(done.stdout)
     assert job["status"] == "completed" and job["result"]
+
+
+def wait_for_stderr(process: ServerProcess, text: str, timeout: float = 30.0) -> str:
+    """The server's stderr once it contains `text` (the banner follows the listening line)."""
+    deadline = time.monotonic() + timeout
+    while text not in process.stderr:
+        assert time.monotonic() < deadline, f"{text!r} never reached stderr: {process.stderr}"
+        time.sleep(0.05)
+    return process.stderr
+
+
+def test_a_worker_with_no_backend_says_it_runs_echo_and_how_to_pick_one(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    args = ("--port", "0", "--role", "worker", "--queue-url", redis_server.url)
+    with ServerProcess(tmp_path, *args, command="orchestrate") as worker:
+        worker.wait_listening()
+        stderr = wait_for_stderr(worker, "warning:")
+    assert "backend: echo (answers each prompt with itself" in stderr
+    assert "no backend given" in stderr and "--backend openai --backend-url" in stderr
+
+
+def test_a_chosen_backend_is_named_with_its_url_and_model_and_no_warning(tmp_path: Path) -> None:
+    args = ("--port", "0", "--backend", "openai", "--backend-url", "http://127.0.0.1:9/v1", "--model", "m1")
+    with ServerProcess(tmp_path, *args, command="orchestrate") as server:
+        server.wait_listening()
+        stderr = wait_for_stderr(server, "queue:")
+    assert "backend: openai at http://127.0.0.1:9/v1, model m1" in stderr
+    assert "warning:" not in stderr
+
+
+def test_echo_chosen_on_purpose_gets_no_warning() -> None:
+    settings = load_settings(None, {"orchestrate.backend": ("echo", "flag --backend")}, env={})
+    lines = backend_lines(settings)
+    assert any("backend: echo" in line for line in lines)
+    assert not any("warning" in line for line in lines)
+
+
+def test_orchestrate_defaults_to_port_8090_beside_the_gateway_on_8080() -> None:
+    settings = load_settings(None, env={})
+    assert (settings.orchestrate.port, settings.gateway.port) == (8090, 8080)
+    ports = {
+        settings.simulate.port,
+        settings.aggregate.port,
+        settings.gateway.port,
+        settings.orchestrate.port,
+    }
+    assert len(ports) == 4, "every server has its own default port"
+    assert "http://127.0.0.1:8090" in profile_urls(settings)
+    assert "http://127.0.0.1:8080" in profile_urls(settings)
+    assert "http://127.0.0.1:8090" in run("submit", "--help").stdout
+    # submit's default URL is the orchestrator's default port: nothing listens there in tests.
+    env = {k: v for k, v in os.environ.items() if k != "LLMKIT_ORCHESTRATE_URL"}
+    down = subprocess.run(
+        [LLMKIT, "orchestrate", "status", "x"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        check=False,
+    )
+    assert "127.0.0.1:8090" in down.stderr
+
+
+def test_stats_without_urls_lists_each_servers_default_port() -> None:
+    done = subprocess.run(
+        [LLMKIT, "stats", "--once", "--json", "--timeout", "0.5"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={k: v for k, v in os.environ.items() if not k.startswith("LLMKIT_")},
+        check=False,
+    )
+    urls = [row["url"] for row in json.loads(done.stdout)]
+    expected = ["4545", "8000", "8080", "8090"]
+    assert sorted(url.rsplit(":", 1)[1] for url in urls) == expected, urls

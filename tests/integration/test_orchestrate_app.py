@@ -10,8 +10,11 @@ import pytest
 from aiohttp import WSMsgType, web
 from aiohttp.test_utils import TestClient
 
-from llmkit.orchestrate.app import create_app
+from llmkit.core.serve import stop_requested
+from llmkit.errors import BackendError
+from llmkit.orchestrate.app import ORCHESTRATOR_KEY, create_app
 from llmkit.orchestrate.backends.base import JobSpec, OnDelta
+from llmkit.orchestrate.jobs import Job, MemoryJobStore
 from llmkit.settings import OrchestrateSettings, QueueSettings, ServerSettings, Settings
 
 Client = TestClient[web.Request, web.Application]
@@ -48,7 +51,7 @@ class FakeBackend:
 
 def make_settings(**orchestrate: Any) -> Settings:
     return Settings(
-        server=ServerSettings(access_log=False),
+        server=ServerSettings(access_log=False, drain_timeout=orchestrate.pop("drain_timeout", 10.0)),
         queue=QueueSettings(capacity=orchestrate.pop("capacity", 100)),
         orchestrate=OrchestrateSettings(**orchestrate),
     )
@@ -121,7 +124,10 @@ async def test_priorities_are_served_in_order_by_one_busy_worker(
 
 
 async def test_rate_limit_per_session(aiohttp_client: MakeClient, backend: FakeBackend) -> None:
-    client = await start(aiohttp_client, backend, rate_limit_requests=2, rate_limit_window=60)
+    # rate_limit_by session: the old behaviour, one bucket per session id whoever sends it.
+    client = await start(
+        aiohttp_client, backend, rate_limit_requests=2, rate_limit_window=60, rate_limit_by="session"
+    )
     for i in range(2):
         await infer(client, {"prompt": f"p{i}", "session_id": "greedy"})
     response = await client.post("/api/v1/infer", json={"prompt": "p3", "session_id": "greedy"})
@@ -130,6 +136,106 @@ async def test_rate_limit_per_session(aiohttp_client: MakeClient, backend: FakeB
     assert response.headers["X-RateLimit-Remaining"] == "0"
     assert "rate_limit_requests" in (await response.json())["error"]["message"]
     await infer(client, {"prompt": "p4", "session_id": "other"})
+
+
+@pytest.mark.parametrize("by", ["both", "client"])
+async def test_invented_session_ids_do_not_bypass_the_rate_limit(
+    aiohttp_client: MakeClient, backend: FakeBackend, by: str
+) -> None:
+    client = await start(
+        aiohttp_client, backend, rate_limit_requests=3, rate_limit_window=60, rate_limit_by=by
+    )
+    for i in range(3):
+        await infer(client, {"prompt": f"p{i}", "session_id": f"fresh-{i}"})
+    response = await client.post("/api/v1/infer", json={"prompt": "p3", "session_id": "fresh-3"})
+    assert response.status == 429, await response.text()
+    message = (await response.json())["error"]["message"]
+    assert "client 127.0.0.1" in message and "rate_limit_by" in message
+    assert int(response.headers["Retry-After"]) >= 1
+
+
+async def test_rate_limit_by_both_also_limits_one_session_below_the_client_budget(
+    aiohttp_client: MakeClient, backend: FakeBackend
+) -> None:
+    client = await start(aiohttp_client, backend, rate_limit_requests=2, rate_limit_window=60)
+    await infer(client, {"prompt": "a", "session_id": "s"})
+    await infer(client, {"prompt": "b"})  # no session: only the client bucket counts it
+    response = await client.post("/api/v1/infer", json={"prompt": "c", "session_id": "s"})
+    assert response.status == 429 and "client 127.0.0.1" in (await response.json())["error"]["message"]
+
+
+async def test_rate_limit_by_both_refuses_a_spent_session(
+    aiohttp_client: MakeClient, backend: FakeBackend
+) -> None:
+    client = await start(aiohttp_client, backend, rate_limit_requests=2, rate_limit_window=60)
+    orchestrator = client.server.app[ORCHESTRATOR_KEY]
+    assert orchestrator.rate_keys("s", "10.0.0.1") == [
+        ("client:10.0.0.1", "client 10.0.0.1"),
+        ("session:s", "session 's'"),
+    ]
+    # The session's bucket is spent by another address (a second proxy, say): this client is refused.
+    assert orchestrator.bucket is not None
+    for _ in range(2):
+        assert (await orchestrator.bucket.acquire("session:s")).allowed
+    response = await client.post("/api/v1/infer", json={"prompt": "x", "session_id": "s"})
+    assert response.status == 429 and "session 's'" in (await response.json())["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    ("parameters", "param", "hint"),
+    [
+        ({"max_tokens": -1}, "parameters.max_tokens", "integer >= 1"),
+        ({"max_tokens": 0}, "parameters.max_tokens", "integer >= 1"),
+        ({"max_tokens": "100"}, "parameters.max_tokens", "integer >= 1"),
+        ({"max_tokens": True}, "parameters.max_tokens", "integer >= 1"),
+        ({"n": 10_000}, "parameters.n", "must be 1"),
+        ({"n": 2}, "parameters.n", "must be 1"),
+        ({"n": 1.0}, "parameters.n", "must be 1"),
+        ({"temperature": 2.5}, "parameters.temperature", "from 0 to 2"),
+        ({"temperature": -0.1}, "parameters.temperature", "from 0 to 2"),
+        ({"temperature": "hot"}, "parameters.temperature", "from 0 to 2"),
+        ({"top_p": 1.5}, "parameters.top_p", "from 0 to 1"),
+        ({"top_p": [0.5]}, "parameters.top_p", "from 0 to 1"),
+        ({"stop": 7}, "parameters.stop", "list of up to 4 strings"),
+        ({"seed": 1.5}, "parameters.seed", "integer"),
+        ({"stream": True}, "parameters.stream", "top level"),
+    ],
+)
+async def test_bad_parameters_are_400_naming_the_field(
+    aiohttp_client: MakeClient, backend: FakeBackend, parameters: dict[str, Any], param: str, hint: str
+) -> None:
+    client = await start(aiohttp_client, backend)
+    response = await client.post("/api/v1/infer", json={"prompt": "hi", "parameters": parameters})
+    assert response.status == 400, await response.text()
+    error = (await response.json())["error"]
+    assert error["code"] == "invalid_parameter" and error["param"] == param
+    assert param in error["message"] and hint in error["message"]
+    assert backend.calls == [], "nothing ran"
+
+
+@pytest.mark.parametrize("parameters", [[1, 2], "max_tokens=5", 3])
+async def test_parameters_that_are_not_an_object_are_400(
+    aiohttp_client: MakeClient, backend: FakeBackend, parameters: Any
+) -> None:
+    client = await start(aiohttp_client, backend)
+    response = await client.post("/api/v1/infer", json={"prompt": "hi", "parameters": parameters})
+    assert response.status == 400 and (await response.json())["error"]["param"] == "parameters"
+
+
+async def test_valid_parameters_are_accepted(aiohttp_client: MakeClient, backend: FakeBackend) -> None:
+    client = await start(aiohttp_client, backend)
+    parameters = {
+        "max_tokens": 5,
+        "n": 1,
+        "temperature": 0,
+        "top_p": 1,
+        "stop": ["\n"],
+        "seed": 3,
+        "presence_penalty": None,
+        "logit_bias": {"50256": -100},
+    }
+    job = await infer(client, {"prompt": "hi", "parameters": parameters})
+    assert (await result(client, job["request_id"]))["status"] == "completed"
 
 
 async def test_identical_prompts_hit_the_cache_and_running_ones_coalesce(
@@ -298,7 +404,7 @@ async def test_a_job_whose_workers_keep_dying_fails_as_abandoned(
 ) -> None:
     from llmkit.orchestrate.app import ORCHESTRATOR_KEY
     from llmkit.orchestrate.jobs import PROCESSING, Job
-    from llmkit.orchestrate.service import MAX_DELIVERIES
+    from llmkit.orchestrate.workers import MAX_DELIVERIES
 
     client = await start(aiohttp_client, backend, concurrency=1)
     orchestrator = client.app[ORCHESTRATOR_KEY]
@@ -316,3 +422,116 @@ async def test_a_job_whose_workers_keep_dying_fails_as_abandoned(
     job = await result(client, "poison")
     assert job["status"] == "failed" and "abandoned" in job["error"]
     assert "crashes every worker" not in backend.calls
+
+
+async def test_a_stopping_server_refuses_submits_with_503_and_retry_after(
+    aiohttp_client: MakeClient, backend: FakeBackend
+) -> None:
+    client = await start(aiohttp_client, backend)
+    stop_requested(client.server.app)  # what SIGTERM does before the drain
+    response = await client.post("/api/v1/infer", json={"prompt": "too late"})
+    assert response.status == 503 and response.headers["Retry-After"] == "2"
+    error = (await response.json())["error"]
+    assert error["code"] == "shutting_down" and "no new jobs" in error["message"]
+    health = await client.get("/health")
+    assert health.status == 503 and (await health.json())["status"] == "draining"
+    async with client.ws_connect("/api/v1/stream") as ws:
+        await ws.send_json({"prompt": "too late"})
+        assert (await ws.receive_json(timeout=5))["code"] == "shutting_down"
+    assert backend.calls == []
+
+
+async def test_a_stop_lets_running_jobs_finish_and_fails_pending_ones_in_memory(
+    aiohttp_client: MakeClient, backend: FakeBackend
+) -> None:
+    client = await start(aiohttp_client, backend, concurrency=1)
+    backend.gate.clear()
+    running = await infer(client, {"prompt": "running"})
+    await backend.started.wait()
+    pending = await infer(client, {"prompt": "pending"})
+    stop_requested(client.server.app)
+    failed = await result(client, pending["request_id"])
+    assert failed["status"] == "failed" and "shut down before the job started" in failed["error"]
+    backend.gate.set()
+    assert (await result(client, running["request_id"]))["status"] == "completed"
+    assert backend.calls == ["running"], "no job was taken after the stop"
+
+
+async def test_a_job_cut_off_by_the_drain_timeout_fails_saying_why(
+    aiohttp_client: MakeClient, backend: FakeBackend
+) -> None:
+    client = await start(aiohttp_client, backend, drain_timeout=0.05)
+    orchestrator = client.server.app[ORCHESTRATOR_KEY]
+    job = await infer(client, {"prompt": "hang on"})
+    await backend.started.wait()
+    stop_requested(client.server.app)
+    await client.close()  # the drain: cleanup waits for running jobs up to server.drain_timeout
+    ended = await orchestrator.store.get(job["request_id"])
+    assert ended is not None and ended.status == "failed"
+    assert ended.error is not None and "server.drain_timeout" in ended.error
+
+
+async def test_a_long_poll_rereads_the_job_when_the_store_says_events_were_missed(
+    aiohttp_client: MakeClient, backend: FakeBackend
+) -> None:
+    client = await start(aiohttp_client, backend)
+    backend.gate.clear()
+    job = await infer(client, {"prompt": "quiet"})
+    store = client.server.app[ORCHESTRATOR_KEY].store
+    assert isinstance(store, MemoryJobStore)
+    poll = asyncio.ensure_future(result(client, job["request_id"], timeout=30))
+    while not store._listeners.wanted(job["request_id"]):
+        await asyncio.sleep(0.01)  # the long poll is waiting for the job's events
+    # The job ends without its event reaching this process (as while Redis pub/sub reconnected) ...
+    unheard = Job(
+        **{**(await store.get(job["request_id"])).to_dict(), "status": "completed", "result": "done unheard"}
+    )
+    store._jobs[unheard.id] = unheard
+    await asyncio.sleep(0.05)
+    assert not poll.done()
+    store._listeners.resync()  # ... then the store's feed reconnects
+    assert (await poll)["result"] == "done unheard"
+    backend.gate.set()
+
+
+async def test_a_job_the_queue_could_not_take_fails_instead_of_staying_pending(
+    aiohttp_client: MakeClient, backend: FakeBackend
+) -> None:
+    client = await start(aiohttp_client, backend)
+    orchestrator = client.server.app[ORCHESTRATOR_KEY]
+
+    async def unreachable(*args: Any, **kwargs: Any) -> int:
+        raise BackendError("redis queue put failed: ConnectionError: Connection refused")
+
+    orchestrator.queue.put = unreachable  # type: ignore[method-assign]
+    response = await client.post("/api/v1/infer", json={"prompt": "lost?"})
+    assert response.status == 503 and (await response.json())["error"]["code"] == "backend_unavailable"
+    store = orchestrator.store
+    assert isinstance(store, MemoryJobStore)
+    assert store.counts()["failed"] == 1 and store.counts()["pending"] == 0
+
+
+async def test_workers_wait_out_queue_errors_log_once_and_go_on(
+    aiohttp_client: MakeClient, backend: FakeBackend, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = await start(aiohttp_client, backend, concurrency=2)
+    queue = client.server.app[ORCHESTRATOR_KEY].queue
+    real_get, failures = queue.get, 0
+
+    async def flaky(*args: Any, **kwargs: Any) -> Any:
+        nonlocal failures
+        if failures < 6:
+            failures += 1
+            raise BackendError("redis queue get failed: ConnectionError: Connection refused")
+        return await real_get(*args, **kwargs)
+
+    caplog.set_level("INFO", "llmkit.orchestrate")
+    queue.get = flaky  # type: ignore[method-assign]
+    while failures < 6:
+        await asyncio.sleep(0.05)  # both workers hit the errors (each looks again within POLL_S)
+    job = await infer(client, {"prompt": "after the blip"})
+    assert (await result(client, job["request_id"]))["status"] == "completed"
+    lost = [r for r in caplog.records if "cannot reach the queue" in r.message]
+    back = [r for r in caplog.records if "reach the queue and job store again" in r.message]
+    assert len(lost) == 1 and lost[0].levelname == "WARNING"
+    assert len(back) == 1 and back[0].levelname == "INFO"
