@@ -117,7 +117,8 @@ def conversation_cache(settings: Settings) -> ConversationCache:
     gw = settings.gateway
     url, ttl, budget = settings.cache.url, gw.conversation_ttl_s, gw.conversation_max_size_mb
     if urlsplit(url).scheme.lower() != "memory":
-        # Redis (or tiered's Redis) is bounded by its own maxmemory; one cache, one set of connections.
+        # Redis bounds its memory itself (maxmemory) and tiered's local part holds only recent reads:
+        # one cache, one set of connections.
         return ConversationCache(
             PrefixedCache(cache_from_url(sized_url(url, budget), default_ttl=ttl), CONVERSATION_PREFIX), ttl
         )
