@@ -197,6 +197,9 @@ class GatewaySettings:
     conversation_enabled: bool = True
     conversation_max_size_mb: float = field(default=128.0, metadata={"min": 0.001})
     conversation_ttl_s: float = field(default=1800.0, metadata={"min": 0})
+    # With a memory:// cache.url, the part of conversation_max_size_mb that holds first turns under an id
+    # the gateway made up (most are one-off prompts nobody continues), so they cannot push out the rest.
+    conversation_new_share: float = field(default=0.25, metadata={"min": 0.01, "max": 0.9})
     # The seed's batch section: identical requests in flight share one upstream call (deduplication);
     # batch_max_size: the most requests one call serves (0: no limit); batch_timeout_ms: how long a
     # finished call still serves identical requests that arrive after it (0: not at all).
@@ -208,6 +211,8 @@ class GatewaySettings:
     max_queue_size: int = field(default=100, metadata={"min": 1})
     # How long GET /api/chat-queue?requestId= still answers a finished request.
     queue_result_ttl_s: float = field(default=600.0, metadata={"min": 1})
+    # The most finished requests it still answers (the oldest go first): bounds their memory under load.
+    queue_result_max: int = field(default=10_000, metadata={"min": 1})
 
 
 # The one table of sections; a system adds its dataclass here.

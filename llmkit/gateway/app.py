@@ -25,6 +25,7 @@ from llmkit.core.http import (
 from llmkit.errors import UpstreamError
 from llmkit.gateway.calls import Outcome
 from llmkit.gateway.chat import ChatRequest, build_request, with_messages
+from llmkit.gateway.conversations import Conversation
 from llmkit.gateway.flights import Ticket
 from llmkit.gateway.pool import pool_from_settings
 from llmkit.gateway.service import Gateway
@@ -51,14 +52,25 @@ def cache_state(ticket: Ticket) -> str:
 
 
 async def chat_request(
-    gateway: Gateway, body: dict[str, Any], **overrides: Any
-) -> tuple[ChatRequest, str | None]:
-    """The validated request over the whole conversation, and the conversation's id (None when off)."""
+    gateway: Gateway, body: dict[str, Any], *, tells_id: bool = True, **overrides: Any
+) -> tuple[ChatRequest, Conversation | None]:
+    """The validated request over the whole conversation, and the conversation (None when off).
+
+    `tells_id=False`: the answer has no place for a conversation id, so a request without one starts no
+    conversation (nobody could continue it by an id it never saw, and its whole history comes each time).
+    """
     req = build_request(body, gateway.config.model, **overrides)
-    conversation_id, messages = await gateway.converse(req.conversation_id, req.call.messages)
+    if not tells_id and req.conversation_id is None:
+        return req, None
+    conversation, messages = await gateway.converse(req.conversation_id, req.call.messages)
     if messages is not req.call.messages:
         req = with_messages(req, messages)
-    return req, conversation_id
+    return req, conversation
+
+
+def conversation_id(conversation: Conversation | None) -> str | None:
+    """The id an answer tells (None when conversations are off)."""
+    return None if conversation is None else conversation.id
 
 
 async def pieces_of(ticket: Ticket) -> AsyncIterator[list[str]]:
@@ -92,28 +104,30 @@ async def chat_optimized(request: web.Request) -> web.StreamResponse:
     `data: {"content", "done": false, "cached"}` events, then `data: {"done": true, "cached"}`.
     """
     gateway = request.app[GATEWAY_KEY]
-    req, conversation_id = await chat_request(gateway, await read_json(request, lenient=True))
-    return await answer(request, gateway, req, conversation_id, _seed_stream, _seed_body)
+    req, conversation = await chat_request(gateway, await read_json(request, lenient=True))
+    return await answer(request, gateway, req, conversation, _seed_stream, _seed_body)
 
 
-def _seed_body(outcome: Outcome, ticket: Ticket, conversation_id: str | None) -> dict[str, Any]:
+def _seed_body(outcome: Outcome, ticket: Ticket, conversation: Conversation | None) -> dict[str, Any]:
     return {
         "message": {"role": "assistant", "content": outcome.content},
         "cached": ticket.hit,
-        "conversation_id": conversation_id,
+        "conversation_id": conversation_id(conversation),
     }
 
 
 # How a route streams an answer (its SSE dialect), and how it shapes a whole one.
-Streamer = Callable[[web.Request, Gateway, ChatRequest, Ticket, str | None], Awaitable[web.StreamResponse]]
-Render = Callable[[Outcome, Ticket, str | None], dict[str, Any]]
+Streamer = Callable[
+    [web.Request, Gateway, ChatRequest, Ticket, Conversation | None], Awaitable[web.StreamResponse]
+]
+Render = Callable[[Outcome, Ticket, Conversation | None], dict[str, Any]]
 
 
 async def answer(
     request: web.Request,
     gateway: Gateway,
     req: ChatRequest,
-    conversation_id: str | None,
+    conversation: Conversation | None,
     stream: Streamer,
     render: Render,
 ) -> web.StreamResponse:
@@ -121,12 +135,12 @@ async def answer(
     ticket = await gateway.open(req)
     try:
         if req.stream:
-            return await stream(request, gateway, req, ticket, conversation_id)
+            return await stream(request, gateway, req, ticket, conversation)
         outcome = await ticket.result()
     finally:
         ticket.close()
-    await gateway.remember(conversation_id, req.call.messages, outcome.content)
-    body = render(outcome, ticket, conversation_id)
+    await gateway.remember(conversation, req.call.messages, outcome.content)
+    body = render(outcome, ticket, conversation)
     return json_response(body, headers={CACHE_HEADER: cache_state(ticket)})
 
 
@@ -138,7 +152,11 @@ async def prepare_sse(request: web.Request, ticket: Ticket) -> web.StreamRespons
 
 
 async def _seed_stream(
-    request: web.Request, gateway: Gateway, req: ChatRequest, ticket: Ticket, conversation_id: str | None
+    request: web.Request,
+    gateway: Gateway,
+    req: ChatRequest,
+    ticket: Ticket,
+    conversation: Conversation | None,
 ) -> web.StreamResponse:
     response: web.StreamResponse | None = None
     cached = ticket.hit
@@ -156,8 +174,8 @@ async def _seed_stream(
         return response
     if response is None:
         response = await prepare_sse(request, ticket)
-    await gateway.remember(conversation_id, req.call.messages, outcome.content)
-    done = {"done": True, "cached": cached, "conversation_id": conversation_id}
+    await gateway.remember(conversation, req.call.messages, outcome.content)
+    done = {"done": True, "cached": cached, "conversation_id": conversation_id(conversation)}
     await response.write(_seed_event(done))
     await response.write_eof()
     return response

@@ -23,6 +23,7 @@ from llmkit.gateway.app import (
 )
 from llmkit.gateway.calls import Outcome
 from llmkit.gateway.chat import ChatRequest
+from llmkit.gateway.conversations import Conversation
 from llmkit.gateway.flights import Ticket
 from llmkit.gateway.service import Gateway
 
@@ -108,16 +109,21 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     """
     gateway = request.app[GATEWAY_KEY]
     body = await read_json(request)
-    req, conversation_id = await chat_request(gateway, body, **_overrides(request, body))
-    return await answer(request, gateway, req, conversation_id, _stream, _completion)
+    # OpenAI's answer has no field for a conversation id: only a client that sent one continues by it.
+    req, conversation = await chat_request(gateway, body, tells_id=False, **_overrides(request, body))
+    return await answer(request, gateway, req, conversation, _stream, _completion)
 
 
-def _completion(outcome: Outcome, ticket: Ticket, conversation_id: str | None) -> dict[str, Any]:
+def _completion(outcome: Outcome, ticket: Ticket, conversation: Conversation | None) -> dict[str, Any]:
     return completion(outcome, f"chatcmpl-{fresh_hex()}", int(time.time()))
 
 
 async def _stream(
-    request: web.Request, gateway: Gateway, req: ChatRequest, ticket: Ticket, conversation_id: str | None
+    request: web.Request,
+    gateway: Gateway,
+    req: ChatRequest,
+    ticket: Ticket,
+    conversation: Conversation | None,
 ) -> web.StreamResponse:
     writer = ChunkWriter(req.call.model)
     response: web.StreamResponse | None = None
@@ -143,7 +149,7 @@ async def _stream(
     if response is None:
         response = await prepare_sse(request, ticket)
         await response.write(writer.event({"role": "assistant", "content": ""}))
-    await gateway.remember(conversation_id, req.call.messages, outcome.content)
+    await gateway.remember(conversation, req.call.messages, outcome.content)
     tail = writer.event({}, outcome.finish_reason or "stop")
     if req.include_usage:
         tail += writer.usage(outcome.usage)

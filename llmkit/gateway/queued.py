@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -14,6 +15,7 @@ from aiohttp import web
 from llmkit.core.http import ApiError, add_route, json_response, openapi, read_json
 from llmkit.core.ids import fresh_hex
 from llmkit.errors import UpstreamError
+from llmkit.gateway.conversations import Conversation
 from llmkit.gateway.flights import QUEUED, Ticket
 from llmkit.gateway.service import Gateway
 
@@ -58,6 +60,9 @@ class QueueBook:
     def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
         self.requests: dict[str, QueuedRequest] = {}
+        # Finished requests, oldest first: dropped after queue_result_ttl_s, or sooner beyond
+        # queue_result_max (a flood of submissions would otherwise keep every answer for the whole TTL).
+        self._finished: deque[QueuedRequest] = deque()
         self._sweeper: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -68,17 +73,17 @@ class QueueBook:
         """Open the chat (cache, coalescing, queue) and listen for its answer in the background."""
         from llmkit.gateway.app import chat_request
 
-        req, conversation_id = await chat_request(self.gateway, dict(body))
+        req, conversation = await chat_request(self.gateway, dict(body))
         if req.stream:
             # Nobody reads a queued request's pieces: its upstream call need not stream.
             req = replace(req, stream=False, call=replace(req.call, stream=False))
         ticket = await self.gateway.open(req)
         record = QueuedRequest(fresh_hex(), ticket, req.priority.name.lower())
         self.requests[record.id] = record
-        record.task = asyncio.create_task(self._listen(record, req.call.messages, conversation_id))
+        record.task = asyncio.create_task(self._listen(record, req.call.messages, conversation))
         return record
 
-    async def _listen(self, record: QueuedRequest, messages: Any, conversation_id: str | None) -> None:
+    async def _listen(self, record: QueuedRequest, messages: Any, conversation: Conversation | None) -> None:
         try:
             outcome = await record.ticket.result()
         except asyncio.CancelledError:
@@ -91,12 +96,17 @@ class QueueBook:
             record.result = {
                 "message": {"role": "assistant", "content": outcome.content},
                 "cached": record.ticket.hit,
-                "conversation_id": conversation_id,
+                "conversation_id": None if conversation is None else conversation.id,
             }
-            await self.gateway.remember(conversation_id, messages, outcome.content)
+            await self.gateway.remember(conversation, messages, outcome.content)
         finally:
             record.ticket.close()
+            # The flight holds the call's messages and pieces; a finished record needs only its result.
+            record.ticket.flight = None
             record.finished_at = time.time()
+            self._finished.append(record)
+            while len(self._finished) > self.gateway.config.queue_result_max:
+                self.requests.pop(self._finished.popleft().id, None)
 
     async def position(self, record: QueuedRequest) -> int:
         """The seed's queue_position: 1 for the next call to start, 0 once it runs or has finished."""
@@ -139,11 +149,12 @@ class QueueBook:
 
     async def _sweep(self) -> None:
         ttl = self.gateway.config.queue_result_ttl_s
+        finished = self._finished
         while True:
             await asyncio.sleep(SWEEP_S)
             cutoff = time.time() - ttl
-            for rid in [r.id for r in self.requests.values() if r.finished_at and r.finished_at < cutoff]:
-                del self.requests[rid]
+            while finished and (finished[0].finished_at or 0) < cutoff:
+                self.requests.pop(finished.popleft().id, None)
 
     async def close(self) -> None:
         """Stop listening: cancel the sweeper and every unfinished request."""

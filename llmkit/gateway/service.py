@@ -20,7 +20,7 @@ from llmkit.core.queue.memory import MemoryPriorityQueue
 from llmkit.errors import BackendError, UpstreamError
 from llmkit.gateway.calls import Outcome
 from llmkit.gateway.chat import ChatRequest
-from llmkit.gateway.conversations import ConversationCache
+from llmkit.gateway.conversations import Conversation, ConversationCache
 from llmkit.gateway.flights import DONE, RUNNING, Flight, Ticket
 from llmkit.gateway.slots import UpstreamSlots
 from llmkit.settings import Settings, mask_value
@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("llmkit.gateway")
 RESPONSE_PREFIX = "gateway:resp:"
 CONVERSATION_PREFIX = "gateway:conv:"
+NEW_CONVERSATION_PREFIX = "gateway:conv:new:"
 
 
 @dataclass(slots=True)
@@ -111,6 +112,24 @@ def decode_outcome(raw: bytes) -> Outcome | None:
     return Outcome(content, model, finish_reason, usage)
 
 
+def conversation_cache(settings: Settings) -> ConversationCache:
+    """The conversation cache in cache.url; in memory, new conversations get a budget of their own."""
+    gw = settings.gateway
+    url, ttl, budget = settings.cache.url, gw.conversation_ttl_s, gw.conversation_max_size_mb
+    if urlsplit(url).scheme.lower() != "memory":
+        # Redis bounds its memory itself (maxmemory) and tiered's local part holds only recent reads:
+        # one cache, one set of connections.
+        return ConversationCache(
+            PrefixedCache(cache_from_url(sized_url(url, budget), default_ttl=ttl), CONVERSATION_PREFIX), ttl
+        )
+    share = gw.conversation_new_share
+    kept = cache_from_url(sized_url(url, budget * (1 - share)), default_ttl=ttl)
+    new = cache_from_url(sized_url(url, budget * share), default_ttl=ttl)
+    return ConversationCache(
+        PrefixedCache(kept, CONVERSATION_PREFIX), ttl, PrefixedCache(new, NEW_CONVERSATION_PREFIX)
+    )
+
+
 class Gateway:
     """Everything between a validated chat request and its answer, independent of HTTP."""
 
@@ -124,13 +143,7 @@ class Gateway:
         if gw.cache_enabled:
             url = sized_url(settings.cache.url, gw.cache_max_size_mb)
             self.cache = PrefixedCache(cache_from_url(url, default_ttl=settings.cache.ttl), RESPONSE_PREFIX)
-        self.conversations: ConversationCache | None = None
-        if gw.conversation_enabled:
-            url = sized_url(settings.cache.url, gw.conversation_max_size_mb)
-            conv = cache_from_url(url, default_ttl=gw.conversation_ttl_s)
-            self.conversations = ConversationCache(
-                PrefixedCache(conv, CONVERSATION_PREFIX), gw.conversation_ttl_s
-            )
+        self.conversations = conversation_cache(settings) if gw.conversation_enabled else None
         self.slots = UpstreamSlots(MemoryPriorityQueue("gateway", gw.max_queue_size), gw.max_concurrent)
         self.counters = Counters()
         self.flights: dict[str, Flight] = {}
@@ -230,16 +243,16 @@ class Gateway:
 
     # -- conversations ----------------------------------------------------------------------------------
 
-    async def converse(self, conversation_id: str | None, messages: Any) -> tuple[str | None, Any]:
-        """The conversation id and the whole history (stored + new), or (None, messages) when off."""
+    async def converse(self, conversation_id: str | None, messages: Any) -> tuple[Conversation | None, Any]:
+        """The conversation and the whole history (stored + new), or (None, messages) when off."""
         if self.conversations is None:
             return None, messages
         return await self.conversations.resolve(conversation_id, messages)
 
-    async def remember(self, conversation_id: str | None, messages: Any, answer: str) -> None:
+    async def remember(self, conversation: Conversation | None, messages: Any, answer: str) -> None:
         """Store a finished turn in the conversation cache."""
-        if self.conversations is not None and conversation_id is not None:
-            await self.conversations.remember(conversation_id, messages, answer)
+        if self.conversations is not None and conversation is not None:
+            await self.conversations.remember(conversation, messages, answer)
 
     # -- operating ----------------------------------------------------------------------------------------
 
@@ -249,7 +262,7 @@ class Gateway:
         if response and self.cache is not None:
             removed["response_cache"] = await self.cache.clear()
         if conversation and self.conversations is not None:
-            removed["conversation_cache"] = await self.conversations.cache.clear()
+            removed["conversation_cache"] = await self.conversations.clear()
         return removed
 
     @property
@@ -271,7 +284,7 @@ class Gateway:
         if self.cache is not None:
             await self.cache.close()
         if self.conversations is not None:
-            await self.conversations.cache.close()
+            await self.conversations.close()
         await self.pool.close()
 
     def collect(self) -> Iterator[Metric]:

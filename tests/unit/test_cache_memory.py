@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import tracemalloc
+
+import orjson
 import pytest
 
 from llmkit.core.cache import MemoryCache
+from llmkit.core.cache.memory import ENTRY_OVERHEAD
 
 MB = 1024 * 1024
 
@@ -47,56 +51,70 @@ async def test_overwrite_does_not_evict_and_refreshes_recency(clock: Clock) -> N
     assert await cache.get("a") == b"2"
 
 
-async def test_lru_by_bytes_counts_keys_and_values() -> None:
-    cache = MemoryCache(max_size_mb=100 / MB)
-    assert cache.max_bytes == 100
+async def test_lru_by_bytes_counts_keys_values_and_entry_overhead() -> None:
+    each = 2 + 30 + ENTRY_OVERHEAD
+    cache = MemoryCache(max_size_mb=(3 * each + 10) / MB)
     for key in ("k1", "k2", "k3"):
-        await cache.set(key, b"x" * 30)  # 2 + 30 = 32 bytes each
-    assert cache.size_bytes == 96
+        await cache.set(key, b"x" * 30)
+    assert cache.size_bytes == 3 * each
     await cache.get("k1")
-    await cache.set("k4", b"x" * 30)  # 128 > 100: the least recently used (k2) goes
+    await cache.set("k4", b"x" * 30)  # four do not fit: the least recently used (k2) goes
     assert await cache.get("k2") is None
-    assert cache.size_bytes == 96
+    assert cache.size_bytes == 3 * each
     assert cache.evictions == 1
-    await cache.set("k5", b"x" * 60)  # 62 bytes: two more must go (k3, then k1)
+    await cache.set("k5", b"x" * 60)  # 30 bytes more than the others: two more must go (k3, then k1)
     assert await cache.get("k3") is None
     assert await cache.get("k1") is None
     assert await cache.get("k4") == b"x" * 30
-    assert cache.size_bytes == 32 + 62
+    assert cache.size_bytes == each + each + 30
     assert cache.evictions == 3
 
 
 async def test_utf8_keys_count_their_encoded_bytes() -> None:
     cache = MemoryCache()
     await cache.set("é", b"12")  # é is two bytes in UTF-8
-    assert cache.size_bytes == 4
+    assert cache.size_bytes == 4 + ENTRY_OVERHEAD
     await cache.set("答", "é")  # 3 + 2
-    assert cache.size_bytes == 9
+    assert cache.size_bytes == 9 + 2 * ENTRY_OVERHEAD
 
 
 async def test_byte_accounting_follows_overwrite_delete_and_clear() -> None:
     cache = MemoryCache()
     await cache.set("a", b"12345")
     await cache.set("a", b"1")
-    assert cache.size_bytes == 2
+    assert cache.size_bytes == 2 + ENTRY_OVERHEAD
     await cache.set("bb", b"1")
     assert await cache.delete("a") is True
-    assert cache.size_bytes == 3
+    assert cache.size_bytes == 3 + ENTRY_OVERHEAD
     assert await cache.clear() == 1
     assert cache.size_bytes == 0
     assert cache.entries == 0
 
 
 async def test_a_value_bigger_than_the_budget_is_rejected_and_drops_the_old_one() -> None:
-    cache = MemoryCache(max_size_mb=50 / MB)
+    cache = MemoryCache(max_size_mb=(2 * ENTRY_OVERHEAD + 50) / MB)
     await cache.set("k", b"small")
     await cache.set("other", b"v")
-    await cache.set("k", b"x" * 100)
+    await cache.set("k", b"x" * 400)
     assert await cache.get("k") is None  # never the stale "small"
     assert await cache.get("other") == b"v"
     assert cache.rejected == 1
     assert cache.evictions == 0
-    assert cache.set_nowait("k", b"x" * 100) is False
+    assert cache.set_nowait("k", b"x" * 400) is False
+
+
+def test_reported_bytes_are_within_20_percent_of_what_tracemalloc_measures() -> None:
+    cache = MemoryCache()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for n in range(2000):
+            # orjson 3.12+ returns these ~1,200 bytes over a ~16 KB allocation it never trims.
+            cache.set_nowait(f"gateway:resp:{n:064x}", orjson.dumps([f"answer {n} " * 100, "model"]))
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert abs(held - cache.size_bytes) <= 0.2 * held, (held, cache.size_bytes)
 
 
 async def test_ttl_expiry_on_the_clock(clock: Clock) -> None:
@@ -151,7 +169,7 @@ async def test_stats_purges_expired_entries(clock: Clock) -> None:
         "hit_rate": 0.5,
         "sets": 2,
         "entries": 1,
-        "bytes": 3,
+        "bytes": 3 + ENTRY_OVERHEAD,
         "evictions": 0,
         "expirations": 1,
         "rejected": 0,

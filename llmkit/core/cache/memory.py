@@ -12,6 +12,11 @@ from llmkit.core.cache.base import as_bytes, effective_ttl, hit_rate
 
 _NEVER = math.inf
 _MB = 1024 * 1024
+# What one entry costs besides the characters of its key and the bytes of its value, measured with
+# tracemalloc on CPython 3.11 (64-bit): the str and bytes object headers (49 + 33), the entry tuple, its
+# float and int (64 + 24 + 32), and the OrderedDict's hash slot and linked-list node (~80 amortized, more
+# just after a resize). Counting it keeps the byte budget a bound on real memory when values are small.
+ENTRY_OVERHEAD = 280
 
 # An entry is a plain tuple (value, expires_at, size): cheaper to build and read than an object,
 # and `get` must not allocate. expires_at is monotonic seconds, math.inf for no expiry.
@@ -19,10 +24,11 @@ _Entry = tuple[bytes, float, int]
 
 
 class MemoryCache:
-    """TTL + LRU cache in process memory, bounded by entries and by bytes of keys plus values.
+    """TTL + LRU cache in process memory, bounded by entries and by the bytes its entries hold.
 
     It never awaits, so each operation is atomic on the event loop and needs no lock. Expired entries are
-    dropped when read, when evicted, and by `purge_expired()` (which `stats()` runs).
+    dropped when read, when evicted, and by `purge_expired()` (which `stats()` runs). An entry's size is
+    its key's characters, its value's bytes and `ENTRY_OVERHEAD`, so `size_bytes` is what the entries hold.
     """
 
     kind = "memory"
@@ -86,11 +92,14 @@ class MemoryCache:
 
     def set_nowait(self, key: str, value: bytes | str, ttl: float | None = None) -> bool:
         """Like `set`, without a coroutine; False if the entry alone exceeds the byte budget."""
-        data = as_bytes(value)
+        # A copy, so the entry holds exactly len(value) bytes: orjson.dumps (3.12+) returns bytes over an
+        # allocation up to 16 times larger that it never trims, which a cache would keep for the TTL.
+        # join of two items always copies (bytes(memoryview(v)) too, at twice the cost).
+        data = b"".join((value, b"")) if type(value) is bytes else as_bytes(value)
         seconds = effective_ttl(ttl, self.default_ttl)
         expires = _NEVER if seconds is None else self._clock() + seconds
         # isascii() is O(1) in CPython, so the common ASCII key costs no encode.
-        size = (len(key) if key.isascii() else len(key.encode())) + len(data)
+        size = (len(key) if key.isascii() else len(key.encode())) + len(data) + ENTRY_OVERHEAD
         old = self._data.pop(key, None)
         if old is not None:
             self._bytes -= old[2]
@@ -166,7 +175,7 @@ class MemoryCache:
 
     @property
     def size_bytes(self) -> int:
-        """Bytes of keys plus values currently held (expired entries included until dropped)."""
+        """Bytes the entries hold: keys, values and per-entry overhead (expired ones until dropped)."""
         return self._bytes
 
     async def stats(self) -> dict[str, Any]:
