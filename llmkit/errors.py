@@ -8,6 +8,12 @@ import os
 class LlmkitError(Exception):
     """Root of every error llmkit raises on purpose."""
 
+    def __init__(self, *args: object) -> None:
+        # Messages name URLs and settings: mask their credentials here, once, whoever builds the message.
+        from llmkit.core.secrets import mask_secrets
+
+        super().__init__(*(mask_secrets(arg) if isinstance(arg, str) else arg for arg in args))
+
 
 class ConfigError(LlmkitError):
     """Settings, a profile or a URL are wrong; the message says what to change."""
