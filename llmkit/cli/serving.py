@@ -5,7 +5,9 @@ from __future__ import annotations
 import functools
 import logging
 import sys
+import traceback
 from collections.abc import Awaitable, Callable
+from types import TracebackType
 from typing import TYPE_CHECKING
 
 import typer
@@ -31,12 +33,20 @@ def configure_logging(level: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter(LOG_FORMAT))
     handler.addFilter(RequestIdFilter())
-    # The last line of defence: a secret that reached a log record (a driver's message) is masked here.
+    # The last line of defence: a secret that reached a log record (a driver's message) is masked here,
+    # and in the traceback of a crash nobody caught.
     handler.addFilter(SecretsFilter())
+    sys.excepthook = _masked_excepthook
     logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
     if level != "debug":
         # The driver logs a traceback per failed connect; llmkit wraps the error into one clear line.
         logging.getLogger("clickhouse_driver").setLevel(logging.ERROR)
+
+
+def _masked_excepthook(kind: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:
+    from llmkit.core.secrets import mask_secrets
+
+    sys.stderr.write(mask_secrets("".join(traceback.format_exception(kind, exc, tb))))
 
 
 def server_url(host: str, port: int) -> str:

@@ -26,7 +26,8 @@ class GuardedRequestHandler(web_protocol.RequestHandler):
     The head timer runs from the connection's start, and on a kept-alive connection from the first byte
     of the next request (an idle kept-alive connection is keepalive_timeout's business, as in Go's
     ReadHeaderTimeout). It stops once a head is parsed, so a long upload or a long stream is never cut.
-    A request head that arrives in one segment, the common case, never arms a timer.
+    A request head that arrives in one segment, the common case, never arms a timer. Bytes of a next
+    head pipelined while a request runs are bounded by keepalive_timeout instead, like an idle connection.
     """
 
     __slots__ = ("_head_timeout", "_head_timer", "_head_count")

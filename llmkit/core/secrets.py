@@ -50,9 +50,13 @@ _TRAILING = "').,;:!"
 _USERINFO_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*://)([^/?#]*)@")
 _PARAM_RE = re.compile(r"([?&;])([^=&;#]+)=([^&;#]*)")
 _BEARER_RE = re.compile(r"\b(Bearer|Basic|Token)\s+(?!\*\*\*\*)[A-Za-z0-9._~+/=\-]{4,}", re.IGNORECASE)
-# `password=x`, `api_key: 'x'` in free text (DSNs, reprs); only names that are secrets on their own
-# (free text says "key: ..." for many things that are not).
-_ASSIGN_RE = re.compile(r"\b([A-Za-z_][A-Za-z0-9_\-]*)(['\"]?\s*[=:]\s*['\"]?)([^\s'\",&;)}\]]+)")
+# `password=x` (a DSN) and `'api_key': 'x'` (a repr, JSON) in free text, for names that are secrets on
+# their own ("key" alone is not); an unquoted `name: ...` is prose ("LLMKIT_GATEWAY_API_KEY: must be").
+_ASSIGN_RE = re.compile(
+    r"(\b[A-Za-z_][A-Za-z0-9_\-]*\s*=\s*['\"]?|(['\"])[A-Za-z_][A-Za-z0-9_\-]*\2\s*:\s*['\"]?)"
+    r"([^\s'\",&;)}\]]+)"
+)
+_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_\-]*")
 # One cheap test before the regexes: most log lines (the access log) contain none of these.
 _TRIGGER_RE = re.compile(r"://|bearer|basic |token|passw|pwd|secret|key|credential", re.IGNORECASE)
 
@@ -113,10 +117,11 @@ def mask_secrets(text: str) -> str:
 
 
 def _mask_assignment(match: re.Match[str]) -> str:
-    name, sep, value = match.group(1), match.group(2), match.group(3)
-    if value == MASK or not _secret_on_its_own(_normal(name)):
+    lead, value = match.group(1), match.group(3)
+    name = _NAME_RE.search(lead)
+    if value == MASK or name is None or not _secret_on_its_own(_normal(name.group(0))):
         return match.group(0)
-    return f"{name}{sep}{MASK}"
+    return f"{lead}{MASK}"
 
 
 def mask_setting(key: str, value: object) -> object:

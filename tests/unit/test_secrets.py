@@ -75,6 +75,9 @@ def test_text_without_secrets_is_unchanged(text: str) -> None:
         ("GET /v1/models 200 1.2ms", "GET /v1/models 200 1.2ms"),
         ("unknown key gateway.api_key; valid keys: a, b", "unknown key gateway.api_key; valid keys: a, b"),
         ("max_tokens: 12, usage key: total", "max_tokens: 12, usage key: total"),
+        ('{"password": "hunter2", "user": "u"}', '{"password": "****", "user": "u"}'),
+        ("LLMKIT_GATEWAY_API_KEY: must be a number", "LLMKIT_GATEWAY_API_KEY: must be a number"),
+        ("token=abc&max_tokens=5", "token=****&max_tokens=5"),
     ],
 )
 def test_mask_secrets_in_text(text: str, masked: str) -> None:
@@ -118,3 +121,27 @@ def test_the_log_filter_masks_message_arguments_and_tracebacks() -> None:
     line = formatter.format(record)
     assert "pw1" not in line and "pw2" not in line
     assert "redis://:****@h" in line and "Traceback" in line
+
+
+def test_server_logging_masks_log_lines_and_uncaught_tracebacks(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+
+    from llmkit.cli.serving import configure_logging
+
+    monkeypatch.setattr(sys, "excepthook", sys.excepthook)
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    try:
+        configure_logging("info")
+        logging.getLogger("tests.secrets").warning("redis at %s is down", "redis://:pw3@h:1/0")
+        try:
+            raise ValueError("bad URL https://h/v1?api_key=pw4")
+        except ValueError as exc:
+            sys.excepthook(type(exc), exc, exc.__traceback__)
+    finally:
+        root.handlers[:], root.level = saved[0], saved[1]
+    err = capsys.readouterr().err
+    assert "pw3" not in err and "pw4" not in err
+    assert "redis://:****@h:1/0 is down" in err and "ValueError: bad URL https://h/v1?api_key=****" in err
