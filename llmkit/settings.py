@@ -8,8 +8,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
+from llmkit.core.secrets import mask_setting
+from llmkit.core.secrets import mask_url as mask_url
 from llmkit.errors import ConfigError
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -25,6 +26,13 @@ class ServerSettings:
     access_log: bool = True
     max_body_mb: float = field(default=10.0, metadata={"min": 0.001})
     drain_timeout: float = field(default=10.0, metadata={"min": 0})
+    # A connection that has not sent a complete request head this long after it opened (or after the
+    # first byte of its next request) is closed: slow or silent clients cannot hold sockets forever.
+    header_timeout_s: float = field(default=10.0, metadata={"min": 0.001})
+    # An idle kept-alive connection is closed after this: longer than the 60 s idle timeout of common
+    # balancers (AWS ALB, nginx's upstream keepalive_timeout), so they close first and never send a request
+    # into a connection we are closing; 75 s is nginx's own default (0: close after every response).
+    keepalive_timeout_s: float = field(default=75.0, metadata={"min": 0})
 
 
 @dataclass(frozen=True)
@@ -232,7 +240,6 @@ SECTIONS: dict[str, type] = {
 # LLMKIT_* variables that choose what to load rather than a setting.
 RESERVED_ENV = frozenset({"LLMKIT_PROFILE"})
 DEFAULT_PROFILE = "default"
-_SECRET_WORDS = ("password", "secret", "token", "api_key")
 
 
 @dataclass(frozen=True)
@@ -264,29 +271,20 @@ class Settings:
 
     def masked(self) -> list[tuple[str, Any, str]]:
         """Like `items`, with passwords, tokens and URL credentials hidden."""
-        return [(key, mask_value(key, value), origin) for key, value, origin in self.items()]
+        secret = {
+            f"{name}.{f.name}"
+            for name, cls in SECTIONS.items()
+            for f in dataclasses.fields(cls)
+            if f.metadata.get("secret")
+        }
+        return [
+            (key, "********" if key in secret and value else mask_setting(key, value), origin)
+            for key, value, origin in self.items()
+        ]
 
 
-def mask_value(key: str, value: Any) -> Any:
-    """Hide a secret value, or the password inside a URL."""
-    leaf = key.rsplit(".", 1)[-1]
-    if isinstance(value, str) and value and any(word in leaf for word in _SECRET_WORDS):
-        return "********"
-    if isinstance(value, str) and "://" in value:
-        return mask_url(value)
-    return value
-
-
-def mask_url(url: str) -> str:
-    """`redis://:pw@host/0` -> `redis://:****@host/0`."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    userinfo = f"{parts.username or ''}:****"
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, f"{userinfo}@{host}", parts.path, parts.query, parts.fragment))
+# One masking function for settings, errors and logs (llmkit.core.secrets); these names stay for callers.
+mask_value = mask_setting
 
 
 def profile_dirs() -> list[Path]:

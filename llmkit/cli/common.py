@@ -55,7 +55,10 @@ def console(stderr: bool = False) -> Console:
 
 def fail(message: str, code: int = EXIT_FAILURE) -> NoReturn:
     """Print `llmkit: message` on stderr and exit with `code`."""
-    typer.echo(f"llmkit: {message}", err=True)
+    from llmkit.core.secrets import mask_secrets
+
+    # Messages quote URLs and driver errors: whatever built them, no credential reaches the terminal.
+    typer.echo(f"llmkit: {mask_secrets(message)}", err=True)
     raise typer.Exit(code)
 
 

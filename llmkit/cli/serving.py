@@ -5,7 +5,9 @@ from __future__ import annotations
 import functools
 import logging
 import sys
+import traceback
 from collections.abc import Awaitable, Callable
+from types import TracebackType
 from typing import TYPE_CHECKING
 
 import typer
@@ -26,14 +28,25 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s pid=%(process)d [%(request_id)s
 def configure_logging(level: str) -> None:
     """Plain log lines on stderr (stdout carries only the listening line), with the request id."""
     from llmkit.core.http import RequestIdFilter
+    from llmkit.core.secrets import SecretsFilter
 
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter(LOG_FORMAT))
     handler.addFilter(RequestIdFilter())
+    # The last line of defence: a secret that reached a log record (a driver's message) is masked here,
+    # and in the traceback of a crash nobody caught.
+    handler.addFilter(SecretsFilter())
+    sys.excepthook = _masked_excepthook
     logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
     if level != "debug":
         # The driver logs a traceback per failed connect; llmkit wraps the error into one clear line.
         logging.getLogger("clickhouse_driver").setLevel(logging.ERROR)
+
+
+def _masked_excepthook(kind: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:
+    from llmkit.core.secrets import mask_secrets
+
+    sys.stderr.write(mask_secrets("".join(traceback.format_exception(kind, exc, tb))))
 
 
 def server_url(host: str, port: int) -> str:
@@ -52,6 +65,7 @@ def run_server(
 
     `banner(url)` gives extra lines for people (what is served, a curl line); they go to stderr.
     """
+    from llmkit.core.secrets import mask_secrets
     from llmkit.core.serve import serve
 
     configure_logging(settings.server.log_level)
@@ -63,7 +77,7 @@ def run_server(
         sys.stdout.write(f"llmkit {command} listening on {url}\n")
         sys.stdout.flush()
         for line in banner(url) if banner else ():
-            sys.stderr.write(line + "\n")
+            sys.stderr.write(mask_secrets(line) + "\n")
         sys.stderr.flush()
 
     try:

@@ -16,10 +16,12 @@ from typing import Any, TypeVar
 
 import orjson
 from aiohttp import hdrs, web
+from aiohttp.http_exceptions import HttpProcessingError
 from multidict import istr
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from llmkit import __version__
+from llmkit.core.connections import describe_bad_request
 from llmkit.core.http_metrics import HttpMetrics
 from llmkit.core.ids import fresh_hex
 from llmkit.errors import BackendError, CircuitOpen, LlmkitError, QueueFull, RateLimited, UpstreamError
@@ -207,6 +209,11 @@ def _error_to_response(request: web.Request, exc: Exception, limit: int) -> web.
         return _http_exception_response(request, exc, limit)
     if isinstance(exc, LlmkitError) and (response := _llmkit_error_response(request, exc)) is not None:
         return response
+    if isinstance(exc, HttpProcessingError):
+        # A body the parser refused (bad chunked encoding): the client's fault, no traceback in our log.
+        reason = describe_bad_request(exc)
+        logger.info("bad request body in %s %s: %s", request.method, request.path, reason)
+        return error_response(request, 400, "bad_request", f"malformed request body: {reason}")
     rid = request_id_of(request)
     logger.exception("unhandled error in %s %s (request id %s)", request.method, request.path, rid)
     return error_response(request, 500, "internal_error", f"internal server error; request id {rid}")
@@ -468,6 +475,11 @@ def create_base_app(
 
 
 CANCEL_ON_DISCONNECT_KEY = web.AppKey("llmkit_cancel_on_disconnect", bool)
+
+
+def server_settings_of(app: web.Application) -> ServerSettings:
+    """The server settings an app was made with (create_base_app), or the defaults for a bare app."""
+    return app.get(SETTINGS_KEY) or ServerSettings()
 
 
 def cancels_on_disconnect(app: web.Application) -> bool:

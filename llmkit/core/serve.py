@@ -76,10 +76,14 @@ async def running(
 ) -> AsyncIterator[tuple[str, int]]:
     """Serve `app` while the block runs and yield the bound (host, port); drain and clean up on exit."""
     # access_log=None: llmkit's middleware writes the access log, aiohttp's would duplicate it.
-    from llmkit.core.http import cancels_on_disconnect
+    from llmkit.core.connections import GuardedAppRunner
+    from llmkit.core.http import cancels_on_disconnect, server_settings_of
 
-    runner = web.AppRunner(
+    server = server_settings_of(app)
+    runner = GuardedAppRunner(
         app,
+        head_timeout=server.header_timeout_s,
+        keepalive_timeout=server.keepalive_timeout_s,
         access_log=None,
         shutdown_timeout=drain_timeout,
         handler_cancellation=cancels_on_disconnect(app),

@@ -26,6 +26,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from llmkit.core.breaker import CallCounts, CircuitBreaker, backoff_delay
+from llmkit.core.secrets import mask_url
 from llmkit.core.upstream import SharedSession, Timeouts
 from llmkit.errors import CircuitOpen, ConfigError, RetryableError, UpstreamError
 from llmkit.gateway.calls import ChatCall, OnPiece, Outcome
@@ -88,7 +89,8 @@ class Member:
         """The row of /stats' `upstreams`."""
         c = self.counters
         return {
-            "url": self.upstream.url,
+            # Answers never carry credentials (a token in an upstream's URL).
+            "url": mask_url(self.upstream.url),
             "kind": self.upstream.kind,
             "weight": self.weight,
             "breaker": self.breaker.state,
@@ -240,7 +242,7 @@ class UpstreamPool:
         return list(await asyncio.gather(*(self._check(m) for m in self.members)))
 
     async def _check(self, member: Member) -> dict[str, Any]:
-        row: dict[str, Any] = {"url": member.upstream.url, "kind": member.upstream.kind}
+        row: dict[str, Any] = {"url": mask_url(member.upstream.url), "kind": member.upstream.kind}
         start = time.monotonic()
         try:
             async with asyncio.timeout(CHECK_TIMEOUT_S):

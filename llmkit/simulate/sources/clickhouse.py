@@ -17,6 +17,7 @@ import orjson
 
 from llmkit.core.cache.base import Cache
 from llmkit.core.clickhouse import TABLE, ClickHouseConfig, backend_error, clickhouse_config
+from llmkit.core.secrets import mask_url
 from llmkit.errors import BackendError
 from llmkit.simulate.sources.base import SourceUnavailable
 from llmkit.simulate.sources.matching import Matcher
@@ -154,7 +155,7 @@ class ClickHouseSource:
         snapshot = self._snapshot
         return {
             "source": self.name,
-            "url": self.config.url,
+            "url": mask_url(self.config.url),
             "rows": len(snapshot.rows) if snapshot else 0,
             "answers": self.answers,
             "matched": self.matched,
