@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import os
 
-from llmkit.core.secrets import mask_secrets
-
 
 class LlmkitError(Exception):
     """Root of every error llmkit raises on purpose."""
 
     def __init__(self, *args: object) -> None:
         # Messages name URLs and settings: mask their credentials here, once, whoever builds the message.
+        # Imported here, not at the top: the CLI imports this module, and `llmkit --help` stays lean.
+        from llmkit.core.secrets import mask_secrets
+
         super().__init__(*(mask_secrets(arg) if isinstance(arg, str) else arg for arg in args))
 
 
