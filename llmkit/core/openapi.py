@@ -62,6 +62,12 @@ VALIDATION_ERROR_SCHEMA: dict[str, Any] = {
         }
     },
 }
+# One server-sent event as clients (and fuzzers) parse it; `data` is JSON text or [DONE].
+SSE_EVENT: dict[str, Any] = {
+    "type": "object",
+    "required": ["data"],
+    "properties": {"data": {"type": "string"}, "event": {"type": "string"}, "id": {"type": "string"}},
+}
 SHARED_SCHEMAS: dict[str, dict[str, Any]] = {
     "Error": ERROR_SCHEMA,
     "OpenAIError": OPENAI_ERROR_SCHEMA,
@@ -128,7 +134,7 @@ def streams(
 ) -> dict[str, Any]:
     """A 200 that is one JSON body, or a stream of `media` when the request asks for one."""
     ok = answer(description, json_schema)
-    ok["content"][media] = {"schema": {"type": "string"}}
+    ok["content"][media] = {"schema": SSE_EVENT if media == SSE else {}}
     return ok
 
 
