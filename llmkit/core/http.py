@@ -232,6 +232,8 @@ def _error_to_response(request: web.Request, exc: Exception, limit: int) -> web.
 
 
 _ROUTE_MARK = "__llmkit_route__"
+# Every path, a newline in it too (`.*` stops at one, and aiohttp then answers a text/plain 404).
+ANY_PATH = "/{path:[\\s\\S]*}"
 UNMATCHED = "unmatched"
 
 
@@ -342,7 +344,7 @@ async def _finish_routes(app: web.Application) -> None:
                     f"route {route.method} {resource.canonical} was added with app.router; "
                     "add it with llmkit.core.http.add_route so it gets ids, JSON errors and metrics"
                 )
-    app.router.add_route(hdrs.METH_ANY, "/{path:.*}", app[WRAPPER_KEY].wrap(_unmatched, UNMATCHED))
+    app.router.add_route(hdrs.METH_ANY, ANY_PATH, app[WRAPPER_KEY].wrap(_unmatched, UNMATCHED))
 
 
 def stream_response(request: web.Request, headers: Mapping[str, str] | None = None) -> web.StreamResponse:
