@@ -22,7 +22,7 @@ from llmkit import __version__
 from llmkit.core import openapi as openapi_spec
 from llmkit.core.http_metrics import HttpMetrics
 from llmkit.core.ids import fresh_hex
-from llmkit.core.openapi import PROMETHEUS, answer, openapi, query
+from llmkit.core.openapi import HEALTH_DOC, METRICS_DOC, OPENAPI_DOC, STATS_DOC, openapi
 from llmkit.errors import BackendError, CircuitOpen, LlmkitError, QueueFull, RateLimited, UpstreamError
 from llmkit.settings import ServerSettings
 
@@ -354,27 +354,7 @@ def stream_response(request: web.Request, headers: Mapping[str, str] | None = No
     return response
 
 
-_HEALTH_SCHEMA = {
-    "type": "object",
-    "required": ["status", "service", "version"],
-    "properties": {
-        "status": {"type": "string"},
-        "service": {"type": "string"},
-        "version": {"type": "string"},
-        "pid": {"type": "integer"},
-        "uptime": {"type": "number"},
-        "checks": {"type": "object"},
-    },
-}
-
-
-@openapi(
-    parameters=[query("deep", "1, true or yes also checks what the server depends on (503 when one fails)")],
-    responses={
-        "200": answer("alive (and, with ?deep=1, every dependency answered)", _HEALTH_SCHEMA),
-        "503": answer("a dependency failed: status unhealthy and the failed checks", _HEALTH_SCHEMA),
-    },
-)
+@openapi(**HEALTH_DOC)
 async def handle_health(request: web.Request) -> web.Response:
     """Liveness: service name, version, pid and uptime; `?deep=1` also checks what the server depends on."""
     info = request.app[SERVICE_KEY]
@@ -390,7 +370,7 @@ async def handle_health(request: web.Request) -> web.Response:
     return json_response({**body, "status": "unhealthy", "checks": checks}, status=503)
 
 
-@openapi(responses={"200": answer("the server's numbers; `http` counts requests")})
+@openapi(**STATS_DOC)
 async def handle_stats(request: web.Request) -> web.Response:
     """Service numbers from the app's stats provider, plus HTTP request counts under "http"."""
     provider = request.app[STATS_PROVIDER_KEY]
@@ -402,7 +382,7 @@ async def handle_stats(request: web.Request) -> web.Response:
     return json_response(data)
 
 
-@openapi(responses={"200": answer("Prometheus text exposition format 0.0.4", media=PROMETHEUS)})
+@openapi(**METRICS_DOC)
 async def handle_metrics(request: web.Request) -> web.Response:
     """Prometheus text exposition of this app's registry."""
     body = generate_latest(request.app[METRICS_KEY].registry)
@@ -445,7 +425,7 @@ def openapi_document(app: web.Application) -> dict[str, Any]:
     )
 
 
-@openapi(responses={"200": answer("an OpenAPI 3.0 document", {"type": "object", "required": ["openapi"]})})
+@openapi(**OPENAPI_DOC)
 async def handle_openapi(request: web.Request) -> web.Response:
     """This document: every route of the server."""
     return json_response(openapi_document(request.app))

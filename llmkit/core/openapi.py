@@ -160,6 +160,38 @@ def error_answer(status: int, shape: str, description: str | None = None) -> dic
     return out
 
 
+_HEALTH_SCHEMA = {
+    "type": "object",
+    "required": ["status", "service", "version"],
+    "properties": {
+        "status": {"type": "string"},
+        "service": {"type": "string"},
+        "version": {"type": "string"},
+        "pid": {"type": "integer"},
+        "uptime": {"type": "number"},
+        "checks": {"type": "object"},
+    },
+}
+# The common routes of every server (core/http.py).
+HEALTH_DOC: dict[str, Any] = {
+    "parameters": [
+        query("deep", "1, true or yes also checks what the server depends on (503 when one fails)")
+    ],
+    "responses": {
+        "200": answer("alive (and, with ?deep=1, every dependency answered)", _HEALTH_SCHEMA),
+        "503": answer(
+            "unhealthy: a dependency failed (with ?deep=1), or the process is stopping", _HEALTH_SCHEMA
+        ),
+    },
+}
+STATS_DOC: dict[str, Any] = {"responses": {"200": answer("the server's numbers; `http` counts requests")}}
+METRICS_DOC: dict[str, Any] = {
+    "responses": {"200": answer("Prometheus text exposition format 0.0.4", media=PROMETHEUS)}
+}
+OPENAPI_DOC: dict[str, Any] = {
+    "responses": {"200": answer("an OpenAPI 3.0 document", {"type": "object", "required": ["openapi"]})}
+}
+
 _PATH_PARAM_RE = re.compile(r"\{([^}:]+)(?::[^}]*)?\}")
 
 

@@ -55,7 +55,7 @@ def _message(index: int, item: Any) -> dict[str, Any]:
         text = item.get("output") or item.get("arguments") or ""
         return {"role": str(item.get("type", "item")), "content": text if isinstance(text, str) else ""}
     if not isinstance(item["role"], str):
-        raise _bad("input", f"input[{index}].role must be a string such as \"user\"")
+        raise _bad("input", f'input[{index}].role must be a string such as "user"')
     content = item.get("content")
     if isinstance(content, str):
         return {"role": item["role"], "content": content}
