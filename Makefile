@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install run test lint format bench services clean
+.PHONY: install run test lint format bench fuzz services clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,11 @@ lint: install
 	$(VENV)/bin/ruff check llmkit tests bench
 	$(VENV)/bin/ruff format --check llmkit tests bench
 	$(VENV)/bin/mypy
+
+# schemathesis against every server with many examples (the test suite runs few): FUZZ_ARGS="gateway --max-examples 1000".
+FUZZ_ARGS ?= --max-examples 200
+fuzz: install
+	$(PY) -m tests.openapi_fuzz $(FUZZ_ARGS)
 
 format: install
 	$(VENV)/bin/ruff check --fix llmkit tests bench

@@ -15,13 +15,21 @@ from typing import IO, Any
 from aiohttp import web
 
 from llmkit.aggregate.events import InvalidEvents, rows_of, timestamp_ms
-from llmkit.aggregate.openapi import EVENTS_DOC, PUBLISH_DOC
+from llmkit.aggregate.openapi import (
+    EVENTS_DOC,
+    MAX_CURSOR,
+    PUBLISH_DOC,
+    ROOT_DOC,
+    SCHEMAS,
+    events_parameters,
+)
 from llmkit.aggregate.store import store_from_settings
 from llmkit.aggregate.store.base import EventQuery, EventStore, Listed
 from llmkit.aggregate.writer import GroupWriter
 from llmkit.core.docs_page import handle_docs
 from llmkit.core.http import (
     METRICS_KEY,
+    OPENAPI_SCHEMAS_KEY,
     SERVICE_KEY,
     add_route,
     create_base_app,
@@ -41,8 +49,6 @@ AGGREGATE_KEY = web.AppKey("llmkit_aggregate_settings", AggregateSettings)
 # Rows per store query while listing; an unbounded listing streams page by page in this size.
 PAGE_SIZE = 5000
 ROOT_MESSAGE = "ChronicleWeaver is running..."
-# Cursors are 64-bit sequence numbers; anything larger is a client's mistake, not a query to run.
-MAX_CURSOR = 2**63 - 1
 
 
 def _detail(loc: list[Any], kind: str, msg: str, value: Any) -> web.Response:
@@ -136,7 +142,7 @@ def _query(request: web.Request) -> EventQuery | web.Response:
     )
 
 
-@openapi(**EVENTS_DOC)
+@openapi(**EVENTS_DOC, parameters=lambda app: events_parameters(app[AGGREGATE_KEY].max_page))
 async def list_events(request: web.Request) -> web.StreamResponse:
     """Unique events in arrival order, filtered by topic, source and time; paged with limit and after.
 
@@ -184,6 +190,7 @@ async def _stream_events(
     return response
 
 
+@openapi(**ROOT_DOC)
 async def root(request: web.Request) -> web.Response:
     """The seed's liveness answer: {"message": "ChronicleWeaver is running..."}."""
     return json_response({"message": ROOT_MESSAGE, "service": "llmkit aggregate", "docs": "/docs"})
@@ -284,6 +291,7 @@ def create_app(settings: Settings, store: EventStore | None = None) -> web.Appli
     app = create_base_app("aggregate", settings.server, stats, health={"message": "healthy"})
     app[STORE_KEY] = store
     app[AGGREGATE_KEY] = aggregate
+    app[OPENAPI_SCHEMAS_KEY].update(SCHEMAS)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         await store.open()

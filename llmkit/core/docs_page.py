@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from llmkit.core.openapi import answer, openapi
+
 # Plain HTML and a little JavaScript: every route, its summary, parameters, request body and answers.
 DOCS_HTML = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>API docs</title>
@@ -54,6 +56,7 @@ fetch("openapi.json").then(r => r.json()).then(doc => {
 """
 
 
+@openapi(responses={"200": answer("an HTML page", media="text/html")})
 async def handle_docs(request: web.Request) -> web.Response:
     """This page: the routes of /openapi.json, rendered for people."""
     return web.Response(text=DOCS_HTML, content_type="text/html")

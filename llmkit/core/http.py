@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import inspect
 import logging
 import math
 import os
@@ -12,7 +11,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 import orjson
 from aiohttp import hdrs, web
@@ -21,9 +20,11 @@ from multidict import istr
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from llmkit import __version__
+from llmkit.core import openapi as openapi_spec
 from llmkit.core.connections import describe_bad_request
 from llmkit.core.http_metrics import HttpMetrics
 from llmkit.core.ids import fresh_hex
+from llmkit.core.openapi import HEALTH_DOC, METRICS_DOC, OPENAPI_DOC, STATS_DOC, openapi
 from llmkit.errors import BackendError, CircuitOpen, LlmkitError, QueueFull, RateLimited, UpstreamError
 from llmkit.settings import ServerSettings
 
@@ -49,7 +50,6 @@ DeepHealth = Callable[[], Awaitable[dict[str, Any]]]
 # (status, code, message, extra fields) -> the JSON body of an error response.
 ErrorFormatter = Callable[[int, str, str, Mapping[str, Any]], Any]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-F = TypeVar("F", bound=Callable[..., Any])
 
 
 class ApiError(Exception):
@@ -116,14 +116,35 @@ METRICS_KEY = web.AppKey("llmkit_http_metrics", HttpMetrics)
 STATS_PROVIDER_KEY = web.AppKey[StatsProvider | None]("llmkit_stats_provider")
 # (path prefix, formatter), longest prefix first; "" is the app-wide default.
 ERROR_FORMATS_KEY = web.AppKey[list[tuple[str, ErrorFormatter]]]("llmkit_error_formats")
+# The same prefixes with the name of their error schema in /openapi.json's components.
+ERROR_SHAPES_KEY = web.AppKey[list[tuple[str, str]]]("llmkit_error_shapes")
+# Component schemas a system adds to its /openapi.json (its error shapes, big request schemas).
+OPENAPI_SCHEMAS_KEY = web.AppKey[dict[str, Any]]("llmkit_openapi_schemas")
 
 
-def set_error_format(app: web.Application, formatter: ErrorFormatter, prefix: str = "") -> None:
-    """Use `formatter` for errors on paths under `prefix` (e.g. "/v1" -> OpenAI's shape)."""
+def set_error_format(
+    app: web.Application,
+    formatter: ErrorFormatter,
+    prefix: str = "",
+    schema: tuple[str, dict[str, Any]] | None = None,
+) -> None:
+    """Use `formatter` for errors on paths under `prefix` (e.g. "/v1" -> OpenAI's shape).
+
+    `schema` is (name, JSON schema) of its bodies for /openapi.json; llmkit's two shapes need none.
+    """
     formats = [(p, f) for p, f in app[ERROR_FORMATS_KEY] if p != prefix]
     formats.append((prefix, formatter))
     formats.sort(key=lambda item: len(item[0]), reverse=True)
     app[ERROR_FORMATS_KEY][:] = formats
+    if schema is not None:
+        name = schema[0]
+        app[OPENAPI_SCHEMAS_KEY][name] = schema[1]
+    else:
+        name = "OpenAIError" if formatter is openai_error_body else "Error"
+    shapes = [(p, n) for p, n in app[ERROR_SHAPES_KEY] if p != prefix]
+    shapes.append((prefix, name))
+    shapes.sort(key=lambda item: len(item[0]), reverse=True)
+    app[ERROR_SHAPES_KEY][:] = shapes
 
 
 def error_response(
@@ -220,6 +241,8 @@ def _error_to_response(request: web.Request, exc: Exception, limit: int) -> web.
 
 
 _ROUTE_MARK = "__llmkit_route__"
+# Every path, a newline in it too (`.*` stops at one, and aiohttp then answers a text/plain 404).
+ANY_PATH = "/{path:[\\s\\S]*}"
 UNMATCHED = "unmatched"
 
 
@@ -330,7 +353,7 @@ async def _finish_routes(app: web.Application) -> None:
                     f"route {route.method} {resource.canonical} was added with app.router; "
                     "add it with llmkit.core.http.add_route so it gets ids, JSON errors and metrics"
                 )
-    app.router.add_route(hdrs.METH_ANY, "/{path:.*}", app[WRAPPER_KEY].wrap(_unmatched, UNMATCHED))
+    app.router.add_route(hdrs.METH_ANY, ANY_PATH, app[WRAPPER_KEY].wrap(_unmatched, UNMATCHED))
 
 
 def stream_response(request: web.Request, headers: Mapping[str, str] | None = None) -> web.StreamResponse:
@@ -340,6 +363,7 @@ def stream_response(request: web.Request, headers: Mapping[str, str] | None = No
     return response
 
 
+@openapi(**HEALTH_DOC)
 async def handle_health(request: web.Request) -> web.Response:
     """Liveness: service name, version, pid and uptime; `?deep=1` also checks what the server depends on."""
     info = request.app[SERVICE_KEY]
@@ -360,6 +384,7 @@ async def handle_health(request: web.Request) -> web.Response:
     return json_response({**body, "status": "unhealthy", "checks": checks}, status=503)
 
 
+@openapi(**STATS_DOC)
 async def handle_stats(request: web.Request) -> web.Response:
     """Service numbers from the app's stats provider, plus HTTP request counts under "http"."""
     provider = request.app[STATS_PROVIDER_KEY]
@@ -371,39 +396,21 @@ async def handle_stats(request: web.Request) -> web.Response:
     return json_response(data)
 
 
+@openapi(**METRICS_DOC)
 async def handle_metrics(request: web.Request) -> web.Response:
     """Prometheus text exposition of this app's registry."""
     body = generate_latest(request.app[METRICS_KEY].registry)
     return web.Response(body=body, headers={hdrs.CONTENT_TYPE: CONTENT_TYPE_LATEST})
 
 
-def openapi(**operation: Any) -> Callable[[F], F]:
-    """Attach OpenAPI operation fields (requestBody, responses, tags, ...) to a handler."""
-
-    def attach(handler: F) -> F:
-        handler.__dict__.setdefault("__openapi__", {}).update(operation)
-        return handler
-
-    return attach
-
-
-_PATH_PARAM_RE = re.compile(r"\{([^}:]+)(?::[^}]*)?\}")
 _VIEW_METHODS = ("get", "post", "put", "patch", "delete")
 
 
-def _operation(handler: Any, path: str) -> dict[str, Any]:
-    doc = inspect.getdoc(handler) or ""
-    summary, _, description = doc.partition("\n")
-    op: dict[str, Any] = {"summary": summary.strip(), "responses": {"200": {"description": "OK"}}}
-    if description.strip():
-        op["description"] = description.strip()
-    params = _PATH_PARAM_RE.findall(path)
-    if params:
-        op["parameters"] = [
-            {"name": p, "in": "path", "required": True, "schema": {"type": "string"}} for p in params
-        ]
-    op.update(getattr(handler, "__openapi__", {}))
-    return op
+def _error_shape(app: web.Application, path: str) -> str:
+    for prefix, shape in app[ERROR_SHAPES_KEY]:
+        if path.startswith(prefix):
+            return shape
+    return "Error"
 
 
 def _routes(app: web.Application) -> Iterator[tuple[str, str, Any]]:
@@ -420,19 +427,19 @@ def _routes(app: web.Application) -> Iterator[tuple[str, str, Any]]:
 
 
 def openapi_document(app: web.Application) -> dict[str, Any]:
-    """An OpenAPI 3 document of the app's routes, summaries taken from handler docstrings."""
-    paths: dict[str, dict[str, Any]] = {}
-    for method, path, handler in _routes(app):
-        clean = _PATH_PARAM_RE.sub(lambda m: "{" + m.group(1) + "}", path)
-        paths.setdefault(clean, {})[method.lower()] = _operation(handler, path)
+    """An OpenAPI 3 document of the app's routes: summaries from docstrings, the rest from @openapi."""
     info = app[SERVICE_KEY]
-    return {
-        "openapi": "3.0.3",
-        "info": {"title": f"llmkit {info.name}", "version": info.version},
-        "paths": dict(sorted(paths.items())),
-    }
+    return openapi_spec.document(
+        f"llmkit {info.name}",
+        info.version,
+        _routes(app),
+        lambda path: _error_shape(app, path),
+        app[OPENAPI_SCHEMAS_KEY],
+        app,
+    )
 
 
+@openapi(**OPENAPI_DOC)
 async def handle_openapi(request: web.Request) -> web.Response:
     """This document: every route of the server."""
     return json_response(openapi_document(request.app))
@@ -463,7 +470,10 @@ def create_base_app(
     app[SETTINGS_KEY] = settings
     app[METRICS_KEY] = http_metrics
     app[STATS_PROVIDER_KEY] = stats
-    app[ERROR_FORMATS_KEY] = [("", error_format)]
+    app[ERROR_FORMATS_KEY] = []
+    app[ERROR_SHAPES_KEY] = []
+    app[OPENAPI_SCHEMAS_KEY] = {}
+    set_error_format(app, error_format)
     app[WRAPPER_KEY] = RouteWrapper(settings, http_metrics)
     app[CANCEL_ON_DISCONNECT_KEY] = cancel_on_disconnect
     app.on_startup.append(_finish_routes)

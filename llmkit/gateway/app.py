@@ -14,6 +14,7 @@ from aiohttp import web
 
 from llmkit.core.http import (
     METRICS_KEY,
+    OPENAPI_SCHEMAS_KEY,
     ApiError,
     add_route,
     create_base_app,
@@ -27,6 +28,7 @@ from llmkit.gateway.calls import Outcome
 from llmkit.gateway.chat import ChatRequest, build_request, with_messages
 from llmkit.gateway.conversations import Conversation
 from llmkit.gateway.flights import Ticket
+from llmkit.gateway.openapi import CACHE_ACTION_DOC, CACHE_STATS_DOC, CHAT_OPTIMIZED_DOC, SCHEMAS
 from llmkit.gateway.pool import pool_from_settings
 from llmkit.gateway.service import Gateway
 from llmkit.settings import Settings
@@ -96,7 +98,7 @@ def upstream_failure(exc: UpstreamError) -> dict[str, Any]:
     return {"code": "upstream_error", "status": exc.status, "message": str(exc)}
 
 
-@openapi(tags=["chat"])
+@openapi(**CHAT_OPTIMIZED_DOC)
 async def chat_optimized(request: web.Request) -> web.StreamResponse:
     """The seed's chat: {messages, stream, use_cache, priority, model?, conversation_id?}.
 
@@ -228,7 +230,7 @@ async def cache_report(gateway: Gateway) -> dict[str, Any]:
     }
 
 
-@openapi(tags=["stats"])
+@openapi(**CACHE_STATS_DOC)
 async def get_cache_stats(request: web.Request) -> web.Response:
     """The seed's statistics: response_cache, conversation_cache, batch_processor, queue_length."""
     return json_response(await cache_report(request.app[GATEWAY_KEY]))
@@ -237,7 +239,7 @@ async def get_cache_stats(request: web.Request) -> web.Response:
 ACTIONS = ("clear", "clear_response_cache", "clear_conversation_cache", "warm_model")
 
 
-@openapi(tags=["stats"])
+@openapi(**CACHE_ACTION_DOC)
 async def post_cache_stats(request: web.Request) -> web.Response:
     """Cache operations: {"action": clear | clear_response_cache | clear_conversation_cache | warm_model}."""
     gateway = request.app[GATEWAY_KEY]
@@ -302,6 +304,8 @@ def create_app(settings: Settings, pool: Any = None) -> web.Application:
         deep_health=deep,
         cancel_on_disconnect=True,
     )
+
+    app[OPENAPI_SCHEMAS_KEY].update(SCHEMAS)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         gateway = Gateway(settings, pool if pool is not None else pool_from_settings(settings.gateway))

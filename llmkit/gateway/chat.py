@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
@@ -29,6 +30,12 @@ SAMPLING = frozenset(
         "response_format",
     }
 )
+# OpenAI's limit, which OpenAI-compatible upstreams enforce: refused here, not relayed as a 502.
+MAX_STOP = 4
+# Integers upstreams store in 64 bits (OpenAI's seed): larger ones are refused here.
+MAX_INT = 2**63 - 1
+FORMAT_TYPES = ("text", "json_object", "json_schema")
+_SCHEMA_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 ALIASES = {"max_completion_tokens": "max_tokens", "num_predict": "max_tokens"}
 # OpenAI fields the gateway cannot honour: it relays one text answer.
 UNSUPPORTED = ("tools", "functions", "tool_choice", "function_call", "logprobs", "top_logprobs", "audio")
@@ -103,43 +110,79 @@ def parse_messages(value: Any) -> tuple[dict[str, Any], ...]:
         if not isinstance(message, dict):
             raise bad(f"messages[{i}] must be an object with role and content", f"messages[{i}]")
         role = message.get("role")
-        if role not in ROLES:
+        if not isinstance(role, str) or role not in ROLES:
             raise bad(
                 f"messages[{i}].role must be one of {', '.join(sorted(ROLES))}; got {role!r}",
                 f"messages[{i}].role",
             )
         clean = {"role": role, "content": _content(message.get("content"), f"messages[{i}].content")}
         name = message.get("name")
-        if isinstance(name, str) and name:
+        if name is not None and not isinstance(name, str):
+            raise bad(f"messages[{i}].name must be a string; got {name!r:.60}", f"messages[{i}].name")
+        if name:
             clean["name"] = name
         messages.append(clean)
     return tuple(messages)
+
+
+def _is_int(value: Any, low: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= MAX_INT
 
 
 def parse_params(body: Mapping[str, Any]) -> dict[str, Any]:
     """The sampling parameters of a body (top level, and Ollama's `options`), under their OpenAI names."""
     params: dict[str, Any] = {}
     options = body.get("options")
-    sources: list[Mapping[str, Any]] = [options] if isinstance(options, dict) else []
+    if options is not None and not isinstance(options, dict):
+        raise bad(f"options must be an object of sampling parameters; got {options!r:.60}", "options")
+    sources: list[Mapping[str, Any]] = [options] if options else []
     sources.append(body)
     for source in sources:
-        for name, value in source.items():
-            name = ALIASES.get(name, name)
-            if name in SAMPLING and value is not None:
-                params[name] = value
+        for given, value in source.items():
+            name = ALIASES.get(given, given)
+            if name not in SAMPLING or value is None:
+                continue
+            # Each spelling is checked on its own: a later alias must not hide a bad earlier one.
+            if name == "max_tokens" and not _is_int(value, 1):
+                raise bad(f"{given} must be a positive integer (at most {MAX_INT}); got {value!r}", given)
+            params[name] = value
     for name in ("temperature", "top_p", "presence_penalty", "frequency_penalty", "top_k", "repeat_penalty"):
         value = params.get(name)
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
             raise bad(f"{name} must be a number; got {value!r}", name)
-    tokens = params.get("max_tokens")
-    if tokens is not None and (isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 1):
-        raise bad(f"max_tokens must be a positive integer; got {tokens!r}", "max_tokens")
+    seed = params.get("seed")
+    if seed is not None and not _is_int(seed, -MAX_INT - 1):
+        raise bad(f"seed must be a 64-bit integer; got {seed!r}", "seed")
     stop = params.get("stop")
     if isinstance(stop, str):
         params["stop"] = [stop]
-    elif stop is not None and not (isinstance(stop, list) and all(isinstance(s, str) for s in stop)):
-        raise bad("stop must be a string or a list of strings", "stop")
+    elif stop is not None and not (
+        isinstance(stop, list) and len(stop) <= MAX_STOP and all(isinstance(s, str) for s in stop)
+    ):
+        raise bad(f"stop must be a string or a list of up to {MAX_STOP} strings", "stop")
+    if "response_format" in params:
+        _check_response_format(params["response_format"])
     return params
+
+
+def _check_response_format(value: Any) -> None:
+    """OpenAI's response_format rules, so an upstream never answers 400 to what the gateway took."""
+    kind = value.get("type") if isinstance(value, dict) else None
+    if kind not in FORMAT_TYPES:
+        raise bad(f"response_format.type must be one of {', '.join(FORMAT_TYPES)}", "response_format")
+    if kind != "json_schema":
+        return
+    spec = value.get("json_schema")
+    name = spec.get("name") if isinstance(spec, dict) else None
+    if not isinstance(name, str) or not _SCHEMA_NAME.fullmatch(name):
+        raise bad(
+            "response_format.json_schema.name must be 1-64 letters, digits, '_' or '-'", "response_format"
+        )
+    assert isinstance(spec, dict)
+    if not isinstance(spec.get("schema", {}), dict) or not isinstance(spec.get("strict", False), bool):
+        raise bad(
+            "response_format.json_schema: schema must be an object, strict a boolean", "response_format"
+        )
 
 
 def cache_key(model: str, messages: tuple[Mapping[str, Any], ...], params: Mapping[str, Any]) -> str:

@@ -25,6 +25,7 @@ from llmkit.gateway.calls import Outcome
 from llmkit.gateway.chat import ChatRequest
 from llmkit.gateway.conversations import Conversation
 from llmkit.gateway.flights import Ticket
+from llmkit.gateway.openapi import CHAT_COMPLETIONS_DOC, MODELS_DOC
 from llmkit.gateway.service import Gateway
 
 log = logging.getLogger("llmkit.gateway")
@@ -100,7 +101,7 @@ class ChunkWriter:
         return b"data: " + orjson.dumps(chunk) + b"\n\n"
 
 
-@openapi(tags=["openai"])
+@openapi(**CHAT_COMPLETIONS_DOC)
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     """OpenAI's chat completions, served through the gateway's cache, queue and coalescing.
 
@@ -181,7 +182,7 @@ class ModelList:
 MODELS_KEY = web.AppKey("llmkit_gateway_models", ModelList)
 
 
-@openapi(tags=["openai"])
+@openapi(**MODELS_DOC)
 async def list_models(request: web.Request) -> web.Response:
     """OpenAI's model list: gateway.model and the models the upstreams serve."""
     ids = await request.app[MODELS_KEY].get(request.app[GATEWAY_KEY])

@@ -17,6 +17,7 @@ from llmkit.core.ids import fresh_hex
 from llmkit.errors import UpstreamError
 from llmkit.gateway.conversations import Conversation
 from llmkit.gateway.flights import QUEUED, Ticket
+from llmkit.gateway.openapi import QUEUE_DELETE_DOC, QUEUE_GET_DOC, QUEUE_POST_DOC
 from llmkit.gateway.service import Gateway
 
 QUEUED_S, PROCESSING, COMPLETED, FAILED, CANCELLED = (
@@ -191,7 +192,7 @@ def _record(request: web.Request, required: bool = True) -> QueuedRequest | None
     return record
 
 
-@openapi(tags=["queue"])
+@openapi(**QUEUE_POST_DOC)
 async def post_queue(request: web.Request) -> web.Response:
     """Queue a chat {messages, model?, priority?, use_cache?}; answers its request_id and place in line."""
     book = request.app[BOOK_KEY]
@@ -207,7 +208,7 @@ async def post_queue(request: web.Request) -> web.Response:
     return json_response({"request_id": record.id, "status": status})
 
 
-@openapi(tags=["queue"])
+@openapi(**QUEUE_GET_DOC)
 async def get_queue(request: web.Request) -> web.Response:
     """One request's status (?requestId=ID), or without an id the queue overview."""
     book = request.app[BOOK_KEY]
@@ -238,7 +239,7 @@ async def get_queue(request: web.Request) -> web.Response:
     )
 
 
-@openapi(tags=["queue"])
+@openapi(**QUEUE_DELETE_DOC)
 async def delete_queue(request: web.Request) -> web.Response:
     """Cancel a queued request (?requestId=ID); 409 once it runs or has finished."""
     record = _record(request)

@@ -11,25 +11,37 @@ from aiohttp import web
 from llmkit import __version__
 from llmkit.core.http import (
     METRICS_KEY,
+    OPENAPI_SCHEMAS_KEY,
     SERVICE_KEY,
     ApiError,
     add_route,
     create_base_app,
     json_response,
+    openapi,
     read_json,
 )
 from llmkit.core.queue.base import Priority
 from llmkit.core.serve import on_stop
 from llmkit.errors import ConfigError
 from llmkit.orchestrate.jobs import JobStore, MemoryJobStore, wait_terminal
+from llmkit.orchestrate.openapi import (
+    CANCEL_DOC,
+    INFER_DOC,
+    PREFLIGHT_DOC,
+    RESULT_DOC,
+    SCHEMAS,
+    STATUS_DOC,
+    result_parameters,
+)
 from llmkit.orchestrate.parameters import check_parameters
 from llmkit.orchestrate.service import Orchestrator, Submission
 from llmkit.orchestrate.workers import Drain
-from llmkit.settings import Settings, mask_url
+from llmkit.settings import OrchestrateSettings, Settings, mask_url
 
 log = logging.getLogger("llmkit.orchestrate")
 
 ORCHESTRATOR_KEY = web.AppKey("llmkit_orchestrator", Orchestrator)
+ORCHESTRATE_KEY = web.AppKey("llmkit_orchestrate_settings", OrchestrateSettings)
 PRIORITIES = tuple(level.name.lower() for level in Priority)
 DEFAULT_RESULT_WAIT_S = 30.0
 
@@ -84,6 +96,7 @@ def parse_submission(body: dict[str, Any], idempotency_key: str | None = None) -
     )
 
 
+@openapi(**INFER_DOC)
 async def infer(request: web.Request) -> web.Response:
     """Submit a job: {prompt, session_id?, metadata?: {priority}, parameters?, stream?}; its request_id.
 
@@ -106,11 +119,13 @@ async def _job_or_404(request: web.Request) -> Any:
     return job
 
 
+@openapi(**STATUS_DOC)
 async def status(request: web.Request) -> web.Response:
     """A job's state now: pending, processing, completed, failed, timeout or cancelled."""
     return json_response((await _job_or_404(request)).public())
 
 
+@openapi(**RESULT_DOC, parameters=lambda app: result_parameters(app[ORCHESTRATE_KEY].long_poll_max_s))
 async def result(request: web.Request) -> web.Response:
     """Wait until the job is terminal or `?timeout=` seconds pass (then 408 with its current state)."""
     job = await _job_or_404(request)
@@ -129,6 +144,7 @@ async def result(request: web.Request) -> web.Response:
     return json_response(job.public(), status=200 if job.terminal else 408)
 
 
+@openapi(**CANCEL_DOC)
 async def cancel(request: web.Request) -> web.Response:
     """Cancel a pending job (409 once it runs or has finished)."""
     job = await request.app[ORCHESTRATOR_KEY].cancel(request.match_info["id"])
@@ -168,6 +184,7 @@ def _cors(app: web.Application) -> None:
         response.headers["Access-Control-Allow-Origin"] = "*"
         response.headers["Access-Control-Expose-Headers"] = "X-Request-ID, Retry-After"
 
+    @openapi(**PREFLIGHT_DOC)
     async def preflight(request: web.Request) -> web.Response:
         """CORS preflight: any origin, the API's methods and headers."""
         return web.Response(
@@ -180,7 +197,7 @@ def _cors(app: web.Application) -> None:
         )
 
     app.on_response_prepare.append(allow)
-    add_route(app, "OPTIONS", "/api/v1/{path:.*}", preflight)
+    add_route(app, "OPTIONS", "/api/v1/{path:[\\s\\S]*}", preflight)
 
 
 def _stop(app: web.Application) -> None:
@@ -246,6 +263,8 @@ def create_app(settings: Settings, backend: Any = None) -> web.Application:
     app = create_base_app("orchestrate", settings.server, stats, health=health)
     app[SERVICE_KEY].live_health = lambda: _live_health(app, mask_url(settings.queue.url))
     on_stop(app, lambda: _stop(app))
+    app[ORCHESTRATE_KEY] = config
+    app[OPENAPI_SCHEMAS_KEY].update(SCHEMAS)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         queue = queue_from_url(settings.queue.url, "orchestrate", settings.queue.capacity)

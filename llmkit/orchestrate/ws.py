@@ -11,7 +11,9 @@ import orjson
 from aiohttp import WSMsgType, web
 
 from llmkit.core.http import ApiError
+from llmkit.core.openapi import openapi
 from llmkit.orchestrate.jobs import RESYNC, Job
+from llmkit.orchestrate.openapi import STREAM_DOC
 
 if TYPE_CHECKING:
     from llmkit.orchestrate.service import Orchestrator
@@ -102,6 +104,7 @@ class Connection:
         await asyncio.gather(*self.tasks, return_exceptions=True)
 
 
+@openapi(**STREAM_DOC)
 async def stream(request: web.Request) -> web.StreamResponse:
     """A WebSocket: send {prompt, session_id, metadata, stream?} messages; get {request_id, status} at once,
     {request_id, delta} while it streams, then {request_id, status, result} or {request_id, status, error}.

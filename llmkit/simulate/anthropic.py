@@ -21,7 +21,8 @@ from llmkit.core.http import (
 from llmkit.core.ids import fresh_hex
 from llmkit.simulate.app import SSE_HEADERS, STATE_KEY, SimulateState, request_slot
 from llmkit.simulate.latency import Latency, latency_for
-from llmkit.simulate.openai import last_user_text
+from llmkit.simulate.openai import MAX_INT, last_user_text
+from llmkit.simulate.openapi import ANTHROPIC_ERROR, COUNT_TOKENS_DOC, MESSAGES_DOC
 from llmkit.simulate.shapes import Answer, prepare_answer, send_stream, sse_event, wait_whole
 from llmkit.simulate.tokenizer import content_text, count_prompt_tokens
 
@@ -116,7 +117,7 @@ def parse_messages_request(data: Mapping[str, Any]) -> MessagesRequest:
     max_tokens = data.get("max_tokens")
     if max_tokens is None:
         raise _bad("max_tokens: Field required: the most tokens to generate, e.g. 1024")
-    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
+    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or not 1 <= max_tokens <= MAX_INT:
         raise _bad(f"max_tokens: must be an integer >= 1; got {max_tokens!r}")
     stream = data.get("stream")
     if stream is not None and not isinstance(stream, bool):
@@ -158,15 +159,7 @@ def message_body(req: MessagesRequest, msg_id: str, answer: Answer | None) -> di
     }
 
 
-@openapi(
-    tags=["anthropic"],
-    requestBody={"content": {"application/json": {"schema": {"type": "object"}}}},
-    responses={
-        "200": {"description": "A message, or text/event-stream events when stream is true."},
-        "400": {"description": "invalid_request_error (a required field is missing or wrong)."},
-        "429": {"description": "All request slots busy (rate_limit_error)."},
-    },
-)
+@openapi(**MESSAGES_DOC)
 async def messages(request: web.Request) -> web.StreamResponse:
     """Anthropic Messages, answered from the source on the latency model."""
     state = request.app[STATE_KEY]
@@ -220,7 +213,7 @@ async def _stream(
     return response
 
 
-@openapi(tags=["anthropic"], requestBody={"content": {"application/json": {"schema": {"type": "object"}}}})
+@openapi(**COUNT_TOKENS_DOC)
 async def count_tokens(request: web.Request) -> web.Response:
     """The input tokens a Messages request would use (system prompt included)."""
     _, _, prompt_tokens = _prompt(await read_json(request))
@@ -230,6 +223,6 @@ async def count_tokens(request: web.Request) -> web.Response:
 def add_routes(app: web.Application) -> None:
     """Register the Messages routes, with Anthropic's error shape under /v1/messages."""
     # Longer than "/v1" (OpenAI's shape), so it wins for these paths.
-    set_error_format(app, anthropic_error_body, "/v1/messages")
+    set_error_format(app, anthropic_error_body, "/v1/messages", ("AnthropicError", ANTHROPIC_ERROR))
     add_route(app, "POST", "/v1/messages", messages)
     add_route(app, "POST", "/v1/messages/count_tokens", count_tokens)

@@ -14,6 +14,7 @@ from aiohttp import web
 
 from llmkit.core.cache import Cache, cache_from_url
 from llmkit.core.http import (
+    OPENAPI_SCHEMAS_KEY,
     ApiError,
     StatsProvider,
     add_route,
@@ -42,6 +43,7 @@ from llmkit.simulate.openai import (
     shape_answer,
     stream_head,
 )
+from llmkit.simulate.openapi import CHAT_DOC, MODEL_DOC, SCHEMAS, TEST_COMPLETION_DOC
 from llmkit.simulate.ratelimit import ModelRateLimits
 from llmkit.simulate.rng import RequestRandom
 from llmkit.simulate.sources.base import Source, SourceUnavailable
@@ -123,16 +125,7 @@ def _too_busy(state: SimulateState) -> ApiError:
     )
 
 
-@openapi(
-    tags=["openai"],
-    requestBody={"content": {"application/json": {"schema": {"type": "object"}}}},
-    responses={
-        "200": {"description": "A chat.completion, or text/event-stream chunks when stream is true."},
-        "400": {"description": "Invalid parameter (error.param names it)."},
-        "429": {"description": "All request slots busy."},
-        "503": {"description": "The answer source is unavailable."},
-    },
-)
+@openapi(**CHAT_DOC)
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     """OpenAI chat completions, answered from the source on the latency model.
 
@@ -337,6 +330,7 @@ async def run_stream(
     return response
 
 
+@openapi(**TEST_COMPLETION_DOC)
 async def test_completion(request: web.Request) -> web.Response:
     """The seed's fixed connectivity answer: proves a client reaches the simulator."""
     return json_response(TEST_COMPLETION)
@@ -354,7 +348,7 @@ async def list_models(request: web.Request) -> web.Response:
     return json_response({"object": "list", "data": data})
 
 
-@openapi(tags=["openai"])
+@openapi(**MODEL_DOC)
 async def retrieve_model(request: web.Request) -> web.Response:
     """One model of the list; 404 for an id the simulator does not list."""
     state = request.app[STATE_KEY]
@@ -433,6 +427,7 @@ def create_app(settings: Settings, source: Source | None = None) -> web.Applicat
     )
     app = create_base_app("simulate", settings.server, stats=_make_stats(state))
     app[STATE_KEY] = state
+    app[OPENAPI_SCHEMAS_KEY].update(SCHEMAS)
     faults.add_routes(app, state.faults)
     state.rate_limits = ratelimit.install(app, sim.rpm, sim.tpm, settings.limiter.url)
     set_error_format(app, openai_error_body, "/v1")

@@ -34,6 +34,7 @@ from llmkit.simulate.openai import (
     invalid,
     usage,
 )
+from llmkit.simulate.openapi import COMPLETIONS_DOC
 from llmkit.simulate.stream import INSTANT_CHUNK_TOKENS, StreamPlan, StreamSender, plan_pieces
 from llmkit.simulate.tokenizer import count_tokens
 
@@ -201,15 +202,7 @@ def _body(req: CompletionRequest, lanes: list[Lane], prompt_tokens: int) -> dict
     }
 
 
-@openapi(
-    tags=["openai"],
-    requestBody={"content": {"application/json": {"schema": {"type": "object"}}}},
-    responses={
-        "200": {"description": "A text_completion, or text/event-stream chunks when stream is true."},
-        "400": {"description": "Invalid parameter (error.param names it)."},
-        "429": {"description": "All request slots busy."},
-    },
-)
+@openapi(**COMPLETIONS_DOC)
 async def completions(request: web.Request) -> web.StreamResponse:
     """OpenAI's legacy text completions, answered from the source on the latency model."""
     state = request.app[STATE_KEY]

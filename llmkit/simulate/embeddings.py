@@ -23,7 +23,8 @@ from aiohttp import web
 from llmkit.core.http import add_route, json_response, openapi, read_json
 from llmkit.simulate.app import STATE_KEY, request_slot, wait_or_gone
 from llmkit.simulate.latency import latency_for
-from llmkit.simulate.openai import check_model, int_param, invalid
+from llmkit.simulate.openai import MAX_INT, check_model, int_param, invalid
+from llmkit.simulate.openapi import EMBEDDINGS_DOC
 from llmkit.simulate.tokenizer import count_tokens
 
 DEFAULT_DIMENSIONS = 1536
@@ -105,7 +106,7 @@ def _check_input(data: Mapping[str, Any]) -> tuple[tuple[str, ...], tuple[int, .
         elif (
             isinstance(item, list)
             and item
-            and all(isinstance(t, int) and not isinstance(t, bool) for t in item)
+            and all(isinstance(t, int) and not isinstance(t, bool) and 0 <= t <= MAX_INT for t in item)
         ):
             # A token array hashes as the text of its ids: stable, and distinct from any plain text.
             texts.append("\x00tokens " + " ".join(map(str, item)))
@@ -151,15 +152,7 @@ def embedding_body(req: EmbeddingRequest) -> dict[str, Any]:
     }
 
 
-@openapi(
-    tags=["openai"],
-    requestBody={"content": {"application/json": {"schema": {"type": "object"}}}},
-    responses={
-        "200": {"description": "A list of embedding objects (float arrays or base64 float32)."},
-        "400": {"description": "Invalid parameter (error.param names it)."},
-        "429": {"description": "All request slots busy."},
-    },
-)
+@openapi(**EMBEDDINGS_DOC)
 async def embeddings(request: web.Request) -> web.Response:
     """OpenAI embeddings: deterministic unit vectors, after the time to first token of the latency model."""
     state = request.app[STATE_KEY]

@@ -13,6 +13,7 @@ from aiohttp import web
 from multidict import istr
 
 from llmkit.core.http import ApiError, add_route, json_response, openapi, read_json, request_key
+from llmkit.simulate.openapi import FAULTS_DOC
 
 log = logging.getLogger("llmkit.simulate.faults")
 
@@ -234,10 +235,7 @@ async def get_faults(request: web.Request) -> web.Response:
     return json_response(request.app[INJECTOR_KEY].snapshot())
 
 
-@openapi(
-    tags=["admin"],
-    requestBody={"content": {"application/json": {"schema": {"type": "object"}}}},
-)
+@openapi(**FAULTS_DOC)
 async def post_faults(request: web.Request) -> web.Response:
     """Script faults: {"schedule": [{"fault": "429", "count": 3}]} or {"fault": "503"} or {"rates": {...}}."""
     injector = request.app[INJECTOR_KEY]

@@ -14,7 +14,8 @@ from aiohttp import web
 from llmkit.core.http import ApiError, add_route, json_response, openapi, set_error_format, stream_response
 from llmkit.simulate.app import STATE_KEY, SimulateState, request_slot
 from llmkit.simulate.latency import Latency, latency_for
-from llmkit.simulate.openai import last_user_text
+from llmkit.simulate.openai import MAX_INT, last_user_text
+from llmkit.simulate.openapi import OLLAMA_CHAT_DOC, OLLAMA_ERROR, OLLAMA_GENERATE_DOC
 from llmkit.simulate.shapes import Answer, Clock, prepare_answer, send_stream, wait_whole
 from llmkit.simulate.tokenizer import count_prompt_tokens
 
@@ -72,7 +73,9 @@ def _check_options(data: Mapping[str, Any]) -> tuple[int | None, tuple[str, ...]
     if not isinstance(options, dict):
         raise _bad(f'options must be an object such as {{"num_predict": 64}}; got {options!r}')
     num_predict = options.get("num_predict")
-    if num_predict is not None and (isinstance(num_predict, bool) or not isinstance(num_predict, int)):
+    if num_predict is not None and (
+        isinstance(num_predict, bool) or not isinstance(num_predict, int) or abs(num_predict) > MAX_INT
+    ):
         raise _bad(f"options.num_predict must be an integer (-1 for no limit); got {num_predict!r}")
     stop = options.get("stop")
     if stop is None:
@@ -129,9 +132,11 @@ def parse_generate(data: Mapping[str, Any]) -> OllamaRequest:
     model = _check_model(data)
     stream, as_json = _check_common(data)
     max_tokens, stop = _check_options(data)
-    prompt, system = data.get("prompt") or "", data.get("system") or ""
-    if not isinstance(prompt, str) or not isinstance(system, str):
+    prompt, system = data.get("prompt"), data.get("system")
+    # Checked before defaulting: `or ""` let {} and [] through as an empty prompt.
+    if not isinstance(prompt, str | None) or not isinstance(system, str | None):
         raise _bad("prompt and system must be strings")
+    prompt, system = prompt or "", system or ""
     messages = [{"role": "system", "content": system}] if system else []
     messages.append({"role": "user", "content": prompt})
     tokens = count_prompt_tokens(messages)
@@ -250,14 +255,14 @@ async def _stream(
     return response
 
 
-@openapi(tags=["ollama"], requestBody={"content": {"application/json": {"schema": {"type": "object"}}}})
+@openapi(**OLLAMA_CHAT_DOC)
 async def chat(request: web.Request) -> web.StreamResponse:
     """Ollama chat: NDJSON stream by default, one object with "stream": false."""
     req = parse_chat(await read_body(request))
     return await _answer(request, req, _Shape(chat=True))
 
 
-@openapi(tags=["ollama"], requestBody={"content": {"application/json": {"schema": {"type": "object"}}}})
+@openapi(**OLLAMA_GENERATE_DOC)
 async def generate(request: web.Request) -> web.StreamResponse:
     """Ollama completion of a prompt: NDJSON stream by default, one object with "stream": false."""
     req = parse_generate(await read_body(request))
@@ -305,7 +310,7 @@ async def version(request: web.Request) -> web.Response:
 
 def add_routes(app: web.Application) -> None:
     """Register the Ollama routes under /api, with Ollama's `{"error": "..."}` error shape."""
-    set_error_format(app, ollama_error_body, "/api")
+    set_error_format(app, ollama_error_body, "/api", ("OllamaError", OLLAMA_ERROR))
     add_route(app, "POST", "/api/chat", chat)
     add_route(app, "POST", "/api/generate", generate)
     add_route(app, "GET", "/api/tags", tags)

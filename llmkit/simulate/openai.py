@@ -30,6 +30,8 @@ from llmkit.simulate.tokenizer import content_text, count_prompt_tokens, tokeniz
 ROLES = ("system", "user", "assistant", "tool", "developer")
 MAX_N = 128
 MAX_STOP = 4
+# Integer parameters are 64-bit: a larger number is refused rather than read as a float or a bignum.
+MAX_INT = 2**63 - 1
 SYSTEM_FINGERPRINT = "fp_llmkit"
 DONE_EVENT = b"data: [DONE]\n\n"
 
@@ -144,17 +146,12 @@ def _check_messages(data: Mapping[str, Any]) -> list[dict[str, Any]]:
     return [_check_message(i, m) for i, m in enumerate(messages)]
 
 
-def int_param(data: Mapping[str, Any], name: str, low: int, high: int | None = None) -> int | None:
+def int_param(data: Mapping[str, Any], name: str, low: int, high: int = MAX_INT) -> int | None:
     value = data.get(name)
     if value is None:
         return None
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int)
-        or value < low
-        or (high is not None and value > high)
-    ):
-        upper = f" and <= {high}" if high is not None else ""
+    if isinstance(value, bool) or not isinstance(value, int) or value < low or value > high:
+        upper = f" and <= {high}" if high != MAX_INT else f" (64-bit, at most {MAX_INT})"
         raise invalid(name, f"{name} must be an integer >= {low}{upper}; got {value!r}")
     return value
 

@@ -14,6 +14,8 @@ from llmkit.core.http import ApiError, add_route, json_response, openapi, read_j
 from llmkit.core.ids import fresh_hex
 from llmkit.simulate.app import SSE_HEADERS, STATE_KEY, SimulateState, request_slot
 from llmkit.simulate.latency import Latency, latency_for
+from llmkit.simulate.openai import MAX_INT
+from llmkit.simulate.openapi import RESPONSES_DOC
 from llmkit.simulate.shapes import Answer, prepare_answer, send_stream, sse_event, wait_whole
 from llmkit.simulate.tokenizer import count_prompt_tokens
 
@@ -52,6 +54,8 @@ def _message(index: int, item: Any) -> dict[str, Any]:
         # Tool calls, tool outputs, reasoning: count whatever text they carry.
         text = item.get("output") or item.get("arguments") or ""
         return {"role": str(item.get("type", "item")), "content": text if isinstance(text, str) else ""}
+    if not isinstance(item["role"], str):
+        raise _bad("input", f'input[{index}].role must be a string such as "user"')
     content = item.get("content")
     if isinstance(content, str):
         return {"role": item["role"], "content": content}
@@ -107,7 +111,9 @@ def parse_responses_request(data: Mapping[str, Any]) -> ResponsesRequest:
     if instructions is not None and not isinstance(instructions, str):
         raise _bad("instructions", f"instructions must be a string; got {instructions!r}")
     limit = data.get("max_output_tokens")
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+    if limit is not None and (
+        isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_INT
+    ):
         raise _bad("max_output_tokens", f"max_output_tokens must be an integer >= 1; got {limit!r}")
     stream = data.get("stream")
     if stream is not None and not isinstance(stream, bool):
@@ -188,15 +194,7 @@ class ResponseBuilder:
         return body
 
 
-@openapi(
-    tags=["openai"],
-    requestBody={"content": {"application/json": {"schema": {"type": "object"}}}},
-    responses={
-        "200": {"description": "A response object, or text/event-stream events when stream is true."},
-        "400": {"description": "Invalid parameter (error.param names it)."},
-        "429": {"description": "All request slots busy."},
-    },
-)
+@openapi(**RESPONSES_DOC)
 async def create_response(request: web.Request) -> web.StreamResponse:
     """OpenAI Responses: one output_text message answered from the source on the latency model."""
     state = request.app[STATE_KEY]

@@ -184,10 +184,12 @@ async def test_rate_limit_by_both_refuses_a_spent_session(
 @pytest.mark.parametrize(
     ("parameters", "param", "hint"),
     [
-        ({"max_tokens": -1}, "parameters.max_tokens", "integer >= 1"),
-        ({"max_tokens": 0}, "parameters.max_tokens", "integer >= 1"),
-        ({"max_tokens": "100"}, "parameters.max_tokens", "integer >= 1"),
-        ({"max_tokens": True}, "parameters.max_tokens", "integer >= 1"),
+        ({"max_tokens": -1}, "parameters.max_tokens", "integer from 1 to"),
+        ({"max_tokens": 0}, "parameters.max_tokens", "integer from 1 to"),
+        ({"max_tokens": "100"}, "parameters.max_tokens", "integer from 1 to"),
+        ({"max_tokens": True}, "parameters.max_tokens", "integer from 1 to"),
+        ({"max_tokens": 2**63}, "parameters.max_tokens", "integer from 1 to 9223372036854775807"),
+        ({"seed": -(2**63) - 1}, "parameters.seed", "64-bit integer"),
         ({"n": 10_000}, "parameters.n", "must be 1"),
         ({"n": 2}, "parameters.n", "must be 1"),
         ({"n": 1.0}, "parameters.n", "must be 1"),

@@ -25,6 +25,7 @@ from llmkit.core.http import (
     set_error_format,
     stream_response,
 )
+from llmkit.core.openapi import json_body
 from llmkit.errors import QueueFull, RateLimited
 from llmkit.settings import ServerSettings
 
@@ -143,6 +144,12 @@ async def test_unknown_path_is_a_json_404(client: Client) -> None:
     error = await error_of(await client.get("/nowhere"), 404)
     assert error["code"] == "not_found"
     assert "/nowhere" in error["message"]
+
+
+async def test_a_path_with_a_newline_is_a_json_404_too(client: Client) -> None:
+    # `/{path:.*}` stopped at the newline, so aiohttp answered its own text/plain 404 (found by the fuzzer).
+    error = await error_of(await client.get("/a%0Ab"), 404)
+    assert error["code"] == "not_found"
 
 
 async def test_wrong_method_is_a_json_405_with_allow(client: Client) -> None:
@@ -315,6 +322,30 @@ async def test_openapi_lists_routes_with_summaries_and_extra_schema(client: Clie
     assert item["tags"] == ["items"]
     assert item["responses"] == {"200": {"description": "The item."}}
     assert item["parameters"][0]["name"] == "item_id"
+
+
+@openapi(requestBody=json_body({"type": "object"}), errors=[404, 429])
+async def documented(request: web.Request) -> web.Response:
+    """A documented route."""
+    return json_response({})
+
+
+async def test_openapi_adds_error_answers_in_the_paths_shape(aiohttp_client: MakeClient) -> None:
+    app = make_app()
+    add_route(app, "POST", "/v1/documented", documented)
+    add_route(app, "POST", "/documented", documented)
+    doc = await (await (await aiohttp_client(app)).get("/openapi.json")).json()
+    schemas = doc["components"]["schemas"]
+    assert {"Error", "OpenAIError", "ValidationError"} <= set(schemas)
+    for path, shape in (("/documented", "Error"), ("/v1/documented", "OpenAIError")):
+        responses = doc["paths"][path]["post"]["responses"]
+        # 400, 413 and 415 come with a JSON body; 404 and 429 from errors=[...].
+        assert set(responses) == {"200", "400", "404", "413", "415", "429"}, path
+        media = responses["404"]["content"]["application/json"]
+        assert media["schema"] == {"$ref": f"#/components/schemas/{shape}"}
+        assert "Retry-After" in responses["429"]["headers"]
+    metrics = doc["paths"]["/metrics"]["get"]["responses"]["200"]["content"]
+    assert list(metrics) == ["text/plain"]
 
 
 async def test_a_route_added_around_add_route_refuses_to_start() -> None:

@@ -1,0 +1,426 @@
+"""OpenAPI fields of the simulator's routes: each API shape's request body, answers and error shape.
+
+The schemas say what the validators (openai.py, completions.py, embeddings.py, responses.py, anthropic.py,
+ollama.py, faults.py) check, no more: fields they pass over unread are left open.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from llmkit.core.openapi import NDJSON, answer, json_body, ref, streams
+from llmkit.simulate.openai import MAX_INT
+
+# A model name or prompt with something other than whitespace in it (Python's isspace, \x1c-\x1f too).
+_NOT_BLANK = {"type": "string", "pattern": "[^\\s\\x1c-\\x1f]"}
+_MODEL = {**_NOT_BLANK, "example": "gpt-4o-mini"}
+
+
+def _int(low: int, high: int = MAX_INT, nullable: bool = True) -> dict[str, Any]:
+    return {"type": "integer", "minimum": low, "maximum": high, "nullable": nullable}
+
+
+_BOOL = {"type": "boolean", "nullable": True}
+_STOP = {
+    "nullable": True,
+    "oneOf": [{"type": "string"}, {"type": "array", "maxItems": 4, "items": {"type": "string"}}],
+}
+_STREAM_OPTIONS = {
+    "type": "object",
+    "nullable": True,
+    "properties": {"include_usage": _BOOL},
+}
+_SCHEMA_NAME = {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"}
+_FORMAT = {
+    "nullable": True,
+    "oneOf": [
+        {
+            "type": "object",
+            "required": ["type"],
+            "properties": {"type": {"type": "string", "enum": ["text", "json_object"]}},
+        },
+        {
+            "type": "object",
+            "required": ["type", "json_schema"],
+            "properties": {
+                "type": {"type": "string", "enum": ["json_schema"]},
+                "json_schema": {
+                    "type": "object",
+                    "required": ["name"],
+                    "properties": {
+                        "name": _SCHEMA_NAME,
+                        "schema": {"type": "object"},
+                        "strict": _BOOL,
+                    },
+                },
+            },
+        },
+    ],
+}
+_TOOL = {
+    "type": "object",
+    "required": ["type", "function"],
+    "properties": {
+        "type": {"type": "string", "enum": ["function"]},
+        "function": {
+            "type": "object",
+            "required": ["name"],
+            "properties": {"name": _SCHEMA_NAME, "parameters": {"type": "object", "nullable": True}},
+        },
+    },
+}
+CHAT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    # tools (up to 128 function tools with unique names) and tool_choice are read too; left out here, as
+    # the fuzzer's random tools would collide on names, which the server rightly refuses.
+    "description": "also tools and tool_choice (none, auto, required or a named function), as OpenAI's",
+    "required": ["model", "messages"],
+    "properties": {
+        "model": _MODEL,
+        "messages": {
+            "type": "array",
+            "minItems": 1,
+            "items": {
+                "type": "object",
+                "required": ["role"],
+                "properties": {
+                    "role": {"type": "string", "enum": ["system", "user", "assistant", "tool", "developer"]},
+                    "content": {"nullable": True, "oneOf": [{"type": "string"}, {"type": "array"}]},
+                },
+            },
+        },
+        "n": _int(1, 128),
+        "max_tokens": _int(1),
+        "max_completion_tokens": _int(1),
+        "stream": _BOOL,
+        "stream_options": _STREAM_OPTIONS,
+        "stop": _STOP,
+        "response_format": _FORMAT,
+    },
+}
+COMPLETION_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["model", "prompt"],
+    "properties": {
+        "model": _MODEL,
+        "prompt": {
+            "oneOf": [
+                {"type": "string"},
+                {"type": "array", "minItems": 1, "maxItems": 2048, "items": {"type": "string"}},
+            ]
+        },
+        "n": _int(1, 128, nullable=True),
+        "max_tokens": _int(0),
+        "stop": _STOP,
+        "echo": _BOOL,
+        "stream": _BOOL,
+        "stream_options": _STREAM_OPTIONS,
+    },
+}
+_TOKENS = {"type": "array", "minItems": 1, "items": {"type": "integer", "minimum": 0, "maximum": MAX_INT}}
+EMBEDDING_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["model", "input"],
+    "properties": {
+        "model": _MODEL,
+        "input": {
+            "description": "at most 8192 tokens per input",
+            "oneOf": [
+                {"type": "string", "minLength": 1},
+                {
+                    "type": "array",
+                    "minItems": 1,
+                    "maxItems": 2048,
+                    "items": {"oneOf": [{"type": "string", "minLength": 1}, _TOKENS]},
+                },
+                _TOKENS,
+            ],
+        },
+        "dimensions": _int(1, 3072),
+        "encoding_format": {"type": "string", "enum": ["float", "base64", None], "nullable": True},
+    },
+}
+RESPONSES_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["model", "input"],
+    "properties": {
+        "model": _MODEL,
+        "input": {
+            "oneOf": [
+                {"type": "string", "minLength": 1},
+                {
+                    "type": "array",
+                    "minItems": 1,
+                    "items": {
+                        # A message (role and content), or another item (a tool call, its output).
+                        "oneOf": [
+                            {
+                                "type": "object",
+                                "required": ["role", "content"],
+                                "properties": {
+                                    "role": {"type": "string"},
+                                    "content": {"oneOf": [{"type": "string"}, {"type": "array"}]},
+                                },
+                            },
+                            {"type": "object", "not": {"required": ["role"]}},
+                        ]
+                    },
+                },
+            ]
+        },
+        "instructions": {"type": "string", "nullable": True},
+        "max_output_tokens": _int(1),
+        "stream": _BOOL,
+        "text": {
+            "type": "object",
+            "nullable": True,
+            "properties": {
+                "format": {
+                    "type": "object",
+                    "nullable": True,
+                    "required": ["type"],
+                    "properties": {
+                        "type": {"type": "string", "enum": ["text", "json_object", "json_schema"]}
+                    },
+                }
+            },
+        },
+    },
+}
+_BLOCK = {"type": "object", "required": ["type"], "description": "a content block: any object with a type"}
+_ANTHROPIC_PROMPT = {
+    "model": _MODEL,
+    "messages": {
+        "type": "array",
+        "minItems": 1,
+        "items": {
+            "type": "object",
+            "required": ["role", "content"],
+            "properties": {
+                "role": {"type": "string", "enum": ["user", "assistant"]},
+                "content": {"oneOf": [{"type": "string"}, {"type": "array", "items": _BLOCK}]},
+            },
+        },
+    },
+    "system": {
+        "nullable": True,
+        "oneOf": [
+            {"type": "string"},
+            {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["type"],
+                    "properties": {"type": {"type": "string", "enum": ["text"]}},
+                },
+            },
+        ],
+    },
+}
+COUNT_TOKENS_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["model", "messages"],
+    "properties": _ANTHROPIC_PROMPT,
+}
+MESSAGES_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["model", "messages", "max_tokens"],
+    "properties": {
+        **_ANTHROPIC_PROMPT,
+        "max_tokens": _int(1, nullable=False),
+        "stream": _BOOL,
+        "stop_sequences": {"type": "array", "nullable": True, "items": {"type": "string"}},
+    },
+}
+_OLLAMA_COMMON = {
+    "model": _MODEL,
+    "stream": {**_BOOL, "description": "true (the default): NDJSON lines; false: one JSON object"},
+    "format": {
+        "nullable": True,
+        "description": '"json" or a JSON schema object',
+        "oneOf": [{"type": "string", "enum": ["", "json"]}, {"type": "object"}],
+    },
+    "options": {
+        "type": "object",
+        "nullable": True,
+        "properties": {
+            "num_predict": {**_int(-MAX_INT), "description": "-1: no limit"},
+            "stop": {
+                "nullable": True,
+                "oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}],
+            },
+        },
+    },
+}
+OLLAMA_CHAT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    # tools (up to 128 function tools with unique names) and tool_choice are read too; left out here, as
+    # the fuzzer's random tools would collide on names, which the server rightly refuses.
+    "description": "also tools and tool_choice (none, auto, required or a named function), as OpenAI's",
+    "required": ["model", "messages"],
+    "properties": {
+        **_OLLAMA_COMMON,
+        "messages": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["role"],
+                "properties": {
+                    "role": {"type": "string", "enum": ["system", "user", "assistant", "tool"]},
+                    "content": {"type": "string", "nullable": True},
+                },
+            },
+        },
+    },
+}
+OLLAMA_GENERATE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["model"],
+    "properties": {
+        **_OLLAMA_COMMON,
+        "prompt": {"type": "string", "nullable": True},
+        "system": {"type": "string", "nullable": True},
+    },
+}
+_KIND = {"type": "string", "enum": ["429", "500", "503", "timeout", "disconnect"]}
+FAULTS_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "description": "at least one of schedule, fault or rates",
+    "properties": {
+        "schedule": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["fault"],
+                "properties": {
+                    "fault": {"type": "string", "enum": [*_KIND["enum"], "ok"]},
+                    "count": _int(1, 10_000, nullable=False),
+                },
+            },
+        },
+        "fault": _KIND,
+        "count": _int(1, 10_000, nullable=False),
+        "rates": {
+            "type": "object",
+            "description": "kind -> probability; the sum at most 1",
+            "properties": {kind: {"type": "number", "minimum": 0, "maximum": 1} for kind in _KIND["enum"]},
+            "additionalProperties": False,
+        },
+    },
+}
+ANTHROPIC_ERROR: dict[str, Any] = {
+    "type": "object",
+    "required": ["type", "error"],
+    "properties": {
+        "type": {"type": "string", "enum": ["error"]},
+        "error": {
+            "type": "object",
+            "required": ["type", "message"],
+            "properties": {"type": {"type": "string"}, "message": {"type": "string"}},
+        },
+    },
+}
+OLLAMA_ERROR: dict[str, Any] = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {"error": {"type": "string"}},
+}
+SCHEMAS: dict[str, Any] = {
+    "ChatCompletionRequest": CHAT_SCHEMA,
+    "CompletionRequest": COMPLETION_SCHEMA,
+    "EmbeddingRequest": EMBEDDING_SCHEMA,
+    "ResponsesRequest": RESPONSES_SCHEMA,
+    "MessagesRequest": MESSAGES_SCHEMA,
+    "CountTokensRequest": COUNT_TOKENS_SCHEMA,
+    "OllamaChatRequest": OLLAMA_CHAT_SCHEMA,
+    "OllamaGenerateRequest": OLLAMA_GENERATE_SCHEMA,
+}
+# What every model route can answer besides 400/413/415: busy slots or a rate limit (429), the answer
+# source down (503); injected faults add 500, 503 and 504 when asked for (x-llmkit-fault, /admin/faults).
+MODEL_ERRORS = [429, 500, 503, 504]
+
+
+def _model_doc(tag: str, schema: str, ok: dict[str, Any], example: Any) -> dict[str, Any]:
+    return {
+        "tags": [tag],
+        "requestBody": json_body(ref(schema), example=example),
+        "responses": {"200": ok},
+        "errors": MODEL_ERRORS,
+    }
+
+
+_HI = [{"role": "user", "content": "Hello"}]
+CHAT_DOC = _model_doc(
+    "openai",
+    "ChatCompletionRequest",
+    streams("a chat.completion; chat.completion.chunk SSE events when stream is true"),
+    {"model": "gpt-4o-mini", "messages": _HI},
+)
+COMPLETIONS_DOC = _model_doc(
+    "openai",
+    "CompletionRequest",
+    streams("a text_completion; SSE chunks when stream is true"),
+    {"model": "gpt-3.5-turbo-instruct", "prompt": "Say hello"},
+)
+EMBEDDINGS_DOC = _model_doc(
+    "openai",
+    "EmbeddingRequest",
+    answer("a list of embedding objects (float arrays or base64 float32)"),
+    {"model": "text-embedding-3-small", "input": "some text"},
+)
+RESPONSES_DOC = _model_doc(
+    "openai",
+    "ResponsesRequest",
+    streams("a response object; its SSE events when stream is true"),
+    {"model": "gpt-4o-mini", "input": "Hello"},
+)
+MESSAGES_DOC = _model_doc(
+    "anthropic",
+    "MessagesRequest",
+    streams("a message; Anthropic's SSE events when stream is true"),
+    {"model": "claude-sonnet-4-5", "max_tokens": 64, "messages": _HI},
+)
+COUNT_TOKENS_DOC: dict[str, Any] = {
+    "tags": ["anthropic"],
+    "requestBody": json_body(
+        ref("CountTokensRequest"), example={"model": "claude-sonnet-4-5", "messages": _HI}
+    ),
+    "responses": {
+        "200": answer(
+            "the input tokens",
+            {
+                "type": "object",
+                "required": ["input_tokens"],
+                "properties": {"input_tokens": {"type": "integer"}},
+            },
+        )
+    },
+}
+OLLAMA_CHAT_DOC = _model_doc(
+    "ollama",
+    "OllamaChatRequest",
+    streams("one JSON object with stream false, else NDJSON lines", media=NDJSON),
+    {"model": "llama3.2", "messages": _HI, "stream": False},
+)
+OLLAMA_GENERATE_DOC = _model_doc(
+    "ollama",
+    "OllamaGenerateRequest",
+    streams("one JSON object with stream false, else NDJSON lines", media=NDJSON),
+    {"model": "llama3.2", "prompt": "Why is the sky blue?", "stream": False},
+)
+FAULTS_DOC: dict[str, Any] = {
+    "tags": ["admin"],
+    "requestBody": json_body(FAULTS_SCHEMA, example={"schedule": [{"fault": "429", "count": 3}]}),
+    "responses": {"200": answer("the fault rates, the schedule and the counts of injected faults")},
+}
+MODEL_DOC: dict[str, Any] = {
+    "tags": ["openai"],
+    "responses": {"200": answer("the model", {"type": "object", "required": ["id", "object"]})},
+    "errors": [404],
+}
+TEST_COMPLETION_DOC: dict[str, Any] = {
+    "tags": ["openai"],
+    "responses": {
+        "200": answer("the seed's fixed chat.completion", {"type": "object", "required": ["choices"]})
+    },
+}
