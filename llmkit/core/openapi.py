@@ -73,6 +73,34 @@ SHARED_SCHEMAS: dict[str, dict[str, Any]] = {
     "OpenAIError": OPENAI_ERROR_SCHEMA,
     "ValidationError": VALIDATION_ERROR_SCHEMA,
 }
+# OpenAI's chat `response_format`: what the simulator validates and the gateway passes on to its upstreams.
+SCHEMA_NAME: dict[str, Any] = {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"}
+RESPONSE_FORMAT: dict[str, Any] = {
+    "nullable": True,
+    "oneOf": [
+        {
+            "type": "object",
+            "required": ["type"],
+            "properties": {"type": {"type": "string", "enum": ["text", "json_object"]}},
+        },
+        {
+            "type": "object",
+            "required": ["type", "json_schema"],
+            "properties": {
+                "type": {"type": "string", "enum": ["json_schema"]},
+                "json_schema": {
+                    "type": "object",
+                    "required": ["name"],
+                    "properties": {
+                        "name": SCHEMA_NAME,
+                        "schema": {"type": "object"},
+                        "strict": {"type": "boolean", "nullable": True},
+                    },
+                },
+            },
+        },
+    ],
+}
 _RETRY_AFTER = {
     "description": "seconds to wait before trying again",
     "schema": {"type": "integer", "minimum": 0},

@@ -179,7 +179,9 @@ def _check_response_format(value: Any) -> None:
             "response_format.json_schema.name must be 1-64 letters, digits, '_' or '-'", "response_format"
         )
     assert isinstance(spec, dict)
-    if not isinstance(spec.get("schema", {}), dict) or not isinstance(spec.get("strict", False), bool):
+    # A null strict is absent, as the simulator and OpenAI read it.
+    strict = spec.get("strict")
+    if not isinstance(spec.get("schema", {}), dict) or not isinstance(strict, (bool, type(None))):
         raise bad(
             "response_format.json_schema: schema must be an object, strict a boolean", "response_format"
         )

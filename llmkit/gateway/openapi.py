@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from llmkit.core.openapi import answer, json_body, query, ref, streams
+from llmkit.core.openapi import RESPONSE_FORMAT, answer, json_body, query, ref, streams
 from llmkit.gateway.chat import MAX_INT, MAX_STOP, ROLES
 
 _NUMBER = {"type": "number", "nullable": True}
@@ -29,32 +29,7 @@ SAMPLING_PROPERTIES: dict[str, Any] = {
             {"type": "array", "maxItems": MAX_STOP, "items": {"type": "string"}},
         ],
     },
-    "response_format": {
-        "nullable": True,
-        "oneOf": [
-            {
-                "type": "object",
-                "required": ["type"],
-                "properties": {"type": {"type": "string", "enum": ["text", "json_object"]}},
-            },
-            {
-                "type": "object",
-                "required": ["type", "json_schema"],
-                "properties": {
-                    "type": {"type": "string", "enum": ["json_schema"]},
-                    "json_schema": {
-                        "type": "object",
-                        "required": ["name"],
-                        "properties": {
-                            "name": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"},
-                            "schema": {"type": "object"},
-                            "strict": {"type": "boolean"},
-                        },
-                    },
-                },
-            },
-        ],
-    },
+    "response_format": RESPONSE_FORMAT,
 }
 _TEXT_PART = {
     "type": "object",

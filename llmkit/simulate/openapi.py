@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from llmkit.core.openapi import NDJSON, answer, json_body, ref, streams
+from llmkit.core.openapi import NDJSON, RESPONSE_FORMAT, SCHEMA_NAME, answer, json_body, ref, streams
 from llmkit.simulate.openai import MAX_INT
 
 # A model name or prompt with something other than whitespace in it (Python's isspace, \x1c-\x1f too).
@@ -30,33 +30,6 @@ _STREAM_OPTIONS = {
     "nullable": True,
     "properties": {"include_usage": _BOOL},
 }
-_SCHEMA_NAME = {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"}
-_FORMAT = {
-    "nullable": True,
-    "oneOf": [
-        {
-            "type": "object",
-            "required": ["type"],
-            "properties": {"type": {"type": "string", "enum": ["text", "json_object"]}},
-        },
-        {
-            "type": "object",
-            "required": ["type", "json_schema"],
-            "properties": {
-                "type": {"type": "string", "enum": ["json_schema"]},
-                "json_schema": {
-                    "type": "object",
-                    "required": ["name"],
-                    "properties": {
-                        "name": _SCHEMA_NAME,
-                        "schema": {"type": "object"},
-                        "strict": _BOOL,
-                    },
-                },
-            },
-        },
-    ],
-}
 _TOOL = {
     "type": "object",
     "required": ["type", "function"],
@@ -65,7 +38,7 @@ _TOOL = {
         "function": {
             "type": "object",
             "required": ["name"],
-            "properties": {"name": _SCHEMA_NAME, "parameters": {"type": "object", "nullable": True}},
+            "properties": {"name": SCHEMA_NAME, "parameters": {"type": "object", "nullable": True}},
         },
     },
 }
@@ -95,7 +68,7 @@ CHAT_SCHEMA: dict[str, Any] = {
         "stream": _BOOL,
         "stream_options": _STREAM_OPTIONS,
         "stop": _STOP,
-        "response_format": _FORMAT,
+        "response_format": RESPONSE_FORMAT,
     },
 }
 COMPLETION_SCHEMA: dict[str, Any] = {

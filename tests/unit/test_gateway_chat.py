@@ -67,3 +67,13 @@ def test_valid_fields_still_pass() -> None:
         "m",
     )
     assert req.call.params["max_tokens"] == 5 and req.call.params["seed"] == -(2**63)
+
+
+def test_a_null_strict_is_absent_as_the_simulator_reads_it() -> None:
+    # The gateway must not refuse what its upstreams accept: OpenAI and the simulator take null as unset.
+    body = {
+        "messages": HI,
+        "response_format": {"type": "json_schema", "json_schema": {"name": "a", "strict": None}},
+    }
+    req = build_request(body, "m")
+    assert req.call.params["response_format"]["json_schema"]["strict"] is None
