@@ -19,11 +19,13 @@ from llmkit.core.http import (
     stream_response,
 )
 from llmkit.core.ids import fresh_hex
-from llmkit.simulate.app import SSE_HEADERS, STATE_KEY, SimulateState, request_slot
 from llmkit.simulate.latency import Latency, latency_for
 from llmkit.simulate.openai import MAX_INT, last_user_text
 from llmkit.simulate.openapi import ANTHROPIC_ERROR, COUNT_TOKENS_DOC, MESSAGES_DOC
+from llmkit.simulate.reply import SSE_HEADERS
 from llmkit.simulate.shapes import Answer, prepare_answer, send_stream, sse_event, wait_whole
+from llmkit.simulate.slot import request_slot
+from llmkit.simulate.state import STATE_KEY, SimulateState
 from llmkit.simulate.tokenizer import content_text, count_prompt_tokens
 
 ROLES = ("user", "assistant")

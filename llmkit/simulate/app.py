@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import logging
 import random
-import time
 from collections.abc import AsyncIterator
-from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
 
-from llmkit.core.cache import Cache, cache_from_url
+from llmkit.core.cache import cache_from_url
 from llmkit.core.http import (
     OPENAPI_SCHEMAS_KEY,
     ApiError,
@@ -27,11 +24,10 @@ from llmkit.core.http import (
     set_error_format,
     stream_response,
 )
-from llmkit.core.limiter import SlotUnavailable
-from llmkit.core.limiter.memory import MemoryConcurrencyLimit, MemoryLimiter
+from llmkit.core.limiter.memory import MemoryLimiter
 from llmkit.settings import Settings, SimulateSettings
-from llmkit.simulate import faults, ratelimit
-from llmkit.simulate.faults import FAULT_HEADER, STREAM_FAULT_KEY, FaultInjector, inject, rates_from_settings
+from llmkit.simulate import anthropic, completions, embeddings, faults, ollama, ratelimit, responses
+from llmkit.simulate.faults import STREAM_FAULT_KEY, FaultInjector, rates_from_settings
 from llmkit.simulate.instant import instant_chat_events
 from llmkit.simulate.latency import Latency, latency_for
 from llmkit.simulate.openai import (
@@ -44,64 +40,21 @@ from llmkit.simulate.openai import (
     stream_head,
 )
 from llmkit.simulate.openapi import CHAT_DOC, MODEL_DOC, SCHEMAS, TEST_COMPLETION_DOC
-from llmkit.simulate.ratelimit import ModelRateLimits
-from llmkit.simulate.rng import RequestRandom
-from llmkit.simulate.sources.base import Source, SourceUnavailable
+from llmkit.simulate.reply import SSE_HEADERS, pick_answer, run_stream, wait_or_gone
+from llmkit.simulate.slot import RequestSlot
+from llmkit.simulate.sources.base import Source
+from llmkit.simulate.state import STATE_KEY, SimulateState
 from llmkit.simulate.stream import (
     INSTANT_CHUNK_TOKENS,
     PrebuiltStream,
     Sender,
     StreamPlan,
     StreamSender,
-    pause,
     plan_pieces,
 )
 from llmkit.simulate.structured import ToolCall
 
 log = logging.getLogger("llmkit.simulate")
-
-SSE_HEADERS = {
-    "Content-Type": "text/event-stream; charset=utf-8",
-    "Cache-Control": "no-cache",
-    # Tells nginx-style proxies not to hold events back.
-    "X-Accel-Buffering": "no",
-}
-
-
-@dataclass
-class SimulateStats:
-    """Counters of this process, served under /stats."""
-
-    requests: int = 0
-    active_streams: int = 0
-    in_flight: int = 0
-    tokens_sent: int = 0
-    prompt_tokens: int = 0
-    rejected: int = 0
-    disconnects: int = 0
-    source_unavailable: int = 0
-    finish_reasons: dict[str, int] = field(default_factory=lambda: {"stop": 0, "length": 0})
-
-
-@dataclass
-class SimulateState:
-    """Everything the handlers share: settings, source, cache, the concurrency limit and counters."""
-
-    settings: SimulateSettings
-    source: Source
-    cache: Cache
-    limiter: MemoryLimiter
-    limit: MemoryConcurrencyLimit
-    rng: random.Random
-    models: tuple[str, ...]
-    faults: FaultInjector
-    # Per-model RPM/TPM limits (None: off), checked in every model request's slot.
-    rate_limits: ModelRateLimits | None = None
-    stats: SimulateStats = field(default_factory=SimulateStats)
-    started_at: int = field(default_factory=lambda: int(time.time()))
-
-
-STATE_KEY = web.AppKey("llmkit_simulate_state", SimulateState)
 
 
 def model_ids(settings: SimulateSettings) -> tuple[str, ...]:
@@ -110,19 +63,6 @@ def model_ids(settings: SimulateSettings) -> tuple[str, ...]:
     if settings.model not in ids:
         ids.insert(0, settings.model)
     return tuple(ids)
-
-
-def _too_busy(state: SimulateState) -> ApiError:
-    limit = state.settings.semaphore_limit
-    waited = state.settings.queue_timeout_ms
-    return ApiError(
-        429,
-        "rate_limit_exceeded",
-        f"all {limit} request slots are busy and none freed within {waited:g} ms; retry after a second, "
-        "or raise simulate.semaphore_limit / simulate.queue_timeout_ms",
-        headers={"Retry-After": "1"},
-        type="rate_limit_exceeded",
-    )
 
 
 @openapi(**CHAT_DOC)
@@ -142,100 +82,6 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         return await _answer(request, state, chat, prompt_tokens, latency)
     finally:
         slot.give_back()
-
-
-class RequestSlot:
-    """One model request's turn: its injected fault, its rate limits, one of the `semaphore_limit` slots.
-
-    Use `async with request_slot(...)`; the hottest handler calls take_now / take / give_back itself.
-    """
-
-    __slots__ = ("_holder", "_in_stream", "_request", "_state")
-
-    def __init__(self, state: SimulateState, request: web.Request, in_stream: bool = False) -> None:
-        self._state = state
-        self._request = request
-        self._in_stream = in_stream
-        self._holder = ""
-
-    def take_now(self) -> bool:
-        """Take a free slot at once; False, having changed nothing, when `take` must run instead (a fault
-        may be injected, rate limits are on, or no slot is free)."""
-        state = self._state
-        if state.rate_limits is not None or state.faults.armed(self._request.headers.get(FAULT_HEADER)):
-            return False
-        holder = state.limit.try_acquire()
-        if holder is None:
-            return False
-        stats = state.stats
-        stats.requests += 1
-        stats.in_flight += 1
-        self._holder = holder
-        return True
-
-    async def take(self) -> None:
-        """Inject the request's fault, check its rate limits, then wait up to `queue_timeout_ms` for a slot
-        (429 after that)."""
-        state, request = self._state, self._request
-        header = request.headers.get(FAULT_HEADER)
-        if state.faults.armed(header):
-            # Before taking a slot: an injected error or hang answers without one.
-            await inject(request, state.faults, header, self._in_stream)
-        if state.rate_limits is not None:
-            await ratelimit.check(request, state.rate_limits)
-        stats = state.stats
-        stats.requests += 1
-        holder = state.limit.try_acquire()
-        if holder is None:
-            try:
-                holder = await state.limit.acquire(state.settings.queue_timeout_ms / 1000.0)
-            except SlotUnavailable:
-                stats.rejected += 1
-                raise _too_busy(state) from None
-        self._hold(holder)
-
-    def give_back(self) -> None:
-        """Free the slot; runs on success, error, cancellation and client disconnect alike."""
-        state = self._state
-        state.stats.in_flight -= 1
-        state.limit.release_nowait(self._holder)
-
-    def _hold(self, holder: str) -> None:
-        self._holder = holder
-        self._state.stats.in_flight += 1
-
-    async def __aenter__(self) -> None:
-        if not self.take_now():
-            await self.take()
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        self.give_back()
-
-
-def request_slot(
-    state: SimulateState, request: web.Request, *, in_stream: bool = False
-) -> AbstractAsyncContextManager[None]:
-    """`async with request_slot(...)`: every model route runs inside one (see RequestSlot). `in_stream`:
-    the request streams an OpenAI shape (see `faults.inject`).
-    """
-    return RequestSlot(state, request, in_stream)
-
-
-async def pick_answer(state: SimulateState, prompt: str) -> tuple[str, random.Random]:
-    """The source's answer for `prompt` and the request's own rng; 503 when the source is unavailable."""
-    # Seeded from the shared rng in arrival order (so simulate.seed repeats answers), but only when used.
-    rng = RequestRandom(state.rng.getrandbits(64))
-    try:
-        return await state.source.answer(prompt, rng), rng
-    except SourceUnavailable as exc:
-        state.stats.source_unavailable += 1
-        raise ApiError(
-            503,
-            "service_unavailable",
-            f"the answer source ({state.source.name}) is unavailable: {exc}; retry later",
-            headers={"Retry-After": "1"},
-            type="service_unavailable",
-        ) from None
 
 
 async def _answer(
@@ -298,36 +144,6 @@ async def _stream(
         plan = StreamPlan(pieces, counts, chat.n, finish_reason, usage_event)
         sender = StreamSender(request, response, writer, plan, capacity)
     return await run_stream(request, state, sender, latency, rng)
-
-
-async def wait_or_gone(request: web.Request, state: SimulateState, seconds: float) -> bool:
-    """Sleep the simulated generation time; False (counted as a disconnect) if the client left meanwhile."""
-    try:
-        await pause(request, seconds)
-    except ConnectionResetError:
-        state.stats.disconnects += 1
-        return False
-    return True
-
-
-async def run_stream(
-    request: web.Request, state: SimulateState, sender: Sender, latency: Latency, rng: random.Random
-) -> web.StreamResponse:
-    """Prepare the SSE response and send the planned stream, keeping the stream counters right."""
-    stats = state.stats
-    response = sender.response
-    stats.active_streams += 1
-    try:
-        await response.prepare(request)
-        await sender.send(latency, rng)
-        await response.write_eof()
-    except ConnectionResetError:
-        # The client went away: stop here; aiohttp closes the connection quietly.
-        stats.disconnects += 1
-    finally:
-        stats.active_streams -= 1
-        stats.tokens_sent += sender.progress.tokens
-    return response
 
 
 @openapi(**TEST_COMPLETION_DOC)
@@ -437,13 +253,9 @@ def create_app(settings: Settings, source: Source | None = None) -> web.Applicat
     add_route(app, "POST", "/test_completion", test_completion)
     add_route(app, "GET", "/v1/models", list_models)
     add_route(app, "GET", "/v1/models/{model_id}", retrieve_model)
-    from llmkit.simulate import completions, embeddings  # here: they import this module
-
     completions.add_routes(app)
     embeddings.add_routes(app)
     # Other API shapes register their routes below, one line each.
-    from llmkit.simulate import anthropic, ollama, responses  # here: they import this module
-
     ollama.add_routes(app)
     anthropic.add_routes(app)
     responses.add_routes(app)

@@ -13,15 +13,6 @@ from aiohttp import web
 
 from llmkit.core.http import add_route, json_response, openapi, read_json, stream_response
 from llmkit.core.ids import fresh_hex
-from llmkit.simulate.app import (
-    SSE_HEADERS,
-    STATE_KEY,
-    SimulateState,
-    pick_answer,
-    request_slot,
-    run_stream,
-    wait_or_gone,
-)
 from llmkit.simulate.latency import Latency, latency_for
 from llmkit.simulate.openai import (
     MAX_N,
@@ -35,6 +26,9 @@ from llmkit.simulate.openai import (
     usage,
 )
 from llmkit.simulate.openapi import COMPLETIONS_DOC
+from llmkit.simulate.reply import SSE_HEADERS, pick_answer, run_stream, wait_or_gone
+from llmkit.simulate.slot import request_slot
+from llmkit.simulate.state import STATE_KEY, SimulateState
 from llmkit.simulate.stream import INSTANT_CHUNK_TOKENS, StreamPlan, StreamSender, plan_pieces
 from llmkit.simulate.tokenizer import count_tokens
 

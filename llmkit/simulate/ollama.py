@@ -12,11 +12,12 @@ import orjson
 from aiohttp import web
 
 from llmkit.core.http import ApiError, add_route, json_response, openapi, set_error_format, stream_response
-from llmkit.simulate.app import STATE_KEY, SimulateState, request_slot
 from llmkit.simulate.latency import Latency, latency_for
 from llmkit.simulate.openai import MAX_INT, last_user_text
 from llmkit.simulate.openapi import OLLAMA_CHAT_DOC, OLLAMA_ERROR, OLLAMA_GENERATE_DOC
 from llmkit.simulate.shapes import Answer, Clock, prepare_answer, send_stream, wait_whole
+from llmkit.simulate.slot import request_slot
+from llmkit.simulate.state import STATE_KEY, SimulateState
 from llmkit.simulate.tokenizer import count_prompt_tokens
 
 NDJSON_HEADERS = {"Content-Type": "application/x-ndjson", "Cache-Control": "no-cache"}

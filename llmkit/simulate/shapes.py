@@ -13,9 +13,10 @@ import orjson
 from aiohttp import web
 
 from llmkit.core.http import request_id_of
-from llmkit.simulate.app import SimulateState, pick_answer, wait_or_gone
 from llmkit.simulate.latency import Latency
 from llmkit.simulate.openai import cut_answer
+from llmkit.simulate.reply import pick_answer, wait_or_gone
+from llmkit.simulate.state import SimulateState
 from llmkit.simulate.stream import INSTANT_CHUNK_TOKENS, pause, plan_pieces
 
 log = logging.getLogger("llmkit.simulate")

@@ -1,0 +1,52 @@
+"""The state every simulate handler shares, under `STATE_KEY`: settings, source, cache, limits, counters."""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+from llmkit.core.cache import Cache
+from llmkit.core.limiter.memory import MemoryConcurrencyLimit, MemoryLimiter
+from llmkit.settings import SimulateSettings
+from llmkit.simulate.faults import FaultInjector
+from llmkit.simulate.ratelimit import ModelRateLimits
+from llmkit.simulate.sources.base import Source
+
+
+@dataclass
+class SimulateStats:
+    """Counters of this process, served under /stats."""
+
+    requests: int = 0
+    active_streams: int = 0
+    in_flight: int = 0
+    tokens_sent: int = 0
+    prompt_tokens: int = 0
+    rejected: int = 0
+    disconnects: int = 0
+    source_unavailable: int = 0
+    finish_reasons: dict[str, int] = field(default_factory=lambda: {"stop": 0, "length": 0})
+
+
+@dataclass
+class SimulateState:
+    """Everything the handlers share: settings, source, cache, the concurrency limit and counters."""
+
+    settings: SimulateSettings
+    source: Source
+    cache: Cache
+    limiter: MemoryLimiter
+    limit: MemoryConcurrencyLimit
+    rng: random.Random
+    models: tuple[str, ...]
+    faults: FaultInjector
+    # Per-model RPM/TPM limits (None: off), checked in every model request's slot.
+    rate_limits: ModelRateLimits | None = None
+    stats: SimulateStats = field(default_factory=SimulateStats)
+    started_at: int = field(default_factory=lambda: int(time.time()))
+
+
+STATE_KEY = web.AppKey("llmkit_simulate_state", SimulateState)
