@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from llmkit.core.http import ApiError
-from llmkit.orchestrate.parameters import INTEGERS, NUMBERS, check_parameters
+from llmkit.orchestrate.parameters import INTEGERS, MAX_INT, NUMBERS, check_parameters
 
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=5),
@@ -28,7 +28,11 @@ def test_any_json_parameters_are_accepted_or_400_naming_one(parameters: dict[str
         assert name in parameters and exc.extra["param"] in exc.message
 
 
-@given(st.integers(min_value=1), st.floats(min_value=0, max_value=2), st.floats(min_value=0, max_value=1))
+@given(
+    st.integers(min_value=1, max_value=MAX_INT),
+    st.floats(min_value=0, max_value=2),
+    st.floats(min_value=0, max_value=1),
+)
 def test_values_in_range_are_accepted(max_tokens: int, temperature: float, top_p: float) -> None:
     parameters = {"max_tokens": max_tokens, "temperature": temperature, "top_p": top_p, "n": 1}
     assert check_parameters(parameters) == parameters
