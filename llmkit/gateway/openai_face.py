@@ -13,20 +13,14 @@ from aiohttp import web
 from llmkit.core.http import add_route, json_response, openai_error_body, openapi, read_json, set_error_format
 from llmkit.core.ids import fresh_hex
 from llmkit.errors import UpstreamError
-from llmkit.gateway.app import (
-    GATEWAY_KEY,
-    answer,
-    chat_request,
-    pieces_of,
-    prepare_sse,
-    upstream_failure,
-)
+from llmkit.gateway.answers import answer, chat_request, pieces_of, prepare_sse, upstream_failure
 from llmkit.gateway.calls import Outcome
 from llmkit.gateway.chat import ChatRequest
 from llmkit.gateway.conversations import Conversation
 from llmkit.gateway.flights import Ticket
 from llmkit.gateway.openapi import CHAT_COMPLETIONS_DOC, MODELS_DOC
 from llmkit.gateway.service import Gateway
+from llmkit.gateway.state import GATEWAY_KEY
 
 log = logging.getLogger("llmkit.gateway")
 # How long the model list read from the upstream is reused.

@@ -15,6 +15,7 @@ from aiohttp import web
 from llmkit.core.http import ApiError, add_route, json_response, openapi, read_json
 from llmkit.core.ids import fresh_hex
 from llmkit.errors import UpstreamError
+from llmkit.gateway.answers import chat_request
 from llmkit.gateway.conversations import Conversation
 from llmkit.gateway.flights import QUEUED, Ticket
 from llmkit.gateway.openapi import QUEUE_DELETE_DOC, QUEUE_GET_DOC, QUEUE_POST_DOC
@@ -72,8 +73,6 @@ class QueueBook:
 
     async def submit(self, body: Mapping[str, Any]) -> QueuedRequest:
         """Open the chat (cache, coalescing, queue) and listen for its answer in the background."""
-        from llmkit.gateway.app import chat_request
-
         req, conversation = await chat_request(self.gateway, dict(body))
         if req.stream:
             # Nobody reads a queued request's pieces: its upstream call need not stream.

@@ -20,7 +20,6 @@ from llmkit.core.http import (
     openapi,
     read_json,
 )
-from llmkit.core.queue.base import Priority
 from llmkit.core.serve import on_stop
 from llmkit.errors import ConfigError
 from llmkit.orchestrate.jobs import JobStore, MemoryJobStore, wait_terminal
@@ -33,67 +32,15 @@ from llmkit.orchestrate.openapi import (
     STATUS_DOC,
     result_parameters,
 )
-from llmkit.orchestrate.parameters import check_parameters
-from llmkit.orchestrate.service import Orchestrator, Submission
+from llmkit.orchestrate.service import Orchestrator
+from llmkit.orchestrate.state import ORCHESTRATE_KEY, ORCHESTRATOR_KEY
+from llmkit.orchestrate.submissions import parse_submission
 from llmkit.orchestrate.workers import Drain
-from llmkit.settings import OrchestrateSettings, Settings, mask_url
+from llmkit.orchestrate.ws import stream
+from llmkit.settings import Settings, mask_url
 
 log = logging.getLogger("llmkit.orchestrate")
-
-ORCHESTRATOR_KEY = web.AppKey("llmkit_orchestrator", Orchestrator)
-ORCHESTRATE_KEY = web.AppKey("llmkit_orchestrate_settings", OrchestrateSettings)
-PRIORITIES = tuple(level.name.lower() for level in Priority)
 DEFAULT_RESULT_WAIT_S = 30.0
-
-
-def _text(body: dict[str, Any], name: str, required: bool = False) -> str | None:
-    value = body.get(name)
-    if value is None:
-        if required:
-            raise ApiError(400, "invalid_request", f"{name} is required: a non-empty string", param=name)
-        return None
-    if not isinstance(value, str) or (required and not value.strip()):
-        raise ApiError(400, "invalid_request", f"{name} must be a non-empty string", param=name)
-    return value
-
-
-def _object(body: dict[str, Any], name: str) -> dict[str, Any]:
-    value = body.get(name)
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise ApiError(400, "invalid_request", f"{name} must be a JSON object", param=name)
-    return value
-
-
-def parse_submission(body: dict[str, Any], idempotency_key: str | None = None) -> Submission:
-    """The seed's {prompt, session_id?, metadata?: {priority, ...}, stream?} plus model and parameters."""
-    prompt = _text(body, "prompt", required=True)
-    assert prompt is not None
-    metadata = _object(body, "metadata")
-    priority = metadata.get("priority", body.get("priority", "normal"))
-    try:
-        level = Priority.parse(priority).name.lower()
-    except ValueError:
-        raise ApiError(
-            400,
-            "invalid_priority",
-            f"metadata.priority must be one of {', '.join(PRIORITIES)}; got {priority!r}",
-            param="metadata.priority",
-        ) from None
-    stream = body.get("stream", False)
-    if not isinstance(stream, bool):
-        raise ApiError(400, "invalid_request", "stream must be true or false", param="stream")
-    return Submission(
-        prompt=prompt,
-        priority=level,
-        session_id=_text(body, "session_id"),
-        metadata=metadata,
-        model=_text(body, "model") or "",
-        parameters=check_parameters(_object(body, "parameters")),
-        stream=stream,
-        idempotency_key=idempotency_key,
-    )
 
 
 @openapi(**INFER_DOC)
@@ -239,7 +186,6 @@ def create_app(settings: Settings, backend: Any = None) -> web.Application:
     from llmkit.core.limiter import limiter_from_url
     from llmkit.core.queue import queue_from_url
     from llmkit.orchestrate.backends import backend_from_settings
-    from llmkit.orchestrate.ws import stream
 
     config = settings.orchestrate
     shared = not settings.queue.url.startswith("memory")

@@ -14,6 +14,8 @@ from llmkit.core.http import ApiError
 from llmkit.core.openapi import openapi
 from llmkit.orchestrate.jobs import RESYNC, Job
 from llmkit.orchestrate.openapi import STREAM_DOC
+from llmkit.orchestrate.state import ORCHESTRATOR_KEY
+from llmkit.orchestrate.submissions import parse_submission
 
 if TYPE_CHECKING:
     from llmkit.orchestrate.service import Orchestrator
@@ -51,8 +53,6 @@ class Connection:
 
     async def handle(self, text: str) -> None:
         """Submit the message's job and push its events; a bad message gets {"error": ...}."""
-        from llmkit.orchestrate.app import parse_submission
-
         events: asyncio.Queue[Event] = asyncio.Queue()
         stops: list[Callable[[], None]] = []
         listening: set[str] = set()
@@ -111,8 +111,6 @@ async def stream(request: web.Request) -> web.StreamResponse:
 
     Invalid messages get {"error": ...} and the connection stays open; pings are answered.
     """
-    from llmkit.orchestrate.app import ORCHESTRATOR_KEY
-
     orchestrator = request.app[ORCHESTRATOR_KEY]
     limit = orchestrator.settings.ws_max_message_kb * 1024
     ws = web.WebSocketResponse(heartbeat=HEARTBEAT_S, max_msg_size=limit)

@@ -12,9 +12,10 @@ from aiohttp.test_utils import TestClient
 
 from llmkit.core.serve import stop_requested
 from llmkit.errors import BackendError
-from llmkit.orchestrate.app import ORCHESTRATOR_KEY, create_app
+from llmkit.orchestrate.app import create_app
 from llmkit.orchestrate.backends.base import JobSpec, OnDelta
 from llmkit.orchestrate.jobs import Job, MemoryJobStore
+from llmkit.orchestrate.state import ORCHESTRATOR_KEY
 from llmkit.settings import OrchestrateSettings, QueueSettings, ServerSettings, Settings
 
 Client = TestClient[web.Request, web.Application]
@@ -404,7 +405,6 @@ async def test_a_job_longer_than_its_lease_keeps_it_by_heartbeat(
 async def test_a_job_whose_workers_keep_dying_fails_as_abandoned(
     aiohttp_client: MakeClient, backend: FakeBackend
 ) -> None:
-    from llmkit.orchestrate.app import ORCHESTRATOR_KEY
     from llmkit.orchestrate.jobs import PROCESSING, Job
     from llmkit.orchestrate.workers import MAX_DELIVERIES
 

@@ -72,7 +72,7 @@ async def test_late_streaming_follower_gets_what_it_missed_then_the_rest(aiohttp
 
 
 def _gw() -> Any:
-    from llmkit.gateway.app import GATEWAY_KEY
+    from llmkit.gateway.state import GATEWAY_KEY
 
     return GATEWAY_KEY
 

@@ -11,8 +11,9 @@ from typing import Any
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from llmkit.gateway.app import GATEWAY_KEY, create_app
+from llmkit.gateway.app import create_app
 from llmkit.gateway.calls import ChatCall, OnPiece, Outcome
+from llmkit.gateway.state import GATEWAY_KEY
 from tests.unit.gateway_fakes import HeldPool, gateway_settings
 
 MakeClient = Callable[..., Awaitable[TestClient[Any, web.Application]]]
