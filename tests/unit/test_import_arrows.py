@@ -12,8 +12,10 @@ import llmkit
 ROOT = Path(llmkit.__file__).parent
 # One line per system whose circles are mended.
 SYSTEMS = [
+    "aggregate",
     "gateway",
     "orchestrate",
+    "simulate",
 ]
 
 
@@ -69,10 +71,18 @@ def test_nothing_under_a_system_imports_its_app(system: str) -> None:
         ("from .app import GATEWAY_KEY", "llmkit.gateway.queued"),
         ("from . import app", "llmkit.gateway.queued"),
         ("from ..app import GATEWAY_KEY", "llmkit.gateway.sub.module"),
+        ("from llmkit.gateway import chat, app as a", "llmkit.gateway.queued"),
+        ("import llmkit.gateway.app as a", "llmkit.gateway.queued"),
     ],
 )
 def test_every_spelling_of_a_back_import_is_caught(source: str, module: str) -> None:
     assert back_imports(source, module, "llmkit.gateway.app")
+
+
+def test_a_subpackage_importing_its_systems_app_is_caught() -> None:
+    assert back_imports(
+        "from .. import app", "llmkit.simulate.sources", "llmkit.simulate.app", is_package=True
+    )
 
 
 @pytest.mark.parametrize(
@@ -81,6 +91,7 @@ def test_every_spelling_of_a_back_import_is_caught(source: str, module: str) -> 
         "from llmkit.gateway.answers import chat_request",
         "from llmkit.gateway import answers, state",
         "from llmkit.gateway.application import x",
+        "from . import apps",
         "from llmkit.simulate.app import STATE_KEY",
     ],
 )
