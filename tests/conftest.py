@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
+from llmkit.settings import Settings
 from tests.servers import ClickHouseServer, RedisServer
 
 _counter = itertools.count()
@@ -60,3 +61,19 @@ def clickhouse_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Clic
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def served_settings(monkeypatch: pytest.MonkeyPatch) -> list[Settings]:
+    """The settings each server command would serve with: `run_server` records them and starts nothing."""
+    import llmkit.cli.serving
+
+    seen: list[Settings] = []
+
+    def run_server(
+        _command: str, _factory: object, settings: Settings, *_args: object, **_kw: object
+    ) -> None:
+        seen.append(settings)
+
+    monkeypatch.setattr(llmkit.cli.serving, "run_server", run_server)
+    return seen

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
@@ -12,6 +11,7 @@ import orjson
 
 from llmkit.core.http import ApiError
 from llmkit.core.queue.base import Priority
+from llmkit.core.sampling import INT64_MAX, MAX_STOP, is_int, is_stop, response_format_problem
 from llmkit.gateway.calls import ChatCall
 
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
@@ -30,12 +30,6 @@ SAMPLING = frozenset(
         "response_format",
     }
 )
-# OpenAI's limit, which OpenAI-compatible upstreams enforce: refused here, not relayed as a 502.
-MAX_STOP = 4
-# Integers upstreams store in 64 bits (OpenAI's seed): larger ones are refused here.
-MAX_INT = 2**63 - 1
-FORMAT_TYPES = ("text", "json_object", "json_schema")
-_SCHEMA_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 ALIASES = {"max_completion_tokens": "max_tokens", "num_predict": "max_tokens"}
 # OpenAI fields the gateway cannot honour: it relays one text answer.
 UNSUPPORTED = ("tools", "functions", "tool_choice", "function_call", "logprobs", "top_logprobs", "audio")
@@ -125,10 +119,6 @@ def parse_messages(value: Any) -> tuple[dict[str, Any], ...]:
     return tuple(messages)
 
 
-def _is_int(value: Any, low: int) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= MAX_INT
-
-
 def parse_params(body: Mapping[str, Any]) -> dict[str, Any]:
     """The sampling parameters of a body (top level, and Ollama's `options`), under their OpenAI names."""
     params: dict[str, Any] = {}
@@ -143,48 +133,24 @@ def parse_params(body: Mapping[str, Any]) -> dict[str, Any]:
             if name not in SAMPLING or value is None:
                 continue
             # Each spelling is checked on its own: a later alias must not hide a bad earlier one.
-            if name == "max_tokens" and not _is_int(value, 1):
-                raise bad(f"{given} must be a positive integer (at most {MAX_INT}); got {value!r}", given)
+            if name == "max_tokens" and not is_int(value, 1):
+                raise bad(f"{given} must be a positive integer (at most {INT64_MAX}); got {value!r}", given)
             params[name] = value
     for name in ("temperature", "top_p", "presence_penalty", "frequency_penalty", "top_k", "repeat_penalty"):
         value = params.get(name)
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
             raise bad(f"{name} must be a number; got {value!r}", name)
     seed = params.get("seed")
-    if seed is not None and not _is_int(seed, -MAX_INT - 1):
+    if seed is not None and not is_int(seed):
         raise bad(f"seed must be a 64-bit integer; got {seed!r}", "seed")
     stop = params.get("stop")
+    if stop is not None and not is_stop(stop):
+        raise bad(f"stop must be a string or a list of up to {MAX_STOP} strings", "stop")
     if isinstance(stop, str):
         params["stop"] = [stop]
-    elif stop is not None and not (
-        isinstance(stop, list) and len(stop) <= MAX_STOP and all(isinstance(s, str) for s in stop)
-    ):
-        raise bad(f"stop must be a string or a list of up to {MAX_STOP} strings", "stop")
-    if "response_format" in params:
-        _check_response_format(params["response_format"])
+    if "response_format" in params and (problem := response_format_problem(params["response_format"])):
+        raise bad(problem, "response_format")
     return params
-
-
-def _check_response_format(value: Any) -> None:
-    """OpenAI's response_format rules, so an upstream never answers 400 to what the gateway took."""
-    kind = value.get("type") if isinstance(value, dict) else None
-    if kind not in FORMAT_TYPES:
-        raise bad(f"response_format.type must be one of {', '.join(FORMAT_TYPES)}", "response_format")
-    if kind != "json_schema":
-        return
-    spec = value.get("json_schema")
-    name = spec.get("name") if isinstance(spec, dict) else None
-    if not isinstance(name, str) or not _SCHEMA_NAME.fullmatch(name):
-        raise bad(
-            "response_format.json_schema.name must be 1-64 letters, digits, '_' or '-'", "response_format"
-        )
-    assert isinstance(spec, dict)
-    # A null strict is absent, as the simulator and OpenAI read it.
-    strict = spec.get("strict")
-    if not isinstance(spec.get("schema", {}), dict) or not isinstance(strict, (bool, type(None))):
-        raise bad(
-            "response_format.json_schema: schema must be an object, strict a boolean", "response_format"
-        )
 
 
 def cache_key(model: str, messages: tuple[Mapping[str, Any], ...], params: Mapping[str, Any]) -> str:

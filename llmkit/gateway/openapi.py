@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from llmkit.core.openapi import RESPONSE_FORMAT, answer, json_body, query, ref, streams
-from llmkit.gateway.chat import MAX_INT, MAX_STOP, ROLES
+from llmkit.core.sampling import INT64_MAX, INT64_MIN, MAX_STOP
+from llmkit.gateway.chat import ROLES
 
 _NUMBER = {"type": "number", "nullable": True}
-_TOKENS = {"type": "integer", "minimum": 1, "maximum": MAX_INT, "nullable": True}
+_TOKENS = {"type": "integer", "minimum": 1, "maximum": INT64_MAX, "nullable": True}
 _NAMES = ["critical", "high", "normal", "low"]
 # The sampling parameters the gateway passes upstream (and keys its cache on), by their OpenAI names.
 SAMPLING_PROPERTIES: dict[str, Any] = {
@@ -21,7 +22,7 @@ SAMPLING_PROPERTIES: dict[str, Any] = {
     "max_tokens": _TOKENS,
     "max_completion_tokens": _TOKENS,
     "num_predict": _TOKENS,
-    "seed": {"type": "integer", "minimum": -MAX_INT - 1, "maximum": MAX_INT, "nullable": True},
+    "seed": {"type": "integer", "minimum": INT64_MIN, "maximum": INT64_MAX, "nullable": True},
     "stop": {
         "nullable": True,
         "oneOf": [

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from llmkit.core.openapi import answer, json_body, query, ref
-from llmkit.orchestrate.parameters import MAX_INT
+from llmkit.core.sampling import INT64_MAX, INT64_MIN
 
 _NAMES = ["critical", "high", "normal", "low"]
 
@@ -14,7 +14,7 @@ def _number(low: float, high: float) -> dict[str, Any]:
     return {"type": "number", "minimum": low, "maximum": high, "nullable": True}
 
 
-_AT_LEAST_ONE = {"type": "integer", "minimum": 1, "maximum": MAX_INT, "nullable": True}
+_AT_LEAST_ONE = {"type": "integer", "minimum": 1, "maximum": INT64_MAX, "nullable": True}
 # The sampling parameters a job may carry (null: the backend's default); OpenAI's ranges.
 PARAMETERS_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -32,7 +32,7 @@ PARAMETERS_SCHEMA: dict[str, Any] = {
         "num_predict": _AT_LEAST_ONE,
         "top_k": _AT_LEAST_ONE,
         "n": {"type": "integer", "enum": [1, None], "nullable": True, "description": "a job has one result"},
-        "seed": {"type": "integer", "minimum": -MAX_INT - 1, "maximum": MAX_INT, "nullable": True},
+        "seed": {"type": "integer", "minimum": INT64_MIN, "maximum": INT64_MAX, "nullable": True},
         "stop": {
             "nullable": True,
             "oneOf": [{"type": "string"}, {"type": "array", "maxItems": 4, "items": {"type": "string"}}],

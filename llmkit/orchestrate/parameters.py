@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from llmkit.core.http import ApiError
+from llmkit.core.sampling import INT64_MAX, MAX_STOP, is_int, is_stop
 
 # name -> (low, high) for numbers; OpenAI's ranges, which the simulator and Ollama accept too.
 NUMBERS: dict[str, tuple[float, float]] = {
@@ -18,9 +19,6 @@ NUMBERS: dict[str, tuple[float, float]] = {
 }
 # name -> the smallest valid integer; the token limits under OpenAI's and Ollama's names.
 INTEGERS: dict[str, int] = {"max_tokens": 1, "max_completion_tokens": 1, "num_predict": 1, "top_k": 1}
-MAX_STOP = 4
-# Backends (the simulator, OpenAI, Ollama) read integers as 64-bit: a bigger one is refused here, not there.
-MAX_INT = 2**63 - 1
 
 
 def _bad(name: str, message: str) -> ApiError:
@@ -38,20 +36,19 @@ def _check(name: str, value: Any) -> None:
             raise _bad(name, f"parameters.{name} must be a number from {low:g} to {high:g}; got {value!r}")
     elif name in INTEGERS:
         low_int = INTEGERS[name]
-        if not isinstance(value, int) or isinstance(value, bool) or not low_int <= value <= MAX_INT:
+        if not is_int(value, low_int):
             raise _bad(
-                name, f"parameters.{name} must be an integer from {low_int} to {MAX_INT}; got {value!r}"
+                name, f"parameters.{name} must be an integer from {low_int} to {INT64_MAX}; got {value!r}"
             )
     elif name == "n":
         # A job has one result: more choices would cost tokens no client can read (as in the gateway).
         if type(value) is not int or value != 1:
             raise _bad(name, f"parameters.n must be 1 (a job has one result); got {value!r}")
     elif name == "seed":
-        if not isinstance(value, int) or isinstance(value, bool) or not -MAX_INT - 1 <= value <= MAX_INT:
+        if not is_int(value):
             raise _bad(name, f"parameters.seed must be a 64-bit integer; got {value!r}")
     elif name == "stop":
-        stops = [value] if isinstance(value, str) else value
-        if not isinstance(stops, list) or len(stops) > MAX_STOP or not all(isinstance(s, str) for s in stops):
+        if not is_stop(value):
             message = f"parameters.stop must be a string or a list of up to {MAX_STOP} strings; got {value!r}"
             raise _bad(name, message)
     elif name == "stream":

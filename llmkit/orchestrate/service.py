@@ -90,7 +90,6 @@ class Orchestrator:
         self.backend = backend
         self.bucket = bucket
         self.cache = cache
-        self.cache_ttl = cache_ttl
         self.counters = Counters()
         # cache key -> the job computing it; identical submits while it runs wait for it instead.
         self._leaders: dict[str, str] = {}

@@ -19,8 +19,9 @@ from llmkit.core.http import (
     stream_response,
 )
 from llmkit.core.ids import fresh_hex
+from llmkit.core.sampling import is_int
 from llmkit.simulate.latency import Latency, latency_for
-from llmkit.simulate.openai import MAX_INT, last_user_text
+from llmkit.simulate.openai import last_user_text
 from llmkit.simulate.openapi import ANTHROPIC_ERROR, COUNT_TOKENS_DOC, MESSAGES_DOC
 from llmkit.simulate.reply import SSE_HEADERS
 from llmkit.simulate.shapes import Answer, prepare_answer, send_stream, sse_event, wait_whole
@@ -119,7 +120,7 @@ def parse_messages_request(data: Mapping[str, Any]) -> MessagesRequest:
     max_tokens = data.get("max_tokens")
     if max_tokens is None:
         raise _bad("max_tokens: Field required: the most tokens to generate, e.g. 1024")
-    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or not 1 <= max_tokens <= MAX_INT:
+    if not is_int(max_tokens, 1):
         raise _bad(f"max_tokens: must be an integer >= 1; got {max_tokens!r}")
     stream = data.get("stream")
     if stream is not None and not isinstance(stream, bool):

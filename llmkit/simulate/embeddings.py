@@ -21,8 +21,9 @@ from typing import Any
 from aiohttp import web
 
 from llmkit.core.http import add_route, json_response, openapi, read_json
+from llmkit.core.sampling import is_int
 from llmkit.simulate.latency import latency_for
-from llmkit.simulate.openai import MAX_INT, check_model, int_param, invalid
+from llmkit.simulate.openai import check_model, int_param, invalid
 from llmkit.simulate.openapi import EMBEDDINGS_DOC
 from llmkit.simulate.reply import wait_or_gone
 from llmkit.simulate.slot import request_slot
@@ -105,11 +106,7 @@ def _check_input(data: Mapping[str, Any]) -> tuple[tuple[str, ...], tuple[int, .
         if isinstance(item, str) and item:
             texts.append(item)
             counts.append(count_tokens(item))
-        elif (
-            isinstance(item, list)
-            and item
-            and all(isinstance(t, int) and not isinstance(t, bool) and 0 <= t <= MAX_INT for t in item)
-        ):
+        elif isinstance(item, list) and item and all(is_int(t, 0) for t in item):
             # A token array hashes as the text of its ids: stable, and distinct from any plain text.
             texts.append("\x00tokens " + " ".join(map(str, item)))
             counts.append(len(item))

@@ -12,8 +12,9 @@ import orjson
 from aiohttp import web
 
 from llmkit.core.http import ApiError, add_route, json_response, openapi, set_error_format, stream_response
+from llmkit.core.sampling import INT64_MAX, is_int
 from llmkit.simulate.latency import Latency, latency_for
-from llmkit.simulate.openai import MAX_INT, last_user_text
+from llmkit.simulate.openai import last_user_text
 from llmkit.simulate.openapi import OLLAMA_CHAT_DOC, OLLAMA_ERROR, OLLAMA_GENERATE_DOC
 from llmkit.simulate.shapes import Answer, Clock, prepare_answer, send_stream, wait_whole
 from llmkit.simulate.slot import request_slot
@@ -74,9 +75,7 @@ def _check_options(data: Mapping[str, Any]) -> tuple[int | None, tuple[str, ...]
     if not isinstance(options, dict):
         raise _bad(f'options must be an object such as {{"num_predict": 64}}; got {options!r}')
     num_predict = options.get("num_predict")
-    if num_predict is not None and (
-        isinstance(num_predict, bool) or not isinstance(num_predict, int) or abs(num_predict) > MAX_INT
-    ):
+    if num_predict is not None and not is_int(num_predict, -INT64_MAX):
         raise _bad(f"options.num_predict must be an integer (-1 for no limit); got {num_predict!r}")
     stop = options.get("stop")
     if stop is None:

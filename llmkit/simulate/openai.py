@@ -12,6 +12,7 @@ import orjson
 
 from llmkit.core.http import ApiError, parse_json
 from llmkit.core.ids import fresh_hex
+from llmkit.core.sampling import INT64_MAX, MAX_STOP, is_int, is_stop
 from llmkit.simulate.memo import Memo
 from llmkit.simulate.structured import (
     TEXT_FORMAT,
@@ -29,9 +30,6 @@ from llmkit.simulate.tokenizer import content_text, count_prompt_tokens, tokeniz
 
 ROLES = ("system", "user", "assistant", "tool", "developer")
 MAX_N = 128
-MAX_STOP = 4
-# Integer parameters are 64-bit: a larger number is refused rather than read as a float or a bignum.
-MAX_INT = 2**63 - 1
 SYSTEM_FINGERPRINT = "fp_llmkit"
 DONE_EVENT = b"data: [DONE]\n\n"
 
@@ -146,12 +144,12 @@ def _check_messages(data: Mapping[str, Any]) -> list[dict[str, Any]]:
     return [_check_message(i, m) for i, m in enumerate(messages)]
 
 
-def int_param(data: Mapping[str, Any], name: str, low: int, high: int = MAX_INT) -> int | None:
+def int_param(data: Mapping[str, Any], name: str, low: int, high: int = INT64_MAX) -> int | None:
     value = data.get(name)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < low or value > high:
-        upper = f" and <= {high}" if high != MAX_INT else f" (64-bit, at most {MAX_INT})"
+    if not is_int(value, low, high):
+        upper = f" and <= {high}" if high != INT64_MAX else f" (64-bit, at most {INT64_MAX})"
         raise invalid(name, f"{name} must be an integer >= {low}{upper}; got {value!r}")
     return value
 
@@ -160,11 +158,9 @@ def check_stop(data: Mapping[str, Any]) -> tuple[str, ...]:
     stop = data.get("stop")
     if stop is None:
         return ()
-    if isinstance(stop, str):
-        stop = [stop]
-    if not isinstance(stop, list) or len(stop) > MAX_STOP or not all(isinstance(s, str) for s in stop):
+    if not is_stop(stop):
         raise invalid("stop", f"stop must be a string or an array of up to {MAX_STOP} strings; got {stop!r}")
-    return tuple(s for s in stop if s)
+    return tuple(s for s in ([stop] if isinstance(stop, str) else stop) if s)
 
 
 def check_bool(data: Mapping[str, Any], name: str, param: str | None = None) -> bool:

@@ -9,14 +9,14 @@ from __future__ import annotations
 from typing import Any
 
 from llmkit.core.openapi import NDJSON, RESPONSE_FORMAT, SCHEMA_NAME, answer, json_body, ref, streams
-from llmkit.simulate.openai import MAX_INT
+from llmkit.core.sampling import INT64_MAX
 
 # A model name or prompt with something other than whitespace in it (Python's isspace, \x1c-\x1f too).
 _NOT_BLANK = {"type": "string", "pattern": "[^\\s\\x1c-\\x1f]"}
 _MODEL = {**_NOT_BLANK, "example": "gpt-4o-mini"}
 
 
-def _int(low: int, high: int = MAX_INT, nullable: bool = True) -> dict[str, Any]:
+def _int(low: int, high: int = INT64_MAX, nullable: bool = True) -> dict[str, Any]:
     return {"type": "integer", "minimum": low, "maximum": high, "nullable": nullable}
 
 
@@ -90,7 +90,7 @@ COMPLETION_SCHEMA: dict[str, Any] = {
         "stream_options": _STREAM_OPTIONS,
     },
 }
-_TOKENS = {"type": "array", "minItems": 1, "items": {"type": "integer", "minimum": 0, "maximum": MAX_INT}}
+_TOKENS = {"type": "array", "minItems": 1, "items": {"type": "integer", "minimum": 0, "maximum": INT64_MAX}}
 EMBEDDING_SCHEMA: dict[str, Any] = {
     "type": "object",
     "required": ["model", "input"],
@@ -217,7 +217,7 @@ _OLLAMA_COMMON = {
         "type": "object",
         "nullable": True,
         "properties": {
-            "num_predict": {**_int(-MAX_INT), "description": "-1: no limit"},
+            "num_predict": {**_int(-INT64_MAX), "description": "-1: no limit"},
             "stop": {
                 "nullable": True,
                 "oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}],

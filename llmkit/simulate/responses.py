@@ -12,8 +12,8 @@ from aiohttp import web
 
 from llmkit.core.http import ApiError, add_route, json_response, openapi, read_json, stream_response
 from llmkit.core.ids import fresh_hex
+from llmkit.core.sampling import is_int
 from llmkit.simulate.latency import Latency, latency_for
-from llmkit.simulate.openai import MAX_INT
 from llmkit.simulate.openapi import RESPONSES_DOC
 from llmkit.simulate.reply import SSE_HEADERS
 from llmkit.simulate.shapes import Answer, prepare_answer, send_stream, sse_event, wait_whole
@@ -113,9 +113,7 @@ def parse_responses_request(data: Mapping[str, Any]) -> ResponsesRequest:
     if instructions is not None and not isinstance(instructions, str):
         raise _bad("instructions", f"instructions must be a string; got {instructions!r}")
     limit = data.get("max_output_tokens")
-    if limit is not None and (
-        isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_INT
-    ):
+    if limit is not None and not is_int(limit, 1):
         raise _bad("max_output_tokens", f"max_output_tokens must be an integer >= 1; got {limit!r}")
     stream = data.get("stream")
     if stream is not None and not isinstance(stream, bool):

@@ -18,13 +18,12 @@ from typing import Any
 import orjson
 
 from llmkit.core.http import ApiError
+from llmkit.core.sampling import NAME_RE, response_format_problem
 from llmkit.simulate.schema_sample import SchemaError, sample_instance
 from llmkit.simulate.tokenizer import content_text
 
 MAX_TOOLS = 128
 TOOL_CHOICES = ("none", "auto", "required")
-FORMAT_TYPES = ("text", "json_object", "json_schema")
-_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _WORD_RE = re.compile(r"[^\W\d_]{3,}")
 _EMPTY_PARAMETERS: dict[str, Any] = {"type": "object", "properties": {}}
 _CALL_ID_CHARS = string.ascii_letters + string.digits
@@ -77,7 +76,7 @@ def _parse_tool(index: int, raw: Any) -> Tool:
         raise _bad("tools", f"{where} must be an object like {example}; got {got}")
     function = raw["function"]
     name = function.get("name")
-    if not isinstance(name, str) or not _NAME_RE.match(name):
+    if not isinstance(name, str) or not NAME_RE.match(name):
         raise _bad("tools", f"{where}.function.name must be 1-64 letters, digits, '_' or '-'; got {name!r}")
     parameters = function.get("parameters")
     if parameters is None:
@@ -133,30 +132,12 @@ def parse_response_format(data: Mapping[str, Any]) -> ResponseFormat:
     raw = data.get("response_format")
     if raw is None:
         return TEXT_FORMAT
-    kind = raw.get("type") if isinstance(raw, dict) else None
-    if kind not in FORMAT_TYPES:
-        raise _bad(
-            "response_format",
-            f"response_format.type must be one of {', '.join(FORMAT_TYPES)}; "
-            f"got {orjson.dumps(raw).decode()[:80]}",
-        )
-    if kind != "json_schema":
-        return ResponseFormat(str(kind))
-    spec = raw.get("json_schema")
-    example = '{"name": "answer", "schema": {"type": "object", ...}}'
-    where = "response_format.json_schema"
-    if not isinstance(spec, dict):
-        raise _bad("response_format", f"response_format.json_schema must be an object like {example}")
-    name = spec.get("name")
-    if not isinstance(name, str) or not _NAME_RE.match(name):
-        raise _bad("response_format", f"{where}.name must be 1-64 letters, digits, '_' or '-'; got {name!r}")
-    schema = spec.get("schema", {"type": "object"})
-    if not isinstance(schema, dict):
-        raise _bad("response_format", f"{where}.schema must be a JSON schema object; got {schema!r:.60}")
-    strict = spec.get("strict")
-    if strict is not None and not isinstance(strict, bool):
-        raise _bad("response_format", f"{where}.strict must be true or false; got {strict!r}")
-    return ResponseFormat("json_schema", schema)
+    problem = response_format_problem(raw)
+    if problem is not None:
+        raise _bad("response_format", problem)
+    if raw["type"] != "json_schema":
+        return ResponseFormat(str(raw["type"]))
+    return ResponseFormat("json_schema", raw["json_schema"].get("schema", {"type": "object"}))
 
 
 def _names_tool(text: str, tool: Tool) -> bool:

@@ -14,7 +14,7 @@ import pytest
 
 from llmkit.cli.orchestrate import backend_lines
 from llmkit.cli.stats import profile_urls
-from llmkit.settings import load_settings
+from llmkit.settings import Settings, load_settings
 from tests.serve_process import LLMKIT, ServerProcess
 from tests.servers import RedisServer
 
@@ -153,3 +153,16 @@ def test_stats_without_urls_lists_each_servers_default_port() -> None:
     urls = [row["url"] for row in json.loads(done.stdout)]
     expected = ["4545", "8000", "8080", "8090"]
     assert sorted(url.rsplit(":", 1)[1] for url in urls) == expected, urls
+
+
+@pytest.mark.parametrize("by", ["session", "client", "both"])
+def test_rate_limit_by_flag_sets_the_setting(served_settings: list[Settings], by: str) -> None:
+    from typer.testing import CliRunner
+
+    from llmkit.cli.main import app
+
+    result = CliRunner().invoke(app, ["orchestrate", "--rate-limit-by", by])
+    assert result.exit_code == 0, result.output
+    assert served_settings[0].orchestrate.rate_limit_by == by
+    bad = CliRunner().invoke(app, ["orchestrate", "--rate-limit-by", "ip"])
+    assert bad.exit_code == 2

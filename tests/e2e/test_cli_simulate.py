@@ -11,6 +11,7 @@ from pathlib import Path
 import openai
 import redis
 
+from llmkit.settings import Settings
 from tests.serve_process import LLMKIT, ROOT, ServerProcess
 from tests.servers import ClickHouseServer, RedisServer, free_port
 
@@ -224,3 +225,30 @@ def test_the_knobs_users_reach_for_are_flags(tmp_path: Path) -> None:
         assert flag in help_text
     done = subprocess.run([LLMKIT, "simulate", "--jitter", "2"], capture_output=True, text=True, timeout=30)
     assert done.returncode == 2
+
+
+def test_every_knob_flag_sets_its_setting(served_settings: list[Settings]) -> None:
+    # What each flag sets, read where the server would start (run_server), without starting one.
+    from typer.testing import CliRunner
+
+    from llmkit.cli.main import app
+
+    flags = {
+        "--model": ("my-model", "model", "my-model"),
+        "--rpm": ("60", "rpm", 60),
+        "--tpm": ("1000", "tpm", 1000),
+        "--jitter": ("0.3", "jitter", 0.3),
+        "--fault-429": ("0.1", "fault_rate_429", 0.1),
+        "--fault-500": ("0.2", "fault_rate_500", 0.2),
+        "--fault-503": ("0.05", "fault_rate_503", 0.05),
+        "--fault-timeout": ("0.01", "fault_rate_timeout", 0.01),
+        "--fault-disconnect": ("0.02", "fault_rate_disconnect", 0.02),
+    }
+    args = [part for flag, (value, _, _) in flags.items() for part in (flag, value)]
+    result = CliRunner().invoke(app, ["simulate", *args])
+    assert result.exit_code == 0, result.output
+    [settings] = served_settings
+    for flag, (_, key, expected) in flags.items():
+        assert getattr(settings.simulate, key) == expected, flag
+    origins = {key: origin for key, _, origin in settings.masked()}
+    assert origins["simulate.fault_rate_429"] == "flag --fault-429"

@@ -8,8 +8,7 @@ import signal
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -22,29 +21,6 @@ from tests.servers import RedisServer
 
 Start = Callable[..., ServerProcess]
 WAIT_S = 60.0
-
-
-@pytest.fixture
-def start(tmp_path: Path) -> Iterator[Start]:
-    """Starts `llmkit orchestrate --role ROLE` on a Redis URL; stops every process at the end."""
-    started: list[ServerProcess] = []
-
-    def run(role: str, queue_url: str, **env: str) -> ServerProcess:
-        environment = {
-            "LLMKIT_ORCHESTRATE_CACHE_RESULTS": "false",
-            "LLMKIT_ORCHESTRATE_RATE_LIMIT_REQUESTS": "0",
-            "LLMKIT_SERVER_ACCESS_LOG": "false",
-            **env,
-        }
-        args = ("--port", "0", "--role", role, "--queue-url", queue_url)
-        process = ServerProcess(tmp_path, *args, env=environment, command="orchestrate")
-        started.append(process.start())
-        process.wait_listening()
-        return process
-
-    yield run
-    for process in started:
-        process.close()
 
 
 async def submit(session: aiohttp.ClientSession, url: str, prompt: str) -> str:
@@ -93,11 +69,11 @@ BACK = "workers reach the queue and job store again"
 
 @pytest.mark.parametrize("roles", [("all",), ("api", "worker")])
 async def test_workers_survive_a_redis_restart_and_run_every_job_submitted_after_it(
-    start: Start, redis_factory: Callable[[], RedisServer], roles: tuple[str, ...]
+    orchestrate_process: Start, redis_factory: Callable[[], RedisServer], roles: tuple[str, ...]
 ) -> None:
     redis = redis_factory()
     env = {"LLMKIT_ORCHESTRATE_ECHO_DELAY_MS": "20", "LLMKIT_ORCHESTRATE_LEASE_S": "2"}
-    servers = [start(role, redis.url, **env) for role in roles]
+    servers = [orchestrate_process(role, redis.url, **env) for role in roles]
     api, worker = servers[0], servers[-1]
     async with aiohttp.ClientSession() as session:
         # Under load: jobs queued and running when Redis goes away (they die with its memory).
@@ -126,7 +102,7 @@ async def _healthy(session: aiohttp.ClientSession, url: str) -> bool:
 
 
 async def test_a_job_running_when_redis_went_away_runs_again_after_its_lease(
-    start: Start, redis_factory: Callable[[], RedisServer]
+    orchestrate_process: Start, redis_factory: Callable[[], RedisServer]
 ) -> None:
     redis = redis_factory()
     env = {
@@ -134,7 +110,7 @@ async def test_a_job_running_when_redis_went_away_runs_again_after_its_lease(
         "LLMKIT_ORCHESTRATE_LEASE_S": "1",
         "LLMKIT_ORCHESTRATE_CONCURRENCY": "1",
     }
-    server = start("all", redis.url, **env)
+    server = orchestrate_process("all", redis.url, **env)
     client = aioredis.Redis.from_url(redis.url)
     async with aiohttp.ClientSession() as session:
         job_id = await submit(session, server.url, "three slow words")
@@ -171,7 +147,7 @@ async def _events(client: aioredis.Redis, channel: str, seen: list[dict[str, Any
     [("0.2", "released to the second worker"), ("30", "finished by the stopping worker")],
 )
 async def test_sigterm_hands_every_job_to_another_worker_each_completed_once(
-    start: Start, redis_server: RedisServer, drain_timeout: str, running_end: str
+    orchestrate_process: Start, redis_server: RedisServer, drain_timeout: str, running_end: str
 ) -> None:
     prefix = f"orch-{uuid.uuid4().hex[:8]}"
     url = f"{redis_server.url}?prefix={prefix}"
@@ -180,8 +156,8 @@ async def test_sigterm_hands_every_job_to_another_worker_each_completed_once(
     listener = asyncio.create_task(_events(client, f"{prefix}:job-events", seen))
     slow = {"LLMKIT_ORCHESTRATE_ECHO_DELAY_MS": "300", "LLMKIT_ORCHESTRATE_CONCURRENCY": "2"}
     try:
-        api = start("api", url)
-        first = start("worker", url, LLMKIT_SERVER_DRAIN_TIMEOUT=drain_timeout, **slow)
+        api = orchestrate_process("api", url)
+        first = orchestrate_process("worker", url, LLMKIT_SERVER_DRAIN_TIMEOUT=drain_timeout, **slow)
         prompts = [f"job {i} has some words to echo" for i in range(6)]
         async with aiohttp.ClientSession() as session:
             ids = [await submit(session, api.url, prompt) for prompt in prompts]
@@ -200,7 +176,7 @@ async def test_sigterm_hands_every_job_to_another_worker_each_completed_once(
             else:
                 # It finished its two and took no new job after the signal.
                 assert states == {"completed": 2, "pending": 4}, states
-            second = start("worker", url)
+            second = orchestrate_process("worker", url)
             done = await asyncio.gather(*(result(session, api.url, job_id) for job_id in ids))
             second_stats = await (await session.get(f"{second.url}/stats")).json()
     finally:

@@ -5,8 +5,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import uuid
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -19,27 +18,10 @@ Start = Callable[..., ServerProcess]
 
 
 @pytest.fixture
-def start(redis_server: RedisServer, tmp_path: Path) -> Iterator[Start]:
-    """Starts `llmkit orchestrate --role ROLE` processes on one Redis prefix; stops them at the end."""
-    prefix = f"orch-{uuid.uuid4().hex[:8]}"
-    started: list[ServerProcess] = []
-
-    def run(role: str, **env: str) -> ServerProcess:
-        environment = {
-            "LLMKIT_ORCHESTRATE_CACHE_RESULTS": "false",
-            "LLMKIT_ORCHESTRATE_RATE_LIMIT_REQUESTS": "0",
-            "LLMKIT_SERVER_ACCESS_LOG": "false",
-            **env,
-        }
-        args = ("--port", "0", "--role", role, "--queue-url", f"{redis_server.url}?prefix={prefix}")
-        process = ServerProcess(tmp_path, *args, env=environment, command="orchestrate")
-        started.append(process.start())
-        process.wait_listening()
-        return process
-
-    yield run
-    for process in started:
-        process.close()
+def start(redis_server: RedisServer, orchestrate_process: Start) -> Start:
+    """Starts `llmkit orchestrate --role ROLE` processes on one Redis prefix (see conftest.py)."""
+    queue_url = f"{redis_server.url}?prefix=orch-{uuid.uuid4().hex[:8]}"
+    return lambda role, **env: orchestrate_process(role, queue_url, **env)
 
 
 async def submit_all(url: str, prompts: list[str]) -> list[dict[str, Any]]:

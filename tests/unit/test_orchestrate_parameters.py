@@ -8,7 +8,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from llmkit.core.http import ApiError
-from llmkit.orchestrate.parameters import INTEGERS, MAX_INT, NUMBERS, check_parameters
+from llmkit.core.sampling import INT64_MAX
+from llmkit.orchestrate.parameters import INTEGERS, NUMBERS, check_parameters
 
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=5),
@@ -29,7 +30,7 @@ def test_any_json_parameters_are_accepted_or_400_naming_one(parameters: dict[str
 
 
 @given(
-    st.integers(min_value=1, max_value=MAX_INT),
+    st.integers(min_value=1, max_value=INT64_MAX),
     st.floats(min_value=0, max_value=2),
     st.floats(min_value=0, max_value=1),
 )
