@@ -21,6 +21,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from llmkit import __version__
 from llmkit.core import openapi as openapi_spec
+from llmkit.core.auth import ANONYMOUS, ANY, PUBLIC, AuthError, Guard, Identity
 from llmkit.core.connections import describe_bad_request
 from llmkit.core.http_metrics import HttpMetrics
 from llmkit.core.ids import fresh_hex
@@ -111,6 +112,7 @@ class ServiceInfo:
 
 
 SERVICE_KEY = web.AppKey("llmkit_service", ServiceInfo)
+GUARD_KEY = web.AppKey("llmkit_guard", Guard)
 SETTINGS_KEY = web.AppKey("llmkit_server_settings", ServerSettings)
 METRICS_KEY = web.AppKey("llmkit_http_metrics", HttpMetrics)
 STATS_PROVIDER_KEY = web.AppKey[StatsProvider | None]("llmkit_stats_provider")
@@ -203,6 +205,10 @@ def _http_exception_response(request: web.Request, exc: web.HTTPException, limit
 
 def _llmkit_error_response(request: web.Request, exc: LlmkitError) -> web.Response | None:
     headers: dict[str, str] = {}
+    if isinstance(exc, AuthError):
+        if exc.status == 401:
+            headers["WWW-Authenticate"] = 'Bearer realm="llmkit"'
+        return error_response(request, exc.status, exc.code, str(exc), headers)
     if isinstance(exc, RateLimited):
         headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
         return error_response(request, 429, "rate_limited", str(exc), headers)
@@ -251,14 +257,17 @@ class RouteWrapper:
     metrics and the access log. One frame around the handler, where an aiohttp middleware costs three.
     """
 
-    def __init__(self, settings: ServerSettings, metrics: HttpMetrics) -> None:
+    def __init__(self, settings: ServerSettings, metrics: HttpMetrics, guard: Guard) -> None:
         self.limit = int(settings.max_body_mb * 1_048_576)
         self.log_access = settings.access_log
         self.metrics = metrics
+        self.guard = guard
 
-    def wrap(self, handler: Handler, label: str) -> Handler:
-        """`handler` inside llmkit's request handling; `label` names its route in the metrics."""
+    def wrap(self, handler: Handler, label: str, scope: str = ANY, forms: bool = False) -> Handler:
+        """`handler` inside llmkit's request handling; `label` names its route in the metrics, `scope`
+        what a caller's credential must allow and `forms` whether it reads form-typed JSON (core.auth)."""
         limit, log_access, metrics = self.limit, self.log_access, self.metrics
+        check = self.guard.check
         new_id, valid_id, observe = fresh_hex, _REQUEST_ID_RE.fullmatch, metrics.route(label).observe
         clock = time.perf_counter
 
@@ -276,6 +285,7 @@ class RouteWrapper:
                     size = request.content_length if request.body_exists else None
                     if size is not None and size > limit:
                         raise ApiError(413, "body_too_large", _too_large_message(size, limit))
+                    request[IDENTITY_KEY] = await check(request, scope, forms)
                     response = await handler(request)
                 except Exception as exc:
                     if isinstance(exc, web.HTTPException) and exc.status < 400:
@@ -309,16 +319,29 @@ class RouteWrapper:
 
 
 WRAPPER_KEY = web.AppKey("llmkit_route_wrapper", RouteWrapper)
+# The caller, as the route's Guard.check found it: handlers read it with identity_of(request).
+IDENTITY_KEY = request_key("llmkit_identity", Identity)
 
 
-def add_route(app: web.Application, method: str, path: str, handler: Handler) -> None:
+def identity_of(request: web.Request) -> Identity:
+    """Who sent the request (ANONYMOUS when no credential was needed or presented)."""
+    identity: Identity = request.get(IDENTITY_KEY, ANONYMOUS)
+    return identity
+
+
+def add_route(
+    app: web.Application, method: str, path: str, handler: Handler, *, scope: str = ANY, forms: bool = False
+) -> None:
     """Serve `method path` with `handler` inside llmkit's request handling (GET answers HEAD too).
+
+    `scope` is what the caller's credential must allow (core.auth: PUBLIC, ANY, chat, search, admin);
+    `forms` lets a caller with no credential send its JSON as a form or text body (see Guard.check).
 
     Every route of an app from create_base_app is added here: one added with app.router directly would
     miss ids, JSON errors and metrics, so the app refuses to start with one.
     """
     resource = app.router.add_resource(path)
-    wrapped = app[WRAPPER_KEY].wrap(handler, resource.canonical)
+    wrapped = app[WRAPPER_KEY].wrap(handler, resource.canonical, scope, forms)
     if method == hdrs.METH_GET:
         resource.add_route(hdrs.METH_HEAD, wrapped)
     resource.add_route(method, wrapped)
@@ -353,7 +376,7 @@ async def _finish_routes(app: web.Application) -> None:
                     f"route {route.method} {resource.canonical} was added with app.router; "
                     "add it with llmkit.core.http.add_route so it gets ids, JSON errors and metrics"
                 )
-    app.router.add_route(hdrs.METH_ANY, ANY_PATH, app[WRAPPER_KEY].wrap(_unmatched, UNMATCHED))
+    app.router.add_route(hdrs.METH_ANY, ANY_PATH, app[WRAPPER_KEY].wrap(_unmatched, UNMATCHED, PUBLIC))
 
 
 def stream_response(request: web.Request, headers: Mapping[str, str] | None = None) -> web.StreamResponse:
@@ -455,6 +478,7 @@ def create_base_app(
     health: Mapping[str, Any] | None = None,
     deep_health: DeepHealth | None = None,
     cancel_on_disconnect: bool = False,
+    guard: Guard | None = None,
 ) -> web.Application:
     """An app with llmkit's request handling and GET /health, /stats, /metrics, /openapi.json.
 
@@ -474,10 +498,12 @@ def create_base_app(
     app[ERROR_SHAPES_KEY] = []
     app[OPENAPI_SCHEMAS_KEY] = {}
     set_error_format(app, error_format)
-    app[WRAPPER_KEY] = RouteWrapper(settings, http_metrics)
+    # Without a guard of its own a server still refuses what a browser could send it cross-site.
+    app[GUARD_KEY] = guard or Guard(admin_setting="an admin key")
+    app[WRAPPER_KEY] = RouteWrapper(settings, http_metrics, app[GUARD_KEY])
     app[CANCEL_ON_DISCONNECT_KEY] = cancel_on_disconnect
     app.on_startup.append(_finish_routes)
-    add_route(app, "GET", "/health", handle_health)
+    add_route(app, "GET", "/health", handle_health, scope=PUBLIC)
     add_route(app, "GET", "/stats", handle_stats)
     add_route(app, "GET", "/metrics", handle_metrics)
     add_route(app, "GET", "/openapi.json", handle_openapi)

@@ -311,8 +311,9 @@ async def version(request: web.Request) -> web.Response:
 def add_routes(app: web.Application) -> None:
     """Register the Ollama routes under /api, with Ollama's `{"error": "..."}` error shape."""
     set_error_format(app, ollama_error_body, "/api", ("OllamaError", OLLAMA_ERROR))
-    add_route(app, "POST", "/api/chat", chat)
-    add_route(app, "POST", "/api/generate", generate)
+    # Ollama's documented examples are `curl -d` (a form Content-Type): its clients may send one.
+    add_route(app, "POST", "/api/chat", chat, forms=True)
+    add_route(app, "POST", "/api/generate", generate, forms=True)
     add_route(app, "GET", "/api/tags", tags)
     add_route(app, "GET", "/api/ps", ps)
     add_route(app, "GET", "/api/version", version)

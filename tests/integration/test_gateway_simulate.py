@@ -264,7 +264,23 @@ async def test_seed_curl_examples(aiohttp_client: MakeClient, simulator: str) ->
         "batch_processor",
         "queue_length",
     }
-    cleared = orjson.loads(await call("-X", "POST", f"{base}/api/cache-stats", "-d", '{"action":"clear"}'))
+    # The seed's own example omits the Content-Type, which is what a web page could send cross-site: 415.
+    refused = await asyncio.get_running_loop().run_in_executor(
+        None,
+        lambda: (
+            subprocess.run(
+                [curl, "-s", "-X", "POST", f"{base}/api/cache-stats", "-d", '{"action":"clear"}'],
+                capture_output=True,
+                check=True,
+                timeout=30,
+            ).stdout
+        ),
+    )
+    assert orjson.loads(refused)["error"]["code"] == "unsupported_media_type"
+    json_type = ("-H", "Content-Type: application/json")
+    cleared = orjson.loads(
+        await call("-X", "POST", f"{base}/api/cache-stats", *json_type, "-d", '{"action":"clear"}')
+    )
     assert cleared["success"] is True
     assert orjson.loads(await call(f"{base}/api/chat-queue"))["queue_length"] == 0
     assert orjson.loads(await call(f"{base}/health"))["status"] == "healthy"

@@ -21,7 +21,9 @@ from tests.serve_process import ServerProcess
 # Generous: the timeouts are 1 s; a loaded CI machine may take a while to notice.
 SLACK = 10.0
 HEAD = b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
-CHUNKED = b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+CHUNKED = (
+    b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+)
 
 
 async def _slow_stream(request: web.Request) -> web.StreamResponse:

@@ -264,9 +264,13 @@ async def test_cache_stats_actions(aiohttp_client: MakeClient) -> None:
     pool = HeldPool(hold=False)
     client = await start(aiohttp_client, pool)
     await client.post("/api/chat-optimized", json=chat())
-    # The seed's curl sends -d without a Content-Type header (form-urlencoded): accepted as JSON.
+    # The seed's curl sends -d without a Content-Type header (form-urlencoded), as any web page could
+    # cross-site: refused, unless a credential comes with it (no page can add one without CORS).
     form = {"Content-Type": "application/x-www-form-urlencoded"}
-    cleared = await client.post("/api/cache-stats", data=b'{"action":"clear_response_cache"}', headers=form)
+    body = b'{"action":"clear_response_cache"}'
+    refused = await client.post("/api/cache-stats", data=body, headers=form)
+    assert refused.status == 415 and "API key" in (await refused.json())["error"]["message"]
+    cleared = await client.post("/api/cache-stats", data=body, headers={**form, "X-API-Key": "any"})
     assert (await cleared.json())["removed"] == {"response_cache": 1}
     warmed = await (
         await client.post("/api/cache-stats", json={"action": "warm_model", "data": {"model": "m"}})
