@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import asyncpg
 import pytest
 
-from llmkit.errors import ConfigError
+from llmkit.errors import BackendError, ConfigError
 from llmkit.platform.quota_types import Quotas
 from llmkit.platform.store import platform_store_from_url
 from llmkit.platform.store.base import ApiKey, PlatformStore, SchemaTooNew, StoreConflict, Tenant
 from llmkit.platform.store.migrations import LATEST
+from llmkit.platform.store.postgres import PostgresPlatformStore
+from tests.postgres import PostgresServer
 
 
-@pytest.fixture(params=["sqlite"])
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path}/platform.db"
@@ -142,6 +146,72 @@ async def test_a_sqlite_schema_newer_than_the_code_is_refused(tmp_path: Path) ->
     with pytest.raises(SchemaTooNew, match="upgrade llmkit"):
         await newer.open()
     await newer.close()
+
+
+@pytest.mark.postgres
+async def test_a_postgres_schema_newer_than_the_code_is_refused(postgres_url: str) -> None:
+    first = platform_store_from_url(postgres_url)
+    await first.open()
+    await first.close()
+    conn = await asyncpg.connect(postgres_url)
+    try:
+        await conn.execute("INSERT INTO llmkit_schema (version) VALUES ($1)", LATEST + 1)
+    finally:
+        await conn.close()
+    newer = platform_store_from_url(postgres_url)
+    with pytest.raises(SchemaTooNew, match="upgrade llmkit"):
+        await newer.open()
+    await newer.close()
+
+
+@pytest.mark.postgres
+async def test_stores_migrating_one_fresh_postgres_database_together_all_succeed(postgres_url: str) -> None:
+    # Replicas starting at once: without the advisory lock, concurrent CREATE TABLE IF NOT EXISTS collide.
+    stores = [platform_store_from_url(postgres_url, pool_size=2) for _ in range(4)]
+    try:
+        await asyncio.gather(*(s.open() for s in stores))
+        assert [await s.schema_version() for s in stores] == [LATEST] * len(stores)
+    finally:
+        await asyncio.gather(*(s.close() for s in stores))
+    conn = await asyncpg.connect(postgres_url)
+    try:
+        # Each version recorded once: the later stores found nothing pending.
+        assert await conn.fetchval("SELECT count(*) FROM llmkit_schema") == LATEST
+    finally:
+        await conn.close()
+
+
+@pytest.mark.postgres
+async def test_postgres_errors_are_backend_errors_without_the_password(
+    postgres_server: PostgresServer, postgres_url: str
+) -> None:
+    database = postgres_url.rsplit("/", 1)[1]
+    wrong = platform_store_from_url(postgres_server.url_for(database, password="s3cret-wrong"))
+    with pytest.raises(BackendError, match="password authentication failed") as refused:
+        await wrong.open()
+    assert "s3cret-wrong" not in str(refused.value) and "****" in str(refused.value)
+    assert "s3cret-wrong" not in repr(wrong)
+    gone = PostgresPlatformStore(postgres_server.url_for("no_such_database"), pool_size=1)
+    with pytest.raises(BackendError) as missing:
+        await gone.open()
+    assert postgres_server.password not in str(missing.value)
+    closed = platform_store_from_url(postgres_url)
+    with pytest.raises(BackendError, match="not open"):
+        await closed.ping()
+
+
+@pytest.mark.postgres
+async def test_the_postgres_pool_has_the_size_asked_for(postgres_url: str) -> None:
+    store = PostgresPlatformStore(postgres_url, pool_size=3)
+    await store.open()
+    try:
+        assert store._pool is not None and store._pool.get_max_size() == 3
+        # More callers than connections wait their turn rather than fail.
+        await asyncio.gather(*(store.ping() for _ in range(12)))
+    finally:
+        await store.close()
+    with pytest.raises(ConfigError, match="at least 1"):
+        PostgresPlatformStore(postgres_url, pool_size=0)
 
 
 def test_an_unsupported_database_names_what_is_supported() -> None:

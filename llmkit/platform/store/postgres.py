@@ -1,0 +1,180 @@
+"""PostgresPlatformStore: tenants and keys in PostgreSQL through an asyncpg pool, shared by replicas."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any
+
+import asyncpg
+
+from llmkit.core.secrets import mask_secrets, mask_url
+from llmkit.errors import BackendError, ConfigError
+from llmkit.platform.store import migrations as m
+from llmkit.platform.store.base import ApiKey, StoreConflict, Tenant
+
+if TYPE_CHECKING:
+    from asyncpg import Connection, Pool
+
+# pg_advisory_xact_lock key for migrating: replicas starting together take turns, the later ones then find
+# nothing pending. Advisory locks are per database, so stores on other databases never wait for it.
+MIGRATION_LOCK = 0x6C6C6D6B_69740001  # "llmkit" + 1
+CONNECT_TIMEOUT_S = 10.0
+# What asyncpg raises when the server is unreachable, refuses us or fails a statement.
+_DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
+
+
+def conflict_message(exc: asyncpg.UniqueViolationError) -> str:
+    """What a unique-constraint failure means, in the words of the API."""
+    # PostgreSQL names a UNIQUE column's constraint <table>_<column>_key; the primary key is <table>_pkey.
+    if (exc.constraint_name or "").endswith("_name_key"):
+        return "a tenant with that name exists; choose another name"
+    return "a row with that id exists"
+
+
+def rowcount(status: str) -> int:
+    """`UPDATE 3` (asyncpg's command status) -> 3."""
+    tail = status.rsplit(" ", 1)[-1]
+    return int(tail) if tail.isdigit() else 0
+
+
+class PostgresPlatformStore:
+    """A pool of `pool_size` connections; statements are the ones SqlitePlatformStore runs."""
+
+    kind = "postgresql"
+
+    def __init__(self, dsn: str, pool_size: int = 10) -> None:
+        if pool_size < 1:
+            raise ConfigError(f"platform store pool size must be at least 1, got {pool_size}")
+        self.dsn = dsn
+        self.pool_size = pool_size
+        # Every message and repr shows this, never the DSN: it carries the password.
+        self.where = mask_url(dsn)
+        self._pool: Pool | None = None
+
+    def __repr__(self) -> str:
+        return f"PostgresPlatformStore({self.where!r}, pool_size={self.pool_size})"
+
+    def _backend_error(self, doing: str, exc: BaseException) -> BackendError:
+        return BackendError(
+            f"platform store {self.where}: {doing}{type(exc).__name__}: {mask_secrets(str(exc))}"
+        )
+
+    @asynccontextmanager
+    async def _errors(self) -> AsyncIterator[Pool]:
+        if self._pool is None:
+            raise BackendError(f"platform store {self.where} is not open")
+        try:
+            yield self._pool
+        except asyncpg.UniqueViolationError as exc:
+            raise StoreConflict(conflict_message(exc)) from exc
+        except _DRIVER_ERRORS as exc:
+            raise self._backend_error("", exc) from exc
+
+    async def open(self) -> None:
+        """Connect the pool and migrate, holding the migration lock, in one transaction."""
+        try:
+            self._pool = await asyncpg.create_pool(
+                self.dsn, min_size=1, max_size=self.pool_size, timeout=CONNECT_TIMEOUT_S
+            )
+        except ValueError as exc:
+            # asyncpg's DSN parser: a malformed URL is a setting to fix, not an outage.
+            raise ConfigError(f"platform store {self.where}: {mask_secrets(str(exc))}") from None
+        except _DRIVER_ERRORS as exc:
+            raise self._backend_error("cannot connect: ", exc) from exc
+        try:
+            async with self._errors() as pool, pool.acquire() as conn:
+                await self._migrate(conn)
+        except BaseException:
+            # A half-opened store holds no connections: the caller may not call close() after a failure.
+            await self.close()
+            raise
+
+    async def _migrate(self, conn: Connection) -> None:
+        async with conn.transaction():
+            # Before CREATE TABLE IF NOT EXISTS: two sessions creating the same table at once can both
+            # pass the "not exists" check and one then fails on the catalog's unique index.
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
+            await conn.execute(m.SCHEMA_TABLE)
+            version = await conn.fetchval(m.READ_VERSION)
+            for number, statements in m.pending(int(version or 0), self.where):
+                for statement in statements:
+                    await conn.execute(statement)
+                await conn.execute(m.WRITE_VERSION, number)
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            try:
+                await asyncio.wait_for(pool.close(), timeout=CONNECT_TIMEOUT_S)
+            except _DRIVER_ERRORS:
+                # A connection stuck on a dead server must not hang shutdown.
+                pool.terminate()
+
+    async def ping(self) -> None:
+        await self._value("SELECT 1")
+
+    async def schema_version(self) -> int:
+        version = await self._value(m.READ_VERSION)
+        return int(version) if version is not None else 0
+
+    async def _value(self, sql: str, *args: Any) -> Any:
+        async with self._errors() as pool:
+            return await pool.fetchval(sql, *args)
+
+    async def _one(self, sql: str, *args: Any) -> Any:
+        async with self._errors() as pool:
+            return await pool.fetchrow(sql, *args)
+
+    async def _all(self, sql: str, *args: Any) -> list[Any]:
+        async with self._errors() as pool:
+            return list(await pool.fetch(sql, *args))
+
+    async def _write(self, sql: str, *args: Any) -> int:
+        async with self._errors() as pool:
+            return rowcount(await pool.execute(sql, *args))
+
+    async def add_tenant(self, tenant: Tenant) -> None:
+        await self._write(m.INSERT_TENANT, *m.tenant_row(tenant))
+
+    async def tenant(self, tenant_id: str) -> Tenant | None:
+        row = await self._one(m.SELECT_TENANT, tenant_id)
+        return m.tenant_of(row) if row else None
+
+    async def tenants(self) -> list[Tenant]:
+        return [m.tenant_of(row) for row in await self._all(m.SELECT_TENANTS)]
+
+    async def update_tenant(self, tenant: Tenant) -> bool:
+        row = m.tenant_row(tenant)
+        return await self._write(m.UPDATE_TENANT, *row[:7], tenant.updated_at) > 0
+
+    async def delete_tenant(self, tenant_id: str, at: float) -> int | None:
+        async with self._errors() as pool, pool.acquire() as conn, conn.transaction():
+            if rowcount(await conn.execute(m.DELETE_TENANT, tenant_id)) == 0:
+                return None
+            return rowcount(await conn.execute(m.REVOKE_TENANT_KEYS, tenant_id, at))
+
+    async def add_key(self, key: ApiKey) -> None:
+        await self._write(m.INSERT_KEY, *m.key_row(key))
+
+    async def key(self, key_id: str) -> ApiKey | None:
+        row = await self._one(m.SELECT_KEY, key_id)
+        return m.key_of(row) if row else None
+
+    async def keys(self, tenant_id: str | None = None) -> list[ApiKey]:
+        if tenant_id is None:
+            rows = await self._all(m.SELECT_KEYS)
+        else:
+            rows = await self._all(m.SELECT_TENANT_KEYS, tenant_id)
+        return [m.key_of(row) for row in rows]
+
+    async def revoke_key(self, key_id: str, at: float) -> ApiKey | None:
+        await self._write(m.REVOKE_KEY, key_id, at)
+        return await self.key(key_id)
+
+    async def touch_keys(self, used: Mapping[str, float]) -> None:
+        if not used:
+            return
+        async with self._errors() as pool:
+            await pool.executemany(m.TOUCH_KEY, list(used.items()))
