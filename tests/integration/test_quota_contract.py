@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 
 import pytest
 import redis.asyncio as aioredis
 
+from llmkit.core.backends import make_redis, parse_backend_url
 from llmkit.core.limiter import QuotaCounter, Window, quota_counter_from_url
 from llmkit.core.limiter.quota_memory import MemoryQuotaCounter
 from llmkit.core.limiter.quota_redis import RedisQuotaCounter
@@ -244,7 +246,13 @@ async def test_independent_clients_allow_exactly_the_limit(
 ) -> None:
     # Each counter has its own client and connection pool, as separate gateway replicas would.
     limit, replicas, per_replica = 37, 6, 30
-    counters = [quota_counter_from_url(f"{redis_server.url}?prefix={redis_prefix}") for _ in range(replicas)]
+    # A fixed clock: on the real one, a run crossing a minute boundary would count in two windows.
+    clock = Clock(NOON)
+    url = parse_backend_url(redis_server.url, "quota counter", ["redis"])
+    counters = [
+        RedisQuotaCounter(make_redis(url), prefix=redis_prefix, clock=clock, close_client=True)
+        for _ in range(replicas)
+    ]
     window = Window("requests", limit, "minute")
     try:
         decisions = await asyncio.gather(
@@ -255,6 +263,65 @@ async def test_independent_clients_allow_exactly_the_limit(
             await c.close()
     assert sum(d.allowed for d in decisions) == limit
     assert sorted(d.windows[0].used for d in decisions if d.allowed) == list(range(1, limit + 1))
+
+
+# One replica: connects, says "ready", waits for "go" on stdin, consumes COUNT times, prints how many it got.
+REPLICA = """
+import asyncio, sys
+from llmkit.core.backends import make_redis, parse_backend_url
+from llmkit.core.limiter import Window
+from llmkit.core.limiter.quota_redis import RedisQuotaCounter
+
+async def main(url, prefix, limit, count, now):
+    client = make_redis(parse_backend_url(url, "quota counter", ["redis"]))
+    counter = RedisQuotaCounter(client, prefix=prefix, clock=lambda: now, close_client=True)
+    await client.ping()
+    print("ready", flush=True)
+    await asyncio.to_thread(sys.stdin.readline)
+    window = Window("requests", limit, "minute")
+    decisions = await asyncio.gather(*(counter.consume("shared", [window], 1) for _ in range(count)))
+    print(sum(d.allowed for d in decisions), flush=True)
+    await counter.close()
+
+asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5])))
+"""
+
+
+@pytest.mark.redis
+async def test_replica_processes_allow_exactly_the_limit(
+    redis_server: RedisServer, redis_prefix: str
+) -> None:
+    limit, replicas, count = 61, 4, 50
+    args = (redis_server.url, redis_prefix, limit, count, NOON)
+    procs = [
+        await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            REPLICA,
+            *(str(arg) for arg in args),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        for _ in range(replicas)
+    ]
+    try:
+        for proc in procs:
+            assert proc.stdout is not None
+            assert (await asyncio.wait_for(proc.stdout.readline(), 60)).strip() == b"ready"
+        # Every replica starts hammering at once, once all are connected.
+        for proc in procs:
+            assert proc.stdin is not None
+            proc.stdin.write(b"go\n")
+            await proc.stdin.drain()
+        outputs = [await asyncio.wait_for(proc.communicate(), 60) for proc in procs]
+    finally:
+        for proc in procs:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+    assert all(proc.returncode == 0 for proc in procs)
+    allowed = [int(out.strip()) for out, _ in outputs]
+    assert sum(allowed) == limit, allowed
 
 
 @pytest.mark.redis
