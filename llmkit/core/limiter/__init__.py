@@ -1,4 +1,4 @@
-"""Token buckets and concurrency limits; `limiter_from_url` picks the backend through one table of schemes."""
+"""Token buckets, concurrency limits, quota counters; `*_from_url` pick backends through scheme tables."""
 
 from __future__ import annotations
 
@@ -10,22 +10,32 @@ from llmkit.core.limiter.base import (
     Decision,
     Limiter,
     LimitStats,
+    QuotaCounter,
+    QuotaDecision,
     Slot,
     SlotUnavailable,
     TokenBucket,
+    Window,
+    WindowState,
 )
 from llmkit.errors import ConfigError
 
 __all__ = [
+    "QUOTA_SCHEMES",
     "SCHEMES",
     "ConcurrencyLimit",
     "Decision",
     "LimitStats",
     "Limiter",
+    "QuotaCounter",
+    "QuotaDecision",
     "Slot",
     "SlotUnavailable",
     "TokenBucket",
+    "Window",
+    "WindowState",
     "limiter_from_url",
+    "quota_counter_from_url",
 ]
 
 
@@ -63,3 +73,38 @@ def limiter_from_url(url: str) -> Limiter:
     """`memory://` or `redis://host:6379/0?prefix=llmkit&timeout=2` -> a Limiter; else a ConfigError."""
     parsed = parse_backend_url(url, "limiter", SCHEMES)
     return SCHEMES[parsed.scheme](parsed)
+
+
+def _memory_quota(url: BackendURL) -> QuotaCounter:
+    from llmkit.core.limiter.quota_memory import MemoryQuotaCounter
+
+    url.check_params(["sweep_interval"])
+    return MemoryQuotaCounter(sweep_interval=url.get("sweep_interval", float, 60.0))
+
+
+def _redis_quota(url: BackendURL) -> QuotaCounter:
+    from llmkit.core.backends import make_redis
+    from llmkit.core.limiter.quota_redis import RedisQuotaCounter
+
+    url.check_params(["prefix", "timeout", "max_connections", "margin"])
+    timeout, margin = url.get("timeout", float, 2.0), url.get("margin", float, 60.0)
+    if timeout <= 0 or margin < 0:
+        raise ConfigError(
+            f"quota counter URL: timeout must be > 0 and margin >= 0 seconds; got {timeout:g} and {margin:g}"
+        )
+    client = make_redis(url, timeout=timeout, max_connections=url.get("max_connections", int, 64))
+    prefix = url.get("prefix", str, "llmkit")
+    return RedisQuotaCounter(client, prefix=prefix, margin=margin, close_client=True)
+
+
+# The one table of quota counter backends, imported lazily like SCHEMES.
+QUOTA_SCHEMES: dict[str, Callable[[BackendURL], QuotaCounter]] = {
+    "memory": _memory_quota,
+    "redis": _redis_quota,
+}
+
+
+def quota_counter_from_url(url: str) -> QuotaCounter:
+    """`memory://` or `redis://host:6379/0?prefix=llmkit&timeout=2` -> a QuotaCounter; else a ConfigError."""
+    parsed = parse_backend_url(url, "quota counter", QUOTA_SCHEMES)
+    return QUOTA_SCHEMES[parsed.scheme](parsed)

@@ -1,9 +1,10 @@
-"""What every limiter backend provides: token buckets per key, concurrency limits and their decisions."""
+"""What every limiter backend provides: token buckets, concurrency limits, fixed-window quota counters."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from types import TracebackType
 from typing import Generic, Protocol, TypeVar
 
@@ -184,3 +185,100 @@ def no_slot(name: str, limit: int, timeout: float | None) -> SlotUnavailable:
     return SlotUnavailable(
         f"concurrency limit {name!r}: all {limit} slots busy for {timeout or 0:g}s", retry_after=1.0
     )
+
+
+# Quota counters: fixed windows aligned to UTC, counted per key.
+
+PERIODS = ("minute", "day", "month")
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """A fixed window of one `period` ("minute" | "day" | "month", aligned to UTC) holding `limit` units."""
+
+    name: str
+    limit: int
+    period: str
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            raise ValueError("a quota window needs a name, such as 'requests' or 'tokens'")
+        if isinstance(self.limit, bool) or not isinstance(self.limit, int) or self.limit < 1:
+            raise ValueError(f"quota window {self.name!r}: limit must be an integer >= 1; got {self.limit!r}")
+        if self.period not in PERIODS:
+            raise ValueError(
+                f"quota window {self.name!r}: period must be one of {', '.join(PERIODS)}; got {self.period!r}"
+            )
+
+
+@dataclass(frozen=True, slots=True)
+class WindowState:
+    """One window of one key after a call: its limit, units used and left, and when it ends (epoch s)."""
+
+    name: str
+    limit: int
+    used: int
+    remaining: int
+    reset_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaDecision:
+    """The answer of `consume`: allowed or not, every window's state, and the first window that refused."""
+
+    allowed: bool
+    windows: tuple[WindowState, ...]
+    denied: WindowState | None
+
+
+class QuotaCounter(Protocol):
+    """Counts units per key in fixed windows; `consume` checks and adds atomically, across processes."""
+
+    async def consume(self, key: str, windows: Sequence[Window], cost: int) -> QuotaDecision:
+        """Allowed iff every window has used < limit and used + cost <= limit; then add cost to all."""
+        ...
+
+    async def add(self, key: str, windows: Sequence[Window], amount: int) -> list[WindowState]:
+        """Add `amount` to every window unconditionally (it may go over the limit)."""
+        ...
+
+    async def usage(self, key: str, windows: Sequence[Window]) -> list[WindowState]:
+        """The state of every window of `key`, changing nothing."""
+        ...
+
+    async def close(self) -> None:
+        """Release the store (connections, background tasks)."""
+        ...
+
+
+def window_bounds(period: str, now: float) -> tuple[float, float]:
+    """Start and end (epoch seconds) of the `period` window holding `now`: epoch minute, UTC day or month."""
+    if period == "minute":
+        start = now // 60 * 60
+        return start, start + 60
+    if period == "day":
+        start = now // 86400 * 86400
+        return start, start + 86400
+    if period == "month":
+        # Calendar months differ in length, so they come from the UTC date, not from arithmetic on seconds.
+        day = datetime.fromtimestamp(now, tz=UTC)
+        first = datetime(day.year, day.month, 1, tzinfo=UTC)
+        following = datetime(day.year + day.month // 12, day.month % 12 + 1, 1, tzinfo=UTC)
+        return first.timestamp(), following.timestamp()
+    raise ValueError(f"period must be one of {', '.join(PERIODS)}; got {period!r}")
+
+
+def check_amount(amount: int, what: str = "cost") -> None:
+    """A negative amount would give units back, which no caller of a quota means to do."""
+    if isinstance(amount, bool) or not isinstance(amount, int) or amount < 0:
+        raise ValueError(f"quota {what} must be an integer >= 0; got {amount!r}")
+
+
+def window_state(window: Window, used: int, reset_at: float) -> WindowState:
+    """The state of `window` with `used` units counted."""
+    return WindowState(window.name, window.limit, used, max(0, window.limit - used), reset_at)
+
+
+def refuses(window: Window, used: int, cost: int) -> bool:
+    """True when a window with `used` units cannot take `cost` more (cost 0: when nothing is left)."""
+    return used >= window.limit or used + cost > window.limit

@@ -1,0 +1,370 @@
+"""Per-tenant quotas on the core quota counter: rpm, tpm, requests in flight, tokens per UTC day and month."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+from llmkit.core.backends import BackendURL, parse_backend_url
+from llmkit.core.limiter.base import QuotaCounter, SlotUnavailable, Window, WindowState, check_amount
+from llmkit.errors import ConfigError, RateLimited
+from llmkit.platform.quota_types import Quotas
+
+if TYPE_CHECKING:
+    import redis.asyncio as aioredis
+
+    from llmkit.core.limiter.redis import RedisConcurrencyLimit
+
+
+@dataclass(frozen=True, slots=True)
+class _Kind:
+    """How one counted quota maps to a window: its name (also the header suffix), period and unit."""
+
+    quota: str
+    window: str
+    period: str
+    unit: str
+
+
+# Window names double as OpenAI's header suffixes: x-ratelimit-remaining-requests, -tokens, -tokens-day, ...
+RPM = _Kind("rpm", "requests", "minute", "requests per minute")
+TOKEN_KINDS = (
+    _Kind("tpm", "tokens", "minute", "tokens per minute"),
+    _Kind("daily_tokens", "tokens-day", "day", "tokens per day (UTC)"),
+    _Kind("monthly_tokens", "tokens-month", "month", "tokens per month (UTC)"),
+)
+_BY_WINDOW = {kind.window: kind for kind in (RPM, *TOKEN_KINDS)}
+
+
+class QuotaExceeded(RateLimited):
+    """A tenant reached one of its quotas; the answer is a 429 with Retry-After and x-ratelimit-* headers."""
+
+    status = 429
+
+    def __init__(
+        self, message: str, *, tenant_id: str, quota: str, retry_after: float, headers: dict[str, str]
+    ) -> None:
+        super().__init__(message, retry_after=retry_after, remaining=0)
+        self.tenant_id = tenant_id
+        self.quota = quota
+        self.headers = headers
+
+
+class TenantSlots(Protocol):
+    """Requests in flight per tenant, the limit given on each call; taking never waits."""
+
+    async def try_take(self, tenant_id: str, limit: int) -> str | None:
+        """A holder id if the tenant holds fewer than `limit` slots, else None."""
+        ...
+
+    async def give_back(self, tenant_id: str, holder: str) -> None:
+        """Free the slot of `holder`; giving back twice is harmless."""
+        ...
+
+    async def in_use(self, tenant_id: str) -> int:
+        """Slots the tenant holds (in every process sharing the store)."""
+        ...
+
+    async def close(self) -> None:
+        """Give back the slots this process holds and stop background work."""
+        ...
+
+
+class MemoryTenantSlots:
+    """Slots per tenant in this process: a set of holder ids each."""
+
+    def __init__(self) -> None:
+        self._held: dict[str, set[str]] = {}
+        self._ids = itertools.count(1)
+
+    async def try_take(self, tenant_id: str, limit: int) -> str | None:
+        """A holder id if the tenant holds fewer than `limit` slots, else None."""
+        held = self._held.setdefault(tenant_id, set())
+        if len(held) >= limit:
+            return None
+        holder = str(next(self._ids))
+        held.add(holder)
+        return holder
+
+    async def give_back(self, tenant_id: str, holder: str) -> None:
+        """Free the slot of `holder`; giving back twice is harmless."""
+        held = self._held.get(tenant_id)
+        if held is not None:
+            held.discard(holder)
+            if not held:
+                del self._held[tenant_id]  # idle tenants cost nothing
+
+    async def in_use(self, tenant_id: str) -> int:
+        """Slots the tenant holds."""
+        return len(self._held.get(tenant_id, ()))
+
+    async def close(self) -> None:
+        """Nothing to release; present for the TenantSlots protocol."""
+
+
+class RedisTenantSlots:
+    """Slots per tenant shared through Redis: one RedisConcurrencyLimit (leased holders) per tenant."""
+
+    def __init__(self, client: aioredis.Redis, prefix: str = "llmkit", lease: float = 30.0) -> None:
+        self._client = client
+        self._prefix = prefix
+        self._lease = lease
+        self._limits: dict[str, RedisConcurrencyLimit] = {}  # each tenant's limit at its current size
+        self._owners: dict[str, RedisConcurrencyLimit] = {}  # holder -> the limit object renewing its lease
+
+    async def try_take(self, tenant_id: str, limit: int) -> str | None:
+        """A holder id if the tenant holds fewer than `limit` slots everywhere, else None."""
+        current = self._limits.get(tenant_id)
+        if current is None or current.limit != limit:
+            # The holders stay in the tenant's one Redis set, so a resized limit counts every slot taken
+            # before; the old object keeps renewing its holders until they are given back, then is dropped.
+            current = self._limits[tenant_id] = self._limit(tenant_id, limit)
+        try:
+            holder = await current.acquire(timeout=0)
+        except SlotUnavailable:
+            return None
+        self._owners[holder] = current
+        return holder
+
+    async def give_back(self, tenant_id: str, holder: str) -> None:
+        """Free the slot of `holder`; giving back twice is harmless."""
+        owner = self._owners.pop(holder, None)
+        if owner is not None:
+            await owner.release(holder)
+
+    async def in_use(self, tenant_id: str) -> int:
+        """Slots the tenant holds in every process (expired leases not counted)."""
+        current = self._limits.get(tenant_id) or self._limit(tenant_id, 1)
+        return await current.in_use()
+
+    async def close(self) -> None:
+        """Give back the slots this process holds and stop renewing their leases."""
+        for limit in {id(x): x for x in (*self._limits.values(), *self._owners.values())}.values():
+            await limit.close()
+        self._limits.clear()
+        self._owners.clear()
+
+    def _limit(self, tenant_id: str, limit: int) -> RedisConcurrencyLimit:
+        from llmkit.core.limiter.redis import RedisConcurrencyLimit
+
+        return RedisConcurrencyLimit(self._client, f"quota:{tenant_id}", limit, self._prefix, self._lease)
+
+
+def go_duration(seconds: float) -> str:
+    """Seconds as a Go duration, the way OpenAI writes x-ratelimit-reset-*: "20ms", "1s", "6m0s", "1h2m3s"."""
+    # Rounded up to the millisecond: a client waiting that long never arrives before the reset.
+    ms = max(0, math.ceil(seconds * 1000 - 1e-6))
+    if ms == 0:
+        return "0s"
+    if ms < 1000:
+        return f"{ms}ms"
+    hours, rest = divmod(ms, 3_600_000)
+    minutes, rest = divmod(rest, 60_000)
+    whole, frac = divmod(rest, 1000)
+    secs = f"{whole}.{frac:03d}".rstrip("0") if frac else str(whole)
+    if hours:
+        return f"{hours}h{minutes}m{secs}s"
+    if minutes:
+        return f"{minutes}m{secs}s"
+    return f"{secs}s"
+
+
+def quota_headers(
+    states: Sequence[WindowState], concurrent: tuple[int, int] | None, now: float
+) -> dict[str, str]:
+    """x-ratelimit-* headers for the windows given and (limit, in use) of requests in flight."""
+    headers: dict[str, str] = {}
+    for state in states:
+        headers[f"x-ratelimit-limit-{state.name}"] = str(state.limit)
+        headers[f"x-ratelimit-remaining-{state.name}"] = str(state.remaining)
+        headers[f"x-ratelimit-reset-{state.name}"] = go_duration(state.reset_at - now)
+    if concurrent is not None:
+        limit, in_use = concurrent
+        headers["x-ratelimit-limit-concurrent"] = str(limit)
+        headers["x-ratelimit-remaining-concurrent"] = str(max(0, limit - in_use))
+    return headers
+
+
+class Admission:
+    """A request let in: its headers now, and `settle(tokens)` once the answer is out."""
+
+    def __init__(
+        self,
+        enforcer: QuotaEnforcer,
+        tenant_id: str,
+        quotas: Quotas,
+        token_windows: list[Window],
+        states: dict[str, WindowState],
+        holder: str | None,
+        in_use: int,
+    ) -> None:
+        self.tenant_id = tenant_id
+        self.quotas = quotas
+        self._enforcer = enforcer
+        self._token_windows = token_windows
+        self._states = states
+        self._holder = holder
+        self._in_use = in_use
+        self._settled = False
+
+    def headers(self) -> dict[str, str]:
+        """x-ratelimit-* headers of the tenant's quotas (token counts include a settled answer)."""
+        concurrent = None
+        if self.quotas.max_concurrent is not None:
+            concurrent = (self.quotas.max_concurrent, self._in_use)
+        return quota_headers(list(self._states.values()), concurrent, self._enforcer.clock())
+
+    async def settle(self, tokens: int) -> None:
+        """Count the answer's tokens and free the request's slot; later calls do nothing."""
+        check_amount(tokens, "tokens")
+        if self._settled:
+            return
+        self._settled = True  # set before any await, so two concurrent settles count once
+        try:
+            if tokens and self._token_windows:
+                added = await self._enforcer.counter.add(self.tenant_id, self._token_windows, tokens)
+                self._states.update((state.name, state) for state in added)
+        finally:
+            if self._holder is not None:
+                holder, self._holder = self._holder, None
+                await self._enforcer.slots.give_back(self.tenant_id, holder)
+
+
+class QuotaEnforcer:
+    """Admits a tenant's request against its quotas and counts its tokens after; exact across replicas."""
+
+    def __init__(
+        self, counter: QuotaCounter, slots: TenantSlots, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.counter = counter
+        self.slots = slots
+        self.clock = clock
+
+    async def admit(self, tenant_id: str, quotas: Quotas) -> Admission:
+        """Let a request in or raise QuotaExceeded: rpm takes 1, token windows must have room, a slot free."""
+        token_windows = [
+            Window(kind.window, limit, kind.period)
+            for kind in TOKEN_KINDS
+            if (limit := getattr(quotas, kind.quota)) is not None
+        ]
+        rpm = [Window(RPM.window, quotas.rpm, RPM.period)] if quotas.rpm is not None else []
+        states: dict[str, WindowState] = {}
+        # Order: the token check writes nothing, and a slot is easy to give back; the request counted in the
+        # rpm window last, so a request refused for another quota does not use up the tenant's rpm.
+        if token_windows:
+            check = await self.counter.consume(tenant_id, token_windows, 0)
+            states.update((state.name, state) for state in check.windows)
+            if check.denied is not None:
+                await self._refuse(tenant_id, quotas, check.denied, states, rpm)
+        holder = None
+        if quotas.max_concurrent is not None:
+            holder = await self.slots.try_take(tenant_id, quotas.max_concurrent)
+            if holder is None:
+                await self._refuse(tenant_id, quotas, None, states, rpm)
+        in_use = 0
+        try:
+            if rpm:
+                decision = await self.counter.consume(tenant_id, rpm, 1)
+                states.update((state.name, state) for state in decision.windows)
+                if decision.denied is not None:
+                    if holder is not None:
+                        # Given back before the refusal reads the slots in use, so its headers count it free.
+                        await self.slots.give_back(tenant_id, holder)
+                    await self._refuse(tenant_id, quotas, decision.denied, states, [])
+            if holder is not None:
+                in_use = await self.slots.in_use(tenant_id)
+        except BaseException:
+            if holder is not None:
+                await self.slots.give_back(tenant_id, holder)
+            raise
+        # Headers list the windows in a stable order: requests first, then tokens per minute, day, month.
+        ordered = {name: states[name] for name in _BY_WINDOW if name in states}
+        return Admission(self, tenant_id, quotas, token_windows, ordered, holder, in_use)
+
+    async def close(self) -> None:
+        """Give back held slots, then close the counter (slots first: they may share its client)."""
+        try:
+            await self.slots.close()
+        finally:
+            await self.counter.close()
+
+    async def _refuse(
+        self,
+        tenant_id: str,
+        quotas: Quotas,
+        denied: WindowState | None,
+        states: dict[str, WindowState],
+        unread: list[Window],
+    ) -> None:
+        """Raise QuotaExceeded for `denied` (None: requests in flight), with headers of every quota."""
+        if unread:
+            # The headers of a 429 show every quota; windows not yet read are read without counting.
+            states.update((state.name, state) for state in await self.counter.usage(tenant_id, unread))
+        now = self.clock()
+        concurrent = None
+        if quotas.max_concurrent is not None:
+            in_use = quotas.max_concurrent if denied is None else await self.slots.in_use(tenant_id)
+            concurrent = (quotas.max_concurrent, in_use)
+        if denied is None:
+            # How long a request in flight lasts is unknown; one second is a polite hint to retry.
+            quota, retry_after = "max_concurrent", 1.0
+            message = (
+                f"tenant {tenant_id!r} reached its max_concurrent quota of {quotas.max_concurrent} requests "
+                "in flight; retry when one of them finishes"
+            )
+        else:
+            kind = _BY_WINDOW[denied.name]
+            quota, retry_after = kind.quota, max(0.0, denied.reset_at - now)
+            message = (
+                f"tenant {tenant_id!r} reached its {quota} quota of {denied.limit} {kind.unit}; "
+                f"it resets in {retry_after:.1f} s"
+            )
+        ordered = [states[name] for name in _BY_WINDOW if name in states]
+        headers = {"Retry-After": str(max(1, math.ceil(retry_after)))}
+        headers.update(quota_headers(ordered, concurrent, now))
+        raise QuotaExceeded(
+            message, tenant_id=tenant_id, quota=quota, retry_after=retry_after, headers=headers
+        )
+
+
+def _memory(url: BackendURL) -> QuotaEnforcer:
+    from llmkit.core.limiter.quota_memory import MemoryQuotaCounter
+
+    url.check_params([])
+    return QuotaEnforcer(MemoryQuotaCounter(), MemoryTenantSlots())
+
+
+def _redis(url: BackendURL) -> QuotaEnforcer:
+    from llmkit.core.backends import make_redis
+    from llmkit.core.limiter.quota_redis import RedisQuotaCounter
+
+    url.check_params(["prefix", "timeout", "max_connections", "lease", "margin"])
+    timeout, lease = url.get("timeout", float, 2.0), url.get("lease", float, 30.0)
+    margin = url.get("margin", float, 60.0)
+    if timeout <= 0 or lease <= 0 or margin < 0:
+        raise ConfigError(
+            "quota URL: timeout and lease must be > 0 seconds and margin >= 0; "
+            f"got {timeout:g}, {lease:g} and {margin:g}"
+        )
+    prefix = url.get("prefix", str, "llmkit")
+    # One client for both: the counter owns it and closes it after the slots gave theirs back.
+    client = make_redis(url, timeout=timeout, max_connections=url.get("max_connections", int, 64))
+    counter = RedisQuotaCounter(client, prefix=prefix, margin=margin, close_client=True)
+    return QuotaEnforcer(counter, RedisTenantSlots(client, prefix=prefix, lease=lease))
+
+
+# The one table of quota backends; backend modules are imported only when their scheme is used.
+SCHEMES: dict[str, Callable[[BackendURL], QuotaEnforcer]] = {
+    "memory": _memory,
+    "redis": _redis,
+}
+
+
+def quota_enforcer_from_url(url: str) -> QuotaEnforcer:
+    """`memory://` or `redis://host:6379/0?prefix=llmkit&timeout=2&lease=30` -> a QuotaEnforcer."""
+    parsed = parse_backend_url(url, "quota", SCHEMES)
+    return SCHEMES[parsed.scheme](parsed)
