@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Makes sure the Debian packages redis-server, clickhouse-server and curl are installed, because the test
-# suite starts real servers (and runs the README's curl examples). As root it installs what is missing with apt-get; otherwise it prints the one command.
+# Makes sure the Debian packages redis-server, clickhouse-server, postgresql and curl are installed, because
+# the test suite starts real servers (and runs the README's curl examples). As root it installs what is missing with apt-get; otherwise it prints the one command.
 set -euo pipefail
 
 missing=()
@@ -9,6 +9,10 @@ command -v curl >/dev/null 2>&1 || missing+=(curl)
 if ! command -v clickhouse-server >/dev/null 2>&1 && [ ! -x /usr/sbin/clickhouse-server ] \
     && [ ! -x /usr/bin/clickhouse-server ]; then
     missing+=(clickhouse-server)
+fi
+# tests/postgres.py runs initdb and postgres from the newest /usr/lib/postgresql/<version>/bin (not on PATH).
+if ! compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null; then
+    missing+=(postgresql)
 fi
 
 if [ ${#missing[@]} -eq 0 ]; then

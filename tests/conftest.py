@@ -1,15 +1,18 @@
-"""Session fixtures: real Redis and ClickHouse servers on free ports, and clean Redis clients per test."""
+"""Session fixtures: real Redis, ClickHouse and PostgreSQL servers on free ports; clean clients per test."""
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import AsyncIterator, Callable, Iterator
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
+import asyncpg
 import pytest
 import redis.asyncio as aioredis
 
 from llmkit.settings import Settings
+from tests.postgres import PostgresServer
 from tests.servers import ClickHouseServer, RedisServer
 
 _counter = itertools.count()
@@ -61,6 +64,49 @@ def clickhouse_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Clic
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One Debian PostgreSQL (temporary data dir, password user over TCP) for the whole session."""
+    server = PostgresServer()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+async def postgres_database_factory(
+    postgres_server: PostgresServer,
+) -> AsyncIterator[Callable[[], Awaitable[str]]]:
+    """Create fresh databases `t_<hex>` on the session server, returning their URLs; all dropped after."""
+    made: list[str] = []
+
+    async def make() -> str:
+        name = f"t_{secrets.token_hex(8)}"
+        admin = await asyncpg.connect(postgres_server.url)
+        try:
+            await admin.execute(f"CREATE DATABASE {name}")
+        finally:
+            await admin.close()
+        made.append(name)
+        return postgres_server.url_for(name)
+
+    yield make
+    if made:
+        admin = await asyncpg.connect(postgres_server.url)
+        try:
+            for name in made:
+                # FORCE: a connection the test left open must not keep its database for the session.
+                await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        finally:
+            await admin.close()
+
+
+@pytest.fixture
+async def postgres_url(postgres_database_factory: Callable[[], Awaitable[str]]) -> str:
+    """postgresql://user:password@127.0.0.1:PORT/t_<hex>: a fresh database for this test only."""
+    return await postgres_database_factory()
 
 
 @pytest.fixture

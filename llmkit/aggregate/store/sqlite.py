@@ -10,10 +10,10 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
-from urllib.parse import unquote, urlsplit
 
 from llmkit.aggregate.store.base import EventQuery, Listed, Row, TopicCounts
-from llmkit.errors import BackendError, ConfigError
+from llmkit.core.backends import sqlite_path
+from llmkit.errors import BackendError
 
 if TYPE_CHECKING:
     import aiosqlite
@@ -69,23 +69,9 @@ PURGE_CHUNK = 10_000
 BUSY_TIMEOUT_MS = 10_000
 
 
-def sqlite_path(url: str) -> Path:
-    """`sqlite:///data/a.db` -> data/a.db (relative), `sqlite:////var/a.db` -> /var/a.db."""
-    parts = urlsplit(url)
-    if parts.netloc not in ("", "localhost"):
-        raise ConfigError(
-            f"aggregate.store {url!r}: a SQLite URL has no host; use sqlite:///relative.db or "
-            "sqlite:////absolute/path.db"
-        )
-    path = unquote(parts.path)[1:] if parts.path.startswith("/") else unquote(parts.path)
-    if not path:
-        raise ConfigError(f"aggregate.store {url!r}: name the file, e.g. sqlite:///./data/aggregate.db")
-    return Path(path)
-
-
 def sqlite_store_from_url(url: str, settings: Settings) -> SqliteEventStore:
     """The store `aggregate.store = sqlite:///...` names, with the profile's sync setting."""
-    return SqliteEventStore(sqlite_path(url), synchronous=settings.aggregate.sync)
+    return SqliteEventStore(sqlite_path(url, "aggregate.store"), synchronous=settings.aggregate.sync)
 
 
 class SqliteEventStore:

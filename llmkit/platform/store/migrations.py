@@ -1,0 +1,136 @@
+"""The platform schema, versioned, and the statements both stores run (SQL SQLite and PostgreSQL accept).
+
+Parameters are written `$1, $2, ...` (asyncpg's); the SQLite store turns them into `?1, ?2, ...`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any
+
+from llmkit.platform.quota_types import Quotas
+from llmkit.platform.store.base import ApiKey, SchemaTooNew, Tenant
+
+SCHEMA_TABLE = "CREATE TABLE IF NOT EXISTS llmkit_schema (version INTEGER NOT NULL)"
+READ_VERSION = "SELECT max(version) FROM llmkit_schema"
+WRITE_VERSION = "INSERT INTO llmkit_schema (version) VALUES ($1)"
+
+# Version N is MIGRATIONS[N - 1]. Append only: a released migration never changes, a new one follows it.
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        """CREATE TABLE tenants (
+            id TEXT PRIMARY KEY,
+            name TEXT NOT NULL UNIQUE,
+            rpm BIGINT, tpm BIGINT, max_concurrent BIGINT, daily_tokens BIGINT, monthly_tokens BIGINT,
+            created_at DOUBLE PRECISION NOT NULL,
+            updated_at DOUBLE PRECISION NOT NULL
+        )""",
+        """CREATE TABLE api_keys (
+            id TEXT PRIMARY KEY,
+            secret_hash TEXT NOT NULL,
+            name TEXT NOT NULL,
+            description TEXT NOT NULL,
+            tenant_id TEXT,
+            scopes TEXT NOT NULL,
+            created_at DOUBLE PRECISION NOT NULL,
+            expires_at DOUBLE PRECISION,
+            revoked_at DOUBLE PRECISION,
+            last_used_at DOUBLE PRECISION
+        )""",
+        "CREATE INDEX api_keys_tenant ON api_keys (tenant_id)",
+    ),
+)
+LATEST = len(MIGRATIONS)
+
+_TENANT_COLUMNS = "id, name, rpm, tpm, max_concurrent, daily_tokens, monthly_tokens, created_at, updated_at"
+_KEY_COLUMNS = (
+    "id, secret_hash, name, description, tenant_id, scopes, created_at, expires_at, revoked_at, last_used_at"
+)
+INSERT_TENANT = f"INSERT INTO tenants ({_TENANT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+SELECT_TENANT = f"SELECT {_TENANT_COLUMNS} FROM tenants WHERE id = $1"
+SELECT_TENANTS = f"SELECT {_TENANT_COLUMNS} FROM tenants ORDER BY created_at, id"
+UPDATE_TENANT = """UPDATE tenants SET name = $2, rpm = $3, tpm = $4, max_concurrent = $5, daily_tokens = $6,
+    monthly_tokens = $7, updated_at = $8 WHERE id = $1"""
+DELETE_TENANT = "DELETE FROM tenants WHERE id = $1"
+REVOKE_TENANT_KEYS = "UPDATE api_keys SET revoked_at = $2 WHERE tenant_id = $1 AND revoked_at IS NULL"
+INSERT_KEY = f"INSERT INTO api_keys ({_KEY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+SELECT_KEY = f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE id = $1"
+SELECT_KEYS = f"SELECT {_KEY_COLUMNS} FROM api_keys ORDER BY created_at, id"
+SELECT_TENANT_KEYS = f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE tenant_id = $1 ORDER BY created_at, id"
+REVOKE_KEY = "UPDATE api_keys SET revoked_at = coalesce(revoked_at, $2) WHERE id = $1"
+# Never moves last_used_at back: two replicas flush their touches in any order.
+TOUCH_KEY = (
+    "UPDATE api_keys SET last_used_at = $2 WHERE id = $1 AND (last_used_at IS NULL OR last_used_at < $2)"
+)
+
+_DOLLAR = re.compile(r"\$(\d+)")
+
+
+def qmark(sql: str) -> str:
+    """`$1` -> `?1`: SQLite's numbered parameters for the same statement."""
+    return _DOLLAR.sub(r"?\1", sql)
+
+
+def pending(version: int, where: str) -> tuple[tuple[int, tuple[str, ...]], ...]:
+    """The migrations a database at `version` still needs; SchemaTooNew when it is ahead of this code."""
+    if version > LATEST:
+        raise SchemaTooNew(
+            f"platform store {where} has schema version {version}, newer than this llmkit knows "
+            f"({LATEST}); upgrade llmkit, or point gateway.platform_url at another database"
+        )
+    return tuple((n, MIGRATIONS[n - 1]) for n in range(version + 1, LATEST + 1))
+
+
+def tenant_row(tenant: Tenant) -> tuple[Any, ...]:
+    """A tenant as INSERT_TENANT's parameters."""
+    q = tenant.quotas
+    return (
+        tenant.id,
+        tenant.name,
+        q.rpm,
+        q.tpm,
+        q.max_concurrent,
+        q.daily_tokens,
+        q.monthly_tokens,
+        tenant.created_at,
+        tenant.updated_at,
+    )
+
+
+def tenant_of(row: Sequence[Any]) -> Tenant:
+    """A SELECT_TENANT row as a Tenant."""
+    quotas = Quotas(rpm=row[2], tpm=row[3], max_concurrent=row[4], daily_tokens=row[5], monthly_tokens=row[6])
+    return Tenant(id=row[0], name=row[1], quotas=quotas, created_at=row[7], updated_at=row[8])
+
+
+def key_row(key: ApiKey) -> tuple[Any, ...]:
+    """A key as INSERT_KEY's parameters (scopes space-separated)."""
+    return (
+        key.id,
+        key.secret_hash,
+        key.name,
+        key.description,
+        key.tenant_id,
+        " ".join(key.scopes),
+        key.created_at,
+        key.expires_at,
+        key.revoked_at,
+        key.last_used_at,
+    )
+
+
+def key_of(row: Sequence[Any]) -> ApiKey:
+    """A SELECT_KEY row as an ApiKey."""
+    return ApiKey(
+        id=row[0],
+        secret_hash=row[1],
+        name=row[2],
+        description=row[3],
+        tenant_id=row[4],
+        scopes=tuple(row[5].split()),
+        created_at=row[6],
+        expires_at=row[7],
+        revoked_at=row[8],
+        last_used_at=row[9],
+    )

@@ -1,0 +1,153 @@
+"""SqlitePlatformStore: tenants and keys in one SQLite file (WAL), through aiosqlite's one connection."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from llmkit.errors import BackendError
+from llmkit.platform.store import migrations as m
+from llmkit.platform.store.base import ApiKey, StoreConflict, Tenant
+
+if TYPE_CHECKING:
+    import aiosqlite
+
+BUSY_TIMEOUT_MS = 10_000
+# Every statement, numbered for SQLite once at import rather than per call.
+Q = {n: m.qmark(sql) for n in dir(m) if n.isupper() and isinstance(sql := getattr(m, n), str)}
+
+
+def conflict_message(exc: Exception) -> str:
+    """What a unique-constraint failure means, in the words of the API."""
+    text = str(exc)
+    if "name" in text:
+        return "a tenant with that name exists; choose another name"
+    return "a row with that id exists"
+
+
+class SqlitePlatformStore:
+    """One connection (aiosqlite's thread) does every read and write: SQLite has one writer anyway."""
+
+    kind = "sqlite"
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.where = str(path)
+        self._db: aiosqlite.Connection | None = None
+
+    @asynccontextmanager
+    async def _errors(self) -> AsyncIterator[aiosqlite.Connection]:
+        if self._db is None:
+            raise BackendError(f"platform store {self.where} is not open")
+        try:
+            yield self._db
+        except sqlite3.IntegrityError as exc:
+            raise StoreConflict(conflict_message(exc)) from exc
+        except sqlite3.Error as exc:
+            raise BackendError(f"platform store {self.where}: {exc}") from exc
+
+    async def open(self) -> None:
+        """Create the file's directory, connect and migrate in one transaction per version."""
+        import aiosqlite
+
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = await aiosqlite.connect(self.path, isolation_level=None)
+        except (OSError, sqlite3.Error) as exc:
+            raise BackendError(f"platform store {self.where}: cannot open: {exc}") from exc
+        async with self._errors() as db:
+            await db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            await db.execute("PRAGMA journal_mode = WAL")
+            await db.execute("PRAGMA synchronous = NORMAL")
+            await db.execute("BEGIN IMMEDIATE")
+            try:
+                await db.execute(m.SCHEMA_TABLE)
+                for version, statements in m.pending(await self.schema_version(), self.where):
+                    for statement in statements:
+                        await db.execute(statement)
+                    await db.execute(Q["WRITE_VERSION"], (version,))
+                await db.execute("COMMIT")
+            except BaseException:
+                await db.execute("ROLLBACK")
+                raise
+
+    async def close(self) -> None:
+        if self._db is not None:
+            db, self._db = self._db, None
+            await db.close()
+
+    async def ping(self) -> None:
+        await self._one("SELECT 1", ())
+
+    async def schema_version(self) -> int:
+        row = await self._one(m.READ_VERSION, ())
+        return int(row[0]) if row and row[0] is not None else 0
+
+    async def _one(self, sql: str, args: tuple[Any, ...]) -> Any:
+        async with self._errors() as db, db.execute(sql, args) as cursor:
+            return await cursor.fetchone()
+
+    async def _all(self, sql: str, args: tuple[Any, ...]) -> list[Any]:
+        async with self._errors() as db, db.execute(sql, args) as cursor:
+            return list(await cursor.fetchall())
+
+    async def _write(self, sql: str, args: tuple[Any, ...]) -> int:
+        async with self._errors() as db, db.execute(sql, args) as cursor:
+            return int(cursor.rowcount)
+
+    async def add_tenant(self, tenant: Tenant) -> None:
+        await self._write(Q["INSERT_TENANT"], m.tenant_row(tenant))
+
+    async def tenant(self, tenant_id: str) -> Tenant | None:
+        row = await self._one(Q["SELECT_TENANT"], (tenant_id,))
+        return m.tenant_of(row) if row else None
+
+    async def tenants(self) -> list[Tenant]:
+        return [m.tenant_of(row) for row in await self._all(Q["SELECT_TENANTS"], ())]
+
+    async def update_tenant(self, tenant: Tenant) -> bool:
+        row = m.tenant_row(tenant)
+        return await self._write(Q["UPDATE_TENANT"], (*row[:7], tenant.updated_at)) > 0
+
+    async def delete_tenant(self, tenant_id: str, at: float) -> int | None:
+        async with self._errors() as db:
+            await db.execute("BEGIN IMMEDIATE")
+            try:
+                async with db.execute(Q["DELETE_TENANT"], (tenant_id,)) as cursor:
+                    deleted = cursor.rowcount
+                revoked = 0
+                if deleted:
+                    async with db.execute(Q["REVOKE_TENANT_KEYS"], (tenant_id, at)) as cursor:
+                        revoked = cursor.rowcount
+                await db.execute("COMMIT")
+            except BaseException:
+                await db.execute("ROLLBACK")
+                raise
+        return revoked if deleted else None
+
+    async def add_key(self, key: ApiKey) -> None:
+        await self._write(Q["INSERT_KEY"], m.key_row(key))
+
+    async def key(self, key_id: str) -> ApiKey | None:
+        row = await self._one(Q["SELECT_KEY"], (key_id,))
+        return m.key_of(row) if row else None
+
+    async def keys(self, tenant_id: str | None = None) -> list[ApiKey]:
+        if tenant_id is None:
+            rows = await self._all(Q["SELECT_KEYS"], ())
+        else:
+            rows = await self._all(Q["SELECT_TENANT_KEYS"], (tenant_id,))
+        return [m.key_of(row) for row in rows]
+
+    async def revoke_key(self, key_id: str, at: float) -> ApiKey | None:
+        await self._write(Q["REVOKE_KEY"], (key_id, at))
+        return await self.key(key_id)
+
+    async def touch_keys(self, used: Mapping[str, float]) -> None:
+        if not used:
+            return
+        async with self._errors() as db:
+            await db.executemany(Q["TOUCH_KEY"], list(used.items()))
