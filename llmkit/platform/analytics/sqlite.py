@@ -6,9 +6,9 @@ import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote, urlsplit
 
-from llmkit.errors import BackendError, ConfigError
+from llmkit.core.backends import sqlite_path
+from llmkit.errors import BackendError
 from llmkit.platform.analytics.base import (
     DAY,
     HOUR,
@@ -48,23 +48,9 @@ INSERT = f"INSERT INTO analytics_queries ({', '.join(COLUMNS)}) VALUES ({', '.jo
 BUSY_TIMEOUT_MS = 10_000
 
 
-def sqlite_path(url: str) -> Path:
-    """`sqlite:///data/a.db` -> data/a.db (relative), `sqlite:////var/a.db` -> /var/a.db."""
-    parts = urlsplit(url)
-    if parts.netloc not in ("", "localhost"):
-        raise ConfigError(
-            f"analytics store {url!r}: a SQLite URL has no host; use sqlite:///relative.db or "
-            "sqlite:////absolute/path.db"
-        )
-    path = unquote(parts.path)[1:] if parts.path.startswith("/") else unquote(parts.path)
-    if not path:
-        raise ConfigError(f"analytics store {url!r}: name the file, e.g. sqlite:///./data/analytics.db")
-    return Path(path)
-
-
 def sqlite_analytics_from_url(url: str, pool_size: int = 10) -> SqliteAnalyticsStore:
     """The store `sqlite:///path.db` names; SQLite has one writer, so pool_size does not apply."""
-    return SqliteAnalyticsStore(sqlite_path(url))
+    return SqliteAnalyticsStore(sqlite_path(url, "analytics.store"))
 
 
 def _window(since: float, now: float, tenant_id: str | None) -> tuple[str, list[Any]]:
