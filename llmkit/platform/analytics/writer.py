@@ -148,8 +148,13 @@ class AnalyticsWriter:
             # Not the store being down but records it cannot take: retrying them would fail for ever.
             self.failed_batches += 1
             self.dropped += len(batch)
-            self.last_error = _reason(exc)
-            log.warning("analytics: dropped a batch of %d records the store refused: %s", len(batch), exc)
+            # The class only: the message of an error about the records may quote them.
+            self.last_error = type(exc).__name__
+            log.warning(
+                "analytics: dropped a batch of %d records the store cannot take: %s",
+                len(batch),
+                self.last_error,
+            )
             return True
         finally:
             self.in_flight = 0
