@@ -14,11 +14,24 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import jsonschema_rs
 import pytest
 from clickhouse_driver import Client
+from hypothesis import given
+from hypothesis import strategies as st
+from multidict import MultiDict
 
+from llmkit.core.http import ApiError
 from llmkit.platform.analytics import analytics_store_from_url
 from llmkit.platform.analytics.base import AnalyticsStore
+from llmkit.platform.analytics.queries import (
+    DOCS,
+    SCHEMAS,
+    parse_popular,
+    parse_stats,
+    parse_timeseries,
+    parse_trending,
+)
 from llmkit.platform.analytics.record import QueryRecord
 from tests.postgres import PostgresServer
 from tests.servers import ClickHouseServer
@@ -409,3 +422,98 @@ async def test_purge_removes_exactly_the_old_rows(store: AnalyticsStore) -> None
     await store.write(many(2, ts=NOW - 100 * DAY, query="late"))
     assert await store.purge(cut) == 2
     assert (await store.stats(days=3650, tenant_id=None, now=NOW))["requests"] == 12
+
+
+# -- the JSON answers against their OpenAPI schemas -----------------------------------------------------
+
+
+def json_schema(schema: Any) -> Any:
+    """OpenAPI 3.0's `nullable` as JSON Schema's type list, for jsonschema_rs."""
+    if isinstance(schema, dict):
+        out = {key: json_schema(value) for key, value in schema.items() if key != "nullable"}
+        if schema.get("nullable") and "type" in schema:
+            out["type"] = [schema["type"], "null"]
+        return out
+    if isinstance(schema, list):
+        return [json_schema(item) for item in schema]
+    return schema
+
+
+async def test_answers_follow_the_documented_schemas(store: AnalyticsStore) -> None:
+    await store.write([rec(), rec(query="b", ts=NOW - 2 * HOUR, status=500, cached=True), rec(query="")])
+    answers = {
+        "AnalyticsPopular": await store.popular(limit=10, days=1, tenant_id=None, now=NOW),
+        "AnalyticsTrending": await store.trending(limit=10, window_hours=1, tenant_id="acme", now=NOW),
+        "AnalyticsStats": await store.stats(days=1, tenant_id=None, now=NOW),
+        "AnalyticsTimeseries": await store.timeseries(interval_hours=1, days=1, tenant_id=None, now=NOW),
+    }
+    empty = {
+        "AnalyticsStats": await store.stats(days=1, tenant_id="nobody", now=NOW),
+        "AnalyticsTimeseries": await store.timeseries(interval_hours=2, days=1, tenant_id="nobody", now=NOW),
+    }
+    for name, value in [*answers.items(), *empty.items()]:
+        jsonschema_rs.validate(json_schema(SCHEMAS[name]), value)
+    assert answers["AnalyticsTrending"]["items"] and answers["AnalyticsTimeseries"]["buckets"]
+
+
+# -- request parameters (no store needed: run once) -----------------------------------------------------
+
+
+def test_parameters_default_and_bound() -> None:
+    assert parse_popular({}) == {"limit": 10, "days": 30, "tenant_id": None}
+    assert parse_trending({"limit": "1000", "window_hours": "8760", "tenant_id": "a b"}) == {
+        "limit": 1000,
+        "window_hours": 8760,
+        "tenant_id": "a b",
+    }
+    assert parse_stats({"days": "3650"}) == {"days": 3650, "tenant_id": None}
+    assert parse_timeseries({}) == {"interval_hours": 24, "days": 7, "tenant_id": None}
+    assert parse_timeseries(MultiDict(interval_hours="1")) == {
+        "interval_hours": 1,
+        "days": 7,
+        "tenant_id": None,
+    }
+
+
+@pytest.mark.parametrize(
+    ("parse", "params", "param"),
+    [
+        (parse_popular, {"limit": "0"}, "limit"),
+        (parse_popular, {"limit": "1001"}, "limit"),
+        (parse_popular, {"limit": "1_0"}, "limit"),
+        (parse_popular, {"limit": " 5"}, "limit"),
+        (parse_popular, {"days": "3651"}, "days"),
+        (parse_popular, {"tenant_id": ""}, "tenant_id"),
+        (parse_popular, {"tenant_id": "a\x00"}, "tenant_id"),
+        (parse_popular, {"tenant_id": "t" * 129}, "tenant_id"),
+        (parse_popular, {"window_hours": "1"}, "window_hours"),
+        (parse_trending, {"window_hours": "0"}, "window_hours"),
+        (parse_stats, {"limit": "5"}, "limit"),
+        (parse_timeseries, {"interval_hours": "8761"}, "interval_hours"),
+        (parse_timeseries, MultiDict([("days", "1"), ("days", "2")]), "days"),
+    ],
+)
+def test_bad_parameters_are_400_naming_the_parameter(parse: Any, params: Any, param: str) -> None:
+    with pytest.raises(ApiError) as caught:
+        parse(params)
+    error = caught.value
+    assert (error.status, error.code, error.extra) == (400, "invalid_parameter", {"param": param})
+    assert param in error.message
+
+
+@given(st.text(max_size=30))
+def test_any_limit_text_is_a_number_in_range_or_a_400(text: str) -> None:
+    try:
+        limit = parse_popular({"limit": text})["limit"]
+    except ApiError as exc:
+        assert exc.status == 400 and exc.extra == {"param": "limit"}
+    else:
+        assert 1 <= limit <= 1000 and str(limit) == text.lstrip("0")
+
+
+def test_docs_reference_their_schemas() -> None:
+    for path, doc in DOCS.items():
+        assert path.startswith("/api/admin/analytics/")
+        schema_ref = doc["responses"]["200"]["content"]["application/json"]["schema"]["$ref"]
+        assert schema_ref.rsplit("/", 1)[1] in SCHEMAS
+        assert {p["name"] for p in doc["parameters"]} >= {"tenant_id"}
