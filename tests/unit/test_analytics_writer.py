@@ -136,7 +136,7 @@ async def test_a_failing_store_is_retried_and_warned_about_once(caplog: pytest.L
     store = FakeStore()
     store.fail_next = 3
     writer = make(store, batch_size=4, max_backoff=0.02)
-    caplog.set_level(logging.WARNING, logger="llmkit.platform.analytics")
+    caplog.set_level(logging.INFO, logger="llmkit.platform.analytics")
     for i in range(10):
         writer.record(rec(i, query="a secret question"))
     writer.start()

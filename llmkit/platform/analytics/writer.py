@@ -161,7 +161,7 @@ class AnalyticsWriter:
         self.written += len(batch)
         if self._outage:
             self._outage = False
-            log.warning(
+            log.info(
                 "analytics store %s is writing again (%d failed batches so far)",
                 self.store.where,
                 self.failed_batches,
