@@ -1,0 +1,200 @@
+"""SqliteAnalyticsStore: query records in one SQLite file (WAL) through one aiosqlite connection."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from llmkit.core.backends import sqlite_path
+from llmkit.errors import BackendError
+from llmkit.platform.analytics.base import (
+    DAY,
+    HOUR,
+    JSON,
+    PERCENTILES,
+    bucket_answer,
+    nearest_rank,
+    stats_answer,
+    trending_item,
+)
+from llmkit.platform.analytics.record import COLUMNS, QueryRecord, to_row
+
+if TYPE_CHECKING:
+    import aiosqlite
+
+SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS analytics_queries (
+        ts REAL NOT NULL,
+        tenant_id TEXT NOT NULL,
+        key_id TEXT NOT NULL,
+        route TEXT NOT NULL,
+        model TEXT NOT NULL,
+        query TEXT NOT NULL,
+        status INTEGER NOT NULL,
+        latency_ms REAL NOT NULL,
+        ttfb_ms REAL,
+        tokens_in INTEGER NOT NULL,
+        tokens_out INTEGER NOT NULL,
+        cached INTEGER NOT NULL,
+        coalesced INTEGER NOT NULL,
+        upstream TEXT NOT NULL
+    )""",
+    "CREATE INDEX IF NOT EXISTS analytics_queries_ts ON analytics_queries (ts)",
+    "CREATE INDEX IF NOT EXISTS analytics_queries_tenant_ts ON analytics_queries (tenant_id, ts)",
+)
+INSERT = f"INSERT INTO analytics_queries ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
+BUSY_TIMEOUT_MS = 10_000
+
+
+def sqlite_analytics_from_url(url: str, pool_size: int = 10) -> SqliteAnalyticsStore:
+    """The store `sqlite:///path.db` names; SQLite has one writer, so pool_size does not apply."""
+    return SqliteAnalyticsStore(sqlite_path(url, "analytics.store"))
+
+
+def _window(since: float, now: float, tenant_id: str | None) -> tuple[str, list[Any]]:
+    where = "ts > ? AND ts <= ?"
+    params: list[Any] = [since, now]
+    if tenant_id is not None:
+        where += " AND tenant_id = ?"
+        params.append(tenant_id)
+    return where, params
+
+
+class SqliteAnalyticsStore:
+    """One connection (one thread) does writes and reads: the writer batches, so reads wait little."""
+
+    kind = "sqlite"
+
+    def __init__(self, path: Path, synchronous: str = "normal") -> None:
+        self.path = path
+        self.where = str(path)
+        # NORMAL in WAL mode loses at most the last commits on power loss, never corrupts: fine for analytics.
+        self.synchronous = synchronous.upper()
+        self._conn: aiosqlite.Connection | None = None
+
+    def _db(self) -> aiosqlite.Connection:
+        if self._conn is None:
+            raise BackendError(f"analytics store {self.where} is not open")
+        return self._conn
+
+    async def _rows(self, sql: str, params: Sequence[Any]) -> list[Any]:
+        try:
+            async with self._db().execute(sql, params) as cursor:
+                return list(await cursor.fetchall())
+        except sqlite3.Error as exc:
+            raise BackendError(f"analytics store {self.where}: {exc}") from exc
+
+    async def open(self) -> None:
+        """Create the file and the table; WAL so readers of the file never block the writer."""
+        import aiosqlite
+
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._conn = await aiosqlite.connect(self.path, isolation_level=None)
+            for pragma in (
+                f"busy_timeout = {BUSY_TIMEOUT_MS}",
+                "journal_mode = WAL",
+                f"synchronous = {self.synchronous}",
+            ):
+                await self._conn.execute(f"PRAGMA {pragma}")
+            for statement in SCHEMA:
+                await self._conn.execute(statement)
+        except (OSError, sqlite3.Error) as exc:
+            await self.close()
+            raise BackendError(f"analytics store {self.where}: cannot open it: {exc}") from exc
+
+    async def write(self, records: Sequence[QueryRecord]) -> None:
+        """One transaction per batch."""
+        if not records:
+            return
+        db = self._db()
+        rows = [to_row(rec) for rec in records]
+        try:
+            await db.execute("BEGIN IMMEDIATE")
+            try:
+                await db.executemany(INSERT, rows)
+                await db.execute("COMMIT")
+            except BaseException:
+                await db.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            raise BackendError(f"analytics store {self.where}: {exc}") from exc
+
+    async def popular(self, *, limit: int, days: int, tenant_id: str | None, now: float) -> JSON:
+        """Counts per query, count desc then query asc (SQLite compares text by code point)."""
+        where, params = _window(now - days * DAY, now, tenant_id)
+        rows = await self._rows(
+            f"SELECT query, count(*) AS n FROM analytics_queries WHERE {where} AND query <> '' "
+            "GROUP BY query ORDER BY n DESC, query ASC LIMIT ?",
+            [*params, limit],
+        )
+        return {"days": days, "tenant_id": tenant_id, "items": [{"query": q, "count": n} for q, n in rows]}
+
+    async def trending(self, *, limit: int, window_hours: int, tenant_id: str | None, now: float) -> JSON:
+        """Counts per query in the last window and the one before, rising ones only."""
+        mid = now - window_hours * HOUR
+        where, params = _window(now - 2 * window_hours * HOUR, now, tenant_id)
+        rows = await self._rows(
+            "SELECT query, cur, prev FROM (SELECT query, sum(ts > ?) AS cur, sum(ts <= ?) AS prev "
+            f"FROM analytics_queries WHERE {where} AND query <> '' GROUP BY query) WHERE cur > prev "
+            "ORDER BY prev = 0 DESC, CASE WHEN prev = 0 THEN 0 ELSE (cur - prev) * 1.0 / prev END DESC, "
+            "cur DESC, query ASC LIMIT ?",
+            [mid, mid, *params, limit],
+        )
+        return {
+            "window_hours": window_hours,
+            "tenant_id": tenant_id,
+            "items": [trending_item(q, cur, prev) for q, cur, prev in rows],
+        }
+
+    async def stats(self, *, days: int, tenant_id: str | None, now: float) -> JSON:
+        """Totals in one scan; percentiles by nearest rank, one indexed ORDER BY each."""
+        where, params = _window(now - days * DAY, now, tenant_id)
+        (totals,) = await self._rows(
+            "SELECT count(*), count(DISTINCT nullif(query, '')), count(DISTINCT tenant_id), sum(cached), "
+            "sum(status >= 400), sum(status >= 500), sum(coalesced), sum(tokens_in), sum(tokens_out), "
+            f"avg(latency_ms) FROM analytics_queries WHERE {where}",
+            params,
+        )
+        latency: list[float | None] = []
+        for p in PERCENTILES:
+            found = await self._rows(
+                f"SELECT latency_ms FROM analytics_queries WHERE {where} "
+                "ORDER BY latency_ms LIMIT 1 OFFSET ?",
+                [*params, nearest_rank(int(totals[0]), p)],
+            )
+            latency.append(found[0][0] if found else None)
+        return stats_answer(days, tenant_id, totals, latency)
+
+    async def timeseries(self, *, interval_hours: int, days: int, tenant_id: str | None, now: float) -> JSON:
+        """Buckets of interval_hours aligned on the epoch; ts is positive, so CAST truncates as floor."""
+        step = interval_hours * 3600
+        where, params = _window(now - days * DAY, now, tenant_id)
+        rows = await self._rows(
+            "SELECT CAST(ts / ? AS INTEGER) AS b, count(*), sum(status >= 400), sum(cached), sum(tokens_in), "
+            f"sum(tokens_out), avg(latency_ms) FROM analytics_queries WHERE {where} GROUP BY b ORDER BY b",
+            [step, *params],
+        )
+        return {
+            "interval_hours": interval_hours,
+            "days": days,
+            "tenant_id": tenant_id,
+            "buckets": [bucket_answer(step, row) for row in rows],
+        }
+
+    async def purge(self, older_than: float) -> int:
+        """One DELETE; the ts index finds the rows."""
+        db = self._db()
+        try:
+            cursor = await db.execute("DELETE FROM analytics_queries WHERE ts < ?", (older_than,))
+            return int(cursor.rowcount)
+        except sqlite3.Error as exc:
+            raise BackendError(f"analytics store {self.where}: {exc}") from exc
+
+    async def close(self) -> None:
+        """Close the connection and its thread."""
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            await conn.close()
