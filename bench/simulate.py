@@ -434,7 +434,7 @@ def print_table(rows: list[dict[str, Any]]) -> None:
 
 
 def prepare_answers(tmp: Path) -> tuple[Path, str]:
-    from llmkit.simulate.tokenizer import tokenize
+    from llmkit.core.tokenizer import tokenize
 
     answer = "".join(tokenize(ANSWER_SOURCE.read_text())[:ANSWER_TOKENS])
     answers = tmp / "answers"

@@ -221,6 +221,23 @@ class GatewaySettings:
     queue_result_ttl_s: float = field(default=600.0, metadata={"min": 1})
     # The most finished requests it still answers (the oldest go first): bounds their memory under load.
     queue_result_max: int = field(default=10_000, metadata={"min": 1})
+    # The platform store of API keys and tenants (the seed's DATABASE_URL): sqlite:///path.db for one
+    # process, postgresql://user:pw@host:5432/db for replicas; platform_pool_size: its connections.
+    platform_url: str = "sqlite:///./data/platform.db"
+    platform_pool_size: int = field(default=10, metadata={"min": 1, "max": 1000})
+    # The bootstrap admin credential for /api/admin/* (env LLMKIT_GATEWAY_ADMIN_KEY): it creates the
+    # first keys. A gateway bound beyond loopback refuses to start without it.
+    admin_key: str = field(default="", metadata={"secret": True})
+    # Keys are stored as SHA-256 of their secret, or HMAC-SHA-256 with this pepper when set (keep it out
+    # of the database: a stolen store then cannot even be brute-forced offline).
+    key_pepper: str = field(default="", metadata={"secret": True})
+    # Every route but /health needs an API key with the route's scope (the seed's MULTI_TENANT_MODE).
+    require_api_key: bool = False
+    # Query analytics: one record per chat request, written in batches off the request path, into
+    # analytics_url (empty: the platform store's database; or clickhouse://host:9000/db for volume).
+    analytics_enabled: bool = True
+    analytics_url: str = ""
+    analytics_retention_days: int = field(default=90, metadata={"min": 1, "max": 36500})
 
 
 # The one table of sections; a system adds its dataclass here.

@@ -40,6 +40,9 @@ class ServerProcess:
         self.cwd = cwd or ROOT
         self.stderr_path = tmp_path / f"server-{time.monotonic_ns()}.stderr"
         self.env = {**os.environ, **(env or {})}
+        if command == "gateway":
+            # A gateway's platform store is a file: the test's own, never one in the repository.
+            self.env.setdefault("LLMKIT_GATEWAY_PLATFORM_URL", f"sqlite:///{tmp_path}/platform.db")
         self.proc: subprocess.Popen[bytes] | None = None
         self.stdout_lines: list[str] = []
         self._buffer = b""

@@ -210,8 +210,11 @@ def _llmkit_error_response(request: web.Request, exc: LlmkitError) -> web.Respon
             headers["WWW-Authenticate"] = 'Bearer realm="llmkit"'
         return error_response(request, exc.status, exc.code, str(exc), headers)
     if isinstance(exc, RateLimited):
+        # A limit may say more (a tenant quota: which one, its x-ratelimit-* headers).
+        headers.update(getattr(exc, "headers", {}))
         headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
-        return error_response(request, 429, "rate_limited", str(exc), headers)
+        code = getattr(exc, "code", "rate_limited")
+        return error_response(request, 429, code, str(exc), headers, **getattr(exc, "extra", {}))
     if isinstance(exc, QueueFull):
         return error_response(request, 503, "queue_full", str(exc), {"Retry-After": "1"})
     if isinstance(exc, CircuitOpen):

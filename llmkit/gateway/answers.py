@@ -3,23 +3,33 @@
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
 
-from llmkit.core.http import json_response, stream_response
+from llmkit.core.auth import DEFAULT_TENANT, Identity
+from llmkit.core.http import identity_of, json_response, request_key, stream_response
+from llmkit.core.tokenizer import content_text, count_prompt_tokens, count_tokens
 from llmkit.errors import UpstreamError
 from llmkit.gateway.calls import Outcome
 from llmkit.gateway.chat import ChatRequest, build_request, with_messages
 from llmkit.gateway.conversations import Conversation
 from llmkit.gateway.flights import Ticket
 from llmkit.gateway.service import Gateway
+from llmkit.platform.quotas import Admission
+from llmkit.platform.service import PLATFORM_KEY, Platform
 
 SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 CACHE_HEADER = "X-Gateway-Cache"
 # A cached answer replayed as a stream: word by word, whitespace kept, so the pieces join to the text.
 _WORD = re.compile(r"\s*\S+\s*")
+# When a stream's headers went out (perf_counter): its time to first byte, for analytics.
+FIRST_BYTE_KEY = request_key("llmkit_first_byte", float)
+# A stream's x-ratelimit-* headers, as its tenant's quotas stood when it was admitted.
+QUOTA_HEADERS_KEY = request_key("llmkit_quota_headers", dict)
 
 
 def replay_pieces(text: str) -> list[str]:
@@ -33,17 +43,23 @@ def cache_state(ticket: Ticket) -> str:
 
 
 async def chat_request(
-    gateway: Gateway, body: dict[str, Any], *, tells_id: bool = True, **overrides: Any
+    gateway: Gateway,
+    body: dict[str, Any],
+    *,
+    tells_id: bool = True,
+    tenant_id: str = DEFAULT_TENANT,
+    **overrides: Any,
 ) -> tuple[ChatRequest, Conversation | None]:
     """The validated request over the whole conversation, and the conversation (None when off).
 
     `tells_id=False`: the answer has no place for a conversation id, so a request without one starts no
     conversation (nobody could continue it by an id it never saw, and its whole history comes each time).
+    Both the cache key and the conversation are the tenant's own.
     """
-    req = build_request(body, gateway.config.model, **overrides)
+    req = build_request(body, gateway.config.model, tenant_id=tenant_id, **overrides)
     if not tells_id and req.conversation_id is None:
         return req, None
-    conversation, messages = await gateway.converse(req.conversation_id, req.call.messages)
+    conversation, messages = await gateway.converse(req.conversation_id, req.call.messages, tenant_id)
     if messages is not req.call.messages:
         req = with_messages(req, messages)
     return req, conversation
@@ -76,6 +92,49 @@ Streamer = Callable[
 Render = Callable[[Outcome, Ticket, Conversation | None], dict[str, Any]]
 
 
+@dataclass(slots=True)
+class Served:
+    """A request admitted to its tenant's quotas: settled and recorded once its answer is known."""
+
+    req: ChatRequest
+    identity: Identity
+    admission: Admission | None
+    started: float
+
+    async def finish(
+        self,
+        platform: Platform,
+        route: str,
+        ticket: Ticket | None,
+        outcome: Outcome | None,
+        status: int,
+        first_byte: float | None = None,
+    ) -> None:
+        """Count the answer's tokens against the quotas (none for a failure) and record the request."""
+        usage = usage_of(self.req, outcome) if outcome is not None else None
+        if self.admission is not None:
+            await self.admission.settle(usage["total_tokens"] if usage else 0)
+        platform.record(
+            self.identity,
+            route=route,
+            model=self.req.call.model,
+            query=last_user_text(self.req.call.messages),
+            status=status,
+            started=self.started,
+            ttfb_s=None if first_byte is None else first_byte - self.started,
+            usage=usage,
+            cached=ticket is not None and ticket.hit,
+            coalesced=ticket is not None and ticket.joined,
+            upstream=outcome.upstream if outcome is not None else "",
+        )
+
+
+def route_of(request: web.Request) -> str:
+    """The route's path pattern (`/v1/chat/completions`), as analytics group requests."""
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else request.path
+
+
 async def answer(
     request: web.Request,
     gateway: Gateway,
@@ -84,21 +143,73 @@ async def answer(
     stream: Streamer,
     render: Render,
 ) -> web.StreamResponse:
-    """Open the request's ticket, then stream the answer or send it whole; the conversation is stored."""
-    ticket = await gateway.open(req)
+    """Admit the request to its tenant's quotas, open its ticket, then stream the answer or send it whole;
+    the conversation is stored, the tokens counted against the quotas and the request recorded."""
+    platform = request.app[PLATFORM_KEY]
+    started = time.perf_counter()
+    identity = identity_of(request)
+    served = Served(req, identity, await platform.admit(identity), started)
+    ticket: Ticket | None = None
+    status = 500
+    if served.admission is not None:
+        request[QUOTA_HEADERS_KEY] = served.admission.headers()
     try:
-        if req.stream:
-            return await stream(request, gateway, req, ticket, conversation)
-        outcome = await ticket.result()
+        ticket = await gateway.open(req)
+        try:
+            if req.stream:
+                response = await stream(request, gateway, req, ticket, conversation)
+                status = response.status
+                return response
+            outcome = await ticket.result()
+        finally:
+            ticket.close()
+        await gateway.remember(conversation, req.call.messages, outcome.content)
+        headers = {CACHE_HEADER: cache_state(ticket)}
+        if served.admission is not None:
+            # Settled now so the remaining counts include this answer (settling again is harmless).
+            await served.admission.settle(usage_of(req, outcome)["total_tokens"])
+            headers.update(served.admission.headers())
+        status = 200
+        return json_response(render(outcome, ticket, conversation), headers=headers)
+    except UpstreamError as exc:
+        status = exc.status
+        raise
     finally:
-        ticket.close()
-    await gateway.remember(conversation, req.call.messages, outcome.content)
-    body = render(outcome, ticket, conversation)
-    return json_response(body, headers={CACHE_HEADER: cache_state(ticket)})
+        first_byte = request.get(FIRST_BYTE_KEY) if req.stream else time.perf_counter()
+        await served.finish(platform, route_of(request), ticket, finished_outcome(ticket), status, first_byte)
+
+
+def finished_outcome(ticket: Ticket | None) -> Outcome | None:
+    """The ticket's answer if it has one by now (cached, or its flight finished)."""
+    if ticket is None:
+        return None
+    if ticket.cached is not None:
+        return ticket.cached
+    flight = ticket.flight
+    return flight.outcome if flight is not None and flight.done else None
+
+
+def usage_of(req: ChatRequest, outcome: Outcome) -> dict[str, int]:
+    """The upstream's token counts, or the tokenizer's when it gave none."""
+    if outcome.usage and "total_tokens" in outcome.usage:
+        return outcome.usage
+    prompt = count_prompt_tokens(req.call.messages)
+    completion = count_tokens(outcome.content)
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+
+def last_user_text(messages: Any) -> str:
+    """The question a chat request asks: its last user message's text."""
+    for message in reversed(messages):
+        if message.get("role") == "user":
+            return content_text(message.get("content"))
+    return ""
 
 
 async def prepare_sse(request: web.Request, ticket: Ticket) -> web.StreamResponse:
     """An SSE response, sent, telling whether the answer came from the cache."""
-    response = stream_response(request, {**SSE_HEADERS, CACHE_HEADER: cache_state(ticket)})
+    headers = {**SSE_HEADERS, CACHE_HEADER: cache_state(ticket), **request.get(QUOTA_HEADERS_KEY, {})}
+    response = stream_response(request, headers)
     await response.prepare(request)
+    request[FIRST_BYTE_KEY] = time.perf_counter()
     return response

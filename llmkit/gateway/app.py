@@ -11,17 +11,20 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from llmkit.core.auth import CHAT
 from llmkit.core.http import (
     METRICS_KEY,
     OPENAPI_SCHEMAS_KEY,
     ApiError,
     add_route,
     create_base_app,
+    identity_of,
     json_response,
     openapi,
     read_json,
 )
-from llmkit.errors import UpstreamError
+from llmkit.core.secrets import mask_url
+from llmkit.errors import BackendError, UpstreamError
 from llmkit.gateway import openai_face, queued
 from llmkit.gateway.answers import (
     answer,
@@ -39,6 +42,10 @@ from llmkit.gateway.openapi import CACHE_ACTION_DOC, CACHE_STATS_DOC, CHAT_OPTIM
 from llmkit.gateway.pool import pool_from_settings
 from llmkit.gateway.service import Gateway
 from llmkit.gateway.state import GATEWAY_KEY
+from llmkit.platform.admin import routes as admin_routes
+from llmkit.platform.admin.docs import SCHEMAS as ADMIN_SCHEMAS
+from llmkit.platform.admin.routes import AdminHooks
+from llmkit.platform.service import PLATFORM_KEY, Platform, PlatformConfig
 from llmkit.settings import Settings
 
 log = logging.getLogger("llmkit.gateway")
@@ -61,7 +68,8 @@ async def chat_optimized(request: web.Request) -> web.StreamResponse:
     `data: {"content", "done": false, "cached"}` events, then `data: {"done": true, "cached"}`.
     """
     gateway = request.app[GATEWAY_KEY]
-    req, conversation = await chat_request(gateway, await read_json(request, lenient=True))
+    body = await read_json(request, lenient=True)
+    req, conversation = await chat_request(gateway, body, tenant_id=identity_of(request).tenant_id)
     return await answer(request, gateway, req, conversation, _seed_stream, _seed_body)
 
 
@@ -164,6 +172,10 @@ async def post_cache_stats(request: web.Request) -> web.Response:
     """Cache operations: {"action": clear | clear_response_cache | clear_conversation_cache | warm_model}."""
     gateway = request.app[GATEWAY_KEY]
     body = await read_json(request, lenient=True)
+    identity = identity_of(request)
+    if not identity.anonymous and not identity.platform_admin:
+        # The caches are shared by every tenant: one tenant's key must not empty them for the others.
+        raise ApiError(403, "admin_only", "cache actions need an admin key (or no key when none is required)")
     action = body.get("action")
     if action == "warm_model":
         data = body.get("data") or {}
@@ -180,6 +192,17 @@ async def post_cache_stats(request: web.Request) -> web.Response:
     return json_response({"success": True, "action": action, "removed": removed})
 
 
+async def component_state(cache: Any) -> dict[str, Any]:
+    """A cache's state for /api/admin/health: ok when its stats can be read."""
+    if cache is None:
+        return {"ok": True, "enabled": False}
+    try:
+        figures = await cache.stats()
+    except BackendError as exc:
+        return {"ok": False, "error": str(exc)}
+    return {"ok": True, "enabled": True, "backend": figures.get("backend", "")}
+
+
 async def deep_health(gateway: Gateway) -> dict[str, Any]:
     """Every upstream's reachability; ok when at least one answers."""
     start = time.monotonic()
@@ -188,9 +211,27 @@ async def deep_health(gateway: Gateway) -> dict[str, Any]:
     return {"ok": ok, "upstreams": upstreams, "elapsed_ms": round((time.monotonic() - start) * 1000, 1)}
 
 
+async def seed_stats(request: web.Request) -> web.Response:
+    """The seed's GET /api/stats: the server's stats with its `cache` section (the cache-stats report)."""
+    gateway = request.app[GATEWAY_KEY]
+    report = await cache_report(gateway)
+    c = gateway.counters
+    return json_response(
+        {
+            "cache": report["response_cache"],
+            "conversation_cache": report["conversation_cache"],
+            "requests": {k: getattr(c, k) for k in c.__slots__},
+            "queue_length": report["queue_length"],
+            "timestamp": report["timestamp"],
+        }
+    )
+
+
 def create_app(settings: Settings, pool: Any = None) -> web.Application:
-    """The gateway: the seed's routes, OpenAI's /v1/chat/completions and /v1/models, /health /stats."""
+    """The gateway: the seed's routes, OpenAI's /v1/chat/completions and /v1/models, /health /stats,
+    and the platform (keys, tenants, quotas, analytics, /api/admin/*)."""
     gateway_box: dict[str, Gateway] = {}
+    platform = Platform(PlatformConfig.from_settings(settings))
 
     async def stats() -> dict[str, Any]:
         gateway = gateway_box["gateway"]
@@ -208,11 +249,22 @@ def create_app(settings: Settings, pool: Any = None) -> web.Application:
                 "flights": len(gateway.flights),
             },
             "upstreams": gateway.pool.stats(),
+            "analytics": platform.writer.stats() if platform.writer is not None else None,
             "config": gateway.public_config(),
         }
 
     async def deep() -> dict[str, Any]:
         return await deep_health(gateway_box["gateway"])
+
+    async def dependencies() -> dict[str, Any]:
+        """/api/admin/health's view of the gateway's own dependencies: upstreams, caches, quotas."""
+        gateway = gateway_box["gateway"]
+        upstreams = await gateway.pool.check()
+        return {
+            "upstreams": {"ok": any(row.get("ok") for row in upstreams), "each": upstreams},
+            "cache": await component_state(gateway.cache),
+            "quotas": {"ok": True, "url": mask_url(settings.limiter.url)},
+        }
 
     app = create_base_app(
         "gateway",
@@ -221,26 +273,35 @@ def create_app(settings: Settings, pool: Any = None) -> web.Application:
         health={"status": "healthy"},
         deep_health=deep,
         cancel_on_disconnect=True,
+        guard=platform.guard,
     )
 
     app[OPENAPI_SCHEMAS_KEY].update(SCHEMAS)
+    app[OPENAPI_SCHEMAS_KEY].update(ADMIN_SCHEMAS)
+    app[PLATFORM_KEY] = platform
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
-        gateway = Gateway(settings, pool if pool is not None else pool_from_settings(settings.gateway))
-        gateway_box["gateway"] = gateway
-        app[GATEWAY_KEY] = gateway
-        app[METRICS_KEY].registry.register(gateway)
-        book = queued.install(app, gateway)
+        await platform.open()
         try:
-            yield
+            gateway = Gateway(settings, pool if pool is not None else pool_from_settings(settings.gateway))
+            gateway_box["gateway"] = gateway
+            app[GATEWAY_KEY] = gateway
+            app[METRICS_KEY].registry.register(gateway)
+            book = queued.install(app, gateway)
+            try:
+                yield
+            finally:
+                await book.close()
+                await gateway.close()
         finally:
-            await book.close()
-            await gateway.close()
+            await platform.close()
 
     app.cleanup_ctx.append(lifecycle)
-    add_route(app, "POST", "/api/chat-optimized", chat_optimized)
+    add_route(app, "POST", "/api/chat-optimized", chat_optimized, scope=CHAT)
     add_route(app, "GET", "/api/cache-stats", get_cache_stats)
     add_route(app, "POST", "/api/cache-stats", post_cache_stats)
+    add_route(app, "GET", "/api/stats", seed_stats)
     queued.add_routes(app)
     openai_face.add_routes(app)
+    admin_routes.add_routes(app, AdminHooks(stats=stats, health=dependencies))
     return app

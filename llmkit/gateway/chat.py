@@ -9,6 +9,7 @@ from typing import Any
 
 import orjson
 
+from llmkit.core.auth import DEFAULT_TENANT
 from llmkit.core.http import ApiError
 from llmkit.core.queue.base import Priority
 from llmkit.core.sampling import INT64_MAX, MAX_STOP, is_int, is_stop, response_format_problem
@@ -48,6 +49,8 @@ class ChatRequest:
     conversation_id: str | None = None
     # OpenAI's stream_options.include_usage: a last chunk with the token counts.
     include_usage: bool = False
+    # Whose request it is: part of the cache key, so no tenant is served another tenant's answer.
+    tenant_id: str = DEFAULT_TENANT
 
 
 def bad(message: str, param: str | None = None) -> ApiError:
@@ -153,10 +156,17 @@ def parse_params(body: Mapping[str, Any]) -> dict[str, Any]:
     return params
 
 
-def cache_key(model: str, messages: tuple[Mapping[str, Any], ...], params: Mapping[str, Any]) -> str:
-    """A hash of what decides the answer: model, messages and sampling parameters (in canonical JSON)."""
+def cache_key(
+    model: str,
+    messages: tuple[Mapping[str, Any], ...],
+    params: Mapping[str, Any],
+    tenant_id: str = DEFAULT_TENANT,
+) -> str:
+    """A hash of what decides the answer: model, messages and sampling parameters (in canonical JSON),
+    under the tenant's prefix (none for the default tenant, whose keys stay as they were)."""
     material = orjson.dumps([model, messages, params], option=orjson.OPT_SORT_KEYS)
-    return hashlib.sha256(material).hexdigest()
+    digest = hashlib.sha256(material).hexdigest()
+    return digest if tenant_id == DEFAULT_TENANT else f"t:{tenant_id}:{digest}"
 
 
 def _flag(body: Mapping[str, Any], name: str, default: bool) -> bool:
@@ -184,6 +194,7 @@ def build_request(
     *,
     priority: Any = None,
     use_cache: bool | None = None,
+    tenant_id: str = DEFAULT_TENANT,
 ) -> ChatRequest:
     """A ChatRequest from a seed or OpenAI body; `messages` replaces the body's (a resolved conversation)."""
     for name in UNSUPPORTED:
@@ -201,16 +212,17 @@ def build_request(
     include_usage = isinstance(options, dict) and options.get("include_usage") is True
     return ChatRequest(
         call=ChatCall(model=model, messages=messages, params=params, stream=stream),
-        key=cache_key(model, messages, params),
+        key=cache_key(model, messages, params, tenant_id),
         stream=stream,
         use_cache=_flag(body, "use_cache", True) if use_cache is None else use_cache,
         priority=parse_priority(body.get("priority") if priority is None else priority),
         conversation_id=_optional_text(body, "conversation_id"),
         include_usage=include_usage,
+        tenant_id=tenant_id,
     )
 
 
 def with_messages(req: ChatRequest, messages: tuple[Mapping[str, Any], ...]) -> ChatRequest:
     """The same request over a longer history (a conversation the gateway remembered)."""
     call = replace(req.call, messages=messages)
-    return replace(req, call=call, key=cache_key(call.model, messages, call.params))
+    return replace(req, call=call, key=cache_key(call.model, messages, call.params, req.tenant_id))

@@ -22,6 +22,7 @@ from typing import Any
 
 import orjson
 
+from llmkit.core.auth import DEFAULT_TENANT
 from llmkit.core.cache.base import Cache, hit_rate
 from llmkit.core.ids import fresh_hex
 from llmkit.errors import BackendError
@@ -51,6 +52,14 @@ class Conversation:
     known: bool
     # The id's first turn sits in the cache of new conversations (moved out on this turn).
     was_new: bool = False
+    # Where the tenant's conversations live in the cache: "" for the default tenant, else "t:<id>:",
+    # so one tenant can neither continue nor read another's conversation, even knowing its id.
+    space: str = ""
+
+
+def tenant_space(tenant_id: str) -> str:
+    """The key prefix of a tenant's conversations."""
+    return "" if tenant_id == DEFAULT_TENANT else f"t:{tenant_id}:"
 
 
 def combined(kept: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
@@ -74,12 +83,15 @@ class ConversationCache:
         self.hits = 0
         self.misses = 0
 
-    async def resolve(self, conversation_id: str | None, messages: Messages) -> tuple[Conversation, Messages]:
+    async def resolve(
+        self, conversation_id: str | None, messages: Messages, tenant_id: str = DEFAULT_TENANT
+    ) -> tuple[Conversation, Messages]:
         """The conversation and the whole history this request continues (stored + new messages)."""
+        space = tenant_space(tenant_id)
         if conversation_id is not None:
-            raw, was_new = await self._lookup(f"id:{conversation_id}")
+            raw, was_new = await self._lookup(f"{space}id:{conversation_id}")
             # An id the client chose counts as known: it means to come back with it.
-            conversation = Conversation(conversation_id, True, was_new)
+            conversation = Conversation(conversation_id, True, was_new, space)
             if raw is None:
                 self.misses += 1
                 return conversation, messages
@@ -89,12 +101,12 @@ class ConversationCache:
                 return conversation, messages
             return conversation, stored + messages
         if len(messages) > 1:
-            raw, was_new = await self._lookup(f"prefix:{history_hash(encode_history(messages[:-1]))}")
+            raw, was_new = await self._lookup(f"{space}prefix:{history_hash(encode_history(messages[:-1]))}")
             if raw is not None:
                 self.hits += 1
-                return Conversation(raw.decode(), True, was_new), messages
+                return Conversation(raw.decode(), True, was_new, space), messages
         self.misses += 1
-        return Conversation(fresh_hex(), False), messages
+        return Conversation(fresh_hex(), False, space=space), messages
 
     async def remember(self, conversation: Conversation, messages: Messages, answer: str) -> None:
         """Store the history with the answer for the conversation's next turn."""
@@ -102,11 +114,12 @@ class ConversationCache:
         encoded = encode_history((*messages, {"role": "assistant", "content": answer}))
         cache = self.cache if conversation.known else self.new
         try:
-            await cache.set(f"id:{conversation.id}", encoded, self.ttl)
-            await cache.set(f"prefix:{history_hash(encoded)}", conversation.id, self.ttl)
+            space = conversation.space
+            await cache.set(f"{space}id:{conversation.id}", encoded, self.ttl)
+            await cache.set(f"{space}prefix:{history_hash(encoded)}", conversation.id, self.ttl)
             if conversation.was_new and self.new is not self.cache:
                 # Its first turn is superseded; the first turn's prefix entry ages out with the others.
-                await self.new.delete(f"id:{conversation.id}")
+                await self.new.delete(f"{space}id:{conversation.id}")
         except BackendError as exc:
             log.warning("conversation cache unavailable, history not stored: %s", exc)
 

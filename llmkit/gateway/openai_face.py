@@ -10,7 +10,16 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from llmkit.core.http import add_route, json_response, openai_error_body, openapi, read_json, set_error_format
+from llmkit.core.auth import CHAT
+from llmkit.core.http import (
+    add_route,
+    identity_of,
+    json_response,
+    openai_error_body,
+    openapi,
+    read_json,
+    set_error_format,
+)
 from llmkit.core.ids import fresh_hex
 from llmkit.errors import UpstreamError
 from llmkit.gateway.answers import answer, chat_request, pieces_of, prepare_sse, upstream_failure
@@ -105,7 +114,10 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     gateway = request.app[GATEWAY_KEY]
     body = await read_json(request)
     # OpenAI's answer has no field for a conversation id: only a client that sent one continues by it.
-    req, conversation = await chat_request(gateway, body, tells_id=False, **_overrides(request, body))
+    tenant_id = identity_of(request).tenant_id
+    req, conversation = await chat_request(
+        gateway, body, tells_id=False, tenant_id=tenant_id, **_overrides(request, body)
+    )
     return await answer(request, gateway, req, conversation, _stream, _completion)
 
 
@@ -189,5 +201,5 @@ def add_routes(app: web.Application) -> None:
     """POST /v1/chat/completions and GET /v1/models, with OpenAI's error shape under /v1."""
     app[MODELS_KEY] = ModelList()
     set_error_format(app, openai_error_body, "/v1")
-    add_route(app, "POST", "/v1/chat/completions", chat_completions)
+    add_route(app, "POST", "/v1/chat/completions", chat_completions, scope=CHAT)
     add_route(app, "GET", "/v1/models", list_models)

@@ -12,14 +12,17 @@ from typing import Any
 
 from aiohttp import web
 
-from llmkit.core.http import ApiError, add_route, json_response, openapi, read_json
+from llmkit.core.auth import CHAT, DEFAULT_TENANT, Identity
+from llmkit.core.http import ApiError, add_route, identity_of, json_response, openapi, read_json
 from llmkit.core.ids import fresh_hex
 from llmkit.errors import UpstreamError
-from llmkit.gateway.answers import chat_request
+from llmkit.gateway.answers import Served, chat_request
+from llmkit.gateway.calls import Outcome
 from llmkit.gateway.conversations import Conversation
 from llmkit.gateway.flights import QUEUED, Ticket
 from llmkit.gateway.openapi import QUEUE_DELETE_DOC, QUEUE_GET_DOC, QUEUE_POST_DOC
 from llmkit.gateway.service import Gateway
+from llmkit.platform.service import PLATFORM_KEY, Platform
 
 QUEUED_S, PROCESSING, COMPLETED, FAILED, CANCELLED = (
     "queued",
@@ -47,6 +50,8 @@ class QueuedRequest:
     result: dict[str, Any] | None = None
     error: dict[str, Any] | None = None
     task: asyncio.Task[None] | None = None
+    # Whose request it is: only its tenant (or a platform admin) reads or cancels it.
+    tenant_id: str = DEFAULT_TENANT
 
     def status(self) -> str:
         """queued, processing, completed, failed or cancelled."""
@@ -59,8 +64,9 @@ class QueuedRequest:
 class QueueBook:
     """The submitted requests of this process, each answered by a background listener."""
 
-    def __init__(self, gateway: Gateway) -> None:
+    def __init__(self, gateway: Gateway, platform: Platform) -> None:
         self.gateway = gateway
+        self.platform = platform
         self.requests: dict[str, QueuedRequest] = {}
         # Finished requests, oldest first: dropped after queue_result_ttl_s, or sooner beyond
         # queue_result_max (a flood of submissions would otherwise keep every answer for the whole TTL).
@@ -71,25 +77,36 @@ class QueueBook:
         """Start dropping expired results."""
         self._sweeper = asyncio.create_task(self._sweep())
 
-    async def submit(self, body: Mapping[str, Any]) -> QueuedRequest:
-        """Open the chat (cache, coalescing, queue) and listen for its answer in the background."""
-        req, conversation = await chat_request(self.gateway, dict(body))
+    async def submit(self, body: Mapping[str, Any], identity: Identity) -> QueuedRequest:
+        """Open the chat (quotas, cache, coalescing, queue) and listen for its answer in the background."""
+        req, conversation = await chat_request(self.gateway, dict(body), tenant_id=identity.tenant_id)
         if req.stream:
             # Nobody reads a queued request's pieces: its upstream call need not stream.
             req = replace(req, stream=False, call=replace(req.call, stream=False))
-        ticket = await self.gateway.open(req)
-        record = QueuedRequest(fresh_hex(), ticket, req.priority.name.lower())
+        admission = await self.platform.admit(identity)
+        try:
+            ticket = await self.gateway.open(req)
+        except BaseException:
+            if admission is not None:
+                await admission.settle(0)
+            raise
+        record = QueuedRequest(fresh_hex(), ticket, req.priority.name.lower(), tenant_id=identity.tenant_id)
         self.requests[record.id] = record
-        record.task = asyncio.create_task(self._listen(record, req.call.messages, conversation))
+        served = Served(req, identity, admission, time.perf_counter())
+        record.task = asyncio.create_task(self._listen(record, served, conversation))
         return record
 
-    async def _listen(self, record: QueuedRequest, messages: Any, conversation: Conversation | None) -> None:
+    async def _listen(self, record: QueuedRequest, served: Served, conversation: Conversation | None) -> None:
+        outcome: Outcome | None = None
+        status = 200
         try:
             outcome = await record.ticket.result()
         except asyncio.CancelledError:
             record.state = CANCELLED
+            status = 499
         except UpstreamError as exc:
             record.state = FAILED
+            status = exc.status
             record.error = {"code": "upstream_error", "status": exc.status, "message": str(exc)}
         else:
             record.state = COMPLETED
@@ -98,8 +115,9 @@ class QueueBook:
                 "cached": record.ticket.hit,
                 "conversation_id": None if conversation is None else conversation.id,
             }
-            await self.gateway.remember(conversation, messages, outcome.content)
+            await self.gateway.remember(conversation, served.req.call.messages, outcome.content)
         finally:
+            await served.finish(self.platform, "/api/chat-queue", record.ticket, outcome, status)
             record.ticket.close()
             # The flight holds the call's messages and pieces; a finished record needs only its result.
             record.ticket.flight = None
@@ -171,7 +189,7 @@ BOOK_KEY = web.AppKey("llmkit_gateway_queue_book", QueueBook)
 
 def install(app: web.Application, gateway: Gateway) -> QueueBook:
     """Make the app's QueueBook (called at startup, once the gateway exists)."""
-    book = QueueBook(gateway)
+    book = QueueBook(gateway, app[PLATFORM_KEY])
     book.start()
     app[BOOK_KEY] = book
     return book
@@ -184,6 +202,8 @@ def _record(request: web.Request, required: bool = True) -> QueuedRequest | None
             raise ApiError(400, "missing_request_id", "give the request's id: ?requestId=ID")
         return None
     record = request.app[BOOK_KEY].requests.get(rid)
+    if record is not None and not _visible(record, identity_of(request)):
+        record = None  # another tenant's request is as good as unknown
     if record is None:
         raise ApiError(
             404, "request_not_found", f"no queued request {rid!r} (unknown, or its result expired)"
@@ -191,11 +211,15 @@ def _record(request: web.Request, required: bool = True) -> QueuedRequest | None
     return record
 
 
+def _visible(record: QueuedRequest, identity: Identity) -> bool:
+    return identity.platform_admin or record.tenant_id == identity.tenant_id
+
+
 @openapi(**QUEUE_POST_DOC)
 async def post_queue(request: web.Request) -> web.Response:
     """Queue a chat {messages, model?, priority?, use_cache?}; answers its request_id and place in line."""
     book = request.app[BOOK_KEY]
-    record = await book.submit(await read_json(request, lenient=True))
+    record = await book.submit(await read_json(request, lenient=True), identity_of(request))
     position = await book.position(record)
     gateway = book.gateway
     status = {
@@ -215,10 +239,12 @@ async def get_queue(request: web.Request) -> web.Response:
     if record is not None:
         return json_response(await book.describe(record))
     gateway = book.gateway
-    waiting = [r for r in book.requests.values() if r.status() == QUEUED_S]
+    identity = identity_of(request)
+    mine = [r for r in book.requests.values() if _visible(r, identity)]
+    waiting = [r for r in mine if r.status() == QUEUED_S]
     listed = sorted([(await book.position(r), r) for r in waiting[: LISTED * 4]], key=lambda pair: pair[0])
     counts: dict[str, int] = {}
-    for r in book.requests.values():
+    for r in mine:
         counts[r.status()] = counts.get(r.status(), 0) + 1
     return json_response(
         {
@@ -249,6 +275,6 @@ async def delete_queue(request: web.Request) -> web.Response:
 
 def add_routes(app: web.Application) -> None:
     """POST, GET and DELETE /api/chat-queue."""
-    add_route(app, "POST", "/api/chat-queue", post_queue)
-    add_route(app, "GET", "/api/chat-queue", get_queue)
-    add_route(app, "DELETE", "/api/chat-queue", delete_queue)
+    add_route(app, "POST", "/api/chat-queue", post_queue, scope=CHAT)
+    add_route(app, "GET", "/api/chat-queue", get_queue, scope=CHAT)
+    add_route(app, "DELETE", "/api/chat-queue", delete_queue, scope=CHAT)

@@ -12,6 +12,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import orjson
 
+from llmkit.core.auth import DEFAULT_TENANT
 from llmkit.core.cache import cache_from_url
 from llmkit.core.cache.base import Cache
 from llmkit.core.http import ApiError
@@ -243,11 +244,13 @@ class Gateway:
 
     # -- conversations ----------------------------------------------------------------------------------
 
-    async def converse(self, conversation_id: str | None, messages: Any) -> tuple[Conversation | None, Any]:
+    async def converse(
+        self, conversation_id: str | None, messages: Any, tenant_id: str = DEFAULT_TENANT
+    ) -> tuple[Conversation | None, Any]:
         """The conversation and the whole history (stored + new), or (None, messages) when off."""
         if self.conversations is None:
             return None, messages
-        return await self.conversations.resolve(conversation_id, messages)
+        return await self.conversations.resolve(conversation_id, messages, tenant_id)
 
     async def remember(self, conversation: Conversation | None, messages: Any, answer: str) -> None:
         """Store a finished turn in the conversation cache."""

@@ -52,6 +52,9 @@ class QuotaExceeded(RateLimited):
         self.tenant_id = tenant_id
         self.quota = quota
         self.headers = headers
+        # OpenAI's code and type for a rate limit, so its clients read it as one; `quota` says which.
+        self.code = "rate_limit_exceeded"
+        self.extra = {"type": "tokens" if "tokens" in quota or quota == "tpm" else "requests", "quota": quota}
 
 
 class TenantSlots(Protocol):

@@ -20,6 +20,7 @@ from llmkit.core.http import (
 )
 from llmkit.core.ids import fresh_hex
 from llmkit.core.sampling import is_int
+from llmkit.core.tokenizer import content_text, count_prompt_tokens
 from llmkit.simulate.latency import Latency, latency_for
 from llmkit.simulate.openai import last_user_text
 from llmkit.simulate.openapi import ANTHROPIC_ERROR, COUNT_TOKENS_DOC, MESSAGES_DOC
@@ -27,7 +28,6 @@ from llmkit.simulate.reply import SSE_HEADERS
 from llmkit.simulate.shapes import Answer, prepare_answer, send_stream, sse_event, wait_whole
 from llmkit.simulate.slot import request_slot
 from llmkit.simulate.state import STATE_KEY, SimulateState
-from llmkit.simulate.tokenizer import content_text, count_prompt_tokens
 
 ROLES = ("user", "assistant")
 # Anthropic's error types by HTTP status; anything else is an api_error.

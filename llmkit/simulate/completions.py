@@ -13,6 +13,7 @@ from aiohttp import web
 
 from llmkit.core.http import add_route, json_response, openapi, read_json, stream_response
 from llmkit.core.ids import fresh_hex
+from llmkit.core.tokenizer import count_tokens
 from llmkit.simulate.latency import Latency, latency_for
 from llmkit.simulate.openai import (
     MAX_N,
@@ -30,7 +31,6 @@ from llmkit.simulate.reply import SSE_HEADERS, pick_answer, run_stream, wait_or_
 from llmkit.simulate.slot import request_slot
 from llmkit.simulate.state import STATE_KEY, SimulateState
 from llmkit.simulate.stream import INSTANT_CHUNK_TOKENS, StreamPlan, StreamSender, plan_pieces
-from llmkit.simulate.tokenizer import count_tokens
 
 # OpenAI's default for this endpoint: without max_tokens an answer stops after 16 tokens.
 DEFAULT_MAX_TOKENS = 16

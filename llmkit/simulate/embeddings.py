@@ -22,13 +22,13 @@ from aiohttp import web
 
 from llmkit.core.http import add_route, json_response, openapi, read_json
 from llmkit.core.sampling import is_int
+from llmkit.core.tokenizer import count_tokens
 from llmkit.simulate.latency import latency_for
 from llmkit.simulate.openai import check_model, int_param, invalid
 from llmkit.simulate.openapi import EMBEDDINGS_DOC
 from llmkit.simulate.reply import wait_or_gone
 from llmkit.simulate.slot import request_slot
 from llmkit.simulate.state import STATE_KEY
-from llmkit.simulate.tokenizer import count_tokens
 
 DEFAULT_DIMENSIONS = 1536
 MAX_DIMENSIONS = 3072

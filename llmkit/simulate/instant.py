@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from llmkit.simulate.memo import Memo
+from llmkit.core.memo import Memo
 from llmkit.simulate.openai import ChunkWriter
 from llmkit.simulate.stream import INSTANT_CHUNK_TOKENS, plan_pieces
 

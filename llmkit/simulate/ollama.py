@@ -13,13 +13,13 @@ from aiohttp import web
 
 from llmkit.core.http import ApiError, add_route, json_response, openapi, set_error_format, stream_response
 from llmkit.core.sampling import INT64_MAX, is_int
+from llmkit.core.tokenizer import count_prompt_tokens
 from llmkit.simulate.latency import Latency, latency_for
 from llmkit.simulate.openai import last_user_text
 from llmkit.simulate.openapi import OLLAMA_CHAT_DOC, OLLAMA_ERROR, OLLAMA_GENERATE_DOC
 from llmkit.simulate.shapes import Answer, Clock, prepare_answer, send_stream, wait_whole
 from llmkit.simulate.slot import request_slot
 from llmkit.simulate.state import STATE_KEY, SimulateState
-from llmkit.simulate.tokenizer import count_prompt_tokens
 
 NDJSON_HEADERS = {"Content-Type": "application/x-ndjson", "Cache-Control": "no-cache"}
 ROLES = ("system", "user", "assistant", "tool")

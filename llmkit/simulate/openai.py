@@ -12,8 +12,9 @@ import orjson
 
 from llmkit.core.http import ApiError, parse_json
 from llmkit.core.ids import fresh_hex
+from llmkit.core.memo import Memo
 from llmkit.core.sampling import INT64_MAX, MAX_STOP, is_int, is_stop
-from llmkit.simulate.memo import Memo
+from llmkit.core.tokenizer import content_text, count_prompt_tokens, tokenize
 from llmkit.simulate.structured import (
     TEXT_FORMAT,
     ResponseFormat,
@@ -26,7 +27,6 @@ from llmkit.simulate.structured import (
     parse_tool_choice,
     parse_tools,
 )
-from llmkit.simulate.tokenizer import content_text, count_prompt_tokens, tokenize
 
 ROLES = ("system", "user", "assistant", "tool", "developer")
 MAX_N = 128

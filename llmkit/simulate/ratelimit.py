@@ -11,7 +11,7 @@ from aiohttp import web
 
 from llmkit.core.http import ApiError, request_key
 from llmkit.core.limiter import Limiter, TokenBucket
-from llmkit.simulate.tokenizer import count_prompt_tokens, count_tokens
+from llmkit.core.tokenizer import count_prompt_tokens, count_tokens
 
 HEADERS_KEY = request_key("llmkit_ratelimit", dict)
 # Fields that bound how many tokens an answer may take, across the API shapes the simulator speaks.

@@ -13,13 +13,13 @@ from aiohttp import web
 from llmkit.core.http import ApiError, add_route, json_response, openapi, read_json, stream_response
 from llmkit.core.ids import fresh_hex
 from llmkit.core.sampling import is_int
+from llmkit.core.tokenizer import count_prompt_tokens
 from llmkit.simulate.latency import Latency, latency_for
 from llmkit.simulate.openapi import RESPONSES_DOC
 from llmkit.simulate.reply import SSE_HEADERS
 from llmkit.simulate.shapes import Answer, prepare_answer, send_stream, sse_event, wait_whole
 from llmkit.simulate.slot import request_slot
 from llmkit.simulate.state import STATE_KEY, SimulateState
-from llmkit.simulate.tokenizer import count_prompt_tokens
 
 TEXT_PARTS = ("input_text", "output_text", "text")
 FORMATS = ("text", "json_object", "json_schema")

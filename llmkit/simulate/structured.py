@@ -19,8 +19,8 @@ import orjson
 
 from llmkit.core.http import ApiError
 from llmkit.core.sampling import NAME_RE, response_format_problem
+from llmkit.core.tokenizer import content_text
 from llmkit.simulate.schema_sample import SchemaError, sample_instance
-from llmkit.simulate.tokenizer import content_text
 
 MAX_TOOLS = 128
 TOOL_CHOICES = ("none", "auto", "required")

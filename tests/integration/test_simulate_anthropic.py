@@ -10,7 +10,7 @@ import anthropic
 import orjson
 import pytest
 
-from llmkit.simulate.tokenizer import count_tokens
+from llmkit.core.tokenizer import count_tokens
 from tests.integration.test_simulate_app import ANSWER
 
 MESSAGES: Any = [{"role": "user", "content": "Halo, apa kabar? 😀"}]

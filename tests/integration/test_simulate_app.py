@@ -16,12 +16,12 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from llmkit.core.serve import running
+from llmkit.core.tokenizer import count_tokens
 from llmkit.settings import ServerSettings, Settings, SimulateSettings
 from llmkit.simulate.app import create_app
 from llmkit.simulate.openai import TEST_COMPLETION
 from llmkit.simulate.sources.base import SourceUnavailable
 from llmkit.simulate.state import STATE_KEY
-from llmkit.simulate.tokenizer import count_tokens
 
 Client = TestClient[web.Request, web.Application]
 MakeClient = Callable[..., Awaitable[Client]]

@@ -10,7 +10,7 @@ import aiohttp
 import openai
 import pytest
 
-from llmkit.simulate.tokenizer import count_tokens
+from llmkit.core.tokenizer import count_tokens
 from tests.integration.test_simulate_app import ANSWER, chat_body, make_settings, real_server
 
 MESSAGES: Any = [{"role": "user", "content": "Halo, apa kabar? 😀"}]

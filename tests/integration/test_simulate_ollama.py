@@ -10,7 +10,7 @@ import ollama
 import orjson
 import pytest
 
-from llmkit.simulate.tokenizer import count_tokens
+from llmkit.core.tokenizer import count_tokens
 from tests.integration.test_simulate_app import ANSWER, FixedSource, make_settings, real_server
 from tests.integration.test_simulate_responses import disconnect_mid_stream
 

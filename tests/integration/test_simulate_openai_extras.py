@@ -12,7 +12,7 @@ import openai
 import pytest
 from pydantic import BaseModel
 
-from llmkit.simulate.tokenizer import count_tokens, tokenize
+from llmkit.core.tokenizer import count_tokens, tokenize
 from tests.integration.test_simulate_app import ANSWER, make_settings, real_server
 from tests.unit.test_simulate_jsonschema import WEATHER, validate
 

@@ -11,7 +11,7 @@ import openai
 import orjson
 import pytest
 
-from llmkit.simulate.tokenizer import count_tokens
+from llmkit.core.tokenizer import count_tokens
 from tests.integration.test_simulate_anthropic import named_events
 from tests.integration.test_simulate_app import ANSWER
 

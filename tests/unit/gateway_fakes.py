@@ -10,7 +10,9 @@ from llmkit.settings import Settings, load_settings
 
 
 def gateway_settings(**gateway: Any) -> Settings:
-    """Default settings with `gateway.*` overrides (flags win over env and profile)."""
+    """Default settings with `gateway.*` overrides (flags win over env and profile); the platform store
+    is in memory unless a test names one (never a file in the working directory)."""
+    gateway.setdefault("platform_url", "sqlite:///:memory:")
     flags = {f"gateway.{key}": value for key, value in gateway.items()}
     return load_settings(flags={"server.access_log": False, **flags}, env={})
 

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from llmkit.simulate.memo import Memo
+from llmkit.core.memo import Memo
 from llmkit.simulate.rng import RequestRandom
 
 

@@ -9,11 +9,11 @@ import orjson
 import pytest
 
 from llmkit.core.http import ApiError
+from llmkit.core.tokenizer import tokenize
 from llmkit.settings import SimulateSettings
 from llmkit.simulate.latency import Latency, latency_for
 from llmkit.simulate.openai import ChunkWriter, cut_answer, parse_chat_request
 from llmkit.simulate.stream import plan_pieces
-from llmkit.simulate.tokenizer import tokenize
 
 USER = [{"role": "user", "content": "hi"}]
 

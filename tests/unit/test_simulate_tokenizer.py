@@ -1,4 +1,4 @@
-"""llmkit.simulate.tokenizer: tokens concatenate back to the text; counts for text and chat prompts."""
+"""llmkit.core.tokenizer: tokens concatenate back to the text; counts for text and chat prompts."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from llmkit.simulate.tokenizer import content_text, count_prompt_tokens, count_tokens, tokenize
+from llmkit.core.tokenizer import content_text, count_prompt_tokens, count_tokens, tokenize
 
 SAMPLES = [
     "",

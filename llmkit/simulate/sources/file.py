@@ -12,8 +12,8 @@ from typing import Any
 import orjson
 
 from llmkit.core.cache.base import Cache
+from llmkit.core.memo import Memo
 from llmkit.errors import BackendError
-from llmkit.simulate.memo import Memo
 from llmkit.simulate.sources.base import SourceUnavailable
 from llmkit.simulate.sources.matching import Matcher
 from llmkit.simulate.sources.soft_cache import SoftCache

@@ -8,7 +8,7 @@ import re
 import unicodedata
 from collections.abc import Iterable
 
-from llmkit.simulate.memo import Memo
+from llmkit.core.memo import Memo
 
 # Words that say nothing about the topic, in English and Indonesian; kept small on purpose, since a
 # word missing here only adds a little noise while a topic word listed here would never match.

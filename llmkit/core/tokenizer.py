@@ -6,7 +6,7 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from llmkit.simulate.memo import Memo
+from llmkit.core.memo import Memo
 
 # Shaped like cl100k's pre-tokenizer, with lengths capped so long words, digit runs and non-ASCII text
 # split into several tokens as BPE would. Every alternative consumes at least one character and the last

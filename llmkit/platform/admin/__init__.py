@@ -1,0 +1,1 @@
+"""The admin API (/api/admin/*): keys, tenants, analytics, stats, health; the page comes in a later issue."""

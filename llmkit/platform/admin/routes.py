@@ -1,0 +1,255 @@
+"""/api/admin/*: API keys, tenants, analytics, stats and health, for admin keys only.
+
+An admin key of no tenant (and the bootstrap admin key) administers every tenant; an admin key of a
+tenant sees and changes only its own tenant's keys, tenant and analytics.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from llmkit.core.auth import ADMIN, Identity
+from llmkit.core.http import ApiError, add_route, identity_of, json_response, openapi, read_json
+from llmkit.core.ids import fresh_hex
+from llmkit.platform.admin import docs
+from llmkit.platform.admin.bodies import (
+    invalid,
+    key_request,
+    key_view,
+    tenant_patch,
+    tenant_request,
+    tenant_view,
+)
+from llmkit.platform.analytics import queries
+from llmkit.platform.keys import issue_key
+from llmkit.platform.service import PLATFORM_KEY, Platform
+from llmkit.platform.store.base import StoreConflict, Tenant
+
+Report = Callable[[], Awaitable[dict[str, Any]]]
+
+
+@dataclass(frozen=True)
+class AdminHooks:
+    """What the server mounting the admin API reports about itself (its stats and its dependencies)."""
+
+    stats: Report
+    health: Report
+
+
+HOOKS_KEY = web.AppKey("llmkit_admin_hooks", AdminHooks)
+
+
+def _platform(request: web.Request) -> tuple[Platform, Identity]:
+    return request.app[PLATFORM_KEY], identity_of(request)
+
+
+def _own_tenant(identity: Identity, tenant_id: str | None) -> str | None:
+    """The tenant an admin may act on: any for a platform admin, else only its own (403 otherwise)."""
+    if identity.platform_admin:
+        return tenant_id
+    if tenant_id is not None and tenant_id != identity.tenant_id:
+        raise ApiError(403, "forbidden_tenant", "this admin key administers only its own tenant")
+    return identity.tenant_id
+
+
+def _platform_admin(identity: Identity) -> None:
+    if not identity.platform_admin:
+        raise ApiError(
+            403, "platform_admin_only", "only the admin key or an admin key of no tenant may do this"
+        )
+
+
+async def _tenant_or_404(platform: Platform, tenant_id: str) -> Tenant:
+    tenant = await platform.store.tenant(tenant_id)
+    if tenant is None:
+        raise ApiError(404, "tenant_not_found", f"no tenant {tenant_id!r}; GET /api/admin/tenants lists them")
+    return tenant
+
+
+# -- API keys ----------------------------------------------------------------------------------------
+
+
+@openapi(**docs.LIST_KEYS)
+async def list_keys(request: web.Request) -> web.Response:
+    """Every key (a tenant's admin: its tenant's), never a secret."""
+    platform, identity = _platform(request)
+    tenant_id = _own_tenant(identity, request.query.get("tenant_id"))
+    now = time.time()
+    return json_response({"keys": [key_view(k, now) for k in await platform.store.keys(tenant_id)]})
+
+
+@openapi(**docs.CREATE_KEY)
+async def create_key(request: web.Request) -> web.Response:
+    """Issue a key; its secret is in this answer only."""
+    platform, identity = _platform(request)
+    fields = key_request(await read_json(request))
+    fields["tenant_id"] = _own_tenant(identity, fields["tenant_id"])
+    if fields["tenant_id"] is not None and await platform.store.tenant(fields["tenant_id"]) is None:
+        raise invalid(
+            "tenant_id", f"no tenant {fields['tenant_id']!r}; create it with POST /api/admin/tenants"
+        )
+    key, text = issue_key(**fields, pepper=platform.config.key_pepper)
+    await platform.store.add_key(key)
+    view = key_view(key, key.created_at)
+    return json_response({**view, "key": text}, status=201)
+
+
+@openapi(**docs.REVOKE_KEY)
+async def revoke_key(request: web.Request) -> web.Response:
+    """Revoke a key: within a second no replica accepts it."""
+    platform, identity = _platform(request)
+    key_id = request.match_info["key_id"]
+    key = await platform.store.key(key_id)
+    if key is not None and not identity.platform_admin and key.tenant_id != identity.tenant_id:
+        key = None  # another tenant's key is as good as unknown to this admin
+    if key is None:
+        raise ApiError(404, "key_not_found", f"no API key {key_id!r}; GET /api/admin/api-keys lists them")
+    revoked = await platform.store.revoke_key(key_id, time.time())
+    assert revoked is not None
+    platform.verifier.keys.forget(key_id)
+    return json_response(key_view(revoked, time.time()))
+
+
+# -- tenants -----------------------------------------------------------------------------------------
+
+
+@openapi(**docs.LIST_TENANTS)
+async def list_tenants(request: web.Request) -> web.Response:
+    """Every tenant (a tenant's admin: its own)."""
+    platform, identity = _platform(request)
+    tenants = await platform.store.tenants()
+    if not identity.platform_admin:
+        tenants = [t for t in tenants if t.id == identity.tenant_id]
+    return json_response({"tenants": [tenant_view(t) for t in tenants]})
+
+
+@openapi(**docs.CREATE_TENANT)
+async def create_tenant(request: web.Request) -> web.Response:
+    """Create a tenant with its quotas."""
+    platform, identity = _platform(request)
+    _platform_admin(identity)
+    fields = tenant_request(await read_json(request))
+    now = time.time()
+    tenant = Tenant(fields["id"] or f"t_{fresh_hex()[:12]}", fields["name"], fields["quotas"], now, now)
+    try:
+        await platform.store.add_tenant(tenant)
+    except StoreConflict as exc:
+        raise ApiError(409, "tenant_exists", str(exc)) from None
+    return json_response(tenant_view(tenant), status=201)
+
+
+@openapi(**docs.GET_TENANT)
+async def get_tenant(request: web.Request) -> web.Response:
+    """One tenant."""
+    platform, identity = _platform(request)
+    tenant_id = _own_tenant(identity, request.match_info["tenant_id"])
+    assert tenant_id is not None
+    return json_response(tenant_view(await _tenant_or_404(platform, tenant_id)))
+
+
+@openapi(**docs.PATCH_TENANT)
+async def patch_tenant(request: web.Request) -> web.Response:
+    """Rename a tenant or change some of its quotas (null: no limit)."""
+    platform, identity = _platform(request)
+    _platform_admin(identity)
+    tenant = await _tenant_or_404(platform, request.match_info["tenant_id"])
+    fields = tenant_patch(await read_json(request), tenant)
+    changed = Tenant(tenant.id, fields["name"], fields["quotas"], tenant.created_at, time.time())
+    try:
+        await platform.store.update_tenant(changed)
+    except StoreConflict as exc:
+        raise ApiError(409, "tenant_exists", str(exc)) from None
+    platform.verifier.tenants.forget(tenant.id)
+    return json_response(tenant_view(changed))
+
+
+@openapi(**docs.DELETE_TENANT)
+async def delete_tenant(request: web.Request) -> web.Response:
+    """Delete a tenant and revoke its keys."""
+    platform, identity = _platform(request)
+    _platform_admin(identity)
+    tenant_id = request.match_info["tenant_id"]
+    revoked = await platform.store.delete_tenant(tenant_id, time.time())
+    if revoked is None:
+        raise ApiError(404, "tenant_not_found", f"no tenant {tenant_id!r}; GET /api/admin/tenants lists them")
+    platform.verifier.tenants.forget(tenant_id)
+    return json_response({"id": tenant_id, "deleted": True, "revoked_keys": revoked})
+
+
+# -- analytics, stats, health ----------------------------------------------------------------------------
+
+
+def _analytics_route(method: str, parse: Callable[[Any], dict[str, Any]]) -> Any:
+    async def handler(request: web.Request) -> web.Response:
+        platform, identity = _platform(request)
+        params = parse(request.query)
+        params["tenant_id"] = _own_tenant(identity, params.get("tenant_id"))
+        if platform.analytics is None:
+            raise ApiError(
+                503,
+                "analytics_disabled",
+                "analytics are off; set gateway.analytics_enabled (ANALYTICS_ENABLED)",
+            )
+        return json_response(await getattr(platform.analytics, method)(**params, now=time.time()))
+
+    handler.__name__ = f"analytics_{method}"
+    handler.__doc__ = f"Query analytics: {method}."
+    return openapi(**queries.DOCS[f"/api/admin/analytics/{method}"])(handler)
+
+
+@openapi(**docs.ADMIN_STATS)
+async def admin_stats(request: web.Request) -> web.Response:
+    """The server's stats, with the platform's: tenants, keys, the analytics writer."""
+    platform, identity = _platform(request)
+    _platform_admin(identity)
+    keys = await platform.store.keys()
+    now = time.time()
+    states = [key_view(k, now)["status"] for k in keys]
+    body = await request.app[HOOKS_KEY].stats()
+    body["platform"] = {
+        "store": platform.store.kind,
+        "tenants": len(await platform.store.tenants()),
+        "api_keys": {s: states.count(s) for s in ("active", "revoked", "expired")},
+        "analytics": platform.writer.stats() if platform.writer is not None else None,
+    }
+    return json_response(body)
+
+
+@openapi(**docs.ADMIN_HEALTH)
+async def admin_health(request: web.Request) -> web.Response:
+    """Every dependency with its state: the store, Redis, the upstreams; 503 when one is down."""
+    platform, _ = _platform(request)
+    components = {**(await platform.health()), **(await request.app[HOOKS_KEY].health())}
+    down = [
+        name for name, state in components.items() if isinstance(state, dict) and state.get("ok") is False
+    ]
+    body = {"status": "degraded" if down else "healthy", "down": down, "components": components}
+    return json_response(body, status=503 if "store" in down else 200)
+
+
+def add_routes(app: web.Application, hooks: AdminHooks) -> None:
+    """Mount the admin API on a server whose app holds a Platform under PLATFORM_KEY."""
+    app[HOOKS_KEY] = hooks
+    add = add_route
+    add(app, "GET", "/api/admin/api-keys", list_keys, scope=ADMIN)
+    add(app, "POST", "/api/admin/api-keys", create_key, scope=ADMIN)
+    add(app, "DELETE", "/api/admin/api-keys/{key_id}", revoke_key, scope=ADMIN)
+    add(app, "GET", "/api/admin/tenants", list_tenants, scope=ADMIN)
+    add(app, "POST", "/api/admin/tenants", create_tenant, scope=ADMIN)
+    add(app, "GET", "/api/admin/tenants/{tenant_id}", get_tenant, scope=ADMIN)
+    add(app, "PATCH", "/api/admin/tenants/{tenant_id}", patch_tenant, scope=ADMIN)
+    add(app, "DELETE", "/api/admin/tenants/{tenant_id}", delete_tenant, scope=ADMIN)
+    for method, parse in (
+        ("popular", queries.parse_popular),
+        ("trending", queries.parse_trending),
+        ("stats", queries.parse_stats),
+        ("timeseries", queries.parse_timeseries),
+    ):
+        add(app, "GET", f"/api/admin/analytics/{method}", _analytics_route(method, parse), scope=ADMIN)
+    add(app, "GET", "/api/admin/stats", admin_stats, scope=ADMIN)
+    add(app, "GET", "/api/admin/health", admin_health, scope=ADMIN)

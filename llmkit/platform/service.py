@@ -1,0 +1,185 @@
+"""The platform one gateway process runs: the store, key verification, tenant quotas and analytics."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from llmkit.core.auth import DEFAULT_TENANT, Guard, Identity
+from llmkit.errors import BackendError
+from llmkit.platform.analytics import analytics_store_from_url
+from llmkit.platform.analytics.base import AnalyticsStore
+from llmkit.platform.analytics.record import QueryRecord, normalise_query
+from llmkit.platform.analytics.writer import AnalyticsWriter
+from llmkit.platform.keys import KeyVerifier
+from llmkit.platform.quota_types import Quotas
+from llmkit.platform.quotas import Admission, QuotaEnforcer, quota_enforcer_from_url
+from llmkit.platform.store import platform_store_from_url
+from llmkit.platform.store.base import PlatformStore
+from llmkit.settings import Settings
+
+log = logging.getLogger("llmkit.platform")
+
+# How often last-used times of keys go to the store.
+USAGE_FLUSH_S = 5.0
+NO_QUOTAS = Quotas()
+
+
+@dataclass(frozen=True, slots=True)
+class PlatformConfig:
+    """What the platform needs from the settings, read once."""
+
+    platform_url: str
+    pool_size: int
+    quota_url: str
+    admin_key: str
+    key_pepper: str
+    require_api_key: bool
+    analytics_enabled: bool
+    analytics_url: str
+    retention_days: int
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> PlatformConfig:
+        """The gateway section's platform settings; quotas count in limiter.url (Redis for replicas)."""
+        g = settings.gateway
+        return cls(
+            platform_url=g.platform_url,
+            pool_size=g.platform_pool_size,
+            quota_url=settings.limiter.url,
+            admin_key=g.admin_key,
+            key_pepper=g.key_pepper,
+            require_api_key=g.require_api_key,
+            analytics_enabled=g.analytics_enabled,
+            analytics_url=g.analytics_url or g.platform_url,
+            retention_days=g.analytics_retention_days,
+        )
+
+
+ADMIN_SETTING = "gateway.admin_key (env LLMKIT_GATEWAY_ADMIN_KEY)"
+
+
+class Platform:
+    """Built from settings before the app starts (its guard checks every route); `open()` connects."""
+
+    def __init__(self, config: PlatformConfig) -> None:
+        self.config = config
+        self.store: PlatformStore = platform_store_from_url(config.platform_url, pool_size=config.pool_size)
+        self.verifier = KeyVerifier(self.store, pepper=config.key_pepper)
+        self.guard = Guard(
+            admin_key=config.admin_key,
+            admin_setting=ADMIN_SETTING,
+            verifier=self.verifier,
+            require_key=config.require_api_key,
+            require_setting="gateway.require_api_key",
+        )
+        self.quotas: QuotaEnforcer = quota_enforcer_from_url(config.quota_url)
+        self.analytics: AnalyticsStore | None = None
+        self.writer: AnalyticsWriter | None = None
+        if config.analytics_enabled:
+            self.analytics = analytics_store_from_url(config.analytics_url, pool_size=config.pool_size)
+        self._flusher: asyncio.Task[None] | None = None
+
+    async def open(self) -> None:
+        """Connect and migrate the store, open analytics, start the background writers."""
+        await self.store.open()
+        if self.analytics is not None:
+            await self.analytics.open()
+            self.writer = AnalyticsWriter(self.analytics, retention_days=self.config.retention_days)
+            self.writer.start()
+        self._flusher = asyncio.create_task(self._flush_usage(), name="llmkit-key-usage")
+        log.info(
+            "platform store %s (%s); api keys %s; analytics %s",
+            self.store.where,
+            self.store.kind,
+            "required" if self.config.require_api_key else "optional",
+            self.analytics.kind if self.analytics is not None else "off",
+        )
+
+    async def _flush_usage(self) -> None:
+        while True:
+            await asyncio.sleep(USAGE_FLUSH_S)
+            await self.verifier.flush_usage()
+
+    async def close(self) -> None:
+        """Flush what is buffered, then close everything this platform opened."""
+        if self._flusher is not None:
+            self._flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._flusher
+        with contextlib.suppress(BackendError):
+            await self.verifier.flush_usage()
+        if self.writer is not None:
+            await self.writer.close()
+        if self.analytics is not None:
+            await self.analytics.close()
+        await self.quotas.close()
+        await self.store.close()
+
+    async def admit(self, identity: Identity) -> Admission | None:
+        """Take the request out of its tenant's quotas (QuotaExceeded: 429); None when it has none."""
+        if identity.tenant_id == DEFAULT_TENANT:
+            return None
+        tenant = await self.verifier.tenant(identity.tenant_id)
+        quotas = tenant.quotas if tenant is not None else NO_QUOTAS
+        if quotas == NO_QUOTAS:
+            return None
+        return await self.quotas.admit(identity.tenant_id, quotas)
+
+    def record(
+        self,
+        identity: Identity,
+        *,
+        route: str,
+        model: str,
+        query: str,
+        status: int,
+        started: float,
+        ttfb_s: float | None,
+        usage: dict[str, int] | None,
+        cached: bool,
+        coalesced: bool,
+        upstream: str,
+    ) -> None:
+        """One analytics record, buffered (never blocks or fails the request)."""
+        writer = self.writer
+        if writer is None:
+            return
+        now = time.time()
+        writer.record(
+            QueryRecord(
+                ts=now,
+                tenant_id=identity.tenant_id,
+                key_id=identity.key_id or "",
+                route=route,
+                model=model,
+                query=normalise_query(query),
+                status=status,
+                latency_ms=(time.perf_counter() - started) * 1000,
+                ttfb_ms=None if ttfb_s is None else ttfb_s * 1000,
+                tokens_in=(usage or {}).get("prompt_tokens", 0),
+                tokens_out=(usage or {}).get("completion_tokens", 0),
+                cached=cached,
+                coalesced=coalesced,
+                upstream=upstream,
+            )
+        )
+
+    async def health(self) -> dict[str, Any]:
+        """The store's state and the analytics writer's figures."""
+        state: dict[str, Any] = {"kind": self.store.kind, "where": self.store.where}
+        try:
+            await self.store.ping()
+            state["ok"] = True
+        except BackendError as exc:
+            state.update(ok=False, error=str(exc))
+        return {"store": state, "analytics": self.writer.stats() if self.writer is not None else None}
+
+
+PLATFORM_KEY = web.AppKey("llmkit_platform", Platform)
