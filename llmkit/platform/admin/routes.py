@@ -6,6 +6,7 @@ tenant sees and changes only its own tenant's keys, tenant and analytics.
 
 from __future__ import annotations
 
+import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -15,7 +16,6 @@ from aiohttp import web
 
 from llmkit.core.auth import ADMIN, Identity
 from llmkit.core.http import ApiError, add_route, identity_of, json_response, openapi, read_json
-from llmkit.core.ids import fresh_hex
 from llmkit.platform.admin import docs
 from llmkit.platform.admin.bodies import (
     invalid,
@@ -135,7 +135,7 @@ async def create_tenant(request: web.Request) -> web.Response:
     _platform_admin(identity)
     fields = tenant_request(await read_json(request))
     now = time.time()
-    tenant = Tenant(fields["id"] or f"t_{fresh_hex()[:12]}", fields["name"], fields["quotas"], now, now)
+    tenant = Tenant(fields["id"] or f"t_{secrets.token_hex(6)}", fields["name"], fields["quotas"], now, now)
     try:
         await platform.store.add_tenant(tenant)
     except StoreConflict as exc:
