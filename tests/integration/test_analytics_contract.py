@@ -7,6 +7,7 @@ answer the nearest-rank value; ClickHouse's quantiles() interpolates between nei
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
@@ -517,3 +518,13 @@ def test_docs_reference_their_schemas() -> None:
         schema_ref = doc["responses"]["200"]["content"]["application/json"]["schema"]["$ref"]
         assert schema_ref.rsplit("/", 1)[1] in SCHEMAS
         assert {p["name"] for p in doc["parameters"]} >= {"tenant_id"}
+
+
+async def test_stores_opening_one_fresh_database_together_all_succeed(store_url: str) -> None:
+    """Replicas start together: creating the table must not race (PostgreSQL's duplicate pg_type row)."""
+    stores = [analytics_store_from_url(store_url, pool_size=2) for _ in range(4)]
+    try:
+        await asyncio.gather(*(s.open() for s in stores))
+    finally:
+        for s in stores:
+            await s.close()

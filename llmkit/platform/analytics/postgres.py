@@ -60,6 +60,10 @@ def _window(since: float, now: float, tenant_id: str | None, first: int = 1) -> 
     return where, params
 
 
+# pg_advisory_xact_lock key for creating the table (the platform store's migrations use their own).
+SCHEMA_LOCK = 0x6C6C6D6B_69740002  # "llmkit" + 2
+
+
 class PostgresAnalyticsStore:
     """Batches go in with COPY inside one transaction; reads share the pool."""
 
@@ -91,7 +95,10 @@ class PostgresAnalyticsStore:
 
         try:
             self._pool = await asyncpg.create_pool(self.dsn, min_size=1, max_size=self.pool_size)
-            async with self._pool.acquire() as conn:
+            # CREATE ... IF NOT EXISTS races between replicas starting together (a duplicate pg_type
+            # row): they take turns under a transaction-scoped advisory lock.
+            async with self._pool.acquire() as conn, conn.transaction():
+                await conn.execute("SELECT pg_advisory_xact_lock($1)", SCHEMA_LOCK)
                 for statement in SCHEMA:
                     await conn.execute(statement)
         except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
