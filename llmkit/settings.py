@@ -110,6 +110,10 @@ class SimulateSettings:
     # Requests and tokens per minute per model, like the real APIs (0: no limit); state in limiter.url.
     rpm: int = field(default=0, metadata={"min": 0})
     tpm: int = field(default=0, metadata={"min": 0})
+    # The key /admin/* needs (Authorization: Bearer, X-API-Key or api-key); unset, they answer 403 and the
+    # simulator refuses to bind beyond loopback. Set it by env (LLMKIT_SIMULATE_ADMIN_KEY) or a profile,
+    # never a flag: a command line shows in `ps`. Model routes stay open to any client key.
+    admin_key: str = field(default="", metadata={"secret": True})
 
 
 @dataclass(frozen=True)

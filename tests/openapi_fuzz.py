@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import subprocess
 import sys
 import tempfile
@@ -22,8 +23,11 @@ CONFIG = Path(__file__).with_name("openapi_fuzz.toml")
 SCHEMATHESIS = str(Path(sys.executable).with_name("schemathesis"))
 # Quiet servers answering at once, the orchestrator without its per-session limit: the fuzzer's requests
 # are many, and the latency model and rate limits are not under test (their 429s would hide the 200s).
+# The simulator's admin key: openapi_fuzz.toml sends it to /admin/* (schemathesis reads it from its env).
+ADMIN_KEY = "fuzz-simulate-admin-key"
 ENV = {
     "LLMKIT_SERVER_ACCESS_LOG": "false",
+    "LLMKIT_SIMULATE_ADMIN_KEY": ADMIN_KEY,
     "LLMKIT_SIMULATE_TTFT_MS": "0",
     "LLMKIT_SIMULATE_ITL_MS": "0",
     "LLMKIT_ORCHESTRATE_RATE_LIMIT_REQUESTS": "0",
@@ -77,7 +81,8 @@ def schemathesis(url: str, max_examples: int, cwd: Path) -> subprocess.Completed
         "false",
     ]
     # In a fresh directory: schemathesis replays the failures it cached under ./.schemathesis.
-    return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=600, check=False)
+    env = {**os.environ, "LLMKIT_SIMULATE_ADMIN_KEY": ADMIN_KEY}
+    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=600, check=False)
 
 
 def fuzz(name: str, max_examples: int, tmp: Path) -> subprocess.CompletedProcess[str]:

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from llmkit.cli.common import HostOpt, PortOpt, ProfileOpt, WorkersOpt, fail, settings_or_exit
+from llmkit.cli.common import EXIT_USAGE, HostOpt, PortOpt, ProfileOpt, WorkersOpt, fail, settings_or_exit
 
 if TYPE_CHECKING:
     from llmkit.settings import Settings
@@ -21,6 +21,7 @@ app = typer.Typer(
         "  llmkit simulate --ttft-ms 300 --itl-ms 20 --jitter 0.2 --workers 2\n\n"
         "  llmkit simulate --rpm 60 --tpm 40000   (429 past the limits, x-ratelimit-* headers on answers)\n\n"
         "  llmkit simulate --fault-429 0.05 --fault-503 0.02   (5% of requests get 429, 2% get 503)\n\n"
+        "  LLMKIT_SIMULATE_ADMIN_KEY=... llmkit simulate --host 0.0.0.0   (/admin/* then needs that key)\n\n"
         "  llmkit simulate init-db --load questions.jsonl --profile ha"
     ),
     invoke_without_command=True,
@@ -165,8 +166,14 @@ def simulate(
     }
     settings = _settings(profile, config, flags)
     from llmkit.cli.serving import run_server
-    from llmkit.simulate.app import create_app
+    from llmkit.errors import ConfigError
+    from llmkit.simulate.app import create_app, refuse_open_admin
 
+    try:
+        # /admin/* reschedules every client's faults: beyond loopback only behind simulate.admin_key.
+        refuse_open_admin(settings)
+    except ConfigError as exc:
+        fail(f"configuration error: {exc}", EXIT_USAGE)
     run_server("simulate", create_app, settings, settings.simulate.port, banner=banner(settings))
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 from aiohttp import web
 
+from llmkit.core.auth import Guard, refuse_open_bind
 from llmkit.core.cache import cache_from_url
 from llmkit.core.http import (
     OPENAPI_SCHEMAS_KEY,
@@ -55,6 +56,20 @@ from llmkit.simulate.stream import (
 from llmkit.simulate.structured import ToolCall
 
 log = logging.getLogger("llmkit.simulate")
+
+# What a 403 from /admin/* and the refusal to bind beyond loopback tell the operator to set.
+ADMIN_SETTING = "simulate.admin_key"
+ADMIN_ENV = "LLMKIT_SIMULATE_ADMIN_KEY"
+
+
+def admin_guard(sim: SimulateSettings) -> Guard:
+    """The simulator's credential rules: /admin/* needs simulate.admin_key; model routes take any key."""
+    return Guard(admin_key=sim.admin_key, admin_setting=f"{ADMIN_SETTING} (env {ADMIN_ENV})")
+
+
+def refuse_open_admin(settings: Settings) -> None:
+    """ConfigError (exit 2) when server.host is beyond loopback and no simulate.admin_key is set."""
+    refuse_open_bind(settings.server.host, bool(settings.simulate.admin_key), ADMIN_SETTING, ADMIN_ENV)
 
 
 def model_ids(settings: SimulateSettings) -> tuple[str, ...]:
@@ -241,7 +256,7 @@ def create_app(settings: Settings, source: Source | None = None) -> web.Applicat
             rng=random.Random(sim.seed or None),
         ),
     )
-    app = create_base_app("simulate", settings.server, stats=_make_stats(state))
+    app = create_base_app("simulate", settings.server, stats=_make_stats(state), guard=admin_guard(sim))
     app[STATE_KEY] = state
     app[OPENAPI_SCHEMAS_KEY].update(SCHEMAS)
     faults.add_routes(app, state.faults)

@@ -12,8 +12,9 @@ import orjson
 from aiohttp import web
 from multidict import istr
 
+from llmkit.core.auth import ADMIN
 from llmkit.core.http import ApiError, add_route, json_response, openapi, read_json, request_key
-from llmkit.simulate.openapi import FAULTS_DOC
+from llmkit.simulate.openapi import ADMIN_DOC, FAULTS_DOC
 
 log = logging.getLogger("llmkit.simulate.faults")
 
@@ -229,7 +230,7 @@ def in_stream_error_event(kind: str) -> bytes:
     return b"data: " + orjson.dumps(body) + b"\n\n"
 
 
-@openapi(tags=["admin"])
+@openapi(**ADMIN_DOC)
 async def get_faults(request: web.Request) -> web.Response:
     """The fault rates, the remaining schedule and how many faults were injected."""
     return json_response(request.app[INJECTOR_KEY].snapshot())
@@ -243,7 +244,7 @@ async def post_faults(request: web.Request) -> web.Response:
     return json_response(injector.snapshot())
 
 
-@openapi(tags=["admin"])
+@openapi(**ADMIN_DOC)
 async def delete_faults(request: web.Request) -> web.Response:
     """Clear the schedule and restore the profile's fault rates."""
     injector = request.app[INJECTOR_KEY]
@@ -252,8 +253,8 @@ async def delete_faults(request: web.Request) -> web.Response:
 
 
 def add_routes(app: web.Application, injector: FaultInjector) -> None:
-    """Install the injector and /admin/faults (model handlers call `inject` through their request slot)."""
+    """Install the injector and /admin/faults (admin scope); model handlers `inject` through their slot."""
     app[INJECTOR_KEY] = injector
-    add_route(app, "GET", "/admin/faults", get_faults)
-    add_route(app, "POST", "/admin/faults", post_faults)
-    add_route(app, "DELETE", "/admin/faults", delete_faults)
+    add_route(app, "GET", "/admin/faults", get_faults, scope=ADMIN)
+    add_route(app, "POST", "/admin/faults", post_faults, scope=ADMIN)
+    add_route(app, "DELETE", "/admin/faults", delete_faults, scope=ADMIN)

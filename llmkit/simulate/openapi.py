@@ -381,10 +381,16 @@ OLLAMA_GENERATE_DOC = _model_doc(
     streams("one JSON object with stream false, else NDJSON lines", media=NDJSON),
     {"model": "llama3.2", "prompt": "Why is the sky blue?", "stream": False},
 )
-FAULTS_DOC: dict[str, Any] = {
+# /admin/*: 401 without the admin key or with a wrong one, 403 while simulate.admin_key is unset.
+_ADMIN_ERRORS = [401, 403]
+ADMIN_DOC: dict[str, Any] = {
     "tags": ["admin"],
-    "requestBody": json_body(FAULTS_SCHEMA, example={"schedule": [{"fault": "429", "count": 3}]}),
     "responses": {"200": answer("the fault rates, the schedule and the counts of injected faults")},
+    "errors": _ADMIN_ERRORS,
+}
+FAULTS_DOC: dict[str, Any] = {
+    **ADMIN_DOC,
+    "requestBody": json_body(FAULTS_SCHEMA, example={"schedule": [{"fault": "429", "count": 3}]}),
 }
 MODEL_DOC: dict[str, Any] = {
     "tags": ["openai"],

@@ -30,6 +30,8 @@ CLIENT_SUBCOMMANDS = {"orchestrate": {"submit", "status"}, "simulate": {"init-db
 # Client commands that reach a server at its default address when no --url is given.
 DEFAULT_TARGET = {("orchestrate", "submit"): "orchestrate", ("orchestrate", "status"): "orchestrate"}
 ADDRESS_RE = re.compile(r"127\.0\.0\.1:(\d+)")
+# `NAME=value command ...`: the shell's way to give one command a variable (the simulator its admin key).
+ASSIGNMENT_RE = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)=(.*)$", flags=re.S)
 # How long a command that runs until Ctrl-C (the live `llmkit stats` view) runs before it gets one.
 LIVE_S = 3.0
 
@@ -54,6 +56,15 @@ def readme_commands(text: str) -> list[str]:
             commands.append(pending.strip())
             pending = ""
     return commands
+
+
+def split_assignments(args: list[str]) -> tuple[dict[str, str], list[str]]:
+    """The leading `NAME=value` words of a command (its extra environment) and the command itself."""
+    env: dict[str, str] = {}
+    while args and (match := ASSIGNMENT_RE.match(args[0])) is not None:
+        env[match.group(1)] = match.group(2)
+        args = args[1:]
+    return env, args
 
 
 def default_port(command: str) -> int:
@@ -81,7 +92,7 @@ class Session:
 
         return ADDRESS_RE.sub(real, arg)
 
-    def start_server(self, args: list[str]) -> None:
+    def start_server(self, args: list[str], env: dict[str, str] | None = None) -> None:
         command, rest = args[1], [self.substitute(a) for a in args[2:]]
         port = default_port(command)
         if "--port" in rest:
@@ -92,12 +103,17 @@ class Session:
             rest += ["--port", "0"]
         if port and port in self.servers:
             self.servers.pop(port).close()
-        process = ServerProcess(self.workdir, *rest, command=command, cwd=self.workdir, env=self.env).start()
+        process_env = {**self.env, **(env or {})}
+        process = ServerProcess(self.workdir, *rest, command=command, cwd=self.workdir, env=process_env)
+        process.start()
         process.wait_listening()
         # Port 0 in the README means "any": nothing else addresses such a server.
         self.servers[port or -process.port] = process
 
-    def run_client(self, args: list[str]) -> subprocess.CompletedProcess[str]:
+    def run_client(
+        self, args: list[str], env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        run_env = {**self.env, **(env or {})}
         rest = [self.substitute(a) for a in args[1:]]
         target = DEFAULT_TARGET.get((rest[0], rest[1])) if len(rest) > 1 else None
         if target is not None and "--url" not in rest:
@@ -106,10 +122,10 @@ class Session:
         argv = [LLMKIT, *rest]
         if not live:
             return subprocess.run(
-                argv, cwd=self.workdir, env=self.env, capture_output=True, text=True, timeout=120
+                argv, cwd=self.workdir, env=run_env, capture_output=True, text=True, timeout=120
             )
         watcher = subprocess.Popen(
-            argv, cwd=self.workdir, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            argv, cwd=self.workdir, env=run_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
         )
         try:
             out, err = watcher.communicate(timeout=LIVE_S)
@@ -164,13 +180,14 @@ def test_every_readme_command_runs_as_written(session: Session) -> None:
         args = shlex.split(command, comments=True)
         if args[-1] == "&":
             args = args[:-1]
+        env, args = split_assignments(args)
         if args[0] == "make":
             continue  # the two set-up commands: this suite runs under `make test`
         if args[0] == "llmkit" and _is_server(args):
-            session.start_server(args)
+            session.start_server(args, env)
             continue
         if args[0] == "llmkit":
-            done = session.run_client(args)
+            done = session.run_client(args, env)
         elif args[0] == "curl":
             done = session.run_curl(args)
         else:

@@ -18,6 +18,7 @@ from aiohttp.test_utils import TestClient
 
 from llmkit.gateway.app import create_app
 from tests.serve_process import ServerProcess
+from tests.simulate_admin import ADMIN_HEADERS, SIMULATE_ADMIN_ENV
 from tests.unit.gateway_fakes import gateway_settings
 
 MakeClient = Callable[..., Awaitable[TestClient[Any, web.Application]]]
@@ -27,7 +28,7 @@ KIND_SUFFIX = {"ollama": "", "openai": "/v1"}
 @pytest.fixture(scope="module")
 def simulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A simulator answering at once."""
-    env = {"LLMKIT_SERVER_ACCESS_LOG": "false"}
+    env = {"LLMKIT_SERVER_ACCESS_LOG": "false", **SIMULATE_ADMIN_ENV}
     with ServerProcess(tmp_path_factory.mktemp("sim"), "--port", "0", command="simulate", env=env) as sim:
         yield sim.wait_listening()
 
@@ -35,7 +36,7 @@ def simulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 @pytest.fixture(scope="module")
 def slow_simulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A simulator that takes 400 ms before its first token, so concurrent requests overlap."""
-    env = {"LLMKIT_SERVER_ACCESS_LOG": "false"}
+    env = {"LLMKIT_SERVER_ACCESS_LOG": "false", **SIMULATE_ADMIN_ENV}
     tmp = tmp_path_factory.mktemp("slow")
     with ServerProcess(tmp, "--port", "0", "--ttft-ms", "400", command="simulate", env=env) as sim:
         yield sim.wait_listening()
@@ -51,9 +52,9 @@ async def sim_requests(url: str) -> int:
 
 
 async def set_faults(url: str, schedule: list[dict[str, Any]]) -> None:
-    async with aiohttp.ClientSession() as session:
-        async with session.delete(f"{url}/admin/faults"):
-            pass
+    async with aiohttp.ClientSession(headers=ADMIN_HEADERS) as session:
+        async with session.delete(f"{url}/admin/faults") as response:
+            assert response.status == 200, await response.text()
         if schedule:
             async with session.post(f"{url}/admin/faults", json={"schedule": schedule}) as response:
                 assert response.status == 200, await response.text()
@@ -123,7 +124,7 @@ ANY = _Any()
 
 @pytest.mark.parametrize("kind", ["ollama", "openai"])
 async def test_retries_through_injected_faults(aiohttp_client: MakeClient, tmp_path: Path, kind: str) -> None:
-    with ServerProcess(tmp_path, "--port", "0", command="simulate") as sim:
+    with ServerProcess(tmp_path, "--port", "0", command="simulate", env=SIMULATE_ADMIN_ENV) as sim:
         url = sim.wait_listening()
         client = await gateway(aiohttp_client, url + KIND_SUFFIX[kind], kind, retries=2, cache_enabled=False)
         await set_faults(url, [{"fault": "500", "count": 2}])
@@ -139,8 +140,8 @@ async def test_retries_through_injected_faults(aiohttp_client: MakeClient, tmp_p
 
 async def test_failover_to_the_second_upstream(aiohttp_client: MakeClient, tmp_path: Path) -> None:
     with (
-        ServerProcess(tmp_path, "--port", "0", command="simulate") as bad,
-        ServerProcess(tmp_path, "--port", "0", command="simulate") as good,
+        ServerProcess(tmp_path, "--port", "0", command="simulate", env=SIMULATE_ADMIN_ENV) as bad,
+        ServerProcess(tmp_path, "--port", "0", command="simulate", env=SIMULATE_ADMIN_ENV) as good,
     ):
         bad_url, good_url = bad.wait_listening(), good.wait_listening()
         await set_faults(bad_url, [{"fault": "500", "count": 1000}])
@@ -154,7 +155,7 @@ async def test_failover_to_the_second_upstream(aiohttp_client: MakeClient, tmp_p
 async def test_circuit_breaker_opens_and_refuses_without_calling(
     aiohttp_client: MakeClient, tmp_path: Path
 ) -> None:
-    with ServerProcess(tmp_path, "--port", "0", command="simulate") as sim:
+    with ServerProcess(tmp_path, "--port", "0", command="simulate", env=SIMULATE_ADMIN_ENV) as sim:
         url = sim.wait_listening()
         client = await gateway(
             aiohttp_client,
@@ -195,7 +196,7 @@ async def test_connection_refused_upstream_is_502_naming_it(aiohttp_client: Make
 
 
 async def test_hanging_upstream_is_504(aiohttp_client: MakeClient, tmp_path: Path) -> None:
-    with ServerProcess(tmp_path, "--port", "0", command="simulate") as sim:
+    with ServerProcess(tmp_path, "--port", "0", command="simulate", env=SIMULATE_ADMIN_ENV) as sim:
         url = sim.wait_listening()
         client = await gateway(aiohttp_client, url, "ollama", retries=0, first_byte_timeout_s=0.3)
         await set_faults(url, [{"fault": "timeout", "count": 1}])

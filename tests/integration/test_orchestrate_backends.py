@@ -16,6 +16,7 @@ from llmkit.orchestrate.backends.ollama import OllamaBackend
 from llmkit.orchestrate.backends.openai import OpenAIBackend
 from llmkit.orchestrate.backends.resilience import ResilientBackend
 from tests.serve_process import ServerProcess
+from tests.simulate_admin import ADMIN_HEADERS, SIMULATE_ADMIN_ENV
 
 PROMPT = "What is the capital of Australia?"
 KINDS = ["openai", "ollama"]
@@ -39,7 +40,7 @@ class Sleeps(list[float]):
 def simulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """One `llmkit simulate` on a free port for the module; its base URL."""
     # An injected timeout hangs until the client gives up; keep it short in case one does not.
-    env = {"LLMKIT_SIMULATE_FAULT_TIMEOUT_S": "30"}
+    env = {"LLMKIT_SIMULATE_FAULT_TIMEOUT_S": "30", **SIMULATE_ADMIN_ENV}
     tmp = tmp_path_factory.mktemp("simulate")
     with ServerProcess(tmp, "--port", "0", command="simulate", env=env) as server:
         yield server.wait_listening()
@@ -47,8 +48,8 @@ def simulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @pytest.fixture
 async def admin(simulator: str) -> AsyncIterator[aiohttp.ClientSession]:
-    """A session for /admin/faults; the schedule is cleared after each test."""
-    async with aiohttp.ClientSession() as session:
+    """A session for /admin/faults (with the admin key); the schedule is cleared after each test."""
+    async with aiohttp.ClientSession(headers=ADMIN_HEADERS) as session:
         yield session
         async with session.delete(f"{simulator}/admin/faults") as resp:
             assert resp.status == 200

@@ -13,6 +13,7 @@ from aiohttp.test_utils import TestClient
 from llmkit.orchestrate.app import create_app
 from llmkit.settings import OrchestrateSettings, ServerSettings, Settings
 from tests.serve_process import ServerProcess
+from tests.simulate_admin import ADMIN_HEADERS, SIMULATE_ADMIN_ENV
 
 Client = TestClient[web.Request, web.Application]
 MakeClient = Callable[..., Awaitable[Client]]
@@ -20,7 +21,8 @@ MakeClient = Callable[..., Awaitable[Client]]
 
 @pytest.fixture(scope="module")
 def simulate(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with ServerProcess(tmp_path_factory.mktemp("sim"), "--port", "0", command="simulate") as process:
+    tmp = tmp_path_factory.mktemp("sim")
+    with ServerProcess(tmp, "--port", "0", command="simulate", env=SIMULATE_ADMIN_ENV) as process:
         yield process.wait_listening()
 
 
@@ -37,7 +39,7 @@ async def client(aiohttp_client: MakeClient, simulate: str) -> AsyncIterator[Cli
         ),
     )
     yield await aiohttp_client(create_app(settings))
-    async with aiohttp.ClientSession() as session:
+    async with aiohttp.ClientSession(headers=ADMIN_HEADERS) as session:
         await session.delete(f"{simulate}/admin/faults")
 
 
@@ -51,7 +53,7 @@ async def run_job(client: Client, body: dict[str, Any]) -> dict[str, Any]:
 
 
 async def schedule(simulate: str, fault: str, count: int) -> None:
-    async with aiohttp.ClientSession() as session:
+    async with aiohttp.ClientSession(headers=ADMIN_HEADERS) as session:
         body = {"schedule": [{"fault": fault, "count": count}]}
         async with session.post(f"{simulate}/admin/faults", json=body) as response:
             assert response.status == 200, await response.text()

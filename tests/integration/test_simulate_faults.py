@@ -12,13 +12,14 @@ import pytest
 
 from llmkit.simulate.faults import FaultInjector, parse_rates, parse_schedule
 from tests.integration.test_simulate_app import chat_body, make_settings, real_server
+from tests.simulate_admin import ADMIN_HEADERS, SIMULATE_ADMIN_KEY
 
 MESSAGES: list[dict[str, str]] = [{"role": "user", "content": "Halo"}]
 
 
 @pytest.fixture
 async def base_url() -> AsyncIterator[str]:
-    async with real_server(make_settings(fault_timeout_s=30)) as url:
+    async with real_server(make_settings(fault_timeout_s=30, admin_key=SIMULATE_ADMIN_KEY)) as url:
         yield url
 
 
@@ -70,7 +71,7 @@ async def test_a_bad_fault_header_is_a_400_naming_the_values(
 
 async def test_schedule_then_success_then_reset(base_url: str, session: aiohttp.ClientSession) -> None:
     async with session.post(
-        f"{base_url}/admin/faults", json={"schedule": [{"fault": "429", "count": 3}]}
+        f"{base_url}/admin/faults", json={"schedule": [{"fault": "429", "count": 3}]}, headers=ADMIN_HEADERS
     ) as resp:
         assert resp.status == 200
         assert (await resp.json())["schedule"] == [{"fault": "429", "count": 3}]
@@ -79,11 +80,13 @@ async def test_schedule_then_success_then_reset(base_url: str, session: aiohttp.
         async with session.post(f"{base_url}/v1/chat/completions", json=chat_body()) as resp:
             statuses.append(resp.status)
     assert statuses == [429, 429, 429, 200, 200]
-    async with session.post(f"{base_url}/admin/faults", json={"rates": {"500": 1.0}}) as resp:
+    async with session.post(
+        f"{base_url}/admin/faults", json={"rates": {"500": 1.0}}, headers=ADMIN_HEADERS
+    ) as resp:
         assert resp.status == 200
     async with session.post(f"{base_url}/v1/chat/completions", json=chat_body()) as resp:
         assert resp.status == 500
-    async with session.delete(f"{base_url}/admin/faults") as resp:
+    async with session.delete(f"{base_url}/admin/faults", headers=ADMIN_HEADERS) as resp:
         state = await resp.json()
     assert state["rates"]["500"] == 0 and state["schedule"] == []
     assert state["injected"]["429"] == 3 and state["injected"]["500"] == 1
@@ -95,7 +98,7 @@ async def test_schedule_then_success_then_reset(base_url: str, session: aiohttp.
 
 async def test_admin_faults_rejects_bad_bodies(base_url: str, session: aiohttp.ClientSession) -> None:
     for body in ({}, {"schedule": [{"fault": "418"}]}, {"rates": {"500": 2}}, {"schedule": "429"}):
-        async with session.post(f"{base_url}/admin/faults", json=body) as resp:
+        async with session.post(f"{base_url}/admin/faults", json=body, headers=ADMIN_HEADERS) as resp:
             assert resp.status == 400, body
             assert (await resp.json())["error"]["message"]
 
