@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, get_type_hints
 
 import typer
 
@@ -60,6 +61,27 @@ def fail(message: str, code: int = EXIT_FAILURE) -> NoReturn:
     # Messages quote URLs and driver errors: whatever built them, no credential reaches the terminal.
     typer.echo(f"llmkit: {mask_secrets(message)}", err=True)
     raise typer.Exit(code)
+
+
+def serving_group(serve: Callable[..., None]) -> typer.Typer:
+    """A command group that runs `serve` (with its options) when no subcommand follows, else the subcommand.
+
+    `llmkit gateway --port 0` serves as the plain command did; `llmkit gateway keys list` only lists.
+    """
+
+    def callback(ctx: typer.Context, **options: Any) -> None:
+        # A group's callback runs before its subcommand too; a subcommand must not start the server.
+        if ctx.invoked_subcommand is None:
+            serve(**options)
+
+    # Typer reads the options off the signature: serve's own, after the context it passes first.
+    served = inspect.signature(serve, eval_str=True)
+    context = inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context)
+    callback.__signature__ = served.replace(parameters=[context, *served.parameters.values()])  # type: ignore[attr-defined]
+    callback.__annotations__ = {"ctx": typer.Context, **get_type_hints(serve, include_extras=True)}
+    group = typer.Typer()
+    group.callback(invoke_without_command=True, help=inspect.getdoc(serve))(callback)
+    return group
 
 
 def settings_or_exit(

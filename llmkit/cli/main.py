@@ -7,7 +7,8 @@ from typing import Annotated
 import typer
 
 from llmkit import __version__
-from llmkit.cli import aggregate, cache, config, gateway, orchestrate, publish, simulate, stats
+from llmkit.cli import aggregate, cache, config, gateway, orchestrate, platform, publish, simulate, stats
+from llmkit.cli.common import serving_group
 
 
 def _flags_read_as_switches() -> None:
@@ -63,7 +64,10 @@ def root(
 
 
 app.add_typer(simulate.app, name="simulate")
-app.command("gateway")(gateway.gateway)
+gateway_group = serving_group(gateway.gateway)
+gateway_group.add_typer(platform.keys, name="keys")
+gateway_group.add_typer(platform.tenants, name="tenants")
+app.add_typer(gateway_group, name="gateway")
 app.add_typer(orchestrate.app, name="orchestrate")
 app.command("aggregate")(aggregate.aggregate)
 app.command("publish")(publish.publish)

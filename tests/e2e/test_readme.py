@@ -26,7 +26,11 @@ from tests.servers import RedisServer
 README = ROOT / "README.md"
 SERVERS = ("simulate", "aggregate", "gateway", "orchestrate")
 # Subcommands that are clients of a server, not servers.
-CLIENT_SUBCOMMANDS = {"orchestrate": {"submit", "status"}, "simulate": {"init-db"}}
+CLIENT_SUBCOMMANDS = {
+    "orchestrate": {"submit", "status"},
+    "simulate": {"init-db"},
+    "gateway": {"keys", "tenants"},
+}
 # Client commands that reach a server at its default address when no --url is given.
 DEFAULT_TARGET = {("orchestrate", "submit"): "orchestrate", ("orchestrate", "status"): "orchestrate"}
 ADDRESS_RE = re.compile(r"127\.0\.0\.1:(\d+)")

@@ -1,0 +1,89 @@
+"""The admin API's key and tenant operations on a store, without HTTP: same checks, same answers, same errors.
+
+`llmkit gateway keys|tenants` runs these against the store directly; they act as the platform admin (every
+tenant), as the bootstrap admin key does through /api/admin/*.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from llmkit.core.http import ApiError
+from llmkit.core.ids import fresh_hex
+from llmkit.platform.admin.bodies import (
+    invalid,
+    key_request,
+    key_view,
+    tenant_patch,
+    tenant_request,
+    tenant_view,
+)
+from llmkit.platform.keys import issue_key
+from llmkit.platform.store.base import PlatformStore, StoreConflict, Tenant
+
+
+def tenant_not_found(tenant_id: str) -> ApiError:
+    """The API's 404 for a tenant id."""
+    return ApiError(404, "tenant_not_found", f"no tenant {tenant_id!r}; GET /api/admin/tenants lists them")
+
+
+class StoreAdmin:
+    """What /api/admin/api-keys and /api/admin/tenants do (as the platform admin), on a store."""
+
+    def __init__(self, store: PlatformStore, *, pepper: str = "") -> None:
+        self.store = store
+        self._pepper = pepper
+
+    async def create_key(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        """The 201 body of POST /api/admin/api-keys: the key's view and, this once, its full text."""
+        fields = key_request(body)
+        tenant_id = fields["tenant_id"]
+        if tenant_id is not None and await self.store.tenant(tenant_id) is None:
+            raise invalid("tenant_id", f"no tenant {tenant_id!r}; create it with POST /api/admin/tenants")
+        key, text = issue_key(**fields, pepper=self._pepper)
+        await self.store.add_key(key)
+        return {**key_view(key, key.created_at), "key": text}
+
+    async def list_keys(self, tenant_id: str | None = None) -> dict[str, Any]:
+        """GET /api/admin/api-keys: every key (or a tenant's), never a secret."""
+        now = time.time()
+        return {"keys": [key_view(k, now) for k in await self.store.keys(tenant_id)]}
+
+    async def revoke_key(self, key_id: str) -> dict[str, Any]:
+        """DELETE /api/admin/api-keys/{id}: the revoked key's view; 404 when unknown."""
+        revoked = await self.store.revoke_key(key_id, time.time())
+        if revoked is None:
+            raise ApiError(404, "key_not_found", f"no API key {key_id!r}; GET /api/admin/api-keys lists them")
+        return key_view(revoked, time.time())
+
+    async def list_tenants(self) -> dict[str, Any]:
+        """GET /api/admin/tenants."""
+        return {"tenants": [tenant_view(t) for t in await self.store.tenants()]}
+
+    async def create_tenant(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        """The 201 body of POST /api/admin/tenants; 409 when the id or name is taken."""
+        fields = tenant_request(body)
+        now = time.time()
+        tenant = Tenant(fields["id"] or f"t_{fresh_hex()[:12]}", fields["name"], fields["quotas"], now, now)
+        try:
+            await self.store.add_tenant(tenant)
+        except StoreConflict as exc:
+            raise ApiError(409, "tenant_exists", str(exc)) from None
+        return tenant_view(tenant)
+
+    async def update_tenant(self, tenant_id: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        """PATCH /api/admin/tenants/{id}: only the name and quotas given change (null: no limit)."""
+        tenant = await self.store.tenant(tenant_id)
+        if tenant is None:
+            raise tenant_not_found(tenant_id)
+        fields = tenant_patch(body, tenant)
+        changed = Tenant(tenant.id, fields["name"], fields["quotas"], tenant.created_at, time.time())
+        try:
+            found = await self.store.update_tenant(changed)
+        except StoreConflict as exc:
+            raise ApiError(409, "tenant_exists", str(exc)) from None
+        if not found:
+            raise tenant_not_found(tenant_id)
+        return tenant_view(changed)
