@@ -41,8 +41,11 @@ WorkersOpt = Annotated[
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts instead of a table.")]
 
-# A seed's environment variables: NAME -> (the `section.key` it sets, a parser that raises ValueError).
-SeedEnv = Mapping[str, tuple[str, Callable[[str], Any]]]
+# A seed's environment variables: NAME -> (the `section.key` it sets, a parser that raises ValueError), or
+# several such pairs when one variable sets several settings (each still yields to its own flag or LLMKIT_*).
+SeedParser = Callable[[str], Any]
+SeedTarget = tuple[str, SeedParser]
+SeedEnv = Mapping[str, SeedTarget | tuple[SeedTarget, ...]]
 
 
 def console(stderr: bool = False) -> Console:
@@ -117,6 +120,24 @@ def parse_number(text: str) -> float:
     return value
 
 
+def parse_count(text: str) -> int:
+    """`"20"` -> 20; ValueError unless it is a whole number >= 1 (a count, a size, a number of days)."""
+    if not text.strip().isdigit() or int(text) < 1:
+        raise ValueError("must be a whole number >= 1")
+    return int(text)
+
+
+_BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+
+
+def parse_bool(text: str) -> bool:
+    """true/false, 1/0, yes/no (any case) -> a bool; ValueError otherwise."""
+    value = _BOOLEANS.get(text.strip().lower())
+    if value is None:
+        raise ValueError("must be true/false, 1/0 or yes/no")
+    return value
+
+
 def parse_text(text: str) -> str:
     """The text itself; ValueError when it is empty (an empty variable is a mistake, not a value)."""
     if not text.strip():
@@ -139,12 +160,16 @@ def seed_env_flags(
     """
     given = {dotted: value[0] if isinstance(value, tuple) else value for dotted, value in flags.items()}
     found: dict[str, tuple[Any, str]] = {}
-    for name, (dotted, parse) in table.items():
+    for name, spec in table.items():
         text = env.get(name)
-        if text is None or given.get(dotted) is not None or llmkit_env_name(dotted) in env or dotted in found:
+        if text is None:
             continue
-        try:
-            found[dotted] = (parse(text), f"env {name}")
-        except ValueError as exc:
-            fail(f"configuration error: environment variable {name} {exc}; got {text!r}", EXIT_USAGE)
+        targets: tuple[SeedTarget, ...] = (spec,) if isinstance(spec[0], str) else spec
+        for dotted, parse in targets:
+            if given.get(dotted) is not None or llmkit_env_name(dotted) in env or dotted in found:
+                continue
+            try:
+                found[dotted] = (parse(text), f"env {name}")
+            except ValueError as exc:
+                fail(f"configuration error: environment variable {name} {exc}; got {text!r}", EXIT_USAGE)
     return found
