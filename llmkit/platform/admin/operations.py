@@ -6,12 +6,12 @@ tenant), as the bootstrap admin key does through /api/admin/*.
 
 from __future__ import annotations
 
+import secrets
 import time
 from collections.abc import Mapping
 from typing import Any
 
 from llmkit.core.http import ApiError
-from llmkit.core.ids import fresh_hex
 from llmkit.platform.admin.bodies import (
     invalid,
     key_request,
@@ -51,22 +51,43 @@ class StoreAdmin:
         now = time.time()
         return {"keys": [key_view(k, now) for k in await self.store.keys(tenant_id)]}
 
-    async def revoke_key(self, key_id: str) -> dict[str, Any]:
-        """DELETE /api/admin/api-keys/{id}: the revoked key's view; 404 when unknown."""
-        revoked = await self.store.revoke_key(key_id, time.time())
+    async def revoke_key(self, key_id: str, tenant_id: str | None = None) -> dict[str, Any]:
+        """DELETE /api/admin/api-keys/{id}: the revoked key's view; 404 when unknown (or, with
+        `tenant_id`, another tenant's: as good as unknown to that tenant's admin)."""
+        key = await self.store.key(key_id)
+        if key is not None and tenant_id is not None and key.tenant_id != tenant_id:
+            key = None
+        revoked = await self.store.revoke_key(key_id, time.time()) if key is not None else None
         if revoked is None:
             raise ApiError(404, "key_not_found", f"no API key {key_id!r}; GET /api/admin/api-keys lists them")
         return key_view(revoked, time.time())
 
-    async def list_tenants(self) -> dict[str, Any]:
-        """GET /api/admin/tenants."""
-        return {"tenants": [tenant_view(t) for t in await self.store.tenants()]}
+    async def list_tenants(self, tenant_id: str | None = None) -> dict[str, Any]:
+        """GET /api/admin/tenants (with `tenant_id`: only that one)."""
+        tenants = await self.store.tenants()
+        return {"tenants": [tenant_view(t) for t in tenants if tenant_id in (None, t.id)]}
+
+    async def tenant(self, tenant_id: str) -> dict[str, Any]:
+        """GET /api/admin/tenants/{id}; 404 when unknown."""
+        tenant = await self.store.tenant(tenant_id)
+        if tenant is None:
+            raise tenant_not_found(tenant_id)
+        return tenant_view(tenant)
+
+    async def delete_tenant(self, tenant_id: str) -> dict[str, Any]:
+        """DELETE /api/admin/tenants/{id}: gone, with its keys revoked; 404 when unknown."""
+        revoked = await self.store.delete_tenant(tenant_id, time.time())
+        if revoked is None:
+            raise tenant_not_found(tenant_id)
+        return {"id": tenant_id, "deleted": True, "revoked_keys": revoked}
 
     async def create_tenant(self, body: Mapping[str, Any]) -> dict[str, Any]:
         """The 201 body of POST /api/admin/tenants; 409 when the id or name is taken."""
         fields = tenant_request(body)
         now = time.time()
-        tenant = Tenant(fields["id"] or f"t_{fresh_hex()[:12]}", fields["name"], fields["quotas"], now, now)
+        tenant = Tenant(
+            fields["id"] or f"t_{secrets.token_hex(6)}", fields["name"], fields["quotas"], now, now
+        )
         try:
             await self.store.add_tenant(tenant)
         except StoreConflict as exc:

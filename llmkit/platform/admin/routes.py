@@ -6,7 +6,6 @@ tenant sees and changes only its own tenant's keys, tenant and analytics.
 
 from __future__ import annotations
 
-import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -17,18 +16,10 @@ from aiohttp import web
 from llmkit.core.auth import ADMIN, Identity
 from llmkit.core.http import ApiError, add_route, identity_of, json_response, openapi, read_json
 from llmkit.platform.admin import docs
-from llmkit.platform.admin.bodies import (
-    invalid,
-    key_request,
-    key_view,
-    tenant_patch,
-    tenant_request,
-    tenant_view,
-)
+from llmkit.platform.admin.bodies import key_view
+from llmkit.platform.admin.operations import StoreAdmin
 from llmkit.platform.analytics import queries
-from llmkit.platform.keys import issue_key
 from llmkit.platform.service import PLATFORM_KEY, Platform
-from llmkit.platform.store.base import StoreConflict, Tenant
 
 Report = Callable[[], Awaitable[dict[str, Any]]]
 
@@ -64,11 +55,8 @@ def _platform_admin(identity: Identity) -> None:
         )
 
 
-async def _tenant_or_404(platform: Platform, tenant_id: str) -> Tenant:
-    tenant = await platform.store.tenant(tenant_id)
-    if tenant is None:
-        raise ApiError(404, "tenant_not_found", f"no tenant {tenant_id!r}; GET /api/admin/tenants lists them")
-    return tenant
+def _admin(platform: Platform) -> StoreAdmin:
+    return StoreAdmin(platform.store, pepper=platform.config.key_pepper)
 
 
 # -- API keys ----------------------------------------------------------------------------------------
@@ -79,24 +67,20 @@ async def list_keys(request: web.Request) -> web.Response:
     """Every key (a tenant's admin: its tenant's), never a secret."""
     platform, identity = _platform(request)
     tenant_id = _own_tenant(identity, request.query.get("tenant_id"))
-    now = time.time()
-    return json_response({"keys": [key_view(k, now) for k in await platform.store.keys(tenant_id)]})
+    return json_response(await _admin(platform).list_keys(tenant_id))
 
 
 @openapi(**docs.CREATE_KEY)
 async def create_key(request: web.Request) -> web.Response:
     """Issue a key; its secret is in this answer only."""
     platform, identity = _platform(request)
-    fields = key_request(await read_json(request))
-    fields["tenant_id"] = _own_tenant(identity, fields["tenant_id"])
-    if fields["tenant_id"] is not None and await platform.store.tenant(fields["tenant_id"]) is None:
-        raise invalid(
-            "tenant_id", f"no tenant {fields['tenant_id']!r}; create it with POST /api/admin/tenants"
+    body = await read_json(request)
+    if not identity.platform_admin:
+        tenant_id = _own_tenant(
+            identity, body.get("tenant_id") if isinstance(body.get("tenant_id"), str) else None
         )
-    key, text = issue_key(**fields, pepper=platform.config.key_pepper)
-    await platform.store.add_key(key)
-    view = key_view(key, key.created_at)
-    return json_response({**view, "key": text}, status=201)
+        body = {**body, "tenant_id": tenant_id}
+    return json_response(await _admin(platform).create_key(body), status=201)
 
 
 @openapi(**docs.REVOKE_KEY)
@@ -104,15 +88,10 @@ async def revoke_key(request: web.Request) -> web.Response:
     """Revoke a key: within a second no replica accepts it."""
     platform, identity = _platform(request)
     key_id = request.match_info["key_id"]
-    key = await platform.store.key(key_id)
-    if key is not None and not identity.platform_admin and key.tenant_id != identity.tenant_id:
-        key = None  # another tenant's key is as good as unknown to this admin
-    if key is None:
-        raise ApiError(404, "key_not_found", f"no API key {key_id!r}; GET /api/admin/api-keys lists them")
-    revoked = await platform.store.revoke_key(key_id, time.time())
-    assert revoked is not None
+    own = None if identity.platform_admin else identity.tenant_id
+    view = await _admin(platform).revoke_key(key_id, own)
     platform.verifier.keys.forget(key_id)
-    return json_response(key_view(revoked, time.time()))
+    return json_response(view)
 
 
 # -- tenants -----------------------------------------------------------------------------------------
@@ -122,10 +101,8 @@ async def revoke_key(request: web.Request) -> web.Response:
 async def list_tenants(request: web.Request) -> web.Response:
     """Every tenant (a tenant's admin: its own)."""
     platform, identity = _platform(request)
-    tenants = await platform.store.tenants()
-    if not identity.platform_admin:
-        tenants = [t for t in tenants if t.id == identity.tenant_id]
-    return json_response({"tenants": [tenant_view(t) for t in tenants]})
+    own = None if identity.platform_admin else identity.tenant_id
+    return json_response(await _admin(platform).list_tenants(own))
 
 
 @openapi(**docs.CREATE_TENANT)
@@ -133,14 +110,7 @@ async def create_tenant(request: web.Request) -> web.Response:
     """Create a tenant with its quotas."""
     platform, identity = _platform(request)
     _platform_admin(identity)
-    fields = tenant_request(await read_json(request))
-    now = time.time()
-    tenant = Tenant(fields["id"] or f"t_{secrets.token_hex(6)}", fields["name"], fields["quotas"], now, now)
-    try:
-        await platform.store.add_tenant(tenant)
-    except StoreConflict as exc:
-        raise ApiError(409, "tenant_exists", str(exc)) from None
-    return json_response(tenant_view(tenant), status=201)
+    return json_response(await _admin(platform).create_tenant(await read_json(request)), status=201)
 
 
 @openapi(**docs.GET_TENANT)
@@ -149,7 +119,7 @@ async def get_tenant(request: web.Request) -> web.Response:
     platform, identity = _platform(request)
     tenant_id = _own_tenant(identity, request.match_info["tenant_id"])
     assert tenant_id is not None
-    return json_response(tenant_view(await _tenant_or_404(platform, tenant_id)))
+    return json_response(await _admin(platform).tenant(tenant_id))
 
 
 @openapi(**docs.PATCH_TENANT)
@@ -157,15 +127,10 @@ async def patch_tenant(request: web.Request) -> web.Response:
     """Rename a tenant or change some of its quotas (null: no limit)."""
     platform, identity = _platform(request)
     _platform_admin(identity)
-    tenant = await _tenant_or_404(platform, request.match_info["tenant_id"])
-    fields = tenant_patch(await read_json(request), tenant)
-    changed = Tenant(tenant.id, fields["name"], fields["quotas"], tenant.created_at, time.time())
-    try:
-        await platform.store.update_tenant(changed)
-    except StoreConflict as exc:
-        raise ApiError(409, "tenant_exists", str(exc)) from None
-    platform.verifier.tenants.forget(tenant.id)
-    return json_response(tenant_view(changed))
+    tenant_id = request.match_info["tenant_id"]
+    view = await _admin(platform).update_tenant(tenant_id, await read_json(request))
+    platform.verifier.tenants.forget(tenant_id)
+    return json_response(view)
 
 
 @openapi(**docs.DELETE_TENANT)
@@ -174,11 +139,9 @@ async def delete_tenant(request: web.Request) -> web.Response:
     platform, identity = _platform(request)
     _platform_admin(identity)
     tenant_id = request.match_info["tenant_id"]
-    revoked = await platform.store.delete_tenant(tenant_id, time.time())
-    if revoked is None:
-        raise ApiError(404, "tenant_not_found", f"no tenant {tenant_id!r}; GET /api/admin/tenants lists them")
+    view = await _admin(platform).delete_tenant(tenant_id)
     platform.verifier.tenants.forget(tenant_id)
-    return json_response({"id": tenant_id, "deleted": True, "revoked_keys": revoked})
+    return json_response(view)
 
 
 # -- analytics, stats, health ----------------------------------------------------------------------------
