@@ -23,11 +23,13 @@ CONFIG = Path(__file__).with_name("openapi_fuzz.toml")
 SCHEMATHESIS = str(Path(sys.executable).with_name("schemathesis"))
 # Quiet servers answering at once, the orchestrator without its per-session limit: the fuzzer's requests
 # are many, and the latency model and rate limits are not under test (their 429s would hide the 200s).
-# The simulator's admin key: openapi_fuzz.toml sends it to /admin/* (schemathesis reads it from its env).
+# The simulator's and the gateway's admin key: openapi_fuzz.toml sends it to /admin/* and /api/admin/*
+# (schemathesis reads it from its env).
 ADMIN_KEY = "fuzz-simulate-admin-key"
 ENV = {
     "LLMKIT_SERVER_ACCESS_LOG": "false",
     "LLMKIT_SIMULATE_ADMIN_KEY": ADMIN_KEY,
+    "LLMKIT_GATEWAY_ADMIN_KEY": ADMIN_KEY,
     "LLMKIT_SIMULATE_TTFT_MS": "0",
     "LLMKIT_SIMULATE_ITL_MS": "0",
     "LLMKIT_ORCHESTRATE_RATE_LIMIT_REQUESTS": "0",

@@ -84,12 +84,12 @@ CREATE_KEY: dict[str, Any] = {
             "additionalProperties": False,
             "properties": {
                 "name": {"type": "string", "minLength": 1, "maxLength": 200},
-                "description": {"type": "string", "maxLength": 2000},
-                "tenant_id": {"type": "string", "nullable": True},
+                "description": {"type": "string", "maxLength": 2000, "nullable": True},
+                "tenant_id": {"type": "string", "nullable": True, "description": "an existing tenant's id"},
                 "scopes": _SCOPES,
                 "expires_at": {
                     "description": "ISO 8601 time or epoch seconds, in the future",
-                    "oneOf": [{"type": "string"}, {"type": "number"}],
+                    "oneOf": [{"type": "string", "format": "date-time"}, {"type": "number"}],
                     "nullable": True,
                 },
             },
@@ -128,7 +128,7 @@ CREATE_TENANT: dict[str, Any] = {
             "properties": {
                 "id": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"},
                 "name": {"type": "string", "minLength": 1, "maxLength": 200},
-                "quotas": _QUOTAS,
+                "quotas": {**_QUOTAS, "nullable": True},
             },
         },
         example={"name": "Acme", "quotas": {"rpm": 60, "tpm": 100000}},
@@ -147,7 +147,11 @@ PATCH_TENANT: dict[str, Any] = {
         {
             "type": "object",
             "additionalProperties": False,
-            "properties": {"name": {"type": "string", "minLength": 1, "maxLength": 200}, "quotas": _QUOTAS},
+            "minProperties": 1,
+            "properties": {
+                "name": {"type": "string", "minLength": 1, "maxLength": 200},
+                "quotas": {**_QUOTAS, "nullable": True, "description": "only the quotas given change"},
+            },
         },
         example={"quotas": {"rpm": 120}},
     ),
