@@ -45,6 +45,8 @@ bench: install services
 	$(PY) bench/aggregate.py
 	$(PY) bench/orchestrate.py
 	$(PY) bench/gateway.py
+	$(PY) bench/gateway_platform.py
+	$(PY) bench/analytics.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,199 @@
+"""The gateway's platform cost: keys on every request, a tenant quota and analytics on, against the same
+gateway with auth and analytics off, in front of one `llmkit simulate`, measured in the same run.
+
+Run with `.venv/bin/python bench/gateway_platform.py [--seconds S] [--requests N]` (or `make bench`).
+Prints a table, writes bench/results/gateway_platform.json, exits 1 when a target is missed.
+Targets (issue 14): c=32 throughput with keys + quota + analytics >= 0.9x the same gateway without them;
+c=1 added latency p50 over direct <= 1 ms with them on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import json
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.gateway import MODEL, PROMPT, QUIET, body, pct, simulate_server, wrk  # noqa: E402
+from tests.serve_process import ServerProcess  # noqa: E402
+
+ADMIN = "bench-admin-key-0123456789abcdef"
+KEYS = 8
+ROUTE = "/v1/chat/completions"
+
+
+def gateway(tmp: Path, upstream: str, platform: bool) -> ServerProcess:
+    """One worker in front of the simulator: with keys required and analytics on, or with neither."""
+    env = {
+        **QUIET,
+        "LLMKIT_GATEWAY_UPSTREAM_KIND": "openai",
+        "LLMKIT_GATEWAY_UPSTREAMS": upstream,
+        "LLMKIT_GATEWAY_MAX_CONCURRENT": "32",
+        "LLMKIT_GATEWAY_MAX_QUEUE_SIZE": "10000",
+        "LLMKIT_GATEWAY_MODEL": MODEL,
+        "LLMKIT_GATEWAY_PLATFORM_URL": f"sqlite:///{tmp}/platform-{platform}.db",
+        "LLMKIT_GATEWAY_ANALYTICS_ENABLED": "true" if platform else "false",
+        "LLMKIT_GATEWAY_REQUIRE_API_KEY": "true" if platform else "false",
+        "LLMKIT_GATEWAY_ADMIN_KEY": ADMIN,
+    }
+    return ServerProcess(tmp, "--port", "0", "--workers", "1", env=env, command="gateway")
+
+
+def admin_post(url: str, path: str, payload: dict[str, Any]) -> dict[str, Any]:
+    request = urllib.request.Request(
+        url + path,
+        data=json.dumps(payload).encode(),
+        headers={"Content-Type": "application/json", "X-API-Key": ADMIN},
+    )
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        result: dict[str, Any] = json.loads(answer.read())
+        return result
+
+
+def make_keys(url: str) -> list[str]:
+    """A tenant with every quota set (high enough never to refuse) and KEYS keys of it."""
+    quotas = {"rpm": 10**9, "tpm": 10**12, "max_concurrent": 10**6, "daily_tokens": 10**13}
+    tenant = admin_post(url, "/api/admin/tenants", {"name": "bench", "quotas": quotas})
+    return [
+        admin_post(url, "/api/admin/api-keys", {"name": f"k{i}", "tenant_id": tenant["id"]})["key"]
+        for i in range(KEYS)
+    ]
+
+
+def wrk_script(tmp: Path, name: str, keys: list[str]) -> Path:
+    """Varied prompts; with `keys`, each request presents the next of them (as many clients would)."""
+    text = json.dumps(body(None, {"use_cache": False}))
+    head, tail = text.split(PROMPT)
+    lines = ['wrk.method = "POST"', 'wrk.headers["Content-Type"] = "application/json"']
+    lines.append("local keys = {" + ", ".join(f'"{k}"' for k in keys) + "}")
+    lines += [
+        "local n = 0",
+        "request = function()",
+        "  n = n + 1",
+        "  local headers = {}",
+        '  headers["Content-Type"] = "application/json"',
+        '  if #keys > 0 then headers["Authorization"] = "Bearer " .. keys[(n % #keys) + 1] end',
+        f"  return wrk.format(nil, nil, headers, [[{head}{PROMPT} (wrk ]] .. n .. [[){tail}]])",
+        "end",
+    ]
+    path = tmp / f"{name}.lua"
+    path.write_text("\n".join([*lines, ""]))
+    return path
+
+
+async def latency(direct: str, gw: str, keys: list[str], requests: int) -> dict[str, Any]:
+    """Sequential requests alternating direct / through the gateway with a key: p50 and p99 (ms)."""
+    import aiohttp
+
+    times: dict[str, list[float]] = {"direct": [], "gateway": []}
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1)) as session:
+
+        async def one(url: str, payload: dict[str, Any], headers: dict[str, str]) -> float:
+            start = time.perf_counter()
+            async with session.post(url, json=payload, headers=headers) as response:
+                await response.read()
+                if response.status != 200:
+                    raise RuntimeError(f"{url} answered {response.status}")
+            return (time.perf_counter() - start) * 1000
+
+        for n in range(requests + 200):
+            d = await one(direct + ROUTE, body(n, {}), {})
+            key = {"Authorization": f"Bearer {keys[n % len(keys)]}"}
+            g = await one(gw + ROUTE, body(n, {"use_cache": False}), key)
+            if n >= 200:
+                times["direct"].append(d)
+                times["gateway"].append(g)
+    out: dict[str, Any] = {
+        name: {"p50": pct(v, 0.5), "p99": pct(v, 0.99), "mean": statistics.fmean(v)}
+        for name, v in times.items()
+    }
+    out["added_p50"] = out["gateway"]["p50"] - out["direct"]["p50"]
+    return out
+
+
+def analytics_written(url: str) -> dict[str, Any]:
+    request = urllib.request.Request(url + "/api/admin/stats", headers={"X-API-Key": ADMIN})
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        stats: dict[str, Any] = json.loads(answer.read())["platform"]["analytics"]
+        return stats
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=8.0, help="length of each wrk run")
+    parser.add_argument(
+        "--requests", type=int, default=2000, help="sequential requests in the latency series"
+    )
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        print("wrk is not installed (apt-get install wrk)", file=sys.stderr)
+        return 2
+    results: dict[str, Any] = {"when": datetime.datetime.now(datetime.UTC).isoformat()}
+    with tempfile.TemporaryDirectory() as name:
+        tmp = Path(name)
+        with simulate_server(tmp) as sim:
+            upstream = sim.wait_listening() + "/v1"
+            with gateway(tmp, upstream, False) as off, gateway(tmp, upstream, True) as on:
+                off_url, on_url = off.wait_listening(), on.wait_listening()
+                keys = make_keys(on_url)
+                off_lua, on_lua = wrk_script(tmp, "off", []), wrk_script(tmp, "on", keys)
+                runs: dict[str, list[dict[str, float]]] = {"off": [], "on": []}
+                for _ in range(3):  # alternate, so drift on a shared machine hits both alike
+                    runs["off"].append(wrk(off_url + ROUTE, off_lua, args.seconds, 32))
+                    runs["on"].append(wrk(on_url + ROUTE, on_lua, args.seconds, 32))
+                results["latency"] = asyncio.run(latency(sim.url, on_url, keys, args.requests))
+                time.sleep(1.0)  # the analytics writer flushes every 0.2 s
+                results["analytics"] = analytics_written(on_url)
+    best = {name: max(r["rps"] for r in rows) for name, rows in runs.items()}
+    results["rate"] = {"off_rps": best["off"], "on_rps": best["on"], "ratio": best["on"] / best["off"]}
+    results["errors"] = sum(r["errors"] for rows in runs.values() for r in rows)
+    results["runs"] = runs
+    lat, rate = results["latency"], results["rate"]
+    rows = [
+        ("measure", "value", "target"),
+        ("auth + analytics off, req/s c=32", f"{rate['off_rps']:,.0f}", ""),
+        ("keys + quota + analytics on, req/s c=32", f"{rate['on_rps']:,.0f}", ""),
+        ("on / off", f"{rate['ratio']:.2f}", ">= 0.90"),
+        ("direct p50 / p99 at c=1 (ms)", f"{lat['direct']['p50']:.3f} / {lat['direct']['p99']:.3f}", ""),
+        (
+            "gateway on p50 / p99 at c=1 (ms)",
+            f"{lat['gateway']['p50']:.3f} / {lat['gateway']['p99']:.3f}",
+            "",
+        ),
+        ("added p50 (ms)", f"{lat['added_p50']:.3f}", "<= 1"),
+        (
+            "analytics written / dropped",
+            f"{results['analytics']['written']:,} / {results['analytics']['dropped']}",
+            "",
+        ),
+    ]
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    print("\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows))
+    out = ROOT / "bench" / "results" / "gateway_platform.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(results, indent=2))
+    problems = []
+    if rate["ratio"] < 0.9:
+        problems.append(f"on/off {rate['ratio']:.2f} < 0.90")
+    if lat["added_p50"] > 1.0:
+        problems.append(f"added p50 {lat['added_p50']:.3f} ms > 1 ms")
+    if results["errors"]:
+        problems.append(f"{results['errors']} failed requests")
+    for problem in problems:
+        print(f"MISSED: {problem}", file=sys.stderr)
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
