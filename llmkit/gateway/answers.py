@@ -151,7 +151,8 @@ async def answer(
     served = Served(req, identity, await platform.admit(identity), started)
     ticket: Ticket | None = None
     status = 500
-    if served.admission is not None:
+    if served.admission is not None and req.stream:
+        # A stream's headers go out before its tokens are known: the counts as admitted.
         request[QUOTA_HEADERS_KEY] = served.admission.headers()
     try:
         ticket = await gateway.open(req)

@@ -38,6 +38,8 @@ TOKEN_KINDS = (
     _Kind("monthly_tokens", "tokens-month", "month", "tokens per month (UTC)"),
 )
 _BY_WINDOW = {kind.window: kind for kind in (RPM, *TOKEN_KINDS)}
+# Distinct quota sets whose windows are kept built (more: the cache starts over).
+PLANS_MAX = 10_000
 
 
 class QuotaExceeded(RateLimited):
@@ -246,15 +248,26 @@ class QuotaEnforcer:
         self.counter = counter
         self.slots = slots
         self.clock = clock
+        # The windows of each quota set seen: tenants keep theirs for a long time, so they are built once.
+        self._plans: dict[Quotas, tuple[list[Window], list[Window]]] = {}
+
+    def _plan(self, quotas: Quotas) -> tuple[list[Window], list[Window]]:
+        plan = self._plans.get(quotas)
+        if plan is None:
+            token_windows = [
+                Window(kind.window, limit, kind.period)
+                for kind in TOKEN_KINDS
+                if (limit := getattr(quotas, kind.quota)) is not None
+            ]
+            rpm = [Window(RPM.window, quotas.rpm, RPM.period)] if quotas.rpm is not None else []
+            if len(self._plans) >= PLANS_MAX:
+                self._plans.clear()
+            plan = self._plans[quotas] = (token_windows, rpm)
+        return plan
 
     async def admit(self, tenant_id: str, quotas: Quotas) -> Admission:
         """Let a request in or raise QuotaExceeded: rpm takes 1, token windows must have room, a slot free."""
-        token_windows = [
-            Window(kind.window, limit, kind.period)
-            for kind in TOKEN_KINDS
-            if (limit := getattr(quotas, kind.quota)) is not None
-        ]
-        rpm = [Window(RPM.window, quotas.rpm, RPM.period)] if quotas.rpm is not None else []
+        token_windows, rpm = self._plan(quotas)
         states: dict[str, WindowState] = {}
         # Order: the token check writes nothing, and a slot is easy to give back; the request counted in the
         # rpm window last, so a request refused for another quota does not use up the tenant's rpm.

@@ -15,7 +15,7 @@ from llmkit.core.auth import DEFAULT_TENANT, Guard, Identity
 from llmkit.errors import BackendError
 from llmkit.platform.analytics import analytics_store_from_url
 from llmkit.platform.analytics.base import AnalyticsStore
-from llmkit.platform.analytics.record import QueryRecord, normalise_query
+from llmkit.platform.analytics.record import MAX_QUERY_CHARS, QueryRecord
 from llmkit.platform.analytics.writer import AnalyticsWriter
 from llmkit.platform.keys import KeyVerifier
 from llmkit.platform.quota_types import Quotas
@@ -29,6 +29,8 @@ log = logging.getLogger("llmkit.platform")
 # How often last-used times of keys go to the store.
 USAGE_FLUSH_S = 5.0
 NO_QUOTAS = Quotas()
+# Whitespace collapses when a query is normalised: keep enough of the raw text for MAX_QUERY_CHARS of it.
+MAX_BUFFERED_QUERY = 4 * MAX_QUERY_CHARS
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +92,11 @@ class Platform:
         """Connect and migrate the store, open analytics, start the background writers."""
         await self.store.open()
         if self.analytics is not None:
-            await self.analytics.open()
+            try:
+                await self.analytics.open()
+            except BaseException:
+                await self.store.close()
+                raise
             self.writer = AnalyticsWriter(self.analytics, retention_days=self.config.retention_days)
             self.writer.start()
         self._flusher = asyncio.create_task(self._flush_usage(), name="llmkit-key-usage")
@@ -159,7 +165,8 @@ class Platform:
                 key_id=identity.key_id or "",
                 route=route,
                 model=model,
-                query=normalise_query(query),
+                # Normalised by the store's row (to_row); cut here so a buffered record stays small.
+                query=query[:MAX_BUFFERED_QUERY],
                 status=status,
                 latency_ms=(time.perf_counter() - started) * 1000,
                 ttfb_ms=None if ttfb_s is None else ttfb_s * 1000,

@@ -58,6 +58,14 @@ class SqlitePlatformStore:
             self._db = await aiosqlite.connect(self.path, isolation_level=None)
         except (OSError, sqlite3.Error) as exc:
             raise BackendError(f"platform store {self.where}: cannot open: {exc}") from exc
+        try:
+            await self._migrate()
+        except BaseException:
+            # A refused schema must not leave aiosqlite's thread running: it would keep the process alive.
+            await self.close()
+            raise
+
+    async def _migrate(self) -> None:
         async with self._errors() as db:
             await db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             await db.execute("PRAGMA journal_mode = WAL")
