@@ -162,20 +162,22 @@ class RedisTenantSlots:
 def go_duration(seconds: float) -> str:
     """Seconds as a Go duration, the way OpenAI writes x-ratelimit-reset-*: "20ms", "1s", "6m0s", "1h2m3s"."""
     # Rounded up to the millisecond: a client waiting that long never arrives before the reset.
-    ms = max(0, math.ceil(seconds * 1000 - 1e-6))
-    if ms == 0:
-        return "0s"
+    ms = math.ceil(seconds * 1000 - 1e-6)
     if ms < 1000:
-        return f"{ms}ms"
-    hours, rest = divmod(ms, 3_600_000)
-    minutes, rest = divmod(rest, 60_000)
-    whole, frac = divmod(rest, 1000)
-    secs = f"{whole}.{frac:03d}".rstrip("0") if frac else str(whole)
-    if hours:
-        return f"{hours}h{minutes}m{secs}s"
-    if minutes:
-        return f"{minutes}m{secs}s"
-    return f"{secs}s"
+        return f"{ms}ms" if ms > 0 else "0s"
+    whole, frac = divmod(ms, 1000)
+    secs = f"{whole % 60}.{frac:03d}".rstrip("0") if frac else str(whole % 60)
+    if whole < 60:
+        return f"{secs}s"
+    hours, minutes = divmod(whole // 60, 60)
+    return f"{hours}h{minutes}m{secs}s" if hours else f"{minutes}m{secs}s"
+
+
+# Header names per window, built once: x-ratelimit-{limit,remaining,reset}-<window>.
+_HEADER_NAMES = {
+    kind.window: tuple(f"x-ratelimit-{what}-{kind.window}" for what in ("limit", "remaining", "reset"))
+    for kind in (RPM, *TOKEN_KINDS)
+}
 
 
 def quota_headers(
@@ -184,9 +186,12 @@ def quota_headers(
     """x-ratelimit-* headers for the windows given and (limit, in use) of requests in flight."""
     headers: dict[str, str] = {}
     for state in states:
-        headers[f"x-ratelimit-limit-{state.name}"] = str(state.limit)
-        headers[f"x-ratelimit-remaining-{state.name}"] = str(state.remaining)
-        headers[f"x-ratelimit-reset-{state.name}"] = go_duration(state.reset_at - now)
+        limit_name, remaining_name, reset_name = _HEADER_NAMES.get(state.name) or tuple(
+            f"x-ratelimit-{what}-{state.name}" for what in ("limit", "remaining", "reset")
+        )
+        headers[limit_name] = str(state.limit)
+        headers[remaining_name] = str(state.remaining)
+        headers[reset_name] = go_duration(state.reset_at - now)
     if concurrent is not None:
         limit, in_use = concurrent
         headers["x-ratelimit-limit-concurrent"] = str(limit)
