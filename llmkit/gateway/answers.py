@@ -19,7 +19,7 @@ from llmkit.gateway.chat import ChatRequest, build_request, with_messages
 from llmkit.gateway.conversations import Conversation
 from llmkit.gateway.flights import Ticket
 from llmkit.gateway.service import Gateway
-from llmkit.platform.quotas import Admission
+from llmkit.platform.quotas import Admission, QuotaExceeded
 from llmkit.platform.service import PLATFORM_KEY, Platform
 
 SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -110,10 +110,12 @@ class Served:
         status: int,
         first_byte: float | None = None,
     ) -> None:
-        """Count the answer's tokens against the quotas (none for a failure) and record the request."""
+        """Count the answer's tokens against the quotas (none for a failure or a cache hit, which cost
+        no upstream tokens) and record the request."""
         usage = usage_of(self.req, outcome) if outcome is not None else None
         if self.admission is not None:
-            await self.admission.settle(usage["total_tokens"] if usage else 0)
+            charged = usage["total_tokens"] if usage and not (ticket is not None and ticket.hit) else 0
+            await self.admission.settle(charged)
         platform.record(
             self.identity,
             route=route,
@@ -148,7 +150,13 @@ async def answer(
     platform = request.app[PLATFORM_KEY]
     started = time.perf_counter()
     identity = identity_of(request)
-    served = Served(req, identity, await platform.admit(identity), started)
+    try:
+        admission = await platform.admit(identity)
+    except QuotaExceeded:
+        # Refused requests count in the analytics too (their error rate is what a tenant asks about).
+        await Served(req, identity, None, started).finish(platform, route_of(request), None, None, 429)
+        raise
+    served = Served(req, identity, admission, started)
     ticket: Ticket | None = None
     status = 500
     if served.admission is not None and req.stream:
@@ -168,7 +176,7 @@ async def answer(
         headers = {CACHE_HEADER: cache_state(ticket)}
         if served.admission is not None:
             # Settled now so the remaining counts include this answer (settling again is harmless).
-            await served.admission.settle(usage_of(req, outcome)["total_tokens"])
+            await served.admission.settle(0 if ticket.hit else usage_of(req, outcome)["total_tokens"])
             headers.update(served.admission.headers())
         status = 200
         return json_response(render(outcome, ticket, conversation), headers=headers)

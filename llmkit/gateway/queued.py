@@ -22,6 +22,7 @@ from llmkit.gateway.conversations import Conversation
 from llmkit.gateway.flights import QUEUED, Ticket
 from llmkit.gateway.openapi import QUEUE_DELETE_DOC, QUEUE_GET_DOC, QUEUE_POST_DOC
 from llmkit.gateway.service import Gateway
+from llmkit.platform.quotas import QuotaExceeded
 from llmkit.platform.service import PLATFORM_KEY, Platform
 
 QUEUED_S, PROCESSING, COMPLETED, FAILED, CANCELLED = (
@@ -33,6 +34,7 @@ QUEUED_S, PROCESSING, COMPLETED, FAILED, CANCELLED = (
 )
 # How often finished requests older than gateway.queue_result_ttl_s are dropped.
 SWEEP_S = 5.0
+ROUTE = "/api/chat-queue"
 # At most this many waiting requests are listed by GET /api/chat-queue.
 LISTED = 100
 
@@ -83,7 +85,12 @@ class QueueBook:
         if req.stream:
             # Nobody reads a queued request's pieces: its upstream call need not stream.
             req = replace(req, stream=False, call=replace(req.call, stream=False))
-        admission = await self.platform.admit(identity)
+        started = time.perf_counter()
+        try:
+            admission = await self.platform.admit(identity)
+        except QuotaExceeded:
+            await Served(req, identity, None, started).finish(self.platform, ROUTE, None, None, 429)
+            raise
         try:
             ticket = await self.gateway.open(req)
         except BaseException:
@@ -92,7 +99,7 @@ class QueueBook:
             raise
         record = QueuedRequest(fresh_hex(), ticket, req.priority.name.lower(), tenant_id=identity.tenant_id)
         self.requests[record.id] = record
-        served = Served(req, identity, admission, time.perf_counter())
+        served = Served(req, identity, admission, started)
         record.task = asyncio.create_task(self._listen(record, served, conversation))
         return record
 
@@ -117,7 +124,7 @@ class QueueBook:
             }
             await self.gateway.remember(conversation, served.req.call.messages, outcome.content)
         finally:
-            await served.finish(self.platform, "/api/chat-queue", record.ticket, outcome, status)
+            await served.finish(self.platform, ROUTE, record.ticket, outcome, status)
             record.ticket.close()
             # The flight holds the call's messages and pieces; a finished record needs only its result.
             record.ticket.flight = None

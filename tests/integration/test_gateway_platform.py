@@ -256,6 +256,12 @@ async def test_a_tenant_is_held_to_its_rpm_with_headers_saying_so(
     async with openai.AsyncOpenAI(base_url=base, api_key=text, max_retries=0) as sdk:
         with pytest.raises(openai.RateLimitError):
             await sdk.chat.completions.create(model="m", messages=[{"role": "user", "content": "x"}])
+    queued = await client.post("/api/chat-queue", json=chat("later"), headers=bearer(text))
+    assert queued.status == 429
+    # The refusals are in the tenant's analytics: 7 requests, 4 of them refused.
+    await flush(client)
+    stats = await (await client.get(f"/api/admin/analytics/stats?tenant_id={tid}", headers=AS_ADMIN)).json()
+    assert stats["requests"] == 7 and stats["errors"] == 4
 
 
 async def test_token_quotas_count_the_upstreams_usage(aiohttp_client: MakeClient, tmp_path: Path) -> None:
@@ -269,6 +275,15 @@ async def test_token_quotas_count_the_upstreams_usage(aiohttp_client: MakeClient
     assert second.status == 200 and second.headers["x-ratelimit-remaining-tokens"] == "0"
     third = await client.post("/api/chat-optimized", json=chat("nine"), headers=bearer(text))
     assert third.status == 429 and (await third.json())["error"]["quota"] == "tpm"
+    # A cached answer costs no upstream tokens: it counts as a request, not against the token quota.
+    cached_tid = await tenant(client, "Cached", tpm=6)
+    cached_key = await key(client, cached_tid)
+    miss = await client.post("/api/chat-optimized", json=chat("one two"), headers=bearer(cached_key))
+    assert miss.headers["x-ratelimit-remaining-tokens"] == "3"
+    for _ in range(3):
+        hit = await client.post("/api/chat-optimized", json=chat("one two"), headers=bearer(cached_key))
+        assert hit.headers["X-Gateway-Cache"] == "hit"
+        assert hit.headers["x-ratelimit-remaining-tokens"] == "3"
     # Streams count too: the upstream's usage arrives after the last piece.
     tid2 = await tenant(client, "Streams", tpm=5)
     text2 = await key(client, tid2)
