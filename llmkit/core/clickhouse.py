@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 from urllib.parse import urlsplit
 
 from llmkit.core.backends import parse_backend_url
@@ -16,6 +19,7 @@ if TYPE_CHECKING:
     from clickhouse_driver import Client
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 TABLE = "response_simulator"
 NATIVE_PORT = 9000
@@ -123,3 +127,62 @@ def backend_error(exc: BaseException, config: ClickHouseConfig) -> BackendError:
     if code in _AUTH_CODES:
         return BackendError(f"ClickHouse at {config.url} refused user {config.username!r}: {detail}")
     return BackendError(f"ClickHouse at {config.url}: {detail}")
+
+
+class ClickHousePool:
+    """Blocking driver calls in a thread pool, each on an idle client of its own (a new one when none is
+    idle); a client that failed is dropped, and driver errors become BackendError through `describe`."""
+
+    def __init__(
+        self,
+        config: ClickHouseConfig,
+        threads: int,
+        what: str,
+        describe: Callable[[BaseException], BackendError],
+    ) -> None:
+        self.config = config
+        self.threads = threads
+        self.what = what
+        self._describe = describe
+        self._executor: ThreadPoolExecutor | None = None
+        # Idle clients; list.append / list.pop are atomic, and a client is used by one thread at a time.
+        self._idle: list[Client] = []
+
+    def start(self) -> None:
+        """Start the threads (before the first run)."""
+        self._executor = ThreadPoolExecutor(
+            max_workers=self.threads, thread_name_prefix=f"llmkit-{self.what}"
+        )
+
+    async def run(self, fn: Callable[[Client], T]) -> T:
+        """`fn(client)` in a pool thread."""
+        if self._executor is None:
+            raise BackendError(f"{self.what} {self.config.url} is not open")
+        return await asyncio.get_running_loop().run_in_executor(self._executor, self._call, fn)
+
+    def _call(self, fn: Callable[[Client], T]) -> T:
+        from clickhouse_driver import errors
+
+        try:
+            client = self._idle.pop()
+        except IndexError:
+            # Every client talks to `default` and names tables in full: the URL's database may not exist yet.
+            client = self.config.client(database="default")
+        try:
+            result = fn(client)
+        except BaseException as exc:
+            # A failed client may be half-way through a packet; the next call starts afresh.
+            client.disconnect()
+            if isinstance(exc, (errors.Error, OSError, EOFError)):
+                raise self._describe(exc) from exc
+            raise
+        self._idle.append(client)
+        return result
+
+    async def close(self) -> None:
+        """Let running calls finish, stop the threads and disconnect the idle clients."""
+        if self._executor is not None:
+            executor, self._executor = self._executor, None
+            await asyncio.to_thread(executor.shutdown, True)
+        while self._idle:
+            self._idle.pop().disconnect()

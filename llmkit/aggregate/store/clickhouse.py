@@ -6,12 +6,11 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from llmkit.aggregate.store.base import EventQuery, Listed, Row, TopicCounts
-from llmkit.core.clickhouse import ClickHouseConfig, backend_error, clickhouse_config
+from llmkit.core.clickhouse import ClickHouseConfig, ClickHousePool, backend_error, clickhouse_config
 from llmkit.errors import BackendError
 
 if TYPE_CHECKING:
@@ -76,38 +75,14 @@ class ClickHouseEventStore:
         self.where = config.url
         self.readers = readers
         self._db = config.database
-        self._executor: ThreadPoolExecutor | None = None
-        # Idle clients; list.append / list.pop are atomic, and a client is used by one thread at a time.
-        self._idle: list[Client] = []
+        self._pool = ClickHousePool(config, readers, "clickhouse-store", self._error)
         self._writing = asyncio.Lock()
         self._last_seq = 0
 
     # -- running driver calls -------------------------------------------------------------------------
 
     async def _run(self, fn: Callable[[Client], T]) -> T:
-        if self._executor is None:
-            raise BackendError(f"clickhouse store {self.where} is closed")
-        return await asyncio.get_running_loop().run_in_executor(self._executor, self._call, fn)
-
-    def _call(self, fn: Callable[[Client], T]) -> T:
-        """Runs in a pool thread: `fn` on an idle client (or a new one), driver errors as BackendError."""
-        from clickhouse_driver import errors
-
-        try:
-            client = self._idle.pop()
-        except IndexError:
-            # Every client talks to `default` and names tables in full: the URL's database may not exist yet.
-            client = self.config.client(database="default")
-        try:
-            result = fn(client)
-        except BaseException as exc:
-            # A failed client may be half-way through a packet; the next call starts afresh.
-            client.disconnect()
-            if isinstance(exc, (errors.Error, OSError, EOFError)):
-                raise self._error(exc) from exc
-            raise
-        self._idle.append(client)
-        return result
+        return await self._pool.run(fn)
 
     def _error(self, exc: BaseException) -> BackendError:
         if getattr(exc, "code", None) in _SCHEMA_GONE:
@@ -299,9 +274,7 @@ class ClickHouseEventStore:
 
     async def open(self) -> None:
         """Create the database and tables if missing, finish an interrupted purge, resume the seq."""
-        self._executor = ThreadPoolExecutor(
-            max_workers=self.readers, thread_name_prefix="llmkit-clickhouse-store"
-        )
+        self._pool.start()
         try:
             await self._run(self._create)
         except BaseException:
@@ -364,9 +337,4 @@ class ClickHouseEventStore:
 
     async def close(self) -> None:
         """Let running calls finish, stop the threads and disconnect the clients."""
-        if self._executor is None:
-            return
-        executor, self._executor = self._executor, None
-        await asyncio.to_thread(executor.shutdown, True)
-        while self._idle:
-            self._idle.pop().disconnect()
+        await self._pool.close()

@@ -5,10 +5,9 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from llmkit.core.clickhouse import ClickHouseConfig, backend_error, clickhouse_config
+from llmkit.core.clickhouse import ClickHouseConfig, ClickHousePool, backend_error, clickhouse_config
 from llmkit.errors import BackendError
 from llmkit.platform.analytics.base import (
     DAY,
@@ -77,34 +76,11 @@ class ClickHouseAnalyticsStore:
         self.where = config.url
         self.threads = threads
         self._db = config.database
-        self._executor: ThreadPoolExecutor | None = None
-        # Idle clients; list.append / list.pop are atomic, and a client is used by one thread at a time.
-        self._idle: list[Client] = []
+        self._pool = ClickHousePool(config, threads, "analytics-ch", self._error)
         self._writing = asyncio.Lock()
 
     async def _run(self, fn: Callable[[Client], T]) -> T:
-        if self._executor is None:
-            raise BackendError(f"analytics store {self.where} is not open")
-        return await asyncio.get_running_loop().run_in_executor(self._executor, self._call, fn)
-
-    def _call(self, fn: Callable[[Client], T]) -> T:
-        from clickhouse_driver import errors
-
-        try:
-            client = self._idle.pop()
-        except IndexError:
-            # `default` always exists; tables are named in full, so open() can create the database.
-            client = self.config.client(database="default")
-        try:
-            result = fn(client)
-        except BaseException as exc:
-            # A failed client may be half-way through a packet; the next call starts afresh.
-            client.disconnect()
-            if isinstance(exc, (errors.Error, OSError, EOFError)):
-                raise self._error(exc) from exc
-            raise
-        self._idle.append(client)
-        return result
+        return await self._pool.run(fn)
 
     def _error(self, exc: BaseException) -> BackendError:
         if getattr(exc, "code", None) in _SCHEMA_GONE:
@@ -125,9 +101,7 @@ class ClickHouseAnalyticsStore:
 
     async def open(self) -> None:
         """Create the database and the table if missing."""
-        self._executor = ThreadPoolExecutor(
-            max_workers=self.threads, thread_name_prefix="llmkit-analytics-ch"
-        )
+        self._pool.start()
         try:
             await self._run(self._create)
         except BaseException:
@@ -253,8 +227,4 @@ class ClickHouseAnalyticsStore:
 
     async def close(self) -> None:
         """Disconnect every idle client and stop the threads."""
-        if self._executor is not None:
-            executor, self._executor = self._executor, None
-            executor.shutdown(wait=True)
-        while self._idle:
-            self._idle.pop().disconnect()
+        await self._pool.close()
