@@ -161,11 +161,14 @@ class OrchestrateSettings:
     job_timeout_s: float = field(default=300.0, metadata={"min": 0.001})
     retries: int = field(default=3, metadata={"min": 0})
     result_ttl_s: float = field(default=3600.0, metadata={"min": 1})
-    # Per session: rate_limit_requests submits per rate_limit_window seconds (0 requests: no limit).
+    # Per session (per API key when the caller presents one): rate_limit_requests submits per
+    # rate_limit_window seconds (0 requests: no limit).
     rate_limit_requests: int = field(default=100, metadata={"min": 0})
     rate_limit_window: float = field(default=60.0, metadata={"min": 0.001})
     # The buckets a submit must pass: per session_id, per client address (the peer, never X-Forwarded-For),
-    # or both. Callers invent session ids freely, so until API keys exist `both` also counts by address.
+    # or both. A caller that presents an API key is counted by its key (key:<key id>) instead of its
+    # session_id, which it could invent; the client address rule stays. Anonymous callers invent session
+    # ids freely, so `both` also counts them by address.
     rate_limit_by: str = field(default="both", metadata={"choices": ("session", "client", "both")})
     cache_results: bool = True
     # A worker that took a job and went silent this long loses it to another worker (queue.url shared).
@@ -173,6 +176,18 @@ class OrchestrateSettings:
     long_poll_max_s: float = field(default=300.0, metadata={"min": 0})
     ws_max_message_kb: int = field(default=64, metadata={"min": 1})
     cors: bool = True
+    # The platform store whose API keys the orchestrator accepts: the gateway's gateway.platform_url
+    # (sqlite:///path.db, postgresql://...). Empty: no keys, every caller is the default tenant. A job
+    # belongs to its caller's tenant: other tenants get 404 for it, platform admins see every job.
+    platform_url: str = ""
+    # Must equal gateway.key_pepper, or no key the gateway issued verifies here.
+    key_pepper: str = field(default="", metadata={"secret": True})
+    # The bootstrap admin credential (env LLMKIT_ORCHESTRATE_ADMIN_KEY): it sees every tenant's jobs.
+    # An orchestrator bound beyond loopback refuses to start without it.
+    admin_key: str = field(default="", metadata={"secret": True})
+    # Every route but /health and the CORS preflight needs an API key with the chat scope (or the
+    # admin key); needs platform_url for keys other than the admin key.
+    require_api_key: bool = False
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ import typer
 
 from llmkit.cli.common import (
     EXIT_FAILURE,
+    EXIT_USAGE,
     HostOpt,
     JsonOpt,
     PortOpt,
@@ -25,9 +26,12 @@ app = typer.Typer(
     help=(
         "Asynchronous inference jobs: submit, status, long-poll result, WebSocket; priorities, rate limits,\n"
         "a result cache and coalescing of identical prompts.\n\n"
-        "Rate limits count per session_id and per client address (--rate-limit-by both), so a caller "
-        "cannot escape them by inventing session ids; the address is the TCP peer (a proxy in front "
-        "counts as one client).\n\n"
+        "Rate limits count per session_id (per API key when the caller sends one) and per client address "
+        "(--rate-limit-by both), so a caller cannot escape them by inventing session ids; the address is "
+        "the TCP peer (a proxy in front counts as one client).\n\n"
+        "Bound beyond loopback it needs orchestrate.admin_key (env LLMKIT_ORCHESTRATE_ADMIN_KEY); with "
+        "orchestrate.platform_url (the gateway's store) it accepts the gateway's API keys and each tenant "
+        "sees only its own jobs.\n\n"
         "Examples:\n\n"
         "  llmkit orchestrate --port 8090\n\n"
         "  llmkit orchestrate --backend openai --backend-url http://127.0.0.1:4545/v1 --model gpt-4o-mini\n\n"
@@ -136,7 +140,20 @@ def orchestrate(
     }
     settings = settings_or_exit(profile, flags)
     from llmkit.cli.serving import run_server
+    from llmkit.core.auth import refuse_open_bind
+    from llmkit.errors import ConfigError
     from llmkit.orchestrate.app import create_app
+
+    try:
+        # Beyond loopback anyone could read every job: only with an admin credential that sees them all.
+        refuse_open_bind(
+            settings.server.host,
+            bool(settings.orchestrate.admin_key),
+            "orchestrate.admin_key",
+            "LLMKIT_ORCHESTRATE_ADMIN_KEY",
+        )
+    except ConfigError as exc:
+        fail(f"configuration error: {exc}", EXIT_USAGE)
 
     run_server("orchestrate", create_app, settings, settings.orchestrate.port, banner=banner(settings))
 

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
 from llmkit import __version__
+from llmkit.core.auth import CHAT, PUBLIC, Guard
 from llmkit.core.http import (
     METRICS_KEY,
     OPENAPI_SCHEMAS_KEY,
@@ -16,12 +19,13 @@ from llmkit.core.http import (
     ApiError,
     add_route,
     create_base_app,
+    identity_of,
     json_response,
     openapi,
     read_json,
 )
 from llmkit.core.serve import on_stop
-from llmkit.errors import ConfigError
+from llmkit.errors import BackendError, ConfigError
 from llmkit.orchestrate.jobs import JobStore, MemoryJobStore, wait_terminal
 from llmkit.orchestrate.openapi import (
     CANCEL_DOC,
@@ -37,33 +41,38 @@ from llmkit.orchestrate.state import ORCHESTRATE_KEY, ORCHESTRATOR_KEY
 from llmkit.orchestrate.submissions import parse_submission
 from llmkit.orchestrate.workers import Drain
 from llmkit.orchestrate.ws import stream
-from llmkit.settings import Settings, mask_url
+from llmkit.settings import OrchestrateSettings, Settings, mask_url
+
+if TYPE_CHECKING:
+    from llmkit.platform.keys import KeyVerifier
 
 log = logging.getLogger("llmkit.orchestrate")
 DEFAULT_RESULT_WAIT_S = 30.0
+ADMIN_SETTING = "orchestrate.admin_key (env LLMKIT_ORCHESTRATE_ADMIN_KEY)"
+# How often the last-used times of API keys go to the platform store (as the gateway does).
+USAGE_FLUSH_S = 5.0
 
 
 @openapi(**INFER_DOC)
 async def infer(request: web.Request) -> web.Response:
     """Submit a job: {prompt, session_id?, metadata?: {priority}, parameters?, stream?}; its request_id.
 
-    Invalid parameters are 400 naming the field (parameters.max_tokens, ...). Rate limited per session and
-    per client address (orchestrate.rate_limit_by; 429 with Retry-After), answered from the result cache
-    when it can, joined to an identical running job, else queued by priority (429 when the queue is full);
-    503 while the server shuts down (Retry-After) or cannot reach its queue. An Idempotency-Key header
-    returns the first job's request_id for a repeated submit.
+    Invalid parameters are 400 naming the field (parameters.max_tokens, ...). Rate limited per session (per
+    API key when one is sent) and per client address (orchestrate.rate_limit_by; 429 with Retry-After),
+    answered from the result cache when it can, joined to an identical running job, else queued by
+    priority (429 when the queue is full); 503 while the server shuts down (Retry-After) or cannot reach
+    its queue. An Idempotency-Key header returns the first job's request_id for a repeated submit by the
+    same tenant. The job belongs to the caller's tenant: other tenants' status, result and cancel get 404.
     """
     sub = parse_submission(await read_json(request), request.headers.get("Idempotency-Key"))
-    job = await request.app[ORCHESTRATOR_KEY].submit(sub, request.remote or "-")
+    orchestrator = request.app[ORCHESTRATOR_KEY]
+    job = await orchestrator.submit(sub, request.remote or "-", identity=identity_of(request))
     return json_response(job.public())
 
 
 async def _job_or_404(request: web.Request) -> Any:
-    job_id = request.match_info["id"]
-    job = await request.app[ORCHESTRATOR_KEY].store.get(job_id)
-    if job is None:
-        raise ApiError(404, "job_not_found", f"no job {job_id!r} (unknown, or its result has expired)")
-    return job
+    orchestrator = request.app[ORCHESTRATOR_KEY]
+    return await orchestrator.job_for(request.match_info["id"], identity_of(request))
 
 
 @openapi(**STATUS_DOC)
@@ -94,7 +103,7 @@ async def result(request: web.Request) -> web.Response:
 @openapi(**CANCEL_DOC)
 async def cancel(request: web.Request) -> web.Response:
     """Cancel a pending job (409 once it runs or has finished)."""
-    job = await request.app[ORCHESTRATOR_KEY].cancel(request.match_info["id"])
+    job = await request.app[ORCHESTRATOR_KEY].cancel(request.match_info["id"], identity_of(request))
     return json_response(job.public())
 
 
@@ -144,7 +153,8 @@ def _cors(app: web.Application) -> None:
         )
 
     app.on_response_prepare.append(allow)
-    add_route(app, "OPTIONS", "/api/v1/{path:[\\s\\S]*}", preflight)
+    # A browser sends the preflight without credentials: it must pass whatever keys the API requires.
+    add_route(app, "OPTIONS", "/api/v1/{path:[\\s\\S]*}", preflight, scope=PUBLIC)
 
 
 def _stop(app: web.Application) -> None:
@@ -180,6 +190,54 @@ def job_store(settings: Settings) -> JobStore:
     return RedisJobStore(make_redis(parsed), ttl, prefix=parsed.get("prefix", str, "llmkit"))
 
 
+def guard_of(config: OrchestrateSettings) -> tuple[Guard, KeyVerifier | None]:
+    """The credential rules, and the verifier of the platform store's keys they accept (none without
+    orchestrate.platform_url: then only the admin key is a credential)."""
+    verifier = None
+    if config.platform_url:
+        from llmkit.platform.keys import KeyVerifier
+        from llmkit.platform.store import platform_store_from_url
+
+        store = platform_store_from_url(config.platform_url, setting="orchestrate.platform_url")
+        verifier = KeyVerifier(store, pepper=config.key_pepper)
+    elif config.require_api_key and not config.admin_key:
+        raise ConfigError(
+            "orchestrate.require_api_key needs keys to accept: set orchestrate.platform_url to the "
+            "gateway's platform store (or orchestrate.admin_key)"
+        )
+    guard = Guard(
+        admin_key=config.admin_key,
+        admin_setting=ADMIN_SETTING,
+        verifier=verifier,
+        require_key=config.require_api_key,
+        require_setting="orchestrate.require_api_key",
+    )
+    return guard, verifier
+
+
+async def _platform(verifier: KeyVerifier) -> AsyncIterator[None]:
+    """The platform store open while the app runs; when keys were last used goes to it in the background."""
+    store = verifier.store
+    await store.open()
+    log.info("api keys from the platform store %s (%s)", store.where, store.kind)
+
+    async def flush() -> None:
+        while True:
+            await asyncio.sleep(USAGE_FLUSH_S)
+            await verifier.flush_usage()
+
+    flusher = asyncio.create_task(flush(), name="llmkit-orchestrate-key-usage")
+    try:
+        yield
+    finally:
+        flusher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await flusher
+        with contextlib.suppress(BackendError):
+            await verifier.flush_usage()
+        await store.close()
+
+
 def create_app(settings: Settings, backend: Any = None) -> web.Application:
     """The orchestrator: API routes and the worker pool; `backend` replaces the configured one."""
     from llmkit.core.cache import cache_from_url
@@ -206,7 +264,8 @@ def create_app(settings: Settings, backend: Any = None) -> web.Application:
         return await _stats(app)
 
     health = {"status": "healthy", "version": __version__}
-    app = create_base_app("orchestrate", settings.server, stats, health=health)
+    guard, verifier = guard_of(config)
+    app = create_base_app("orchestrate", settings.server, stats, health=health, guard=guard)
     app[SERVICE_KEY].live_health = lambda: _live_health(app, mask_url(settings.queue.url))
     on_stop(app, lambda: _stop(app))
     app[ORCHESTRATE_KEY] = config
@@ -251,12 +310,16 @@ def create_app(settings: Settings, backend: Any = None) -> web.Application:
             if cache is not None:
                 await cache.close()
 
+    if verifier is not None:
+        # Before the jobs' lifecycle, so the store is open before the first request and closes last.
+        app.cleanup_ctx.append(lambda app: _platform(verifier))
     app.cleanup_ctx.append(lifecycle)
-    add_route(app, "POST", "/api/v1/infer", infer)
-    add_route(app, "GET", "/api/v1/status/{id}", status)
-    add_route(app, "GET", "/api/v1/result/{id}", result)
-    add_route(app, "DELETE", "/api/v1/jobs/{id}", cancel)
-    add_route(app, "GET", "/api/v1/stream", stream)
+    # Jobs are chat work: a key needs the chat scope (or is the admin key); /stats and /metrics take any.
+    add_route(app, "POST", "/api/v1/infer", infer, scope=CHAT)
+    add_route(app, "GET", "/api/v1/status/{id}", status, scope=CHAT)
+    add_route(app, "GET", "/api/v1/result/{id}", result, scope=CHAT)
+    add_route(app, "DELETE", "/api/v1/jobs/{id}", cancel, scope=CHAT)
+    add_route(app, "GET", "/api/v1/stream", stream, scope=CHAT)
     if config.cors:
         _cors(app)
     return app

@@ -9,6 +9,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
+from llmkit.core.auth import DEFAULT_TENANT, Identity
+
 PENDING, PROCESSING, COMPLETED, FAILED, TIMEOUT, CANCELLED = (
     "pending",
     "processing",
@@ -45,11 +47,19 @@ class Job:
     attempts: int = 0
     created_at: float = field(default_factory=time.time)
     updated_at: float = field(default_factory=time.time)
+    # Who submitted it: only its tenant (and platform admins) can read or cancel it. Jobs stored before
+    # tenants existed load with the defaults, the tenant of anonymous callers.
+    tenant_id: str = DEFAULT_TENANT
+    key_id: str | None = None
 
     @property
     def terminal(self) -> bool:
         """Whether the job has reached its last state."""
         return self.status in TERMINAL
+
+    def visible_to(self, identity: Identity) -> bool:
+        """Whether `identity` may see the job: its own tenant's, or any for a platform admin."""
+        return identity.platform_admin or identity.tenant_id == self.tenant_id
 
     def public(self) -> dict[str, Any]:
         """What clients see."""
@@ -64,6 +74,7 @@ class Job:
             "attempts": self.attempts,
             "created_at": self.created_at,
             "updated_at": self.updated_at,
+            "tenant_id": self.tenant_id,
         }
 
     def to_dict(self) -> dict[str, Any]:

@@ -79,6 +79,7 @@ JOB_SCHEMA: dict[str, Any] = {
         "attempts": {"type": "integer", "minimum": 0},
         "created_at": {"type": "number"},
         "updated_at": {"type": "number"},
+        "tenant_id": {"type": "string", "description": "the tenant of the API key that submitted it"},
     },
 }
 SCHEMAS: dict[str, Any] = {
@@ -88,7 +89,8 @@ SCHEMAS: dict[str, Any] = {
 }
 
 _JOB = answer("the job", ref("Job"))
-# Every API route answers 503 with Retry-After while the process drains after SIGTERM.
+# Every API route answers 503 with Retry-After while the process drains after SIGTERM, and 401/403 for a
+# missing (when orchestrate.require_api_key), unknown, revoked or chat-less API key.
 INFER_DOC: dict[str, Any] = {
     "tags": ["jobs"],
     "parameters": [
@@ -104,13 +106,13 @@ INFER_DOC: dict[str, Any] = {
         ref("JobSubmission"), example={"prompt": "Hello", "metadata": {"priority": "high"}}
     ),
     "responses": {"200": _JOB},
-    "errors": [429, 503],
+    "errors": [401, 403, 429, 503],
 }
-STATUS_DOC: dict[str, Any] = {"tags": ["jobs"], "responses": {"200": _JOB}, "errors": [404, 503]}
+STATUS_DOC: dict[str, Any] = {"tags": ["jobs"], "responses": {"200": _JOB}, "errors": [401, 403, 404, 503]}
 CANCEL_DOC: dict[str, Any] = {
     "tags": ["jobs"],
     "responses": {"200": answer("the job, now cancelled", ref("Job"))},
-    "errors": [404, 409, 503],
+    "errors": [401, 403, 404, 409, 503],
 }
 
 
@@ -131,14 +133,14 @@ RESULT_DOC: dict[str, Any] = {
         "200": answer("the job, terminal", ref("Job")),
         "408": answer("the wait ended first: the job in its current state", ref("Job")),
     },
-    "errors": [400, 404, 503],
+    "errors": [400, 401, 403, 404, 503],
 }
 STREAM_DOC: dict[str, Any] = {
     "tags": ["jobs"],
     "responses": {
         "101": {"description": "the WebSocket is open; send one JSON job submission per text message"},
     },
-    "errors": [400],
+    "errors": [400, 401, 403],
 }
 PREFLIGHT_DOC: dict[str, Any] = {
     "tags": ["cors"],

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from llmkit.core.auth import ANONYMOUS, Identity
 from llmkit.core.cache.base import Cache
 from llmkit.core.http import ApiError
 from llmkit.core.limiter.base import TokenBucket
@@ -70,6 +71,13 @@ class Submission:
     idempotency_key: str | None = None
 
 
+def idempotency_name(identity: Identity, key: str) -> str:
+    """An Idempotency-Key within its tenant: one tenant's key never names another tenant's job. The
+    tenant is length-prefixed, so no choice of tenant id and key spells another pair."""
+    tenant = identity.tenant_id
+    return f"{len(tenant)}:{tenant}:{key}"
+
+
 class Orchestrator:
     """Everything between a submit and a terminal job, independent of HTTP."""
 
@@ -112,29 +120,37 @@ class Orchestrator:
 
     # -- submitting -------------------------------------------------------------------------------------
 
-    def cache_key(self, sub: Submission) -> str:
-        """A hash of what decides the answer: backend, model, prompt and parameters."""
+    def cache_key(self, sub: Submission, tenant_id: str = ANONYMOUS.tenant_id) -> str:
+        """A hash of what decides the answer (backend, model, prompt, parameters) and whose it is: the
+        result cache and coalescing never hand one tenant's answer to another."""
         material = orjson.dumps(
-            [self.settings.backend, sub.model or self.settings.model, sub.prompt, sub.parameters],
+            [self.settings.backend, sub.model or self.settings.model, sub.prompt, sub.parameters, tenant_id],
             option=orjson.OPT_SORT_KEYS,
         )
         return "orchestrate:result:" + hashlib.sha256(material).hexdigest()
 
-    def rate_keys(self, session_id: str | None, client: str) -> list[tuple[str, str]]:
-        """(bucket key, who) pairs a submit must pass, per `rate_limit_by`; the client address comes first."""
+    def rate_keys(
+        self, session_id: str | None, client: str, key_id: str | None = None
+    ) -> list[tuple[str, str]]:
+        """(bucket key, who) pairs a submit must pass, per `rate_limit_by`; the client address comes first.
+
+        A caller with an API key is counted by its key instead of its session id (which it could invent).
+        """
         by = self.settings.rate_limit_by
         keys: list[tuple[str, str]] = []
-        if by != "session" or session_id is None:
-            # Without a session id even `session` counts the caller by address, as it always did.
+        if by != "session" or (session_id is None and key_id is None):
+            # Without a session id (or key) even `session` counts the caller by address, as it always did.
             keys.append((f"client:{client}", f"client {client}"))
-        if by != "client" and session_id is not None:
+        if by != "client" and key_id is not None:
+            keys.append((f"key:{key_id}", f"API key {key_id}"))
+        elif by != "client" and session_id is not None:
             keys.append((f"session:{session_id}", f"session {session_id!r}"))
         return keys
 
-    async def _check_rate(self, session_id: str | None, client: str) -> None:
+    async def _check_rate(self, session_id: str | None, client: str, key_id: str | None) -> None:
         if self.bucket is None:
             return
-        for key, who in self.rate_keys(session_id, client):
+        for key, who in self.rate_keys(session_id, client, key_id):
             decision = await self.bucket.acquire(key)
             if decision.allowed:
                 continue
@@ -156,9 +172,13 @@ class Orchestrator:
             )
 
     async def submit(
-        self, sub: Submission, client: str = "-", on_created: Callable[[Job], None] | None = None
+        self,
+        sub: Submission,
+        client: str = "-",
+        on_created: Callable[[Job], None] | None = None,
+        identity: Identity = ANONYMOUS,
     ) -> Job:
-        """Create the job: answered from the cache, joined to an identical running one, or queued.
+        """Create `identity`'s job: answered from the cache, joined to an identical running one, or queued.
 
         `on_created(job)` runs before the job can start, so a listener it adds misses no event.
         """
@@ -170,7 +190,7 @@ class Orchestrator:
                 "(another replica takes it)",
                 headers={"Retry-After": str(STOPPING_RETRY_AFTER_S)},
             )
-        await self._check_rate(sub.session_id, client)
+        await self._check_rate(sub.session_id, client, identity.key_id)
         job = Job(
             id=str(uuid.uuid4()),
             prompt=sub.prompt,
@@ -180,18 +200,21 @@ class Orchestrator:
             model=sub.model,
             parameters=dict(sub.parameters),
             stream=sub.stream,
+            tenant_id=identity.tenant_id,
+            key_id=identity.key_id,
         )
         if on_created is not None:
             on_created(job)
         if sub.idempotency_key is not None:
-            first = await self.store.claim_key(sub.idempotency_key, job.id)
+            first = await self.store.claim_key(idempotency_name(identity, sub.idempotency_key), job.id)
             if first != job.id:
                 self.counters.idempotent_repeats += 1
                 earlier = await self.store.get(first)
-                if earlier is not None:
+                # The name holds the tenant already; checking the job too costs nothing.
+                if earlier is not None and earlier.tenant_id == job.tenant_id:
                     return earlier
         self.counters.submitted += 1
-        job.cache_key = self.cache_key(sub)
+        job.cache_key = self.cache_key(sub, identity.tenant_id)
         if self.cache is not None and (hit := await self.cache.get(job.cache_key)) is not None:
             self.counters.cache_hits += 1
             job.status, job.result, job.cached = COMPLETED, hit.decode(), True
@@ -257,11 +280,17 @@ class Orchestrator:
             current.status, current.result, current.error = leader.status, leader.result, leader.error
         await self.store.save(current)
 
-    async def cancel(self, job_id: str) -> Job:
-        """Cancel a pending job; 404 unknown, 409 once it runs or has finished."""
+    async def job_for(self, job_id: str, identity: Identity = ANONYMOUS) -> Job:
+        """The job if `identity` may see it; else 404, the same answer as for an unknown job (another
+        tenant's job ids must not be discoverable)."""
         job = await self.store.get(job_id)
-        if job is None:
+        if job is None or not job.visible_to(identity):
             raise ApiError(404, "job_not_found", f"no job {job_id!r} (unknown, or its result has expired)")
+        return job
+
+    async def cancel(self, job_id: str, identity: Identity = ANONYMOUS) -> Job:
+        """Cancel a pending job of `identity`'s; 404 unknown (or another tenant's), 409 once it runs."""
+        job = await self.job_for(job_id, identity)
         if job.status != PENDING:
             message = f"job {job_id} is {job.status}; only pending jobs can be cancelled"
             raise ApiError(409, "not_pending", message)

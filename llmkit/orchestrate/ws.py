@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from aiohttp import WSMsgType, web
 
-from llmkit.core.http import ApiError
+from llmkit.core.auth import Identity
+from llmkit.core.http import ApiError, identity_of
 from llmkit.core.openapi import openapi
 from llmkit.orchestrate.jobs import RESYNC, Job
 from llmkit.orchestrate.openapi import STREAM_DOC
@@ -32,12 +33,19 @@ def _final(job: Job) -> dict[str, Any]:
 
 
 class Connection:
-    """One client's socket: each text message becomes a job followed to its end on this socket."""
+    """One client's socket: each text message becomes a job followed to its end on this socket.
 
-    def __init__(self, ws: web.WebSocketResponse, orchestrator: Orchestrator, client: str) -> None:
+    A socket follows only the jobs its own messages created, as the identity that opened it: it names
+    no job by id, so it cannot watch another tenant's.
+    """
+
+    def __init__(
+        self, ws: web.WebSocketResponse, orchestrator: Orchestrator, client: str, identity: Identity
+    ) -> None:
         self.ws = ws
         self.orchestrator = orchestrator
         self.client = client
+        self.identity = identity
         self.tasks: set[asyncio.Task[None]] = set()
 
     async def send(self, data: Any) -> None:
@@ -67,7 +75,10 @@ class Connection:
                 body = orjson.loads(text)
                 if not isinstance(body, dict):
                     raise ApiError(400, "invalid_json", "send a JSON object {prompt, session_id?, metadata?}")
-                job = await self.orchestrator.submit(parse_submission(body), self.client, on_created=listen)
+                sub = parse_submission(body)
+                job = await self.orchestrator.submit(
+                    sub, self.client, on_created=listen, identity=self.identity
+                )
             except orjson.JSONDecodeError as exc:
                 await self.send({"error": f"message is not valid JSON: {exc}", "code": "invalid_json"})
                 return
@@ -115,7 +126,7 @@ async def stream(request: web.Request) -> web.StreamResponse:
     limit = orchestrator.settings.ws_max_message_kb * 1024
     ws = web.WebSocketResponse(heartbeat=HEARTBEAT_S, max_msg_size=limit)
     await ws.prepare(request)
-    connection = Connection(ws, orchestrator, request.remote or "-")
+    connection = Connection(ws, orchestrator, request.remote or "-", identity_of(request))
     try:
         async for message in ws:
             if message.type == WSMsgType.TEXT:

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -166,3 +167,33 @@ def test_rate_limit_by_flag_sets_the_setting(served_settings: list[Settings], by
     assert served_settings[0].orchestrate.rate_limit_by == by
     bad = CliRunner().invoke(app, ["orchestrate", "--rate-limit-by", "ip"])
     assert bad.exit_code == 2
+
+
+def test_listening_beyond_loopback_needs_the_admin_key(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "LLMKIT_ORCHESTRATE_ADMIN_KEY"}
+    argv = [LLMKIT, "orchestrate", "--host", "0.0.0.0", "--port", "0"]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False, env=env)
+    assert done.returncode == 2, done.stderr
+    assert "orchestrate.admin_key" in done.stderr and "LLMKIT_ORCHESTRATE_ADMIN_KEY" in done.stderr
+    assert done.stdout == ""
+    secret = "orchestrate-admin-key-e2e-0123456789"
+    keyed = {**env, "LLMKIT_ORCHESTRATE_ADMIN_KEY": secret}
+    with subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=keyed
+    ) as proc:
+        try:
+            assert proc.stdout is not None
+            line = proc.stdout.readline().strip()
+            assert line.startswith("llmkit orchestrate listening on http://0.0.0.0:"), line
+            port = line.rsplit(":", 1)[1]
+            request = urllib.request.Request(
+                f"http://127.0.0.1:{port}/api/v1/status/{'0' * 36}",
+                headers={"Authorization": f"Bearer {secret}"},
+            )
+            with pytest.raises(urllib.error.HTTPError) as unknown:
+                urllib.request.urlopen(request, timeout=10)
+            unknown.value.close()
+            assert unknown.value.code == 404  # the admin key is accepted; the job does not exist
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)

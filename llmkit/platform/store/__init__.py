@@ -33,13 +33,16 @@ STORES: dict[str, Callable[[str, int], PlatformStore]] = {
 }
 
 
-def platform_store_from_url(url: str, *, pool_size: int = 10) -> PlatformStore:
-    """The (not yet opened) store `url` names; another scheme is a ConfigError naming the supported ones."""
+def platform_store_from_url(
+    url: str, *, pool_size: int = 10, setting: str = "gateway.platform_url"
+) -> PlatformStore:
+    """The (not yet opened) store `url` names; another scheme is a ConfigError naming `setting` and the
+    supported ones."""
     scheme = url.split(":", 1)[0].lower() if ":" in url else ""
     factory = STORES.get(scheme)
     if factory is None:
         raise ConfigError(
-            f"gateway.platform_url {url!r}: unsupported database; use sqlite:///path.db or "
+            f"{setting} {url!r}: unsupported database; use sqlite:///path.db or "
             "postgresql://user:password@host:5432/db"
         )
     return factory(url, pool_size)
