@@ -274,7 +274,8 @@ SECTIONS: dict[str, type] = {
 }
 
 # LLMKIT_* variables that choose what to load rather than a setting.
-RESERVED_ENV = frozenset({"LLMKIT_PROFILE"})
+# LLMKIT_API_KEY is the caller's key for client commands (`llmkit orchestrate submit`).
+RESERVED_ENV = frozenset({"LLMKIT_PROFILE", "LLMKIT_API_KEY"})
 DEFAULT_PROFILE = "default"
 
 

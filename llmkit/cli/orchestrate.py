@@ -162,16 +162,24 @@ def _base(url: str | None) -> str:
     return (url or os.environ.get("LLMKIT_ORCHESTRATE_URL") or "http://127.0.0.1:8090").rstrip("/")
 
 
+# The variable `submit` and `status` read an API key from, for an orchestrator that requires one.
+API_KEY_ENV = "LLMKIT_API_KEY"
+
+
 def _call(method: str, url: str, body: Any = None, timeout: float = 30.0) -> tuple[int, dict[str, Any]]:
     """One HTTP call with a clear one-line failure when the server cannot be reached."""
     import asyncio
 
     import aiohttp
 
+    # The caller's API key, from the environment only (a flag would show in `ps`).
+    key = os.environ.get(API_KEY_ENV)
+    headers = {"Authorization": f"Bearer {key}"} if key else None
+
     async def go() -> tuple[int, dict[str, Any]]:
         client_timeout = aiohttp.ClientTimeout(total=timeout + 10)
         async with aiohttp.ClientSession(timeout=client_timeout) as session:
-            async with session.request(method, url, json=body) as response:
+            async with session.request(method, url, json=body, headers=headers) as response:
                 data = await response.json(content_type=None)
                 return response.status, data if isinstance(data, dict) else {"data": data}
 
@@ -210,7 +218,11 @@ def submit(
 ) -> None:
     """Submit a job; prints its request id, or with --wait its result (exit 1 if it did not complete).
 
+    An orchestrator that requires API keys gets the one in LLMKIT_API_KEY (Authorization: Bearer).
+
     Example: llmkit orchestrate submit "Summarize this" --priority high --wait
+
+    Example: LLMKIT_API_KEY=llk_... llmkit orchestrate submit "Summarize this" --url http://10.0.0.5:8090
     """
     base = _base(url)
     body: dict[str, Any] = {"prompt": prompt, "metadata": {"priority": priority}}

@@ -23,7 +23,6 @@ from llmkit.core.http import (
     openapi,
     read_json,
 )
-from llmkit.core.secrets import mask_url
 from llmkit.errors import BackendError, UpstreamError
 from llmkit.gateway import openai_face, queued
 from llmkit.gateway.answers import (
@@ -263,7 +262,7 @@ def create_app(settings: Settings, pool: Any = None) -> web.Application:
         return {
             "upstreams": {"ok": any(row.get("ok") for row in upstreams), "each": upstreams},
             "cache": await component_state(gateway.cache),
-            "quotas": {"ok": True, "url": mask_url(settings.limiter.url)},
+            "quotas": await platform.quotas_health(),
         }
 
     app = create_base_app(

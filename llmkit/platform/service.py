@@ -12,6 +12,8 @@ from typing import Any
 from aiohttp import web
 
 from llmkit.core.auth import DEFAULT_TENANT, Guard, Identity
+from llmkit.core.limiter.base import Window
+from llmkit.core.secrets import mask_url
 from llmkit.errors import BackendError
 from llmkit.platform.analytics import analytics_store_from_url
 from llmkit.platform.analytics.base import AnalyticsStore
@@ -29,6 +31,8 @@ log = logging.getLogger("llmkit.platform")
 # How often last-used times of keys go to the store.
 USAGE_FLUSH_S = 5.0
 NO_QUOTAS = Quotas()
+# What /api/admin/health reads (and never counts in) to see that the quota counters answer.
+HEALTH_WINDOW = Window("health", 1, "minute")
 # Whitespace collapses when a query is normalised: keep enough of the raw text for MAX_QUERY_CHARS of it.
 MAX_BUFFERED_QUERY = 4 * MAX_QUERY_CHARS
 
@@ -177,6 +181,16 @@ class Platform:
                 upstream=upstream,
             )
         )
+
+    async def quotas_health(self) -> dict[str, Any]:
+        """Whether the quota counters (limiter.url: Redis for replicas) answer a read."""
+        state: dict[str, Any] = {"url": mask_url(self.config.quota_url)}
+        try:
+            await self.quotas.counter.usage("llmkit-health", [HEALTH_WINDOW])
+            state["ok"] = True
+        except BackendError as exc:
+            state.update(ok=False, error=str(exc))
+        return state
 
     async def health(self) -> dict[str, Any]:
         """The store's state and the analytics writer's figures."""

@@ -197,3 +197,19 @@ def test_listening_beyond_loopback_needs_the_admin_key(tmp_path: Path) -> None:
         finally:
             proc.terminate()
             proc.wait(timeout=30)
+
+
+def test_submit_sends_the_key_in_llmkit_api_key(tmp_path: Path) -> None:
+    secret = "orchestrate-admin-key-for-the-client-0123"
+    env = {"LLMKIT_ORCHESTRATE_ADMIN_KEY": secret, "LLMKIT_ORCHESTRATE_REQUIRE_API_KEY": "true"}
+    with ServerProcess(tmp_path, "--port", "0", command="orchestrate", env=env) as process:
+        url = process.wait_listening()
+        argv = [LLMKIT, "orchestrate", "submit", "hello there", "--url", url, "--wait"]
+        clean = {k: v for k, v in os.environ.items() if k != "LLMKIT_API_KEY"}
+        refused = subprocess.run(argv, capture_output=True, text=True, timeout=60, env=clean)
+        assert refused.returncode == 1 and "HTTP 401" in refused.stderr
+        done = subprocess.run(
+            argv, capture_output=True, text=True, timeout=60, env={**clean, "LLMKIT_API_KEY": secret}
+        )
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.strip() and secret not in done.stdout + done.stderr

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,8 @@ from aiohttp.test_utils import TestClient
 
 from llmkit.gateway.app import create_app
 from llmkit.platform.service import PLATFORM_KEY
+from llmkit.settings import LimiterSettings
+from tests.servers import ClickHouseServer, RedisServer
 from tests.unit.gateway_fakes import HeldPool, gateway_settings
 
 Client = TestClient[web.Request, web.Application]
@@ -32,10 +36,14 @@ def bearer(key: str) -> dict[str, str]:
 
 
 async def start(
-    aiohttp_client: MakeClient, tmp_path: Path, pool: HeldPool | None = None, **gw: Any
+    aiohttp_client: MakeClient,
+    tmp_path: Path,
+    pool: HeldPool | None = None,
+    limiter_url: str = "memory://",
+    **gw: Any,
 ) -> Client:
     gw.setdefault("platform_url", f"sqlite:///{tmp_path}/platform.db")
-    settings = gateway_settings(admin_key=ADMIN, **gw)
+    settings = replace(gateway_settings(admin_key=ADMIN, **gw), limiter=LimiterSettings(url=limiter_url))
     return await aiohttp_client(create_app(settings, pool=pool or HeldPool(hold=False)))
 
 
@@ -398,3 +406,39 @@ async def test_admin_health_and_stats_report_the_platform(aiohttp_client: MakeCl
     assert stats["platform"]["api_keys"] == {"active": 1, "revoked": 0, "expired": 0}
     seed = await (await client.get("/api/stats")).json()
     assert "cache" in seed and "hit_rate" in seed["cache"]
+
+
+@pytest.mark.clickhouse
+async def test_analytics_go_to_clickhouse_when_analytics_url_names_it(
+    aiohttp_client: MakeClient, tmp_path: Path, clickhouse_server: ClickHouseServer
+) -> None:
+    database = f"gw_{uuid.uuid4().hex[:10]}"
+    url = f"clickhouse://127.0.0.1:{clickhouse_server.tcp_port}/{database}"
+    client = await start(aiohttp_client, tmp_path, analytics_url=url)
+    assert client.app[PLATFORM_KEY].analytics is not None
+    assert client.app[PLATFORM_KEY].analytics.kind == "clickhouse"
+    for text in ("alpha", "alpha", "beta"):
+        assert (await client.post("/api/chat-optimized", json=chat(text))).status == 200
+    await flush(client)
+    popular = await (await client.get("/api/admin/analytics/popular", headers=AS_ADMIN)).json()
+    assert [(i["query"], i["count"]) for i in popular["items"]] == [("alpha", 2), ("beta", 1)]
+
+
+@pytest.mark.redis
+async def test_admin_health_says_when_the_quota_redis_is_down(
+    aiohttp_client: MakeClient, tmp_path: Path, redis_factory: Callable[[], RedisServer]
+) -> None:
+    redis = redis_factory()
+    client = await start(aiohttp_client, tmp_path, limiter_url=f"{redis.url}?timeout=0.5")
+    tid = await tenant(client, "R", rpm=100)
+    text = await key(client, tid)
+    assert (await client.post("/api/chat-optimized", json=chat("up"), headers=bearer(text))).status == 200
+    healthy = await (await client.get("/api/admin/health", headers=AS_ADMIN)).json()
+    assert healthy["components"]["quotas"]["ok"] is True
+    redis.stop()
+    down = await client.get("/api/admin/health", headers=AS_ADMIN)
+    body = await down.json()
+    assert body["status"] == "degraded" and "quotas" in body["down"]
+    # A tenant whose quotas cannot be counted is refused with a 503 that says why, not a hang or a 500.
+    refused = await client.post("/api/chat-optimized", json=chat("down"), headers=bearer(text))
+    assert refused.status == 503 and "redis" in (await refused.json())["error"]["message"].lower()
