@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import parse_qsl, unquote, urlsplit
 
@@ -137,19 +136,3 @@ def redis_errors(what: str) -> Iterator[None]:
         yield
     except (RedisError, OSError, TimeoutError) as exc:
         raise BackendError(f"redis {what} failed: {type(exc).__name__}: {exc}") from exc
-
-
-def sqlite_path(url: str, setting: str) -> Path:
-    """`sqlite:///data/a.db` -> data/a.db (relative), `sqlite:////var/a.db` -> /var/a.db."""
-    parts = urlsplit(url)
-    if parts.netloc not in ("", "localhost"):
-        raise ConfigError(
-            f"{setting} {url!r}: a SQLite URL has no host; use sqlite:///relative.db or "
-            "sqlite:////absolute/path.db"
-        )
-    path = unquote(parts.path)[1:] if parts.path.startswith("/") else unquote(parts.path)
-    if not path:
-        raise ConfigError(
-            f"{setting} {url!r}: name the file, e.g. sqlite:///./data/{setting.split('.')[0]}.db"
-        )
-    return Path(path)

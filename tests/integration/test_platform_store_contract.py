@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -219,3 +221,26 @@ def test_an_unsupported_database_names_what_is_supported() -> None:
         platform_store_from_url("mysql://h/db")
     with pytest.raises(ConfigError, match="name the file"):
         platform_store_from_url("sqlite://")
+
+
+def test_processes_opening_one_fresh_sqlite_file_together_all_succeed(tmp_path: Path) -> None:
+    """Gateway workers (--workers N) open the same file at once: WAL switch and migration must wait."""
+    url = f"sqlite:///{tmp_path}/shared.db"
+    code = (
+        "import asyncio, sys\n"
+        "from llmkit.platform.store import platform_store_from_url\n"
+        "from llmkit.platform.analytics import analytics_store_from_url\n"
+        "async def main():\n"
+        "    for s in (platform_store_from_url(sys.argv[1]), analytics_store_from_url(sys.argv[1])):\n"
+        "        await s.open()\n"
+        "        await s.close()\n"
+        "asyncio.run(main())\n"
+    )
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code, url], stderr=subprocess.PIPE, text=True)
+        for _ in range(6)
+    ]
+    errors = [p.communicate(timeout=60)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0] * 6, errors
+    with sqlite3.connect(tmp_path / "shared.db") as conn:
+        assert conn.execute("SELECT count(*), max(version) FROM llmkit_schema").fetchone() == (LATEST, LATEST)

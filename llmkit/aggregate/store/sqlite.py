@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from llmkit.aggregate.store.base import EventQuery, Listed, Row, TopicCounts
-from llmkit.core.backends import sqlite_path
+from llmkit.core.sqlite import sqlite_path
 from llmkit.errors import BackendError
 
 if TYPE_CHECKING:

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from llmkit.core.backends import sqlite_path
+from llmkit.core.sqlite import sqlite_path, use_wal, while_locked
 from llmkit.errors import BackendError
 from llmkit.platform.analytics.base import (
     DAY,
@@ -93,17 +93,18 @@ class SqliteAnalyticsStore:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._conn = await aiosqlite.connect(self.path, isolation_level=None)
-            for pragma in (
-                f"busy_timeout = {BUSY_TIMEOUT_MS}",
-                "journal_mode = WAL",
-                f"synchronous = {self.synchronous}",
-            ):
-                await self._conn.execute(f"PRAGMA {pragma}")
-            for statement in SCHEMA:
-                await self._conn.execute(statement)
+            await self._conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            await use_wal(self._conn)
+            await self._conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+            await while_locked(self._create)
         except (OSError, sqlite3.Error) as exc:
             await self.close()
             raise BackendError(f"analytics store {self.where}: cannot open it: {exc}") from exc
+
+    async def _create(self) -> None:
+        assert self._conn is not None
+        for statement in SCHEMA:
+            await self._conn.execute(statement)
 
     async def write(self, records: Sequence[QueryRecord]) -> None:
         """One transaction per batch."""

@@ -6,7 +6,7 @@ import importlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from llmkit.core.backends import sqlite_path
+from llmkit.core.sqlite import sqlite_path
 from llmkit.errors import ConfigError
 
 if TYPE_CHECKING:

@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from llmkit.core.sqlite import use_wal, while_locked
 from llmkit.errors import BackendError
 from llmkit.platform.store import migrations as m
 from llmkit.platform.store.base import ApiKey, StoreConflict, Tenant
@@ -59,28 +60,37 @@ class SqlitePlatformStore:
         except (OSError, sqlite3.Error) as exc:
             raise BackendError(f"platform store {self.where}: cannot open: {exc}") from exc
         try:
-            await self._migrate()
+            await while_locked(self._migrate_once)
+        except sqlite3.Error as exc:
+            await self.close()
+            raise BackendError(f"platform store {self.where}: {exc}") from exc
         except BaseException:
             # A refused schema must not leave aiosqlite's thread running: it would keep the process alive.
             await self.close()
             raise
 
-    async def _migrate(self) -> None:
-        async with self._errors() as db:
-            await db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            await db.execute("PRAGMA journal_mode = WAL")
-            await db.execute("PRAGMA synchronous = NORMAL")
-            await db.execute("BEGIN IMMEDIATE")
-            try:
-                await db.execute(m.SCHEMA_TABLE)
-                for version, statements in m.pending(await self.schema_version(), self.where):
-                    for statement in statements:
-                        await db.execute(statement)
-                    await db.execute(Q["WRITE_VERSION"], (version,))
-                await db.execute("COMMIT")
-            except BaseException:
-                await db.execute("ROLLBACK")
-                raise
+    async def _migrate_once(self) -> None:
+        # Raw sqlite3 errors, so while_locked sees "database is locked" and tries again.
+        db = self._db
+        assert db is not None
+        await db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        await use_wal(db)
+        await db.execute("PRAGMA synchronous = NORMAL")
+        await db.execute("BEGIN IMMEDIATE")
+        try:
+            await db.execute(m.SCHEMA_TABLE)
+            async with db.execute(m.READ_VERSION) as cursor:
+                row = await cursor.fetchone()
+            for version, statements in m.pending(
+                int(row[0]) if row and row[0] is not None else 0, self.where
+            ):
+                for statement in statements:
+                    await db.execute(statement)
+                await db.execute(Q["WRITE_VERSION"], (version,))
+            await db.execute("COMMIT")
+        except BaseException:
+            await db.execute("ROLLBACK")
+            raise
 
     async def close(self) -> None:
         if self._db is not None:
