@@ -192,13 +192,22 @@ class Guard:
         A credential in no format this server issues is anonymous when no key is `needed`: OpenAI's
         client always sends one (`sk-...`, "x"), and a server that requires none must not refuse it.
         """
-        if self._admin_digest is not None and hmac.compare_digest(digest(credential), self._admin_digest):
-            return BOOTSTRAP_ADMIN
         if self.verifier is not None and self.verifier.recognizes(credential):
-            return await self.verifier.identify(credential)
+            try:
+                return await self.verifier.identify(credential)
+            except AuthError as refused:
+                # An admin key that happens to look like an API key is still the admin key.
+                if refused.status != 401 or not self._is_admin(credential):
+                    raise
+                return BOOTSTRAP_ADMIN
+        if self._is_admin(credential):
+            return BOOTSTRAP_ADMIN
         if needed:
             raise AuthError(401, "invalid_api_key", "the API key is not valid for this server")
         return ANONYMOUS
+
+    def _is_admin(self, credential: str) -> bool:
+        return self._admin_digest is not None and hmac.compare_digest(digest(credential), self._admin_digest)
 
     def _admin_missing(self) -> AuthError:
         if self.admin_configured:

@@ -150,6 +150,7 @@ class KeyVerifier:
         self.tenants = ShortCache(store.tenant, cache_ttl, clock)
         # key id -> when it was last used; written to the store by flush_usage, off the request path.
         self.used: dict[str, float] = {}
+        self._identities: dict[str, tuple[ApiKey, Identity]] = {}
 
     def recognizes(self, credential: str) -> bool:
         return credential.startswith(KEY_PREFIX)
@@ -176,7 +177,13 @@ class KeyVerifier:
         if key.expires_at is not None and key.expires_at <= now:
             raise AuthError(403, "key_expired", f"API key {key.id} has expired")
         self.used[key.id] = now
-        return identity_of_key(key)
+        # One Identity per stored row read: a key's requests share it until the cache reads it again.
+        known = self._identities.get(key.id)
+        if known is None or known[0] is not key:
+            if len(self._identities) >= CACHE_MAX:
+                self._identities.clear()
+            known = self._identities[key.id] = (key, identity_of_key(key))
+        return known[1]
 
     async def tenant(self, tenant_id: str) -> Tenant | None:
         """The tenant (and its quotas) as the store had it at most `cache_ttl` ago."""

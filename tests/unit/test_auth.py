@@ -165,3 +165,13 @@ def test_binding_beyond_loopback_without_an_admin_credential_is_refused() -> Non
     refuse_open_bind("0.0.0.0", True, "gateway.admin_key", "LLMKIT_GATEWAY_ADMIN_KEY")
     with pytest.raises(ConfigError, match=r"set gateway.admin_key \(env LLMKIT_GATEWAY_ADMIN_KEY\)"):
         refuse_open_bind("0.0.0.0", False, "gateway.admin_key", "LLMKIT_GATEWAY_ADMIN_KEY")
+
+
+async def test_an_admin_key_in_the_api_key_format_is_still_the_admin_key(aiohttp_client: MakeClient) -> None:
+    client = await app_client(
+        aiohttp_client, Guard(admin_key="llk_admin_x", admin_setting="x", verifier=Keys())
+    )
+    ok = await client.get("/admin", headers={"X-API-Key": "llk_admin_x"})
+    assert ok.status == 200 and (await ok.json())["admin"] is True
+    # A revoked key is refused as revoked, never taken for the admin key.
+    assert (await client.get("/admin", headers={"X-API-Key": "llk_revoked_x"})).status == 403
