@@ -26,8 +26,13 @@ CHAT, SEARCH, ADMIN = "chat", "search", "admin"
 KEY_SCOPES = (CHAT, SEARCH, ADMIN)
 DEFAULT_TENANT = "default"
 
+# Pre-folded header names: multidict skips case-folding them on every lookup.
 _API_KEY = istr("X-API-Key")
 _AZURE_KEY = istr("api-key")
+_AUTHORIZATION = istr(hdrs.AUTHORIZATION)
+_FETCH_SITE = istr("Sec-Fetch-Site")
+_ORIGIN = istr(hdrs.ORIGIN)
+_CONTENT_TYPE = istr(hdrs.CONTENT_TYPE)
 _MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 # The body types a browser may send cross-site without a CORS preflight (an HTML form, fetch no-cors).
 _SIMPLE_TYPES = frozenset({"text/plain", "application/x-www-form-urlencoded", "multipart/form-data"})
@@ -74,7 +79,7 @@ class Verifier(Protocol):
 
 def credential_of(headers: Mapping[str, str]) -> str | None:
     """The key a request presents: `Authorization: Bearer`, `X-API-Key` (the seed's) or `api-key`."""
-    auth = headers.get(hdrs.AUTHORIZATION)
+    auth = headers.get(_AUTHORIZATION)
     if auth is not None:
         scheme, _, token = auth.strip().partition(" ")
         if scheme.lower() == "bearer" and token.strip():
@@ -109,17 +114,19 @@ def refuse_open_bind(host: str, admin_configured: bool, setting: str, env: str) 
 def cross_site_refusal(request: web.Request, forms: bool = False) -> AuthError | None:
     """What a browser could send from another site with no credential: an Origin / Sec-Fetch-Site that
     is not this server, or (unless the route takes `forms`) a form-like body. Such a request is refused."""
-    site = request.headers.get("Sec-Fetch-Site")
+    headers = request.headers
+    site = headers.get(_FETCH_SITE)
     if site is not None and site not in ("same-origin", "none"):
         return AuthError(403, "cross_site_request", f"cross-site {request.method} refused; send an API key")
-    origin = request.headers.get(hdrs.ORIGIN)
+    origin = headers.get(_ORIGIN)
     if origin is not None and origin != "null" and origin.partition("://")[2] != request.host:
         return AuthError(403, "cross_site_request", f"cross-origin {request.method} from {origin} refused")
     if origin == "null":
         return AuthError(403, "cross_site_request", "a request with Origin: null is refused; send an API key")
     if request.body_exists and not forms:
-        ctype = request.headers.get(hdrs.CONTENT_TYPE)
-        if ctype is None or request.content_type in _SIMPLE_TYPES:
+        ctype = headers.get(_CONTENT_TYPE)
+        # The usual exact value needs no parsing (request.content_type parses the header).
+        if ctype is None or (ctype != "application/json" and request.content_type in _SIMPLE_TYPES):
             got = request.content_type if ctype is not None else "no Content-Type"
             return AuthError(
                 415,
