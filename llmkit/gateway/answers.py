@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -182,6 +183,9 @@ async def answer(
         return json_response(render(outcome, ticket, conversation), headers=headers)
     except UpstreamError as exc:
         status = exc.status
+        raise
+    except asyncio.CancelledError:
+        status = 499  # the client went away; its quota slot is still given back below
         raise
     finally:
         first_byte = request.get(FIRST_BYTE_KEY) if req.stream else time.perf_counter()
