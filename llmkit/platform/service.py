@@ -50,6 +50,7 @@ class PlatformConfig:
     analytics_enabled: bool
     analytics_url: str
     retention_days: int
+    workers: int = 1
 
     @classmethod
     def from_settings(cls, settings: Settings) -> PlatformConfig:
@@ -65,6 +66,7 @@ class PlatformConfig:
             analytics_enabled=g.analytics_enabled,
             analytics_url=g.analytics_url or g.platform_url,
             retention_days=g.analytics_retention_days,
+            workers=settings.server.workers,
         )
 
 
@@ -104,6 +106,14 @@ class Platform:
             self.writer = AnalyticsWriter(self.analytics, retention_days=self.config.retention_days)
             self.writer.start()
         self._flusher = asyncio.create_task(self._flush_usage(), name="llmkit-key-usage")
+        if not self.quotas_shared:
+            log.warning(
+                "limiter.url %s with server.workers %d: each worker counts tenant quotas on its own, so a "
+                "tenant gets up to %d times its quota; use a redis:// limiter.url for exact quotas",
+                self.config.quota_url,
+                self.config.workers,
+                self.config.workers,
+            )
         log.info(
             "platform store %s (%s); api keys %s; analytics %s",
             self.store.where,
@@ -182,9 +192,14 @@ class Platform:
             )
         )
 
+    @property
+    def quotas_shared(self) -> bool:
+        """Whether every process serving this gateway counts quotas in one place (not memory per worker)."""
+        return self.config.workers <= 1 or not self.config.quota_url.startswith("memory")
+
     async def quotas_health(self) -> dict[str, Any]:
-        """Whether the quota counters (limiter.url: Redis for replicas) answer a read."""
-        state: dict[str, Any] = {"url": mask_url(self.config.quota_url)}
+        """Whether the quota counters (limiter.url: Redis for replicas) answer a read, and are exact."""
+        state: dict[str, Any] = {"url": mask_url(self.config.quota_url), "exact": self.quotas_shared}
         try:
             await self.quotas.counter.usage("llmkit-health", [HEALTH_WINDOW])
             state["ok"] = True

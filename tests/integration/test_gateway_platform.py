@@ -442,3 +442,15 @@ async def test_admin_health_says_when_the_quota_redis_is_down(
     # A tenant whose quotas cannot be counted is refused with a 503 that says why, not a hang or a 500.
     refused = await client.post("/api/chat-optimized", json=chat("down"), headers=bearer(text))
     assert refused.status == 503 and "redis" in (await refused.json())["error"]["message"].lower()
+
+
+async def test_quotas_counted_per_worker_in_memory_are_flagged(
+    aiohttp_client: MakeClient, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="llmkit.platform")
+    settings = gateway_settings(admin_key=ADMIN, platform_url=f"sqlite:///{tmp_path}/p.db")
+    settings = replace(settings, server=replace(settings.server, workers=3))
+    client = await aiohttp_client(create_app(settings, pool=HeldPool(hold=False)))
+    assert "up to 3 times its quota" in caplog.text and "redis://" in caplog.text
+    health = await (await client.get("/api/admin/health", headers=AS_ADMIN)).json()
+    assert health["components"]["quotas"]["exact"] is False
