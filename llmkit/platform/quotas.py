@@ -273,29 +273,27 @@ class QuotaEnforcer:
     async def admit(self, tenant_id: str, quotas: Quotas) -> Admission:
         """Let a request in or raise QuotaExceeded: rpm takes 1, token windows must have room, a slot free."""
         token_windows, rpm = self._plan(quotas)
-        states: dict[str, WindowState] = {}
-        # Order: the token check writes nothing, and a slot is easy to give back; the request counted in the
-        # rpm window last, so a request refused for another quota does not use up the tenant's rpm.
-        if token_windows:
-            check = await self.counter.consume(tenant_id, token_windows, 0)
-            states.update((state.name, state) for state in check.windows)
-            if check.denied is not None:
-                await self._refuse(tenant_id, quotas, check.denied, states, rpm)
         holder = None
         if quotas.max_concurrent is not None:
+            # The slot first: a request refused for it then uses up nothing of the tenant's rpm.
             holder = await self.slots.try_take(tenant_id, quotas.max_concurrent)
             if holder is None:
-                await self._refuse(tenant_id, quotas, None, states, rpm)
+                states: dict[str, WindowState] = {}
+                await self._refuse(tenant_id, quotas, None, states, [*rpm, *token_windows])
         in_use = 0
         try:
-            if rpm:
-                decision = await self.counter.consume(tenant_id, rpm, 1)
-                states.update((state.name, state) for state in decision.windows)
-                if decision.denied is not None:
-                    if holder is not None:
-                        # Given back before the refusal reads the slots in use, so its headers count it free.
-                        await self.slots.give_back(tenant_id, holder)
-                    await self._refuse(tenant_id, quotas, decision.denied, states, [])
+            # One counter call (one round trip on Redis): rpm takes 1, token windows must have room left.
+            decision = await self.counter.consume(tenant_id, rpm, 1, checked=token_windows)
+            states = {state.name: state for state in decision.windows}
+            if decision.denied is not None:
+                if holder is not None:
+                    # Given back before the refusal reads the slots in use, so its headers count it free.
+                    await self.slots.give_back(tenant_id, holder)
+                    holder = None
+                # A spent token quota is named before the request count: it resets later (a minute at
+                # least, where the requests' window may be about to roll) and asking again will not help.
+                spent = [st for st in decision.windows[len(rpm) :] if st.used >= st.limit]
+                await self._refuse(tenant_id, quotas, spent[0] if spent else decision.denied, states, [])
             if holder is not None:
                 in_use = await self.slots.in_use(tenant_id)
         except BaseException:

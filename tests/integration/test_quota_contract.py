@@ -122,6 +122,17 @@ async def test_the_first_refusing_window_is_named(counter: QuotaCounter) -> None
     assert decision.denied is not None and decision.denied.name == "a"
 
 
+async def test_checked_windows_must_have_room_and_are_not_charged(counter: QuotaCounter) -> None:
+    requests, tokens = Window("requests", 5, "minute"), Window("tokens", 10, "minute")
+    first = await counter.consume("k", [requests], 1, checked=[tokens])
+    assert first.allowed and [(s.name, s.used) for s in first.windows] == [("requests", 1), ("tokens", 0)]
+    await counter.add("k", [tokens], 10)
+    spent = await counter.consume("k", [requests], 1, checked=[tokens])
+    assert not spent.allowed and spent.denied is not None and spent.denied.name == "tokens"
+    # All or nothing: the refused call charged no request.
+    assert [s.used for s in await counter.usage("k", [requests, tokens])] == [1, 10]
+
+
 async def test_add_goes_over_the_limit_and_then_consume_refuses(counter: QuotaCounter) -> None:
     window = Window("tokens", 10, "minute")
     states = await counter.add("k", [window], 25)

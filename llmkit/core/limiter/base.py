@@ -234,8 +234,11 @@ class QuotaDecision:
 class QuotaCounter(Protocol):
     """Counts units per key in fixed windows; `consume` checks and adds atomically, across processes."""
 
-    async def consume(self, key: str, windows: Sequence[Window], cost: int) -> QuotaDecision:
-        """Allowed iff every window has used < limit and used + cost <= limit; then add cost to all."""
+    async def consume(
+        self, key: str, windows: Sequence[Window], cost: int, checked: Sequence[Window] = ()
+    ) -> QuotaDecision:
+        """Allowed iff every window has used < limit and used + cost <= limit, and every `checked` one
+        used < limit; then add cost to `windows` (not to `checked`). States: `windows`, then `checked`."""
         ...
 
     async def add(self, key: str, windows: Sequence[Window], amount: int) -> list[WindowState]:

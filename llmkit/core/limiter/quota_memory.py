@@ -25,15 +25,22 @@ class MemoryQuotaCounter:
         self._sweep_interval = sweep_interval
         self._next_sweep = clock() + sweep_interval
 
-    async def consume(self, key: str, windows: Sequence[Window], cost: int) -> QuotaDecision:
-        """Allowed iff every window has used < limit and used + cost <= limit; then add cost to all."""
+    async def consume(
+        self, key: str, windows: Sequence[Window], cost: int, checked: Sequence[Window] = ()
+    ) -> QuotaDecision:
+        """Allowed iff every window has used < limit and used + cost <= limit, and every `checked` one
+        used < limit; then add cost to `windows` (not to `checked`)."""
         check_amount(cost)
-        slots = self._slots(key, windows)
-        for window, (_, used, end) in zip(windows, slots, strict=True):
-            if refuses(window, used, cost):
-                states = tuple(window_state(w, u, e) for w, (_, u, e) in zip(windows, slots, strict=True))
+        every = [*windows, *checked]
+        slots = self._slots(key, every)
+        charged = len(windows)
+        for i, (window, (_, used, end)) in enumerate(zip(every, slots, strict=True)):
+            if refuses(window, used, cost if i < charged else 0):
+                states = tuple(window_state(w, u, e) for w, (_, u, e) in zip(every, slots, strict=True))
                 return QuotaDecision(False, states, window_state(window, used, end))
-        return QuotaDecision(True, tuple(self._add(windows, slots, cost)), None)
+        added = self._add(windows, slots[:charged], cost)
+        rest = [window_state(w, u, e) for w, (_, u, e) in zip(checked, slots[charged:], strict=True)]
+        return QuotaDecision(True, (*added, *rest), None)
 
     async def add(self, key: str, windows: Sequence[Window], amount: int) -> list[WindowState]:
         """Add `amount` to every window unconditionally (it may go over the limit)."""

@@ -20,12 +20,14 @@ from llmkit.core.limiter.base import (
 if TYPE_CHECKING:
     import redis.asyncio as aioredis
 
-# KEYS: one counter per window; ARGV: mode (0 usage, 1 consume, 2 add), amount, then per window its limit and
-# the epoch ms at which its key may go. Checking every window before writing any is what makes a consume
-# all-or-nothing; the script runs alone on the server, so no other replica slips in between.
+# KEYS: one counter per window; ARGV: mode (0 usage, 1 consume, 2 add), amount, how many of the windows (the
+# first ones) are charged the amount, then per window its limit and the epoch ms at which its key may go. The
+# other windows are only checked: they must have room left. Checking every window before writing any is what
+# makes a consume all-or-nothing; the script runs alone on the server, so no other replica slips in between.
 QUOTA_LUA = """
 local mode = tonumber(ARGV[1])
 local amount = tonumber(ARGV[2])
+local charged = tonumber(ARGV[3])
 local n = #KEYS
 local used = {}
 for i = 1, n do used[i] = tonumber(redis.call('GET', KEYS[i]) or '0') end
@@ -33,8 +35,10 @@ local allowed = 1
 local denied = 0
 if mode == 1 then
   for i = 1, n do
-    local limit = tonumber(ARGV[1 + 2 * i])
-    if used[i] >= limit or used[i] + amount > limit then
+    local limit = tonumber(ARGV[2 + 2 * i])
+    local cost = 0
+    if i <= charged then cost = amount end
+    if used[i] >= limit or used[i] + cost > limit then
       allowed = 0
       denied = i
       break
@@ -42,9 +46,9 @@ if mode == 1 then
   end
 end
 if allowed == 1 and mode ~= 0 and amount > 0 then
-  for i = 1, n do
+  for i = 1, charged do
     used[i] = redis.call('INCRBY', KEYS[i], amount)
-    redis.call('PEXPIREAT', KEYS[i], ARGV[2 + 2 * i])
+    redis.call('PEXPIREAT', KEYS[i], ARGV[3 + 2 * i])
   end
 end
 local out = {allowed, denied}
@@ -75,20 +79,23 @@ class RedisQuotaCounter:
         self._close_client = close_client
         self._script = client.register_script(QUOTA_LUA)
 
-    async def consume(self, key: str, windows: Sequence[Window], cost: int) -> QuotaDecision:
-        """Allowed iff every window has used < limit and used + cost <= limit; then add cost to all."""
+    async def consume(
+        self, key: str, windows: Sequence[Window], cost: int, checked: Sequence[Window] = ()
+    ) -> QuotaDecision:
+        """Allowed iff every window has used < limit and used + cost <= limit, and every `checked` one
+        used < limit; then add cost to `windows` (not to `checked`). One round trip."""
         check_amount(cost)
-        allowed, denied, states = await self._call(_CONSUME, key, windows, cost)
+        allowed, denied, states = await self._call(_CONSUME, key, [*windows, *checked], cost, len(windows))
         return QuotaDecision(bool(allowed), tuple(states), None if allowed else states[denied - 1])
 
     async def add(self, key: str, windows: Sequence[Window], amount: int) -> list[WindowState]:
         """Add `amount` to every window unconditionally (it may go over the limit)."""
         check_amount(amount, "amount")
-        return (await self._call(_ADD, key, windows, amount))[2]
+        return (await self._call(_ADD, key, windows, amount, len(windows)))[2]
 
     async def usage(self, key: str, windows: Sequence[Window]) -> list[WindowState]:
         """The state of every window of `key`, changing nothing."""
-        return (await self._call(_USAGE, key, windows, 0))[2]
+        return (await self._call(_USAGE, key, windows, 0, 0))[2]
 
     async def close(self) -> None:
         """Close the client if this counter was given it to own."""
@@ -97,7 +104,7 @@ class RedisQuotaCounter:
             await self.client.aclose(close_connection_pool=True)
 
     async def _call(
-        self, mode: int, key: str, windows: Sequence[Window], amount: int
+        self, mode: int, key: str, windows: Sequence[Window], amount: int, charged: int
     ) -> tuple[int, int, list[WindowState]]:
         if not windows:
             return 1, 0, []
@@ -105,7 +112,7 @@ class RedisQuotaCounter:
         # agree to within a second share every window but the last second of one.
         now = self._clock()
         keys: list[str] = []
-        args: list[Any] = [mode, amount]
+        args: list[Any] = [mode, amount, charged]
         ends: list[float] = []
         for window in windows:
             start, end = window_bounds(window.period, now)
