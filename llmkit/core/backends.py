@@ -129,10 +129,19 @@ def make_redis(
 
 @contextmanager
 def redis_errors(what: str) -> Iterator[None]:
-    """Turn driver, socket and timeout errors into BackendError naming the operation."""
+    """Driver, socket and timeout errors -> BackendError naming the operation; a lost cancel is re-raised."""
+    import asyncio
+
     from redis.exceptions import RedisError
 
+    task = asyncio.current_task()
+    cancels = task.cancelling() if task is not None else 0
     try:
         yield
     except (RedisError, OSError, TimeoutError) as exc:
         raise BackendError(f"redis {what} failed: {type(exc).__name__}: {exc}") from exc
+    # Python 3.11's asyncio.wait_for, which redis-py uses to send every command when a socket timeout is
+    # set, drops a cancel that lands just as the send completes (CPython gh-86296, fixed in 3.12). The
+    # task's cancel count still records it: raise it here, or a cancelled worker runs on (and close hangs).
+    if task is not None and task.cancelling() > cancels:
+        raise asyncio.CancelledError

@@ -54,7 +54,9 @@ class RedisJobStore:
         lost = False
         while True:
             try:
-                message = await self._pubsub.get_message(timeout=1.0)
+                # Inside redis_errors so a cancel redis-py drops (see core.backends) still ends this reader.
+                with redis_errors("job events"):
+                    message = await self._pubsub.get_message(timeout=1.0)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the connection dropped: say so once, wait, and read again

@@ -154,6 +154,8 @@ class WorkerPool:
         finally:
             heartbeat.cancel()
             self.busy -= 1
+            # Awaited, so no heartbeat outlives its job (and close() finds no task still running).
+            await asyncio.gather(heartbeat, return_exceptions=True)
         await self.queue.ack(item.id, item.token)
 
     @staticmethod

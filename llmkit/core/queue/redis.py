@@ -38,21 +38,6 @@ if TYPE_CHECKING:
     import redis.asyncio as aioredis
 
 
-def cancel_count() -> int:
-    """How many cancels the current task has been asked for; compare with `cancel_lost` later."""
-    task = asyncio.current_task()
-    return task.cancelling() if task is not None else 0
-
-
-def cancel_lost(since: int) -> bool:
-    """True if the current task was asked to cancel after `since` yet is still running."""
-    # Python 3.11's asyncio.wait_for, which redis-py uses to send every command when a socket timeout is
-    # set, drops a cancel that lands just as the send completes (CPython gh-86296, fixed in 3.12). The
-    # task's cancel count still records the request, so the consumer loop checks it after each BLPOP.
-    task = asyncio.current_task()
-    return task is not None and task.cancelling() > since
-
-
 class RedisPriorityQueue:
     """A bounded priority queue in Redis under `{prefix}:q:{name}:*`; each item reaches one consumer."""
 
@@ -114,7 +99,6 @@ class RedisPriorityQueue:
         lease_us = 0 if lease is None else max(1, round(lease * 1_000_000))
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
-        cancels = cancel_count()
         try:
             while True:
                 answer = await self._pop_shielded(lease_us, token)
@@ -132,9 +116,6 @@ class RedisPriorityQueue:
                 # Redis reads a BLPOP timeout below 1 ms as 0, which means forever.
                 with redis_errors("queue wait"):
                     await self.client.blpop([self._ready], timeout=max(wait, 0.001))
-                if cancel_lost(cancels):
-                    # A wake-up token taken here is lost; other consumers still look again within `block`.
-                    raise asyncio.CancelledError
         except BackendError:
             if self._closed:  # the client was closed under a waiting consumer
                 return None
