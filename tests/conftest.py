@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import itertools
-import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
-import asyncpg
 import pytest
 import redis.asyncio as aioredis
 
@@ -83,24 +81,12 @@ async def postgres_database_factory(
     made: list[str] = []
 
     async def make() -> str:
-        name = f"t_{secrets.token_hex(8)}"
-        admin = await asyncpg.connect(postgres_server.url)
-        try:
-            await admin.execute(f"CREATE DATABASE {name}")
-        finally:
-            await admin.close()
-        made.append(name)
-        return postgres_server.url_for(name)
+        made.append(await postgres_server.create_database())
+        return postgres_server.url_for(made[-1])
 
     yield make
     if made:
-        admin = await asyncpg.connect(postgres_server.url)
-        try:
-            for name in made:
-                # FORCE: a connection the test left open must not keep its database for the session.
-                await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        finally:
-            await admin.close()
+        await postgres_server.drop_databases(*made)
 
 
 @pytest.fixture

@@ -67,6 +67,29 @@ class PostgresServer:
         """The URL of the maintenance database `postgres` (create test databases through it)."""
         return self.url_for("postgres")
 
+    async def create_database(self) -> str:
+        """A fresh database `t_<hex>`; its name."""
+        import asyncpg
+
+        name = f"t_{secrets.token_hex(8)}"
+        admin = await asyncpg.connect(self.url)
+        try:
+            await admin.execute(f"CREATE DATABASE {name}")
+        finally:
+            await admin.close()
+        return name
+
+    async def drop_databases(self, *names: str) -> None:
+        """Drop test databases; FORCE, so a connection a test left open cannot keep one for the session."""
+        import asyncpg
+
+        admin = await asyncpg.connect(self.url)
+        try:
+            for name in names:
+                await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        finally:
+            await admin.close()
+
     def start(self) -> None:
         # A fresh directory under /tmp, not pytest's tmp_path: /tmp/pytest-of-root is 0700, so the postgres
         # user could not reach a data directory below it.

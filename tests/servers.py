@@ -138,6 +138,16 @@ class ClickHouseServer:
     def url(self) -> str:
         return f"clickhouse://127.0.0.1:{self.tcp_port}/default"
 
+    def drop_database(self, name: str) -> None:
+        """Drop a database a test made."""
+        from clickhouse_driver import Client
+
+        client = Client("127.0.0.1", port=self.tcp_port)
+        try:
+            client.execute(f"DROP DATABASE IF EXISTS {name}")
+        finally:
+            client.disconnect()
+
     @property
     def http_url(self) -> str:
         return f"http://127.0.0.1:{self.http_port}"

@@ -30,14 +30,6 @@ def settings_for(url: str) -> Settings:
     return Settings(aggregate=AggregateSettings(store=url), clickhouse=ClickHouseSettings(url=url))
 
 
-def drop_database(server: ClickHouseServer, name: str) -> None:
-    client = Client("127.0.0.1", port=server.tcp_port)
-    try:
-        client.execute(f"DROP DATABASE IF EXISTS {name}")
-    finally:
-        client.disconnect()
-
-
 @pytest.fixture(params=BACKENDS)
 def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """A store URL no other test uses: a file in tmp_path, or a fresh database (dropped after)."""
@@ -47,7 +39,7 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     server: ClickHouseServer = request.getfixturevalue("clickhouse_server")
     name = f"t_{uuid.uuid4().hex[:12]}"
     yield f"clickhouse://127.0.0.1:{server.tcp_port}/{name}"
-    drop_database(server, name)
+    server.drop_database(name)
 
 
 @pytest.fixture
@@ -352,7 +344,7 @@ async def ch_store(clickhouse_server: ClickHouseServer) -> AsyncIterator[tuple[E
     yield store, client, name
     await store.close()
     client.disconnect()
-    drop_database(clickhouse_server, name)
+    clickhouse_server.drop_database(name)
 
 
 @pytest.mark.clickhouse

@@ -14,10 +14,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import jsonschema_rs
 import pytest
-from clickhouse_driver import Client
 from hypothesis import given
 from hypothesis import strategies as st
 from multidict import MultiDict
@@ -50,14 +48,6 @@ PERCENTILE_TOLERANCE_MS = 1.0
 StoreFactory = Callable[[], Awaitable[AnalyticsStore]]
 
 
-def drop_clickhouse_database(server: ClickHouseServer, name: str) -> None:
-    client = Client("127.0.0.1", port=server.tcp_port)
-    try:
-        client.execute(f"DROP DATABASE IF EXISTS {name}")
-    finally:
-        client.disconnect()
-
-
 @pytest.fixture(params=BACKENDS)
 async def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
     """A URL no other test uses: a file in tmp_path, a fresh ClickHouse or PostgreSQL database."""
@@ -66,23 +56,14 @@ async def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIter
     elif request.param == "postgresql":
         # The session server through its sync fixture: an async fixture cannot be fetched from here.
         postgres: PostgresServer = request.getfixturevalue("postgres_server")
-        name = f"t_{uuid.uuid4().hex[:12]}"
-        admin = await asyncpg.connect(postgres.url)
-        try:
-            await admin.execute(f"CREATE DATABASE {name}")
-        finally:
-            await admin.close()
+        name = await postgres.create_database()
         yield postgres.url_for(name)
-        admin = await asyncpg.connect(postgres.url)
-        try:
-            await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        finally:
-            await admin.close()
+        await postgres.drop_databases(name)
     else:
         server: ClickHouseServer = request.getfixturevalue("clickhouse_server")
         name = f"t_{uuid.uuid4().hex[:12]}"
         yield f"clickhouse://127.0.0.1:{server.tcp_port}/{name}"
-        drop_clickhouse_database(server, name)
+        server.drop_database(name)
 
 
 @pytest.fixture

@@ -92,6 +92,26 @@ def bucket_answer(step: int, row: Sequence[Any]) -> JSON:
     }
 
 
+def popular_answer(days: int, tenant_id: str | None, rows: Sequence[Sequence[Any]]) -> JSON:
+    """The popular answer from (query, count) rows, in the order the store gave them."""
+    return {"days": days, "tenant_id": tenant_id, "items": [{"query": q, "count": int(n)} for q, n in rows]}
+
+
+def trending_answer(window_hours: int, tenant_id: str | None, rows: Sequence[Sequence[Any]]) -> JSON:
+    """The trending answer from (query, count, previous) rows, in the order the store gave them."""
+    items = [trending_item(q, int(cur), int(prev)) for q, cur, prev in rows]
+    return {"window_hours": window_hours, "tenant_id": tenant_id, "items": items}
+
+
+def timeseries_answer(
+    interval_hours: int, days: int, tenant_id: str | None, rows: Sequence[Sequence[Any]]
+) -> JSON:
+    """The time series from bucket rows (see bucket_answer), oldest first."""
+    step = interval_hours * 3600
+    buckets = [bucket_answer(step, row) for row in rows]
+    return {"interval_hours": interval_hours, "days": days, "tenant_id": tenant_id, "buckets": buckets}
+
+
 class AnalyticsStore(Protocol):
     """Where query records go. Methods raise llmkit.errors.BackendError when the store fails."""
 

@@ -14,9 +14,10 @@ from llmkit.platform.analytics.base import (
     HOUR,
     JSON,
     PERCENTILES,
-    bucket_answer,
+    popular_answer,
     stats_answer,
-    trending_item,
+    timeseries_answer,
+    trending_answer,
 )
 from llmkit.platform.analytics.record import COLUMNS, QueryRecord, to_row
 
@@ -127,11 +128,7 @@ class ClickHouseAnalyticsStore:
             "GROUP BY query ORDER BY n DESC, query ASC LIMIT %(limit)s",
             {**params, "limit": limit},
         )
-        return {
-            "days": days,
-            "tenant_id": tenant_id,
-            "items": [{"query": q, "count": int(n)} for q, n in rows],
-        }
+        return popular_answer(days, tenant_id, rows)
 
     async def trending(self, *, limit: int, window_hours: int, tenant_id: str | None, now: float) -> JSON:
         """Counts per query in both windows; division by a zero previous is guarded by if()."""
@@ -143,11 +140,7 @@ class ClickHouseAnalyticsStore:
             "if(prev = 0, 0, (toFloat64(cur) - prev) / prev) DESC, cur DESC, query ASC LIMIT %(limit)s",
             {**params, "mid": now - window_hours * HOUR, "limit": limit},
         )
-        return {
-            "window_hours": window_hours,
-            "tenant_id": tenant_id,
-            "items": [trending_item(q, int(cur), int(prev)) for q, cur, prev in rows],
-        }
+        return trending_answer(window_hours, tenant_id, rows)
 
     async def stats(self, *, days: int, tenant_id: str | None, now: float) -> JSON:
         """Totals and quantiles (reservoir sampling of 8192 values, interpolated) in one scan."""
@@ -176,12 +169,7 @@ class ClickHouseAnalyticsStore:
             f"FROM {{t}} WHERE {where} GROUP BY b ORDER BY b",
             {**params, "step": step},
         )
-        return {
-            "interval_hours": interval_hours,
-            "days": days,
-            "tenant_id": tenant_id,
-            "buckets": [bucket_answer(step, row) for row in rows],
-        }
+        return timeseries_answer(interval_hours, days, tenant_id, rows)
 
     def _purge(self, client: Client, older_than: float) -> int:
         table = f"{self._db}.{TABLE}"

@@ -12,9 +12,10 @@ from llmkit.platform.analytics.base import (
     HOUR,
     JSON,
     PERCENTILES,
-    bucket_answer,
+    popular_answer,
     stats_answer,
-    trending_item,
+    timeseries_answer,
+    trending_answer,
 )
 from llmkit.platform.analytics.record import COLUMNS, QueryRecord, to_row
 
@@ -128,11 +129,7 @@ class PostgresAnalyticsStore:
             f"GROUP BY query ORDER BY n DESC, {BY_QUERY} LIMIT ${len(params) + 1}",
             [*params, limit],
         )
-        return {
-            "days": days,
-            "tenant_id": tenant_id,
-            "items": [{"query": q, "count": int(n)} for q, n in rows],
-        }
+        return popular_answer(days, tenant_id, rows)
 
     async def trending(self, *, limit: int, window_hours: int, tenant_id: str | None, now: float) -> JSON:
         """Counts per query in both windows, rising ones only."""
@@ -145,11 +142,7 @@ class PostgresAnalyticsStore:
             f"{BY_QUERY} LIMIT ${len(params) + 2}",
             [now - window_hours * HOUR, *params, limit],
         )
-        return {
-            "window_hours": window_hours,
-            "tenant_id": tenant_id,
-            "items": [trending_item(q, int(cur), int(prev)) for q, cur, prev in rows],
-        }
+        return trending_answer(window_hours, tenant_id, rows)
 
     async def stats(self, *, days: int, tenant_id: str | None, now: float) -> JSON:
         """Totals and exact nearest-rank percentiles (percentile_disc) in one scan."""
@@ -177,12 +170,7 @@ class PostgresAnalyticsStore:
             f"FROM {TABLE} WHERE {where} GROUP BY b ORDER BY b",
             [float(step), *params],
         )
-        return {
-            "interval_hours": interval_hours,
-            "days": days,
-            "tenant_id": tenant_id,
-            "buckets": [bucket_answer(step, row) for row in rows],
-        }
+        return timeseries_answer(interval_hours, days, tenant_id, rows)
 
     async def purge(self, older_than: float) -> int:
         """One DELETE; its status line says how many rows went."""

@@ -14,10 +14,11 @@ from llmkit.platform.analytics.base import (
     HOUR,
     JSON,
     PERCENTILES,
-    bucket_answer,
     nearest_rank,
+    popular_answer,
     stats_answer,
-    trending_item,
+    timeseries_answer,
+    trending_answer,
 )
 from llmkit.platform.analytics.record import COLUMNS, QueryRecord, to_row
 
@@ -131,7 +132,7 @@ class SqliteAnalyticsStore:
             "GROUP BY query ORDER BY n DESC, query ASC LIMIT ?",
             [*params, limit],
         )
-        return {"days": days, "tenant_id": tenant_id, "items": [{"query": q, "count": n} for q, n in rows]}
+        return popular_answer(days, tenant_id, rows)
 
     async def trending(self, *, limit: int, window_hours: int, tenant_id: str | None, now: float) -> JSON:
         """Counts per query in the last window and the one before, rising ones only."""
@@ -144,11 +145,7 @@ class SqliteAnalyticsStore:
             "cur DESC, query ASC LIMIT ?",
             [mid, mid, *params, limit],
         )
-        return {
-            "window_hours": window_hours,
-            "tenant_id": tenant_id,
-            "items": [trending_item(q, cur, prev) for q, cur, prev in rows],
-        }
+        return trending_answer(window_hours, tenant_id, rows)
 
     async def stats(self, *, days: int, tenant_id: str | None, now: float) -> JSON:
         """Totals in one scan; percentiles by nearest rank, one indexed ORDER BY each."""
@@ -178,12 +175,7 @@ class SqliteAnalyticsStore:
             f"sum(tokens_out), avg(latency_ms) FROM analytics_queries WHERE {where} GROUP BY b ORDER BY b",
             [step, *params],
         )
-        return {
-            "interval_hours": interval_hours,
-            "days": days,
-            "tenant_id": tenant_id,
-            "buckets": [bucket_answer(step, row) for row in rows],
-        }
+        return timeseries_answer(interval_hours, days, tenant_id, rows)
 
     async def purge(self, older_than: float) -> int:
         """One DELETE; the ts index finds the rows."""
