@@ -166,6 +166,22 @@ def _in_store(target: Target, work: Callable[[StoreAdmin], Any]) -> dict[str, An
         fail(str(exc))
 
 
+def _admin(
+    target: Target, method: str, path: str, work: Callable[[StoreAdmin], Any], body: Any = None
+) -> dict[str, Any]:
+    """One admin operation: `method path` on a running gateway, or `work` on the store directly."""
+    if target.remote:
+        return _http(target, method, path, body)
+    return _in_store(target, work)
+
+
+def _segment(text: str) -> str:
+    """`text` as one path segment of an admin URL."""
+    from urllib.parse import quote
+
+    return quote(text, safe="")
+
+
 def _print_json(body: Any) -> None:
     import json
 
@@ -216,10 +232,7 @@ def create_key(
     for field, value in (("description", description), ("tenant_id", tenant), ("expires_at", expires)):
         if value is not None:
             body[field] = value
-    if target.remote:
-        made = _http(target, "POST", "/api/admin/api-keys", body)
-    else:
-        made = _in_store(target, lambda admin: admin.create_key(body))
+    made = _admin(target, "POST", "/api/admin/api-keys", lambda admin: admin.create_key(body), body)
     if as_json:
         _print_json(made)
         return
@@ -247,13 +260,10 @@ def list_keys(
     Example: llmkit gateway keys list --tenant acme --json
     """
     target = _target(url, admin_key, store, profile)
-    if target.remote:
-        from urllib.parse import urlencode
+    from urllib.parse import urlencode
 
-        query = f"?{urlencode({'tenant_id': tenant})}" if tenant is not None else ""
-        listed = _http(target, "GET", f"/api/admin/api-keys{query}")
-    else:
-        listed = _in_store(target, lambda admin: admin.list_keys(tenant))
+    query = f"?{urlencode({'tenant_id': tenant})}" if tenant is not None else ""
+    listed = _admin(target, "GET", f"/api/admin/api-keys{query}", lambda admin: admin.list_keys(tenant))
     if as_json:
         _print_json(listed)
         return
@@ -288,12 +298,8 @@ def revoke_key(
     Example: llmkit gateway keys revoke 3f9a0c1d2e4b
     """
     target = _target(url, admin_key, store, profile)
-    if target.remote:
-        from urllib.parse import quote
-
-        revoked = _http(target, "DELETE", f"/api/admin/api-keys/{quote(key_id, safe='')}")
-    else:
-        revoked = _in_store(target, lambda admin: admin.revoke_key(key_id))
+    path = f"/api/admin/api-keys/{_segment(key_id)}"
+    revoked = _admin(target, "DELETE", path, lambda admin: admin.revoke_key(key_id))
     if as_json:
         _print_json(revoked)
         return
@@ -369,10 +375,7 @@ def create_tenant(
     body: dict[str, Any] = {"name": name, "quotas": _quotas(given, clear=False)}
     if tenant_id is not None:
         body["id"] = tenant_id
-    if target.remote:
-        made = _http(target, "POST", "/api/admin/tenants", body)
-    else:
-        made = _in_store(target, lambda admin: admin.create_tenant(body))
+    made = _admin(target, "POST", "/api/admin/tenants", lambda admin: admin.create_tenant(body), body)
     if as_json:
         _print_json(made)
         return
@@ -392,10 +395,7 @@ def list_tenants(
     Example: llmkit gateway tenants list --store sqlite:///./data/platform.db --json
     """
     target = _target(url, admin_key, store, profile)
-    if target.remote:
-        listed = _http(target, "GET", "/api/admin/tenants")
-    else:
-        listed = _in_store(target, lambda admin: admin.list_tenants())
+    listed = _admin(target, "GET", "/api/admin/tenants", lambda admin: admin.list_tenants())
     if as_json:
         _print_json(listed)
         return
@@ -435,12 +435,8 @@ def set_tenant(
     quotas = _quotas(given, clear=True)
     if quotas:
         body["quotas"] = quotas
-    if target.remote:
-        from urllib.parse import quote
-
-        changed = _http(target, "PATCH", f"/api/admin/tenants/{quote(tenant_id, safe='')}", body)
-    else:
-        changed = _in_store(target, lambda admin: admin.update_tenant(tenant_id, body))
+    path = f"/api/admin/tenants/{_segment(tenant_id)}"
+    changed = _admin(target, "PATCH", path, lambda admin: admin.update_tenant(tenant_id, body), body)
     if as_json:
         _print_json(changed)
         return
