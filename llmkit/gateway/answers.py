@@ -113,6 +113,8 @@ class Served:
     ) -> None:
         """Count the answer's tokens against the quotas (none for a failure or a cache hit, which cost
         no upstream tokens) and record the request."""
+        if self.admission is None and platform.writer is None:
+            return  # no quota to settle, no analytics to write: nothing to compute
         usage = usage_of(self.req, outcome) if outcome is not None else None
         if self.admission is not None:
             charged = usage["total_tokens"] if usage and not (ticket is not None and ticket.hit) else 0

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
@@ -454,3 +456,41 @@ async def test_quotas_counted_per_worker_in_memory_are_flagged(
     assert "up to 3 times its quota" in caplog.text and "redis://" in caplog.text
     health = await (await client.get("/api/admin/health", headers=AS_ADMIN)).json()
     assert health["components"]["quotas"]["exact"] is False
+
+
+async def test_the_pepper_keys_the_stored_hash(aiohttp_client: MakeClient, tmp_path: Path) -> None:
+    client = await start(aiohttp_client, tmp_path, key_pepper="pepper-one", require_api_key=True)
+    text = await key(client)
+    key_id, secret = text.split("_")[1], text.split("_", 2)[2]
+    stored = await client.app[PLATFORM_KEY].store.key(key_id)
+    assert stored is not None
+    assert stored.secret_hash == hmac.new(b"pepper-one", secret.encode(), hashlib.sha256).hexdigest()
+    assert stored.secret_hash != hashlib.sha256(secret.encode()).hexdigest()
+    assert (await client.get("/v1/models", headers=bearer(text))).status == 200
+    await client.close()
+    # The same store read with another pepper: the key no longer matches its hash.
+    other = await start(aiohttp_client, tmp_path, key_pepper="pepper-two", require_api_key=True)
+    assert (await other.get("/v1/models", headers=bearer(text))).status == 401
+
+
+async def test_trending_and_timeseries_through_the_admin_api(
+    aiohttp_client: MakeClient, tmp_path: Path
+) -> None:
+    client = await start(aiohttp_client, tmp_path, analytics_retention_days=7)
+    platform = client.app[PLATFORM_KEY]
+    assert platform.writer is not None and platform.writer.retention_days == 7
+    for text, times in (("rising", 3), ("steady", 1)):
+        for _ in range(times):
+            assert (await client.post("/api/chat-optimized", json=chat(text))).status == 200
+    await flush(client)
+    trending = await (await client.get("/api/admin/analytics/trending?limit=5", headers=AS_ADMIN)).json()
+    assert [(i["query"], i["count"], i["new"]) for i in trending["items"]] == [
+        ("rising", 3, True),
+        ("steady", 1, True),
+    ]
+    series = await (
+        await client.get("/api/admin/analytics/timeseries?interval_hours=1", headers=AS_ADMIN)
+    ).json()
+    assert sum(b["requests"] for b in series["buckets"]) == 4 and series["interval_hours"] == 1
+    bad = await client.get("/api/admin/analytics/timeseries?interval_hours=0", headers=AS_ADMIN)
+    assert bad.status == 400 and (await bad.json())["error"]["param"] == "interval_hours"
