@@ -6,7 +6,7 @@ import itertools
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Protocol
 
 from llmkit.core.backends import BackendURL, parse_backend_url
@@ -350,30 +350,33 @@ class QuotaEnforcer:
         )
 
 
+# The enforcer counts in limiter.url, shared with the limiter: the limiter's own parameters are accepted
+# there and left to it; the slots' lease is the enforcer's; the rest belongs to the core quota counter.
+_LIMITER_PARAMS = ("batch", "sweep_interval", "lease")
+
+
+def _counter_url(url: BackendURL) -> BackendURL:
+    return replace(url, params={k: v for k, v in url.params.items() if k not in _LIMITER_PARAMS})
+
+
 def _memory(url: BackendURL) -> QuotaEnforcer:
     from llmkit.core.limiter.quota_memory import MemoryQuotaCounter
 
-    url.check_params([])
-    return QuotaEnforcer(MemoryQuotaCounter(), MemoryTenantSlots())
+    url.check_params(["sweep_interval"])
+    counter = MemoryQuotaCounter(sweep_interval=url.get("sweep_interval", float, 60.0))
+    return QuotaEnforcer(counter, MemoryTenantSlots())
 
 
 def _redis(url: BackendURL) -> QuotaEnforcer:
-    from llmkit.core.backends import make_redis
-    from llmkit.core.limiter.quota_redis import RedisQuotaCounter
+    from llmkit.core.limiter import redis_quota_counter
 
-    url.check_params(["prefix", "timeout", "max_connections", "lease", "margin"])
-    timeout, lease = url.get("timeout", float, 2.0), url.get("lease", float, 30.0)
-    margin = url.get("margin", float, 60.0)
-    if timeout <= 0 or lease <= 0 or margin < 0:
-        raise ConfigError(
-            "quota URL: timeout and lease must be > 0 seconds and margin >= 0; "
-            f"got {timeout:g}, {lease:g} and {margin:g}"
-        )
-    prefix = url.get("prefix", str, "llmkit")
+    url.check_params(["prefix", "timeout", "max_connections", "margin", *_LIMITER_PARAMS])
+    lease = url.get("lease", float, 30.0)
+    if lease <= 0:
+        raise ConfigError(f"quota URL: lease must be > 0 seconds; got {lease:g}")
+    counter = redis_quota_counter(_counter_url(url))
     # One client for both: the counter owns it and closes it after the slots gave theirs back.
-    client = make_redis(url, timeout=timeout, max_connections=url.get("max_connections", int, 64))
-    counter = RedisQuotaCounter(client, prefix=prefix, margin=margin, close_client=True)
-    return QuotaEnforcer(counter, RedisTenantSlots(client, prefix=prefix, lease=lease))
+    return QuotaEnforcer(counter, RedisTenantSlots(counter.client, prefix=counter.prefix, lease=lease))
 
 
 # The one table of quota backends; backend modules are imported only when their scheme is used.

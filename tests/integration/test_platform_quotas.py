@@ -307,12 +307,19 @@ async def test_the_url_factory_rejects_what_it_does_not_know() -> None:
     await memory.close()
     with pytest.raises(ConfigError, match="known schemes: memory://, redis://"):
         quota_enforcer_from_url("postgresql://db/x")
-    with pytest.raises(
-        ConfigError, match="valid parameters: lease, margin, max_connections, prefix, timeout"
-    ):
-        quota_enforcer_from_url("redis://127.0.0.1:1/0?batch=1")
+    with pytest.raises(ConfigError, match="valid parameters: batch, lease, margin, max_connections, prefix"):
+        quota_enforcer_from_url("redis://127.0.0.1:1/0?colour=1")
     with pytest.raises(ConfigError, match="lease"):
         quota_enforcer_from_url("redis://127.0.0.1:1/0?lease=0")
+
+
+async def test_the_limiter_urls_own_parameters_are_accepted() -> None:
+    """Quotas count in limiter.url: what a limiter URL may say must not stop the gateway."""
+    memory = quota_enforcer_from_url("memory://?sweep_interval=5")
+    await memory.close()
+    redis = quota_enforcer_from_url("redis://127.0.0.1:1/0?batch=false&lease=10&prefix=x&timeout=1")
+    assert isinstance(redis.counter, RedisQuotaCounter) and redis.counter.prefix == "x"
+    await redis.close()
 
 
 @pytest.mark.parametrize(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from llmkit.core.backends import BackendURL, parse_backend_url
 from llmkit.core.limiter.base import (
@@ -20,6 +21,9 @@ from llmkit.core.limiter.base import (
 )
 from llmkit.errors import ConfigError
 
+if TYPE_CHECKING:
+    from llmkit.core.limiter.quota_redis import RedisQuotaCounter
+
 __all__ = [
     "QUOTA_SCHEMES",
     "SCHEMES",
@@ -36,6 +40,7 @@ __all__ = [
     "WindowState",
     "limiter_from_url",
     "quota_counter_from_url",
+    "redis_quota_counter",
 ]
 
 
@@ -82,7 +87,8 @@ def _memory_quota(url: BackendURL) -> QuotaCounter:
     return MemoryQuotaCounter(sweep_interval=url.get("sweep_interval", float, 60.0))
 
 
-def _redis_quota(url: BackendURL) -> QuotaCounter:
+def redis_quota_counter(url: BackendURL) -> RedisQuotaCounter:
+    """The Redis quota counter a parsed `redis://...?prefix=&timeout=&max_connections=&margin=` names."""
     from llmkit.core.backends import make_redis
     from llmkit.core.limiter.quota_redis import RedisQuotaCounter
 
@@ -100,7 +106,7 @@ def _redis_quota(url: BackendURL) -> QuotaCounter:
 # The one table of quota counter backends, imported lazily like SCHEMES.
 QUOTA_SCHEMES: dict[str, Callable[[BackendURL], QuotaCounter]] = {
     "memory": _memory_quota,
-    "redis": _redis_quota,
+    "redis": redis_quota_counter,
 }
 
 
