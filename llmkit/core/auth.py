@@ -81,6 +81,8 @@ def credential_of(headers: Mapping[str, str]) -> str | None:
     """The key a request presents: `Authorization: Bearer`, `X-API-Key` (the seed's) or `api-key`."""
     auth = headers.get(_AUTHORIZATION)
     if auth is not None:
+        if auth.startswith("Bearer ") and auth[-1:] > " " and auth[7:8] > " ":
+            return auth[7:]  # the usual form, already clean
         scheme, _, token = auth.strip().partition(" ")
         if scheme.lower() == "bearer" and token.strip():
             return token.strip()

@@ -101,6 +101,7 @@ class Served:
     identity: Identity
     admission: Admission | None
     started: float
+    usage: dict[str, int] | None = None  # the answer's token counts, once known
 
     async def finish(
         self,
@@ -113,12 +114,14 @@ class Served:
     ) -> None:
         """Count the answer's tokens against the quotas (none for a failure or a cache hit, which cost
         no upstream tokens) and record the request."""
-        if self.admission is None and platform.writer is None:
-            return  # no quota to settle, no analytics to write: nothing to compute
-        usage = usage_of(self.req, outcome) if outcome is not None else None
+        usage = self.usage
+        if usage is None and outcome is not None:
+            usage = usage_of(self.req, outcome)
+        hit = ticket is not None and ticket.hit
         if self.admission is not None:
-            charged = usage["total_tokens"] if usage and not (ticket is not None and ticket.hit) else 0
-            await self.admission.settle(charged)
+            await self.admission.settle(usage["total_tokens"] if usage and not hit else 0)
+        if platform.writer is None:
+            return
         platform.record(
             self.identity,
             route=route,
@@ -128,7 +131,7 @@ class Served:
             started=self.started,
             ttfb_s=None if first_byte is None else first_byte - self.started,
             usage=usage,
-            cached=ticket is not None and ticket.hit,
+            cached=hit,
             coalesced=ticket is not None and ticket.joined,
             upstream=outcome.upstream if outcome is not None else "",
         )
@@ -159,12 +162,13 @@ async def answer(
         # Refused requests count in the analytics too (their error rate is what a tenant asks about).
         await Served(req, identity, None, started).finish(platform, route_of(request), None, None, 429)
         raise
-    served = Served(req, identity, admission, started)
+    # Neither a quota to settle nor analytics to write: nothing to do once the answer is out.
+    served = Served(req, identity, admission, started) if admission or platform.writer else None
     ticket: Ticket | None = None
     status = 500
-    if served.admission is not None and req.stream:
+    if admission is not None and req.stream:
         # A stream's headers go out before its tokens are known: the counts as admitted.
-        request[QUOTA_HEADERS_KEY] = served.admission.headers()
+        request[QUOTA_HEADERS_KEY] = admission.headers()
     try:
         ticket = await gateway.open(req)
         try:
@@ -177,10 +181,12 @@ async def answer(
             ticket.close()
         await gateway.remember(conversation, req.call.messages, outcome.content)
         headers = {CACHE_HEADER: cache_state(ticket)}
-        if served.admission is not None:
-            # Settled now so the remaining counts include this answer (settling again is harmless).
-            await served.admission.settle(0 if ticket.hit else usage_of(req, outcome)["total_tokens"])
-            headers.update(served.admission.headers())
+        if served is not None:
+            served.usage = usage = usage_of(req, outcome)
+            if admission is not None:
+                # Settled now so the remaining counts include this answer (settling again is harmless).
+                await admission.settle(0 if ticket.hit else usage["total_tokens"])
+                headers.update(admission.headers())
         status = 200
         return json_response(render(outcome, ticket, conversation), headers=headers)
     except UpstreamError as exc:
@@ -190,8 +196,10 @@ async def answer(
         status = 499  # the client went away; its quota slot is still given back below
         raise
     finally:
-        first_byte = request.get(FIRST_BYTE_KEY) if req.stream else time.perf_counter()
-        await served.finish(platform, route_of(request), ticket, finished_outcome(ticket), status, first_byte)
+        if served is not None:
+            first_byte = request.get(FIRST_BYTE_KEY) if req.stream else time.perf_counter()
+            route = route_of(request) if platform.writer is not None else ""
+            await served.finish(platform, route, ticket, finished_outcome(ticket), status, first_byte)
 
 
 def finished_outcome(ticket: Ticket | None) -> Outcome | None:

@@ -32,7 +32,7 @@ CACHE_MAX = 20_000
 def hash_secret(secret: str, pepper: str = "") -> str:
     """The stored form of a secret: SHA-256, or HMAC-SHA-256 with the pepper when one is set."""
     if pepper:
-        return hmac.new(pepper.encode(), secret.encode(), hashlib.sha256).hexdigest()
+        return hmac.digest(pepper.encode(), secret.encode(), "sha256").hex()  # one C call, same HMAC
     return hashlib.sha256(secret.encode()).hexdigest()
 
 

@@ -185,13 +185,16 @@ def quota_headers(
 ) -> dict[str, str]:
     """x-ratelimit-* headers for the windows given and (limit, in use) of requests in flight."""
     headers: dict[str, str] = {}
+    reset_at, reset = None, ""
     for state in states:
         limit_name, remaining_name, reset_name = _HEADER_NAMES.get(state.name) or tuple(
             f"x-ratelimit-{what}-{state.name}" for what in ("limit", "remaining", "reset")
         )
+        if state.reset_at != reset_at:  # requests and tokens per minute share their reset
+            reset_at, reset = state.reset_at, go_duration(state.reset_at - now)
         headers[limit_name] = str(state.limit)
         headers[remaining_name] = str(state.remaining)
-        headers[reset_name] = go_duration(state.reset_at - now)
+        headers[reset_name] = reset
     if concurrent is not None:
         limit, in_use = concurrent
         headers["x-ratelimit-limit-concurrent"] = str(limit)
@@ -202,13 +205,24 @@ def quota_headers(
 class Admission:
     """A request let in: its headers now, and `settle(tokens)` once the answer is out."""
 
+    __slots__ = (
+        "tenant_id",
+        "quotas",
+        "_enforcer",
+        "_token_windows",
+        "_states",
+        "_holder",
+        "_in_use",
+        "_settled",
+    )
+
     def __init__(
         self,
         enforcer: QuotaEnforcer,
         tenant_id: str,
         quotas: Quotas,
         token_windows: list[Window],
-        states: dict[str, WindowState],
+        states: list[WindowState],
         holder: str | None,
         in_use: int,
     ) -> None:
@@ -216,6 +230,7 @@ class Admission:
         self.quotas = quotas
         self._enforcer = enforcer
         self._token_windows = token_windows
+        # In header order: requests, then the token windows (their states are the last len(token_windows)).
         self._states = states
         self._holder = holder
         self._in_use = in_use
@@ -226,18 +241,19 @@ class Admission:
         concurrent = None
         if self.quotas.max_concurrent is not None:
             concurrent = (self.quotas.max_concurrent, self._in_use)
-        return quota_headers(list(self._states.values()), concurrent, self._enforcer.clock())
+        return quota_headers(self._states, concurrent, self._enforcer.clock())
 
     async def settle(self, tokens: int) -> None:
         """Count the answer's tokens and free the request's slot; later calls do nothing."""
-        check_amount(tokens, "tokens")
         if self._settled:
             return
+        check_amount(tokens, "tokens")
         self._settled = True  # set before any await, so two concurrent settles count once
         try:
-            if tokens and self._token_windows:
-                added = await self._enforcer.counter.add(self.tenant_id, self._token_windows, tokens)
-                self._states.update((state.name, state) for state in added)
+            windows = self._token_windows
+            if tokens and windows:
+                added = await self._enforcer.counter.add(self.tenant_id, windows, tokens)
+                self._states[-len(windows) :] = added
         finally:
             if self._holder is not None:
                 holder, self._holder = self._holder, None
@@ -284,8 +300,8 @@ class QuotaEnforcer:
         try:
             # One counter call (one round trip on Redis): rpm takes 1, token windows must have room left.
             decision = await self.counter.consume(tenant_id, rpm, 1, checked=token_windows)
-            states = {state.name: state for state in decision.windows}
             if decision.denied is not None:
+                states = {state.name: state for state in decision.windows}
                 if holder is not None:
                     # Given back before the refusal reads the slots in use, so its headers count it free.
                     await self.slots.give_back(tenant_id, holder)
@@ -300,9 +316,8 @@ class QuotaEnforcer:
             if holder is not None:
                 await self.slots.give_back(tenant_id, holder)
             raise
-        # Headers list the windows in a stable order: requests first, then tokens per minute, day, month.
-        ordered = {name: states[name] for name in _BY_WINDOW if name in states}
-        return Admission(self, tenant_id, quotas, token_windows, ordered, holder, in_use)
+        # The counter answers rpm first, then the token windows per minute, day, month: the headers' order.
+        return Admission(self, tenant_id, quotas, token_windows, list(decision.windows), holder, in_use)
 
     async def close(self) -> None:
         """Give back held slots, then close the counter (slots first: they may share its client)."""

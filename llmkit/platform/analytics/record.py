@@ -60,31 +60,40 @@ def _count(value: int) -> int:
     return min(max(int(value), 0), MAX_INT)
 
 
-def _ms(value: float) -> float:
-    return float(value) if math.isfinite(value) and value >= 0 else 0.0
-
-
 def normalise_query(text: str) -> str:
     """Casefolded, whitespace collapsed, stripped, NUL removed, at most 512 characters."""
     return " ".join(text.replace("\x00", "").casefold().split())[:MAX_QUERY_CHARS]
 
 
+_INF = math.inf
+
+
+def _clean(value: str) -> bool:
+    return value.isascii() and "\x00" not in value
+
+
 def to_row(rec: QueryRecord) -> Row:
     """The record as stored: the query normalised, text made encodable, numbers in the columns' range."""
-    ttfb = rec.ttfb_ms
+    # Every recorded request comes through here: the usual record (ASCII names, finite times, counts in
+    # range) is checked in a few comparisons, and only an unusual one takes the slower repairs.
+    tenant, key, route, model, upstream = rec.tenant_id, rec.key_id, rec.route, rec.model, rec.upstream
+    if not _clean(tenant + key + route + model + upstream):
+        tenant, key, route, model, upstream = map(_text, (tenant, key, route, model, upstream))
+    ts, latency, ttfb = rec.ts, rec.latency_ms, rec.ttfb_ms
+    tokens_in, tokens_out, status = rec.tokens_in, rec.tokens_out, rec.status
     return (
-        float(rec.ts) if math.isfinite(rec.ts) else 0.0,
-        _text(rec.tenant_id),
-        _text(rec.key_id),
-        _text(rec.route),
-        _text(rec.model),
+        float(ts) if -_INF < ts < _INF else 0.0,
+        tenant,
+        key,
+        route,
+        model,
         _text(normalise_query(rec.query)),
-        min(max(int(rec.status), 0), 999),
-        _ms(rec.latency_ms),
-        None if ttfb is None or not math.isfinite(ttfb) or ttfb < 0 else float(ttfb),
-        _count(rec.tokens_in),
-        _count(rec.tokens_out),
+        status if type(status) is int and 0 <= status <= 999 else min(max(int(status), 0), 999),
+        float(latency) if 0 <= latency < _INF else 0.0,
+        None if ttfb is None or not 0 <= ttfb < _INF else float(ttfb),
+        tokens_in if type(tokens_in) is int and 0 <= tokens_in <= MAX_INT else _count(tokens_in),
+        tokens_out if type(tokens_out) is int and 0 <= tokens_out <= MAX_INT else _count(tokens_out),
         bool(rec.cached),
         bool(rec.coalesced),
-        _text(rec.upstream),
+        upstream,
     )
