@@ -90,6 +90,9 @@ def identity_of_key(key: ApiKey) -> Identity:
     )
 
 
+MISS: Any = object()  # what ShortCache.peek answers when the value must be read
+
+
 class ShortCache:
     """Values by id for `ttl` seconds, one store read per id at a time (concurrent misses share it)."""
 
@@ -99,6 +102,13 @@ class ShortCache:
         self._clock = clock
         self._rows: dict[str, tuple[float, Any]] = {}
         self._loading: dict[str, asyncio.Future[Any]] = {}
+
+    def peek(self, item_id: str) -> Any:
+        """The value if read less than `ttl` ago, else MISS (without awaiting: the usual case is a hit)."""
+        hit = self._rows.get(item_id)
+        if hit is not None and self._clock() - hit[0] < self.ttl:
+            return hit[1]
+        return MISS
 
     async def get(self, item_id: str) -> Any:
         """The value, from memory when read less than `ttl` ago."""
@@ -162,7 +172,9 @@ class KeyVerifier:
             raise AuthError(401, "invalid_api_key", "malformed API key: expected llk_<id>_<secret>")
         key_id, secret = parsed
         try:
-            key: ApiKey | None = await self.keys.get(key_id)
+            key: ApiKey | None = self.keys.peek(key_id)
+            if key is MISS:
+                key = await self.keys.get(key_id)
         except BackendError as exc:
             raise BackendError(
                 f"cannot check the API key: the platform store is unavailable ({exc})"
@@ -187,7 +199,9 @@ class KeyVerifier:
 
     async def tenant(self, tenant_id: str) -> Tenant | None:
         """The tenant (and its quotas) as the store had it at most `cache_ttl` ago."""
-        tenant: Tenant | None = await self.tenants.get(tenant_id)
+        tenant: Tenant | None = self.tenants.peek(tenant_id)
+        if tenant is MISS:
+            tenant = await self.tenants.get(tenant_id)
         return tenant
 
     async def flush_usage(self) -> None:

@@ -173,84 +173,86 @@ def go_duration(seconds: float) -> str:
     return f"{hours}h{minutes}m{secs}s" if hours else f"{minutes}m{secs}s"
 
 
-# Header names per window, built once: x-ratelimit-{limit,remaining,reset}-<window>.
-_HEADER_NAMES = {
-    kind.window: tuple(f"x-ratelimit-{what}-{kind.window}" for what in ("limit", "remaining", "reset"))
-    for kind in (RPM, *TOKEN_KINDS)
-}
+class QuotaPlan:
+    """What one set of quotas counts, built once per set: its windows in header order (requests, then
+    tokens per minute, day, month) and, for each, its header names and limit text."""
+
+    __slots__ = ("quotas", "rpm", "tokens", "windows", "names")
+
+    def __init__(self, quotas: Quotas) -> None:
+        self.quotas = quotas
+        self.rpm = [Window(RPM.window, quotas.rpm, RPM.period)] if quotas.rpm is not None else []
+        self.tokens = [
+            Window(kind.window, limit, kind.period)
+            for kind in TOKEN_KINDS
+            if (limit := getattr(quotas, kind.quota)) is not None
+        ]
+        self.windows = [*self.rpm, *self.tokens]
+        # (limit header, limit text, remaining header, reset header) per window: x-ratelimit-*-<window>.
+        self.names = [
+            (
+                f"x-ratelimit-limit-{w.name}",
+                str(w.limit),
+                f"x-ratelimit-remaining-{w.name}",
+                f"x-ratelimit-reset-{w.name}",
+            )
+            for w in self.windows
+        ]
 
 
-def quota_headers(
-    states: Sequence[WindowState], concurrent: tuple[int, int] | None, now: float
-) -> dict[str, str]:
-    """x-ratelimit-* headers for the windows given and (limit, in use) of requests in flight."""
+def quota_headers(plan: QuotaPlan, states: Sequence[WindowState], in_use: int, now: float) -> dict[str, str]:
+    """x-ratelimit-* headers for the plan's windows (`states` in the plan's order) and the requests in
+    flight (`in_use` of max_concurrent)."""
     headers: dict[str, str] = {}
     reset_at, reset = None, ""
-    for state in states:
-        limit_name, remaining_name, reset_name = _HEADER_NAMES.get(state.name) or tuple(
-            f"x-ratelimit-{what}-{state.name}" for what in ("limit", "remaining", "reset")
-        )
+    for (limit_name, limit, remaining_name, reset_name), state in zip(plan.names, states, strict=True):
         if state.reset_at != reset_at:  # requests and tokens per minute share their reset
             reset_at, reset = state.reset_at, go_duration(state.reset_at - now)
-        headers[limit_name] = str(state.limit)
+        headers[limit_name] = limit
         headers[remaining_name] = str(state.remaining)
         headers[reset_name] = reset
+    concurrent = plan.quotas.max_concurrent
     if concurrent is not None:
-        limit, in_use = concurrent
-        headers["x-ratelimit-limit-concurrent"] = str(limit)
-        headers["x-ratelimit-remaining-concurrent"] = str(max(0, limit - in_use))
+        headers["x-ratelimit-limit-concurrent"] = str(concurrent)
+        headers["x-ratelimit-remaining-concurrent"] = str(max(0, concurrent - in_use))
     return headers
 
 
 class Admission:
     """A request let in: its headers now, and `settle(tokens)` once the answer is out."""
 
-    __slots__ = (
-        "tenant_id",
-        "quotas",
-        "_enforcer",
-        "_token_windows",
-        "_states",
-        "_holder",
-        "_in_use",
-        "_settled",
-    )
+    __slots__ = ("tenant_id", "plan", "_enforcer", "_states", "_holder", "_in_use", "_settled")
 
     def __init__(
         self,
         enforcer: QuotaEnforcer,
         tenant_id: str,
-        quotas: Quotas,
-        token_windows: list[Window],
+        plan: QuotaPlan,
         states: list[WindowState],
         holder: str | None,
         in_use: int,
     ) -> None:
         self.tenant_id = tenant_id
-        self.quotas = quotas
+        self.plan = plan
         self._enforcer = enforcer
-        self._token_windows = token_windows
-        # In header order: requests, then the token windows (their states are the last len(token_windows)).
-        self._states = states
+        self._states = states  # in the plan's order: the token windows' states are the last ones
         self._holder = holder
         self._in_use = in_use
         self._settled = False
 
     def headers(self) -> dict[str, str]:
         """x-ratelimit-* headers of the tenant's quotas (token counts include a settled answer)."""
-        concurrent = None
-        if self.quotas.max_concurrent is not None:
-            concurrent = (self.quotas.max_concurrent, self._in_use)
-        return quota_headers(self._states, concurrent, self._enforcer.clock())
+        return quota_headers(self.plan, self._states, self._in_use, self._enforcer.clock())
 
     async def settle(self, tokens: int) -> None:
         """Count the answer's tokens and free the request's slot; later calls do nothing."""
         if self._settled:
             return
-        check_amount(tokens, "tokens")
+        if type(tokens) is not int or tokens < 0:
+            check_amount(tokens, "tokens")
         self._settled = True  # set before any await, so two concurrent settles count once
         try:
-            windows = self._token_windows
+            windows = self.plan.tokens
             if tokens and windows:
                 added = await self._enforcer.counter.add(self.tenant_id, windows, tokens)
                 self._states[-len(windows) :] = added
@@ -269,39 +271,33 @@ class QuotaEnforcer:
         self.counter = counter
         self.slots = slots
         self.clock = clock
-        # The windows of each quota set seen: tenants keep theirs for a long time, so they are built once.
-        self._plans: dict[Quotas, tuple[list[Window], list[Window]]] = {}
+        # The plan of each quota set seen: tenants keep theirs for a long time, so each is built once.
+        self._plans: dict[Quotas, QuotaPlan] = {}
 
-    def _plan(self, quotas: Quotas) -> tuple[list[Window], list[Window]]:
+    def plan(self, quotas: Quotas) -> QuotaPlan:
+        """The windows and headers of `quotas`, built the first time they are seen."""
         plan = self._plans.get(quotas)
         if plan is None:
-            token_windows = [
-                Window(kind.window, limit, kind.period)
-                for kind in TOKEN_KINDS
-                if (limit := getattr(quotas, kind.quota)) is not None
-            ]
-            rpm = [Window(RPM.window, quotas.rpm, RPM.period)] if quotas.rpm is not None else []
             if len(self._plans) >= PLANS_MAX:
                 self._plans.clear()
-            plan = self._plans[quotas] = (token_windows, rpm)
+            plan = self._plans[quotas] = QuotaPlan(quotas)
         return plan
 
-    async def admit(self, tenant_id: str, quotas: Quotas) -> Admission:
+    async def admit(self, tenant_id: str, quotas: Quotas | QuotaPlan) -> Admission:
         """Let a request in or raise QuotaExceeded: rpm takes 1, token windows must have room, a slot free."""
-        token_windows, rpm = self._plan(quotas)
+        plan = quotas if isinstance(quotas, QuotaPlan) else self.plan(quotas)
+        rpm, token_windows, limit = plan.rpm, plan.tokens, plan.quotas.max_concurrent
         holder = None
-        if quotas.max_concurrent is not None:
+        if limit is not None:
             # The slot first: a request refused for it then uses up nothing of the tenant's rpm.
-            holder = await self.slots.try_take(tenant_id, quotas.max_concurrent)
+            holder = await self.slots.try_take(tenant_id, limit)
             if holder is None:
-                states: dict[str, WindowState] = {}
-                await self._refuse(tenant_id, quotas, None, states, [*rpm, *token_windows])
+                await self._refuse(tenant_id, plan, None, await self.counter.usage(tenant_id, plan.windows))
         in_use = 0
         try:
             # One counter call (one round trip on Redis): rpm takes 1, token windows must have room left.
             decision = await self.counter.consume(tenant_id, rpm, 1, checked=token_windows)
             if decision.denied is not None:
-                states = {state.name: state for state in decision.windows}
                 if holder is not None:
                     # Given back before the refusal reads the slots in use, so its headers count it free.
                     await self.slots.give_back(tenant_id, holder)
@@ -309,15 +305,16 @@ class QuotaEnforcer:
                 # A spent token quota is named before the request count: it resets later (a minute at
                 # least, where the requests' window may be about to roll) and asking again will not help.
                 spent = [st for st in decision.windows[len(rpm) :] if st.used >= st.limit]
-                await self._refuse(tenant_id, quotas, spent[0] if spent else decision.denied, states, [])
+                denied = spent[0] if spent else decision.denied
+                await self._refuse(tenant_id, plan, denied, list(decision.windows))
             if holder is not None:
                 in_use = await self.slots.in_use(tenant_id)
         except BaseException:
             if holder is not None:
                 await self.slots.give_back(tenant_id, holder)
             raise
-        # The counter answers rpm first, then the token windows per minute, day, month: the headers' order.
-        return Admission(self, tenant_id, quotas, token_windows, list(decision.windows), holder, in_use)
+        # The counter answers rpm first, then the token windows per minute, day, month: the plan's order.
+        return Admission(self, tenant_id, plan, list(decision.windows), holder, in_use)
 
     async def close(self) -> None:
         """Give back held slots, then close the counter (slots first: they may share its client)."""
@@ -327,22 +324,14 @@ class QuotaEnforcer:
             await self.counter.close()
 
     async def _refuse(
-        self,
-        tenant_id: str,
-        quotas: Quotas,
-        denied: WindowState | None,
-        states: dict[str, WindowState],
-        unread: list[Window],
+        self, tenant_id: str, plan: QuotaPlan, denied: WindowState | None, states: list[WindowState]
     ) -> None:
         """Raise QuotaExceeded for `denied` (None: requests in flight), with headers of every quota."""
-        if unread:
-            # The headers of a 429 show every quota; windows not yet read are read without counting.
-            states.update((state.name, state) for state in await self.counter.usage(tenant_id, unread))
         now = self.clock()
-        concurrent = None
+        quotas = plan.quotas
+        in_use = 0
         if quotas.max_concurrent is not None:
             in_use = quotas.max_concurrent if denied is None else await self.slots.in_use(tenant_id)
-            concurrent = (quotas.max_concurrent, in_use)
         if denied is None:
             # How long a request in flight lasts is unknown; one second is a polite hint to retry.
             quota, retry_after = "max_concurrent", 1.0
@@ -357,9 +346,8 @@ class QuotaEnforcer:
                 f"tenant {tenant_id!r} reached its {quota} quota of {denied.limit} {kind.unit}; "
                 f"it resets in {retry_after:.1f} s"
             )
-        ordered = [states[name] for name in _BY_WINDOW if name in states]
         headers = {"Retry-After": str(max(1, math.ceil(retry_after)))}
-        headers.update(quota_headers(ordered, concurrent, now))
+        headers.update(quota_headers(plan, states, in_use, now))
         raise QuotaExceeded(
             message, tenant_id=tenant_id, quota=quota, retry_after=retry_after, headers=headers
         )

@@ -19,11 +19,11 @@ from llmkit.platform.analytics import analytics_store_from_url
 from llmkit.platform.analytics.base import AnalyticsStore
 from llmkit.platform.analytics.record import MAX_QUERY_CHARS, QueryRecord
 from llmkit.platform.analytics.writer import AnalyticsWriter
-from llmkit.platform.keys import KeyVerifier
+from llmkit.platform.keys import MISS, KeyVerifier
 from llmkit.platform.quota_types import Quotas
-from llmkit.platform.quotas import Admission, QuotaEnforcer, quota_enforcer_from_url
+from llmkit.platform.quotas import PLANS_MAX, Admission, QuotaEnforcer, QuotaPlan, quota_enforcer_from_url
 from llmkit.platform.store import platform_store_from_url
-from llmkit.platform.store.base import PlatformStore
+from llmkit.platform.store.base import PlatformStore, Tenant
 from llmkit.settings import Settings
 
 log = logging.getLogger("llmkit.platform")
@@ -88,6 +88,8 @@ class Platform:
             require_setting="gateway.require_api_key",
         )
         self.quotas: QuotaEnforcer = quota_enforcer_from_url(config.quota_url)
+        # tenant id -> (the tenant row last read, its quota plan or None when it has no quotas)
+        self._plans: dict[str, tuple[Tenant, QuotaPlan | None]] = {}
         self.analytics: AnalyticsStore | None = None
         self.writer: AnalyticsWriter | None = None
         if config.analytics_enabled:
@@ -144,13 +146,24 @@ class Platform:
 
     async def admit(self, identity: Identity) -> Admission | None:
         """Take the request out of its tenant's quotas (QuotaExceeded: 429); None when it has none."""
-        if identity.tenant_id == DEFAULT_TENANT:
+        tenant_id = identity.tenant_id
+        if tenant_id == DEFAULT_TENANT:
             return None
-        tenant = await self.verifier.tenant(identity.tenant_id)
-        quotas = tenant.quotas if tenant is not None else NO_QUOTAS
-        if quotas == NO_QUOTAS:
+        tenant = self.verifier.tenants.peek(tenant_id)  # a hit needs no await
+        if tenant is MISS:
+            tenant = await self.verifier.tenant(tenant_id)
+        if tenant is None:
             return None
-        return await self.quotas.admit(identity.tenant_id, quotas)
+        # The plan of the tenant row as last read (a new row, perhaps with new quotas, gets its own).
+        known = self._plans.get(tenant_id)
+        if known is None or known[0] is not tenant:
+            plan = None if tenant.quotas == NO_QUOTAS else self.quotas.plan(tenant.quotas)
+            if len(self._plans) >= PLANS_MAX:
+                self._plans.clear()
+            known = self._plans[tenant_id] = (tenant, plan)
+        if known[1] is None:
+            return None
+        return await self.quotas.admit(tenant_id, known[1])
 
     def record(
         self,

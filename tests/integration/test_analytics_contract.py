@@ -37,6 +37,8 @@ from tests.servers import ClickHouseServer
 
 BACKENDS = [
     "sqlite",
+    # SQLite before 3.38 (no ->>) writes a batch with executemany: the same contract holds.
+    "sqlite-executemany",
     pytest.param("clickhouse", marks=pytest.mark.clickhouse),
     pytest.param("postgresql", marks=pytest.mark.postgres),
 ]
@@ -51,7 +53,10 @@ StoreFactory = Callable[[], Awaitable[AnalyticsStore]]
 @pytest.fixture(params=BACKENDS)
 async def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
     """A URL no other test uses: a file in tmp_path, a fresh ClickHouse or PostgreSQL database."""
-    if request.param == "sqlite":
+    if request.param.startswith("sqlite"):
+        if request.param == "sqlite-executemany":
+            monkeypatch: pytest.MonkeyPatch = request.getfixturevalue("monkeypatch")
+            monkeypatch.setattr("llmkit.platform.analytics.sqlite.JSON_INSERT", False)
         yield f"sqlite:///{tmp_path}/analytics.db"
     elif request.param == "postgresql":
         # The session server through its sync fixture: an async fixture cannot be fetched from here.

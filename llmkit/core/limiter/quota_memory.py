@@ -39,11 +39,11 @@ class MemoryQuotaCounter:
         used < limit; then add cost to `windows` (not to `checked`)."""
         if type(cost) is not int or cost < 0:
             check_amount(cost)
-        now = self._now()
-        reads = self._read(key, windows, now)
-        charged = len(reads)
-        if checked:
-            reads += self._read(key, checked, now)
+        now = self._clock()
+        if now >= self._next_sweep:
+            self._sweep(now)
+        reads = self._read(key, [*windows, *checked] if checked else windows, now)
+        charged = len(windows)
         for i, (window, _, used, _end) in enumerate(reads):
             if used >= window.limit or (i < charged and used + cost > window.limit):
                 states = tuple(window_state(w, u, e) for w, _, u, e in reads)
