@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import datetime
 import json
+import os
 import shutil
 import statistics
 import sys
@@ -50,6 +51,22 @@ def gateway(tmp: Path, upstream: str, platform: bool) -> ServerProcess:
         "LLMKIT_GATEWAY_ADMIN_KEY": ADMIN,
     }
     return ServerProcess(tmp, "--port", "0", "--workers", "1", env=env, command="gateway")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process (every thread) so far, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measured_wrk(server: ServerProcess, url: str, lua: Path, seconds: float) -> dict[str, float]:
+    """One wrk run at c=32, with the gateway's CPU per request (microseconds): steadier than req/s on a
+    shared machine, and what the platform's work adds to."""
+    assert server.proc is not None
+    before = cpu_seconds(server.proc.pid)
+    result = wrk(url + ROUTE, lua, seconds, 32)
+    used = cpu_seconds(server.proc.pid) - before
+    return {**result, "cpu_us": used / max(1.0, result["rps"] * seconds) * 1e6}
 
 
 def admin_post(url: str, path: str, payload: dict[str, Any]) -> dict[str, Any]:
@@ -152,13 +169,15 @@ def main() -> int:
                 off_lua, on_lua = wrk_script(tmp, "off", []), wrk_script(tmp, "on", keys)
                 runs: dict[str, list[dict[str, float]]] = {"off": [], "on": []}
                 for _ in range(3):  # alternate, so drift on a shared machine hits both alike
-                    runs["off"].append(wrk(off_url + ROUTE, off_lua, args.seconds, 32))
-                    runs["on"].append(wrk(on_url + ROUTE, on_lua, args.seconds, 32))
+                    runs["off"].append(measured_wrk(off, off_url, off_lua, args.seconds))
+                    runs["on"].append(measured_wrk(on, on_url, on_lua, args.seconds))
                 results["latency"] = asyncio.run(latency(sim.url, on_url, keys, args.requests))
                 time.sleep(1.0)  # the analytics writer flushes every 0.2 s
                 results["analytics"] = analytics_written(on_url)
     best = {name: max(r["rps"] for r in rows) for name, rows in runs.items()}
     results["rate"] = {"off_rps": best["off"], "on_rps": best["on"], "ratio": best["on"] / best["off"]}
+    cpu = {name: statistics.median(r["cpu_us"] for r in rows) for name, rows in runs.items()}
+    results["cpu_us"] = cpu
     results["errors"] = sum(r["errors"] for rows in runs.values() for r in rows)
     results["runs"] = runs
     lat, rate = results["latency"], results["rate"]
@@ -167,6 +186,7 @@ def main() -> int:
         ("auth + analytics off, req/s c=32", f"{rate['off_rps']:,.0f}", ""),
         ("keys + quota + analytics on, req/s c=32", f"{rate['on_rps']:,.0f}", ""),
         ("on / off", f"{rate['ratio']:.2f}", ">= 0.90"),
+        ("gateway CPU per request off / on (us)", f"{cpu['off']:.0f} / {cpu['on']:.0f}", ""),
         ("direct p50 / p99 at c=1 (ms)", f"{lat['direct']['p50']:.3f} / {lat['direct']['p99']:.3f}", ""),
         (
             "gateway on p50 / p99 at c=1 (ms)",
