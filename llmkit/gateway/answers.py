@@ -163,7 +163,8 @@ async def answer(
         await Served(req, identity, None, started).finish(platform, route_of(request), None, None, 429)
         raise
     # Neither a quota to settle nor analytics to write: nothing to do once the answer is out.
-    served = Served(req, identity, admission, started) if admission or platform.writer else None
+    has_work = admission is not None or platform.writer is not None
+    served = Served(req, identity, admission, started) if has_work else None
     ticket: Ticket | None = None
     status = 500
     if admission is not None and req.stream:
