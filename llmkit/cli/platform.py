@@ -6,6 +6,7 @@ platform store itself (`--store`, default gateway.platform_url), with the same c
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
@@ -13,6 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 import typer
 
 from llmkit.cli.common import EXIT_FAILURE, EXIT_USAGE, JsonOpt, ProfileOpt, console, fail
+from llmkit.platform.quota_types import Quotas
 
 if TYPE_CHECKING:
     from llmkit.platform.admin.operations import StoreAdmin
@@ -309,10 +311,15 @@ def revoke_key(
 # -- tenants ---------------------------------------------------------------------------------------------
 
 
-def _quotas(given: dict[str, str | None], *, clear: bool) -> dict[str, int | None]:
-    """Quota flags -> the body's quotas: integers as numbers, `none` as null (only with `clear`)."""
+# The quota flags' names, in the order _quotas takes them.
+QUOTA_NAMES = tuple(f.name for f in dataclasses.fields(Quotas))
+
+
+def _quotas(*flags: str | None, clear: bool) -> dict[str, int | None]:
+    """The quota flags (rpm, tpm, max_concurrent, daily_tokens, monthly_tokens, in Quotas' order) -> the
+    body's quotas: integers as numbers, `none` as null (only with `clear`)."""
     quotas: dict[str, int | None] = {}
-    for name, text in given.items():
+    for name, text in zip(QUOTA_NAMES, flags, strict=True):
         if text is None:
             continue
         if text.strip().lower() == "none":
@@ -365,14 +372,10 @@ def create_tenant(
       llmkit gateway tenants create --name Beta --daily-tokens 1000000 --json
     """
     target = _target(url, admin_key, store, profile)
-    given = {
-        "rpm": rpm,
-        "tpm": tpm,
-        "max_concurrent": max_concurrent,
-        "daily_tokens": daily_tokens,
-        "monthly_tokens": monthly_tokens,
+    body: dict[str, Any] = {
+        "name": name,
+        "quotas": _quotas(rpm, tpm, max_concurrent, daily_tokens, monthly_tokens, clear=False),
     }
-    body: dict[str, Any] = {"name": name, "quotas": _quotas(given, clear=False)}
     if tenant_id is not None:
         body["id"] = tenant_id
     made = _admin(target, "POST", "/api/admin/tenants", lambda admin: admin.create_tenant(body), body)
@@ -422,17 +425,10 @@ def set_tenant(
     Example: llmkit gateway tenants set acme --rpm 120 --tpm none
     """
     target = _target(url, admin_key, store, profile)
-    given = {
-        "rpm": rpm,
-        "tpm": tpm,
-        "max_concurrent": max_concurrent,
-        "daily_tokens": daily_tokens,
-        "monthly_tokens": monthly_tokens,
-    }
     body: dict[str, Any] = {}
     if name is not None:
         body["name"] = name
-    quotas = _quotas(given, clear=True)
+    quotas = _quotas(rpm, tpm, max_concurrent, daily_tokens, monthly_tokens, clear=True)
     if quotas:
         body["quotas"] = quotas
     path = f"/api/admin/tenants/{_segment(tenant_id)}"

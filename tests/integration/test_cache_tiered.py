@@ -12,19 +12,10 @@ import redis.asyncio as aioredis
 
 from llmkit.core.backends import make_redis, parse_backend_url
 from llmkit.core.cache import MemoryCache, RedisCache, TieredCache
+from tests.clock import Clock
 from tests.servers import RedisServer, free_port
 
 LOGGER = "llmkit.cache"
-
-
-class Clock:
-    """A monotonic clock the test moves by hand."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def build(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime
 
 import pytest
 import redis.asyncio as aioredis
@@ -24,25 +23,11 @@ from llmkit.platform.quotas import (
     go_duration,
     quota_enforcer_from_url,
 )
+from tests.clock import Clock, epoch
 from tests.servers import RedisServer
 
 # () -> one more enforcer on the store under test (Redis: its own client and pool, as a replica has).
 MakeEnforcer = Callable[[], QuotaEnforcer]
-
-
-class Clock:
-    """A settable clock shared by an enforcer and its counter, so tests cross window ends without waiting."""
-
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def epoch(*parts: int) -> float:
-    """Epoch seconds of a UTC date and time."""
-    return datetime(*parts, tzinfo=UTC).timestamp()  # type: ignore[misc]
 
 
 # In the future, since Redis expires the counters on its real clock; 12.3 s before the minute ends.

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import sys
 from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime
 
 import pytest
 import redis.asyncio as aioredis
@@ -15,25 +14,11 @@ from llmkit.core.limiter import QuotaCounter, Window, quota_counter_from_url
 from llmkit.core.limiter.quota_memory import MemoryQuotaCounter
 from llmkit.core.limiter.quota_redis import RedisQuotaCounter
 from llmkit.errors import BackendError, ConfigError
+from tests.clock import Clock, epoch
 from tests.servers import RedisServer
 
 # (clock) -> a counter on the backend under test; every counter made is closed after the test.
 MakeCounter = Callable[[Callable[[], float]], QuotaCounter]
-
-
-class Clock:
-    """A settable clock, so a test moves across window boundaries without waiting."""
-
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def epoch(*parts: int) -> float:
-    """Epoch seconds of a UTC date and time."""
-    return datetime(*parts, tzinfo=UTC).timestamp()  # type: ignore[misc]
 
 
 # Redis expires keys on its own (real) clock, so test dates lie in the future, where keys outlive the test.

@@ -9,18 +9,9 @@ import pytest
 
 from llmkit.core.cache import MemoryCache
 from llmkit.core.cache.memory import ENTRY_OVERHEAD
+from tests.clock import Clock
 
 MB = 1024 * 1024
-
-
-class Clock:
-    """A monotonic clock the test moves by hand, so expiry needs no sleeping."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture

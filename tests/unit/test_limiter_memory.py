@@ -8,16 +8,7 @@ import pytest
 
 from llmkit.core.limiter import SlotUnavailable
 from llmkit.core.limiter.memory import MemoryConcurrencyLimit, MemoryTokenBucket
-
-
-class Clock:
-    """A clock that moves only when told."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.clock import Clock
 
 
 def test_refill_is_rate_times_elapsed_capped_at_the_burst() -> None:

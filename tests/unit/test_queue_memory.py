@@ -8,14 +8,7 @@ from llmkit.core.queue import Priority, QueueClosed, queue_from_url
 from llmkit.core.queue.memory import MemoryPriorityQueue
 from llmkit.core.queue.redis import RedisPriorityQueue
 from llmkit.errors import ConfigError
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_700_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.clock import Clock
 
 
 @pytest.mark.parametrize(
@@ -38,7 +31,7 @@ def test_unknown_priorities_list_the_valid_ones(value: str | int) -> None:
 
 
 async def test_oldest_wait_is_measured_from_the_oldest_item_of_any_level() -> None:
-    clock = Clock()
+    clock = Clock(1_700_000_000.0)
     queue = MemoryPriorityQueue("q", 10, clock=clock)
     await queue.put("low", b"", "low")
     clock.now += 30
@@ -72,7 +65,7 @@ async def test_positions_are_exact_in_a_long_queue() -> None:
 
 
 async def test_leases_run_on_the_queue_clock_and_are_reclaimed_by_any_look() -> None:
-    clock = Clock()
+    clock = Clock(1_700_000_000.0)
     queue = MemoryPriorityQueue("q", 10, clock=clock)
     await queue.put("a", b"")
     item = await queue.get(timeout=0, lease=10)
@@ -89,7 +82,7 @@ async def test_leases_run_on_the_queue_clock_and_are_reclaimed_by_any_look() -> 
 
 
 async def test_extend_counts_from_now() -> None:
-    clock = Clock()
+    clock = Clock(1_700_000_000.0)
     queue = MemoryPriorityQueue("q", 10, clock=clock)
     await queue.put("a", b"")
     item = await queue.get(timeout=0, lease=10)
@@ -106,7 +99,7 @@ async def test_extend_counts_from_now() -> None:
 
 
 async def test_returned_items_line_up_by_arrival_within_their_level() -> None:
-    clock = Clock()
+    clock = Clock(1_700_000_000.0)
     queue = MemoryPriorityQueue("q", 10, clock=clock)
     for item_id, priority in [("n1", "normal"), ("n2", "normal"), ("n3", "normal"), ("h1", "high")]:
         await queue.put(item_id, b"", priority)
