@@ -112,14 +112,36 @@ class Served:
         status: int,
         first_byte: float | None = None,
     ) -> None:
-        """Count the answer's tokens against the quotas (none for a failure or a cache hit, which cost
-        no upstream tokens) and record the request."""
-        usage = self.usage
-        if usage is None and outcome is not None:
-            usage = usage_of(self.req, outcome)
+        """Settle the admission, then record the request."""
+        await self.settle(ticket, outcome)
+        self.record(platform, route, ticket, outcome, status, first_byte)
+
+    def usage_known(self, outcome: Outcome | None) -> dict[str, int] | None:
+        """The answer's token counts (None before there is an answer), computed once."""
+        if self.usage is None and outcome is not None:
+            self.usage = usage_of(self.req, outcome)
+        return self.usage
+
+    async def settle(self, ticket: Ticket | None, outcome: Outcome | None) -> None:
+        """Count the answer's tokens against the quotas: none for a failure or a cache hit, which cost no
+        upstream tokens. Settling an admission again does nothing."""
+        admission = self.admission
+        if admission is None or admission.settled:
+            return
+        usage = self.usage_known(outcome)
         hit = ticket is not None and ticket.hit
-        if self.admission is not None:
-            await self.admission.settle(usage["total_tokens"] if usage and not hit else 0)
+        await admission.settle(usage["total_tokens"] if usage and not hit else 0)
+
+    def record(
+        self,
+        platform: Platform,
+        route: str,
+        ticket: Ticket | None,
+        outcome: Outcome | None,
+        status: int,
+        first_byte: float | None = None,
+    ) -> None:
+        """Record the request in the analytics (nothing when they are off)."""
         if platform.writer is None:
             return
         platform.record(
@@ -130,8 +152,8 @@ class Served:
             status=status,
             started=self.started,
             ttfb_s=None if first_byte is None else first_byte - self.started,
-            usage=usage,
-            cached=hit,
+            usage=self.usage_known(outcome),
+            cached=ticket is not None and ticket.hit,
             coalesced=ticket is not None and ticket.joined,
             upstream=outcome.upstream if outcome is not None else "",
         )
@@ -160,7 +182,7 @@ async def answer(
         admission = await platform.admit(identity)
     except QuotaExceeded:
         # Refused requests count in the analytics too (their error rate is what a tenant asks about).
-        await Served(req, identity, None, started).finish(platform, route_of(request), None, None, 429)
+        Served(req, identity, None, started).record(platform, route_of(request), None, None, 429)
         raise
     # Neither a quota to settle nor analytics to write: nothing to do once the answer is out.
     has_work = admission is not None or platform.writer is not None
@@ -182,12 +204,10 @@ async def answer(
             ticket.close()
         await gateway.remember(conversation, req.call.messages, outcome.content)
         headers = {CACHE_HEADER: cache_state(ticket)}
-        if served is not None:
-            served.usage = usage = usage_of(req, outcome)
-            if admission is not None:
-                # Settled now so the remaining counts include this answer (settling again is harmless).
-                await admission.settle(0 if ticket.hit else usage["total_tokens"])
-                headers.update(admission.headers())
+        if served is not None and admission is not None:
+            # Settled now so the remaining counts include this answer (settling again is harmless).
+            await served.settle(ticket, outcome)
+            headers.update(admission.headers())
         status = 200
         return json_response(render(outcome, ticket, conversation), headers=headers)
     except UpstreamError as exc:
@@ -198,9 +218,12 @@ async def answer(
         raise
     finally:
         if served is not None:
-            first_byte = request.get(FIRST_BYTE_KEY) if req.stream else time.perf_counter()
-            route = route_of(request) if platform.writer is not None else ""
-            await served.finish(platform, route, ticket, finished_outcome(ticket), status, first_byte)
+            finished = finished_outcome(ticket)
+            if admission is not None and not admission.settled:
+                await served.settle(ticket, finished)
+            if platform.writer is not None:
+                first_byte = request.get(FIRST_BYTE_KEY) if req.stream else time.perf_counter()
+                served.record(platform, route_of(request), ticket, finished, status, first_byte)
 
 
 def finished_outcome(ticket: Ticket | None) -> Outcome | None:

@@ -89,7 +89,7 @@ class QueueBook:
         try:
             admission = await self.platform.admit(identity)
         except QuotaExceeded:
-            await Served(req, identity, None, started).finish(self.platform, ROUTE, None, None, 429)
+            Served(req, identity, None, started).record(self.platform, ROUTE, None, None, 429)
             raise
         try:
             ticket = await self.gateway.open(req)

@@ -240,6 +240,11 @@ class Admission:
         self._in_use = in_use
         self._settled = False
 
+    @property
+    def settled(self) -> bool:
+        """Whether settle() was called (its tokens are counted, its slot given back)."""
+        return self._settled
+
     def headers(self) -> dict[str, str]:
         """x-ratelimit-* headers of the tenant's quotas (token counts include a settled answer)."""
         return quota_headers(self.plan, self._states, self._in_use, self._enforcer.clock())

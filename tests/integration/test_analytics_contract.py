@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from multidict import MultiDict
 
 from llmkit.core.http import ApiError
+from llmkit.errors import BackendError
 from llmkit.platform.analytics import analytics_store_from_url
 from llmkit.platform.analytics.base import AnalyticsStore
 from llmkit.platform.analytics.queries import (
@@ -37,8 +38,6 @@ from tests.servers import ClickHouseServer
 
 BACKENDS = [
     "sqlite",
-    # SQLite before 3.38 (no ->>) writes a batch with executemany: the same contract holds.
-    "sqlite-executemany",
     pytest.param("clickhouse", marks=pytest.mark.clickhouse),
     pytest.param("postgresql", marks=pytest.mark.postgres),
 ]
@@ -53,10 +52,7 @@ StoreFactory = Callable[[], Awaitable[AnalyticsStore]]
 @pytest.fixture(params=BACKENDS)
 async def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
     """A URL no other test uses: a file in tmp_path, a fresh ClickHouse or PostgreSQL database."""
-    if request.param.startswith("sqlite"):
-        if request.param == "sqlite-executemany":
-            monkeypatch: pytest.MonkeyPatch = request.getfixturevalue("monkeypatch")
-            monkeypatch.setattr("llmkit.platform.analytics.sqlite.JSON_INSERT", False)
+    if request.param == "sqlite":
         yield f"sqlite:///{tmp_path}/analytics.db"
     elif request.param == "postgresql":
         # The session server through its sync fixture: an async fixture cannot be fetched from here.
@@ -203,6 +199,23 @@ async def test_records_that_would_poison_a_batch_are_stored(store: AnalyticsStor
     stats = await store.stats(days=1, tenant_id=None, now=NOW)
     assert stats["requests"] == 3 and stats["tokens_in"] == 3 + 3 + 2**53 and stats["tokens_out"] == 10
     assert stats["errors"] == 1 and stats["server_errors"] == 1
+
+
+@pytest.mark.parametrize("size", [1, 31, 32, 33, 101])
+async def test_a_batch_of_any_size_is_stored_whole_and_in_its_columns(
+    store: AnalyticsStore, size: int
+) -> None:
+    # SQLite writes statements of 32 rows and the rest row by row: every row, each value in its column.
+    batch = [rec(query=f"q{i}", tokens_in=i, tokens_out=2 * i, latency_ms=float(i)) for i in range(size)]
+    await store.write(batch)
+    answer = await store.popular(limit=1000, days=1, tenant_id=None, now=NOW)
+    assert sorted(counts(answer)) == sorted((f"q{i}", 1) for i in range(size))
+    stats = await store.stats(days=1, tenant_id=None, now=NOW)
+    assert stats["requests"] == size
+    assert stats["tokens_in"] == sum(range(size)) and stats["tokens_out"] == 2 * sum(range(size))
+    assert stats["latency_ms"]["p50"] == pytest.approx(
+        float((size + 1) // 2 - 1), abs=PERCENTILE_TOLERANCE_MS
+    )
 
 
 async def test_records_survive_reopening(make_store: StoreFactory) -> None:
@@ -514,3 +527,19 @@ async def test_stores_opening_one_fresh_database_together_all_succeed(store_url:
     finally:
         for s in stores:
             await s.close()
+
+
+async def test_sqlite_batch_is_all_or_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The rows past the last whole 32-row statement fail after that statement went in: none stay.
+    store = analytics_store_from_url(f"sqlite:///{tmp_path}/analytics.db")
+    await store.open()
+    try:
+        monkeypatch.setattr("llmkit.platform.analytics.sqlite.INSERT", "INSERT INTO missing_table VALUES (?)")
+        with pytest.raises(BackendError, match="missing_table"):
+            await store.write(many(40, query="lost"))
+        monkeypatch.undo()
+        assert (await store.stats(days=1, tenant_id=None, now=NOW))["requests"] == 0
+        await store.write(many(40, query="kept"))  # the connection is usable again
+        assert counts(await store.popular(limit=5, days=1, tenant_id=None, now=NOW)) == [("kept", 40)]
+    finally:
+        await store.close()

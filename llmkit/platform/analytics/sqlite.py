@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
 import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-
-import orjson
 
 from llmkit.core.sqlite import sqlite_path, use_wal, while_locked
 from llmkit.errors import BackendError
@@ -47,16 +46,14 @@ SCHEMA = (
     "CREATE INDEX IF NOT EXISTS analytics_queries_ts ON analytics_queries (ts)",
     "CREATE INDEX IF NOT EXISTS analytics_queries_tenant_ts ON analytics_queries (tenant_id, ts)",
 )
-INSERT = f"INSERT INTO analytics_queries ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
-# A whole batch as one JSON array bound to one parameter: SQLite unpacks it in C during a single step, so the
-# writer's thread holds the GIL for one bind, not one per row (executemany hands the GIL back and forth
-# with the event loop at every row, and the loop pays for each hand-over). `->>` needs SQLite 3.38.
-INSERT_JSON = (
-    f"INSERT INTO analytics_queries ({', '.join(COLUMNS)}) SELECT "
-    + ", ".join(f"value ->> {i}" for i in range(len(COLUMNS)))
-    + " FROM json_each(?)"
-)
-JSON_INSERT = sqlite3.sqlite_version_info >= (3, 38)
+_ROW = f"({', '.join('?' * len(COLUMNS))})"
+INSERT = f"INSERT INTO analytics_queries ({', '.join(COLUMNS)}) VALUES {_ROW}"
+# Rows per statement: a batch goes in as statements of CHUNK rows (one step, one GIL hand-over each,
+# always the same prepared statement) and the rest one row per step. 32 rows are 448 parameters, under
+# the 999 of the oldest SQLite builds. Measured against one INSERT ... FROM json_each(?) per batch, this
+# does half the work: SQLite 3.40's `->>` copied and re-read each row's JSON text once per column.
+CHUNK = 32
+INSERT_CHUNK = f"INSERT INTO analytics_queries ({', '.join(COLUMNS)}) VALUES " + ", ".join([_ROW] * CHUNK)
 BUSY_TIMEOUT_MS = 10_000
 
 
@@ -119,19 +116,20 @@ class SqliteAnalyticsStore:
             await self._conn.execute(statement)
 
     async def write(self, records: Sequence[QueryRecord]) -> None:
-        """One transaction per batch."""
+        """One transaction per batch: all its rows or none."""
         if not records:
             return
         db = self._db()
         rows = [to_row(rec) for rec in records]
+        whole = len(rows) - len(rows) % CHUNK
+        chunks = [list(itertools.chain.from_iterable(rows[i : i + CHUNK])) for i in range(0, whole, CHUNK)]
         try:
-            if JSON_INSERT:
-                # One statement is one transaction (autocommit): all the rows or none.
-                await db.execute(INSERT_JSON, (orjson.dumps(rows).decode(),))
-                return
             await db.execute("BEGIN IMMEDIATE")
             try:
-                await db.executemany(INSERT, rows)
+                if chunks:
+                    await db.executemany(INSERT_CHUNK, chunks)
+                if whole < len(rows):
+                    await db.executemany(INSERT, rows[whole:])
                 await db.execute("COMMIT")
             except BaseException:
                 await db.execute("ROLLBACK")
