@@ -162,15 +162,32 @@ class RedisTenantSlots:
 def go_duration(seconds: float) -> str:
     """Seconds as a Go duration, the way OpenAI writes x-ratelimit-reset-*: "20ms", "1s", "6m0s", "1h2m3s"."""
     # Rounded up to the millisecond: a client waiting that long never arrives before the reset.
-    ms = math.ceil(seconds * 1000 - 1e-6)
+    return _go_ms(math.ceil(seconds * 1000 - 1e-6))
+
+
+def _go_ms(ms: int) -> str:
+    text = _DURATIONS.get(ms)
+    if text is not None:
+        return text
     if ms < 1000:
-        return f"{ms}ms" if ms > 0 else "0s"
-    whole, frac = divmod(ms, 1000)
-    secs = f"{whole % 60}.{frac:03d}".rstrip("0") if frac else str(whole % 60)
-    if whole < 60:
-        return f"{secs}s"
-    hours, minutes = divmod(whole // 60, 60)
-    return f"{hours}h{minutes}m{secs}s" if hours else f"{minutes}m{secs}s"
+        text = f"{ms}ms" if ms > 0 else "0s"
+    else:
+        whole, frac = divmod(ms, 1000)
+        secs = f"{whole % 60}.{frac:03d}".rstrip("0") if frac else str(whole % 60)
+        if whole < 60:
+            text = f"{secs}s"
+        else:
+            hours, minutes = divmod(whole // 60, 60)
+            text = f"{hours}h{minutes}m{secs}s" if hours else f"{minutes}m{secs}s"
+    if len(_DURATIONS) >= DURATIONS_MAX:
+        _DURATIONS.clear()
+    _DURATIONS[ms] = text
+    return text
+
+
+# Every answer carries a reset, and the same millisecond comes up again and again: each is written once.
+_DURATIONS: dict[int, str] = {}
+DURATIONS_MAX = 120_000
 
 
 class QuotaPlan:
