@@ -11,7 +11,7 @@ import redis.asyncio as aioredis
 
 from llmkit.settings import Settings
 from tests.postgres import PostgresServer
-from tests.servers import ClickHouseServer, RedisServer
+from tests.servers import ClickHouseServer, RedisServer, SentinelCluster
 
 _counter = itertools.count()
 
@@ -39,6 +39,34 @@ def redis_factory(tmp_path: Path) -> Iterator[Callable[[], RedisServer]]:
     yield make
     for server in made:
         server.stop()
+
+
+@pytest.fixture(scope="module")
+def sentinel_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SentinelCluster]:
+    """A master, a replica and three sentinels shared by a test module (one that crashes a server
+    starts its own with `sentinel_factory`)."""
+    cluster = SentinelCluster(tmp_path_factory.mktemp("sentinel"))
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def sentinel_factory(tmp_path: Path) -> Iterator[Callable[[], SentinelCluster]]:
+    """Start dedicated Sentinel clusters (for tests that crash their master); all are stopped after."""
+    made: list[SentinelCluster] = []
+
+    def make() -> SentinelCluster:
+        cluster = SentinelCluster(tmp_path / f"sentinel-{len(made)}")
+        made.append(cluster)
+        cluster.start()
+        return cluster
+
+    yield make
+    for cluster in made:
+        cluster.stop()
 
 
 @pytest.fixture

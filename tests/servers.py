@@ -1,4 +1,4 @@
-"""Real redis-server and clickhouse-server processes on free loopback ports, for the test session."""
+"""Real redis-server, redis-sentinel and clickhouse-server processes on free loopback ports, for the tests."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ import socket
 import subprocess
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -61,7 +63,7 @@ class RedisServer:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def start(self) -> None:
+    def start(self, replica_of: int | None = None) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
         args = [
             self.binary,
@@ -78,6 +80,8 @@ class RedisServer:
             "--protected-mode",
             "no",
         ]
+        if replica_of is not None:
+            args += ["--replicaof", "127.0.0.1", str(replica_of)]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_for_port(self.port, self.proc)
 
@@ -90,6 +94,99 @@ class RedisServer:
                 self.proc.kill()
                 self.proc.wait()
         self.proc = None
+
+
+class SentinelCluster:
+    """A Redis master, one replica and three redis-sentinels watching them (quorum 2), all on loopback.
+
+    Failover is quick for tests: a master that answers nothing for 1 s is down, and a failover may take
+    3 s. The RedisServers can be stopped (a crash: SIGKILL) to make the sentinels promote the replica."""
+
+    SERVICE = "mymaster"
+    SENTINELS = 3
+
+    def __init__(self, workdir: Path) -> None:
+        self.binary = find_binary("redis-sentinel")
+        self.workdir = workdir
+        self.master = RedisServer(workdir / "master")
+        self.replica = RedisServer(workdir / "replica")
+        self.sentinel_ports = [free_port() for _ in range(self.SENTINELS)]
+        self.sentinels: list[subprocess.Popen[bytes]] = []
+
+    def url(self, db: int = 0, **params: str) -> str:
+        hosts = ",".join(f"127.0.0.1:{port}" for port in self.sentinel_ports)
+        query = "&".join(f"{k}={v}" for k, v in params.items())
+        return f"redis+sentinel://{hosts}/{self.SERVICE}/{db}" + (f"?{query}" if query else "")
+
+    def start(self) -> None:
+        self.master.start()
+        self.replica.start(replica_of=self.master.port)
+        for i, port in enumerate(self.sentinel_ports):
+            folder = self.workdir / f"sentinel-{i}"
+            folder.mkdir(parents=True, exist_ok=True)
+            conf = folder / "sentinel.conf"  # sentinels rewrite their file: each its own, writable
+            conf.write_text(
+                f"port {port}\nbind 127.0.0.1\nprotected-mode no\ndir {folder}\n"
+                f"sentinel monitor {self.SERVICE} 127.0.0.1 {self.master.port} 2\n"
+                f"sentinel down-after-milliseconds {self.SERVICE} 1000\n"
+                f"sentinel failover-timeout {self.SERVICE} 3000\n"
+            )
+            proc = subprocess.Popen(
+                [self.binary, str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
+            self.sentinels.append(proc)
+            wait_for_port(port, proc)
+        # Ready when every sentinel knows the other two and the replica (else a failover cannot happen).
+        self.wait_for(
+            lambda info: info["num-other-sentinels"] == self.SENTINELS - 1 and info["num-slaves"] >= 1
+        )
+
+    def sentinel_info(self, port: int) -> dict[str, Any]:
+        """SENTINEL MASTER <service> from one sentinel, as a dict."""
+        import redis
+
+        with redis.Redis(port=port, socket_timeout=2, decode_responses=True) as client:
+            info: dict[str, Any] = client.sentinel_master(self.SERVICE)
+            return info
+
+    def master_port(self) -> int:
+        """The port of the server the sentinels call master now."""
+        return int(self.sentinel_info(self.sentinel_ports[0])["port"])
+
+    def wait_for(self, ready: Callable[[dict[str, Any]], bool], timeout: float = 30.0) -> None:
+        """Until `ready` holds for what every sentinel says of the master."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if all(ready(self.sentinel_info(port)) for port in self.sentinel_ports):
+                    return
+            except Exception:  # a sentinel still starting, or in the middle of a failover
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"sentinels not ready within {timeout}s: {self.sentinel_info(self.sentinel_ports[0])}"
+                )
+            time.sleep(0.1)
+
+    def crash_master(self) -> int:
+        """SIGKILL the current master and wait until the sentinels promoted the other server; its port."""
+        old = self.master_port()
+        victim = self.master if self.master.port == old else self.replica
+        assert victim.proc is not None
+        victim.proc.kill()
+        victim.proc.wait()
+        victim.proc = None
+        self.wait_for(lambda info: int(info["port"]) != old and "s_down" not in info["flags"])
+        return self.master_port()
+
+    def stop(self) -> None:
+        for proc in self.sentinels:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        self.sentinels.clear()
+        self.master.stop()
+        self.replica.stop()
 
 
 _CH_CONFIG = """<?xml version="1.0"?>

@@ -40,10 +40,10 @@ def env_logger_level(text: str) -> str:
 
 
 def redis_url(text: str) -> str:
-    """A redis:// or rediss:// URL as given; ValueError otherwise."""
+    """A redis://, rediss:// or redis+sentinel:// URL as given; ValueError otherwise."""
     url = parse_text(text)
-    if url.partition("://")[0].lower() not in ("redis", "rediss") or "://" not in url:
-        raise ValueError("must be a redis:// or rediss:// URL")
+    if url.partition("://")[0].lower() not in ("redis", "rediss", "redis+sentinel") or "://" not in url:
+        raise ValueError("must be a redis://, rediss:// or redis+sentinel:// URL")
     return url
 
 
@@ -180,7 +180,9 @@ def seed_url_flags(settings: Settings, env: Mapping[str, str]) -> dict[str, tupl
             continue
         # Split by hand: urlunsplit would turn memory://?... into memory:?...
         base, _, query = url.partition("?")
-        params = kinds.get(base.partition(":")[0].lower().replace("rediss", "redis"), {})
+        params = kinds.get(
+            base.partition(":")[0].lower().replace("rediss", "redis").replace("+sentinel", ""), {}
+        )
         names = [name for name in params if name in values]
         if not names:
             continue

@@ -1,4 +1,4 @@
-"""Backend URLs: one parser for `memory://`, `redis://`, ... and the Redis client they build."""
+"""Backend URLs: one parser for `memory://`, `redis://`, `redis+sentinel://`, ... and the Redis clients."""
 
 from __future__ import annotations
 
@@ -32,6 +32,9 @@ class BackendURL:
     username: str | None = None
     password: str | None = None
     params: dict[str, str] = field(default_factory=dict)
+    # redis+sentinel://: the sentinels' (host, port) pairs and the name of the master they watch.
+    sentinels: tuple[tuple[str, int], ...] = ()
+    service: str = ""
 
     def get(self, name: str, kind: type[T], default: T) -> T:
         """A query parameter converted to `kind`, or `default`; a wrong value is a ConfigError."""
@@ -61,6 +64,10 @@ class BackendURL:
             )
 
 
+SENTINEL = "redis+sentinel"
+SENTINEL_PORT = 26379
+
+
 def parse_backend_url(url: str, kind: str, known: Iterable[str]) -> BackendURL:
     """Split `url` for a backend of `kind`; an unknown scheme is a ConfigError listing the known ones."""
     known = list(known)
@@ -72,6 +79,8 @@ def parse_backend_url(url: str, kind: str, known: Iterable[str]) -> BackendURL:
             f"known schemes: {', '.join(s + '://' for s in known)}"
         )
     params = dict(parse_qsl(parts.query, keep_blank_values=True))
+    if scheme.endswith(SENTINEL):
+        return _sentinel_url(url, kind, scheme, parts.netloc, parts.path, params)
     path = parts.path.strip("/")
     db = 0
     if path and path.isdigit():
@@ -94,6 +103,57 @@ def parse_backend_url(url: str, kind: str, known: Iterable[str]) -> BackendURL:
     )
 
 
+def _sentinel_url(
+    url: str, kind: str, scheme: str, netloc: str, path: str, params: dict[str, str]
+) -> BackendURL:
+    """`redis+sentinel://[user:password@]host:26379,host:26380/<master name>[/<db>]`."""
+    where = f"{kind} URL {mask_url(url)!r}"
+    form = "redis+sentinel://host:26379,host:26380/<master name>/<db>"
+    userinfo, at, hosts = netloc.rpartition("@")
+    user, _, password = userinfo.partition(":") if at else ("", "", "")
+    sentinels = []
+    for item in hosts.split(","):
+        host, port = _host_port(item.strip(), where)
+        sentinels.append((host, port))
+    segments = [s for s in path.split("/") if s]
+    if not segments or len(segments) > 2:
+        raise ConfigError(f"{where}: name the master the sentinels watch, as in {form}")
+    db = 0
+    if len(segments) == 2:
+        if not segments[1].isdigit():
+            raise ConfigError(f"{where}: the database must be a number, got {segments[1]!r} ({form})")
+        db = int(segments[1])
+    return BackendURL(
+        raw=url,
+        scheme=scheme,
+        host=sentinels[0][0],
+        port=sentinels[0][1],
+        db=db,
+        username=unquote(user) if user else None,
+        password=unquote(password) if password else None,
+        params=params,
+        sentinels=tuple(sentinels),
+        service=unquote(segments[0]),
+    )
+
+
+def _host_port(item: str, where: str) -> tuple[str, int]:
+    """`host`, `host:port` or `[v6]:port` of one sentinel (port 26379 by default)."""
+    host, port_text = item, ""
+    if item.startswith("["):
+        host, _, rest = item[1:].partition("]")
+        port_text = rest[1:] if rest.startswith(":") else rest
+    elif item.count(":") == 1:
+        host, _, port_text = item.partition(":")
+    if not host:
+        raise ConfigError(f"{where}: a sentinel address is empty; list them as host:port,host:port")
+    if not port_text:
+        return host, SENTINEL_PORT
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ConfigError(f"{where}: sentinel port must be 1-65535, got {port_text!r}")
+    return host, int(port_text)
+
+
 def make_redis(
     url: BackendURL, timeout: float = 2.0, max_connections: int = 64, **extra: Any
 ) -> aioredis.Redis:
@@ -111,20 +171,45 @@ def make_redis(
     # by default: one immediate retry on a fresh connection turns each into a reconnect, not an error.
     extra.setdefault("retry", Retry(NoBackoff(), 1))
     extra.setdefault("retry_on_error", [RedisConnectionError])
-    pool = aioredis.BlockingConnectionPool(
-        timeout=timeout,
-        host=url.host,
-        port=url.port or 6379,
-        db=url.db,
-        username=url.username,
-        password=url.password,
-        socket_timeout=timeout,
-        socket_connect_timeout=timeout,
-        max_connections=max_connections,
+    common: dict[str, Any] = {
+        "timeout": timeout,
+        "db": url.db,
+        "username": url.username,
+        "password": url.password,
+        "socket_timeout": timeout,
+        "socket_connect_timeout": timeout,
+        "max_connections": max_connections,
         **extra,
-    )
+    }
+    pool: aioredis.ConnectionPool
+    if url.sentinels:
+        pool = _sentinel_pool(url, timeout, common)
+    else:
+        pool = aioredis.BlockingConnectionPool(host=url.host, port=url.port or 6379, **common)
     # from_pool hands the pool to the client, so a plain `await client.aclose()` closes its connections too.
     return aioredis.Redis.from_pool(pool)
+
+
+def _sentinel_pool(url: BackendURL, timeout: float, common: dict[str, Any]) -> aioredis.ConnectionPool:
+    """A blocking pool of connections to whichever server the sentinels name master right now.
+
+    Each new connection asks the sentinels; a connection to a demoted master fails (READONLY or a
+    reset), and the next one goes to the new master. Sentinels take no password here: the URL's is the
+    master's (and its replicas')."""
+    from redis.asyncio import BlockingConnectionPool
+    from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
+
+    class BlockingSentinelPool(SentinelConnectionPool, BlockingConnectionPool):
+        """SentinelConnectionPool's master discovery with BlockingConnectionPool's waiting for a free one."""
+
+        async def aclose(self) -> None:
+            """Close the connections, then the ones to the sentinels (redis-py leaves those open)."""
+            await super().aclose()
+            for sentinel in self.sentinel_manager.sentinels:
+                await sentinel.aclose()
+
+    manager = Sentinel(list(url.sentinels), socket_timeout=timeout, socket_connect_timeout=timeout)
+    return BlockingSentinelPool(url.service, manager, **common)
 
 
 @contextmanager

@@ -186,7 +186,7 @@ def job_store(settings: Settings) -> JobStore:
     from llmkit.core.backends import make_redis, parse_backend_url
     from llmkit.orchestrate.redis_jobs import RedisJobStore
 
-    parsed = parse_backend_url(url, "queue", ("redis",))
+    parsed = parse_backend_url(url, "queue", ("redis", "redis+sentinel"))
     return RedisJobStore(make_redis(parsed), ttl, prefix=parsed.get("prefix", str, "llmkit"))
 
 

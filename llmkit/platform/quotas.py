@@ -408,6 +408,7 @@ def _redis(url: BackendURL) -> QuotaEnforcer:
 SCHEMES: dict[str, Callable[[BackendURL], QuotaEnforcer]] = {
     "memory": _memory,
     "redis": _redis,
+    "redis+sentinel": _redis,
 }
 
 

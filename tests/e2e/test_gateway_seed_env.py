@@ -168,7 +168,7 @@ def test_the_long_names_win_over_host_and_port() -> None:
         ("REDIS_POOL_SIZE", "-1", "must be a whole number >= 1"),
         ("CACHE_MAX_MEMORY_ITEMS", "lots", "must be a whole number >= 1"),
         ("CACHE_PREFIX", " ", "must not be empty"),
-        ("REDIS_URL", "http://r:6379", "must be a redis:// or rediss:// URL"),
+        ("REDIS_URL", "http://r:6379", "must be a redis://, rediss:// or redis+sentinel:// URL"),
     ],
 )
 def test_a_bad_value_exits_2_naming_the_variable(name: str, text: str, said: str) -> None:

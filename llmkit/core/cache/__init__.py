@@ -1,4 +1,5 @@
-"""Caches chosen by URL: `memory://`, `redis://`, `rediss://`, `tiered+redis://` through one table."""
+"""Caches chosen by URL: `memory://`, `redis://`, `rediss://`, `redis+sentinel://`, `tiered+redis://` (and
+`tiered+rediss://`, `tiered+redis+sentinel://`) through one table."""
 
 from __future__ import annotations
 
@@ -84,6 +85,8 @@ SCHEMES: dict[str, tuple[Callable[[BackendURL, float | None], Cache], tuple[str,
     "rediss": (_redis, REDIS_PARAMS),
     "tiered+redis": (_tiered, TIERED_PARAMS),
     "tiered+rediss": (_tiered, TIERED_PARAMS),
+    "redis+sentinel": (_redis, REDIS_PARAMS),
+    "tiered+redis+sentinel": (_tiered, TIERED_PARAMS),
 }
 
 

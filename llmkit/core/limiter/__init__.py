@@ -71,6 +71,7 @@ def _redis(url: BackendURL) -> Limiter:
 SCHEMES: dict[str, Callable[[BackendURL], Limiter]] = {
     "memory": _memory,
     "redis": _redis,
+    "redis+sentinel": _redis,
 }
 
 
@@ -107,6 +108,7 @@ def redis_quota_counter(url: BackendURL) -> RedisQuotaCounter:
 QUOTA_SCHEMES: dict[str, Callable[[BackendURL], QuotaCounter]] = {
     "memory": _memory_quota,
     "redis": redis_quota_counter,
+    "redis+sentinel": redis_quota_counter,
 }
 
 

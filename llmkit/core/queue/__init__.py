@@ -53,6 +53,7 @@ def _redis(url: BackendURL, name: str, capacity: int) -> PriorityQueue:
 SCHEMES: dict[str, Callable[[BackendURL, str, int], PriorityQueue]] = {
     "memory": _memory,
     "redis": _redis,
+    "redis+sentinel": _redis,
 }
 
 

@@ -1,0 +1,181 @@
+"""`redis+sentinel://` for every Redis user, against a real master, replica and three redis-sentinels.
+
+Each user (cache, tiered cache, limiter, quota counter, tenant quotas, priority queue) works through the
+URL, and carries on after the master crashes and the sentinels promote the replica.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+import redis
+
+from llmkit.core.backends import parse_backend_url
+from llmkit.core.cache import cache_from_url, redis_cache_from_url
+from llmkit.core.limiter import limiter_from_url, quota_counter_from_url
+from llmkit.core.limiter.base import Window
+from llmkit.core.queue import queue_from_url
+from llmkit.errors import BackendError
+from llmkit.platform.quota_types import Quotas
+from llmkit.platform.quotas import quota_enforcer_from_url
+from tests.servers import SentinelCluster
+
+# How long the users may take to find the new master once the sentinels agree on it.
+RECOVER_S = 15.0
+
+
+def prefix() -> str:
+    return f"t{uuid.uuid4().hex[:10]}"
+
+
+async def test_the_cache_goes_to_the_master_the_sentinels_name(sentinel_cluster: SentinelCluster) -> None:
+    name = prefix()
+    cache = cache_from_url(sentinel_cluster.url(prefix=name))
+    try:
+        await cache.set("k", b"v")
+        assert await cache.get("k") == b"v"
+    finally:
+        await cache.close()
+    # Written on the master, not on the replica the URL could also have reached.
+    with redis.Redis(port=sentinel_cluster.master_port()) as direct:
+        assert direct.get(f"{name}:k") == b"v"
+
+
+async def test_tiered_cache_and_the_cache_tools_take_the_url(sentinel_cluster: SentinelCluster) -> None:
+    name = prefix()
+    tiered = cache_from_url("tiered+" + sentinel_cluster.url(prefix=name))
+    tool = redis_cache_from_url(sentinel_cluster.url(prefix=name))
+    try:
+        await tiered.set("answer", b"42")
+        assert await tool.get("answer") == b"42"
+    finally:
+        await tiered.close()
+        await tool.close()
+
+
+async def test_limiter_and_quota_counter_count_on_the_master(sentinel_cluster: SentinelCluster) -> None:
+    limiter = limiter_from_url(sentinel_cluster.url(prefix=prefix()))
+    counter = quota_counter_from_url(sentinel_cluster.url(prefix=prefix()))
+    try:
+        bucket = limiter.token_bucket("b", rate=0.001, burst=2)
+        decisions = [await bucket.acquire("client") for _ in range(3)]
+        assert [d.allowed for d in decisions] == [True, True, False]
+        window = Window("requests", 2, "minute")
+        allowed = [(await counter.consume("tenant", [window], 1)).allowed for _ in range(3)]
+        assert allowed == [True, True, False]
+    finally:
+        await limiter.close()
+        await counter.close()
+
+
+async def test_tenant_quotas_hold_through_the_url(sentinel_cluster: SentinelCluster) -> None:
+    enforcer = quota_enforcer_from_url(sentinel_cluster.url(prefix=prefix()))
+    try:
+        quotas = Quotas(rpm=1, max_concurrent=1)
+        admission = await enforcer.admit("acme", quotas)
+        await admission.settle(0)
+        with pytest.raises(Exception, match="rpm quota"):
+            await enforcer.admit("acme", quotas)
+    finally:
+        await enforcer.close()
+
+
+async def test_the_queue_works_through_the_url(sentinel_cluster: SentinelCluster) -> None:
+    queue = queue_from_url(sentinel_cluster.url(prefix=prefix()), "jobs", 10)
+    try:
+        await queue.put("a", b"first")
+        item = await queue.get(timeout=1)
+        assert item is not None and item.payload == b"first"
+    finally:
+        await queue.close()
+
+
+async def until(step: Callable[[], Awaitable[Any]], timeout: float = RECOVER_S) -> tuple[Any, int]:
+    """Call `step` until it succeeds; its result and how many calls failed (BackendError) first."""
+    deadline = time.monotonic() + timeout
+    failures = 0
+    while True:
+        try:
+            return await step(), failures
+        except BackendError:
+            failures += 1
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.2)
+
+
+def replicated(cluster: SentinelCluster) -> None:
+    """Wait until the replica has every write so far (Redis replicates asynchronously)."""
+    with redis.Redis(port=cluster.master_port()) as master:
+        assert master.execute_command("WAIT", 1, 5000) == 1
+
+
+async def test_after_the_master_crashes_every_user_carries_on_on_the_new_master(
+    sentinel_factory: Callable[[], SentinelCluster],
+) -> None:
+    cluster = sentinel_factory()
+    name = prefix()
+    cache = cache_from_url(cluster.url(prefix=name, timeout="1"))
+    queue = queue_from_url(cluster.url(prefix=name, timeout="1"), "jobs", 10)
+    counter = quota_counter_from_url(cluster.url(prefix=name, timeout="1"))
+    window = Window("requests", 100, "minute")
+    try:
+        await cache.set("before", b"1")
+        await queue.put("queued-before", b"job")
+        assert (await counter.consume("tenant", [window], 1)).allowed
+        replicated(cluster)
+        old = cluster.master_port()
+
+        new = cluster.crash_master()
+        assert new != old
+
+        # Reads and writes find the new master; what was replicated before the crash is still there.
+        value, _ = await until(lambda: cache.get("before"))
+        assert value == b"1"
+        await until(lambda: cache.set("after", b"2"))
+        assert await cache.get("after") == b"2"
+        item, _ = await until(lambda: queue.get(timeout=0.5))
+        assert item is not None and item.id == "queued-before"
+        decision, _ = await until(lambda: counter.consume("tenant", [window], 1))
+        assert decision.allowed and decision.windows[0].used == 2
+        with redis.Redis(port=new) as direct:
+            assert direct.get(f"{name}:after") == b"2"  # written on the promoted server itself
+    finally:
+        await cache.close()
+        await queue.close()
+        await counter.close()
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("redis+sentinel://h1:26379", "name the master"),
+        ("redis+sentinel://h1:26379/mymaster/0/extra", "name the master"),
+        ("redis+sentinel://h1:26379/mymaster/zero", "database must be a number"),
+        ("redis+sentinel://h1:26379,/mymaster", "sentinel address is empty"),
+        ("redis+sentinel://h1:99999/mymaster", "sentinel port must be 1-65535"),
+        ("redis+sentinel://u:hunter2@h1:x/mymaster", "sentinel port must be 1-65535"),
+    ],
+)
+def test_a_malformed_sentinel_url_says_what_to_write(url: str, message: str) -> None:
+    with pytest.raises(Exception, match=message) as caught:
+        parse_backend_url(url, "cache", ["redis+sentinel"])
+    assert "hunter2" not in str(caught.value)
+    assert "redis+sentinel://host:26379" in str(caught.value) or "sentinel" in str(caught.value)
+
+
+def test_sentinel_urls_name_hosts_master_database_and_credentials() -> None:
+    parsed = parse_backend_url(
+        "redis+sentinel://app:s%40cret@10.0.0.1,10.0.0.2:26380,[::1]:26381/my%20master/3?prefix=x",
+        "queue",
+        ["redis+sentinel"],
+    )
+    assert parsed.sentinels == (("10.0.0.1", 26379), ("10.0.0.2", 26380), ("::1", 26381))
+    assert parsed.service == "my master" and parsed.db == 3
+    assert (parsed.username, parsed.password) == ("app", "s@cret")
+    assert parsed.params == {"prefix": "x"}
