@@ -79,6 +79,9 @@ class RedisServer:
             str(self.workdir),
             "--protected-mode",
             "no",
+            # A replica's first sync starts at once (Redis 7 waits 5 s for more replicas by default).
+            "--repl-diskless-sync-delay",
+            "0",
         ]
         if replica_of is not None:
             args += ["--replicaof", "127.0.0.1", str(replica_of)]

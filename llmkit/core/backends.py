@@ -154,6 +154,23 @@ def _host_port(item: str, where: str) -> tuple[str, int]:
     return host, int(port_text)
 
 
+def replicas_of(url: BackendURL) -> int:
+    """How many replicas must hold a write before it is acknowledged (`replicas=`): 1 by default behind
+    sentinels, whose failover would otherwise drop writes the replica had not received yet; 0 otherwise."""
+    replicas = url.get("replicas", int, 1 if url.sentinels else 0)
+    if replicas < 0:
+        raise ConfigError(f"{mask_url(url.raw)}: parameter replicas must be >= 0; got {replicas}")
+    return replicas
+
+
+def unreplicated(what: str, replicas: int, acked: int, wait_s: float) -> BackendError:
+    """The error for a write fewer than `replicas` replicas confirmed: it is not acknowledged."""
+    return BackendError(
+        f"redis {what}: only {acked} of {replicas} replicas confirmed the write within {wait_s:g}s, so it is "
+        "not acknowledged (a failover could lose it); check the replicas, or lower the URL's replicas="
+    )
+
+
 def make_redis(
     url: BackendURL, timeout: float = 2.0, max_connections: int = 64, **extra: Any
 ) -> aioredis.Redis:

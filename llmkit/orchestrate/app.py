@@ -183,11 +183,19 @@ def job_store(settings: Settings) -> JobStore:
     ttl = settings.orchestrate.result_ttl_s
     if url.startswith("memory"):
         return MemoryJobStore(ttl)
-    from llmkit.core.backends import make_redis, parse_backend_url
+    from llmkit.core.backends import make_redis, parse_backend_url, replicas_of
     from llmkit.orchestrate.redis_jobs import RedisJobStore
 
     parsed = parse_backend_url(url, "queue", ("redis", "redis+sentinel"))
-    return RedisJobStore(make_redis(parsed), ttl, prefix=parsed.get("prefix", str, "llmkit"))
+    # Job writes are acknowledged as the queue's puts are: once `replicas=` replicas hold them.
+    replicas, timeout = replicas_of(parsed), parsed.get("timeout", float, 2.0)
+    return RedisJobStore(
+        make_redis(parsed, timeout=timeout),
+        ttl,
+        prefix=parsed.get("prefix", str, "llmkit"),
+        replicas=replicas,
+        replica_wait=timeout / 2,
+    )
 
 
 def guard_of(config: OrchestrateSettings) -> tuple[Guard, KeyVerifier | None]:

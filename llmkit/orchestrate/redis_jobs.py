@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from llmkit.core.backends import redis_errors
+from llmkit.core.backends import redis_errors, unreplicated
 from llmkit.orchestrate.jobs import Job, Listener, Listeners
 
 if TYPE_CHECKING:
@@ -25,8 +25,18 @@ class RedisJobStore:
     """`{prefix}:job:{id}` holds a job as JSON (expiring `ttl` seconds after it ends);
     `{prefix}:idem:{key}` an idempotency key; every event is published on `{prefix}:job-events`."""
 
-    def __init__(self, client: aioredis.Redis, ttl: float, prefix: str = "llmkit") -> None:
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        ttl: float,
+        prefix: str = "llmkit",
+        replicas: int = 0,
+        replica_wait: float = 1.0,
+    ) -> None:
         self.client = client
+        # A write is done once `replicas` replicas hold it (WAIT on the connection that wrote it).
+        self.replicas = replicas
+        self.replica_wait = replica_wait
         self.ttl = max(1, math.ceil(ttl))
         self.prefix = prefix
         self.channel = f"{prefix}:job-events"
@@ -87,8 +97,17 @@ class RedisJobStore:
 
     async def _write(self, job: Job) -> None:
         data = orjson.dumps(job.to_dict())
+        ex = self.ttl if job.terminal else None
         with redis_errors("job write"):
-            await self.client.set(self._key(job.id), data, ex=self.ttl if job.terminal else None)
+            if not self.replicas:
+                await self.client.set(self._key(job.id), data, ex=ex)
+                return
+            async with self.client.pipeline(transaction=False) as pipe:
+                pipe.set(self._key(job.id), data, ex=ex)
+                pipe.execute_command("WAIT", self.replicas, int(self.replica_wait * 1000))
+                _, acked = await pipe.execute()
+        if int(acked) < self.replicas:
+            raise unreplicated("job write", self.replicas, int(acked), self.replica_wait)
 
     async def get(self, job_id: str) -> Job | None:
         """The job, or None when unknown or expired."""

@@ -15,12 +15,14 @@ from typing import Any
 import pytest
 import redis
 
-from llmkit.core.backends import parse_backend_url
+from llmkit.core.backends import make_redis, parse_backend_url
 from llmkit.core.cache import cache_from_url, redis_cache_from_url
 from llmkit.core.limiter import limiter_from_url, quota_counter_from_url
 from llmkit.core.limiter.base import Window
 from llmkit.core.queue import queue_from_url
-from llmkit.errors import BackendError
+from llmkit.errors import BackendError, ConfigError
+from llmkit.orchestrate.jobs import Job
+from llmkit.orchestrate.redis_jobs import RedisJobStore
 from llmkit.platform.quota_types import Quotas
 from llmkit.platform.quotas import quota_enforcer_from_url
 from tests.servers import SentinelCluster
@@ -149,6 +151,69 @@ async def test_after_the_master_crashes_every_user_carries_on_on_the_new_master(
         await cache.close()
         await queue.close()
         await counter.close()
+
+
+def lose_the_replica(cluster: SentinelCluster) -> None:
+    """SIGKILL the replica and wait until the master counts no replica any more."""
+    proc = cluster.replica.proc
+    assert proc is not None
+    proc.kill()
+    proc.wait()
+    cluster.replica.proc = None
+    deadline = time.monotonic() + 30
+    with redis.Redis(port=cluster.master_port()) as master:
+        while master.info("replication")["connected_slaves"] != 0:
+            assert time.monotonic() < deadline, "the master still counts its replica"
+            time.sleep(0.1)
+
+
+async def test_a_put_is_acknowledged_only_once_a_replica_holds_it(
+    sentinel_factory: Callable[[], SentinelCluster],
+) -> None:
+    cluster = sentinel_factory()
+    name = prefix()
+    queue = queue_from_url(cluster.url(prefix=name, timeout="1"), "jobs", 10)  # replicas=1 by default
+    relaxed = queue_from_url(cluster.url(prefix=name, timeout="1", replicas="0"), "jobs", 10)
+    try:
+        await queue.put("kept", b"1")
+        # WAIT returned only after the replica had the item: it is there the moment put() returns.
+        assert cluster.replica.proc is not None
+        with redis.Redis(port=cluster.replica.port) as replica:
+            assert replica.keys(f"{name}:q:jobs:*")
+
+        lose_the_replica(cluster)
+        with pytest.raises(BackendError, match="only 0 of 1 replicas confirmed"):
+            await queue.put("refused", b"2")
+        # Refused, so not kept: only the first item is queued; replicas=0 takes the risk and queues.
+        assert await queue.size() == 1
+        await relaxed.put("relaxed", b"3")
+        assert await queue.size() == 2
+    finally:
+        await queue.close()
+        await relaxed.close()
+
+
+async def test_a_job_write_is_refused_when_no_replica_confirms_it(
+    sentinel_factory: Callable[[], SentinelCluster],
+) -> None:
+    cluster = sentinel_factory()
+    url = parse_backend_url(cluster.url(timeout="1"), "queue", ["redis+sentinel"])
+    store = RedisJobStore(make_redis(url, timeout=1.0), 60.0, prefix=prefix(), replicas=1, replica_wait=0.5)
+    try:
+        await store.add(Job(id="j1", prompt="hello"))
+        assert (await store.get("j1")) is not None
+        lose_the_replica(cluster)
+        with pytest.raises(BackendError, match="job write: only 0 of 1 replicas"):
+            await store.add(Job(id="j2", prompt="hello"))
+    finally:
+        await store.close()
+
+
+def test_replicas_must_be_a_count() -> None:
+    with pytest.raises(ConfigError, match="replicas must be >= 0"):
+        queue_from_url("redis+sentinel://127.0.0.1:1/mymaster?replicas=-1", "jobs", 10)
+    with pytest.raises(ConfigError, match="parameter replicas must be int"):
+        queue_from_url("redis://127.0.0.1:1/0?replicas=all", "jobs", 10)
 
 
 @pytest.mark.parametrize(

@@ -41,7 +41,15 @@ def pool_kwargs(cache: RedisCache) -> dict[str, object]:
 
 
 def test_the_table_lists_every_scheme() -> None:
-    assert set(SCHEMES) == {"memory", "redis", "rediss", "tiered+redis", "tiered+rediss"}
+    assert set(SCHEMES) == {
+        "memory",
+        "redis",
+        "rediss",
+        "redis+sentinel",
+        "tiered+redis",
+        "tiered+rediss",
+        "tiered+redis+sentinel",
+    }
 
 
 async def test_memory_defaults(build: Callable[..., Cache]) -> None:

@@ -35,18 +35,29 @@ def _memory(url: BackendURL, name: str, capacity: int) -> PriorityQueue:
 
 
 def _redis(url: BackendURL, name: str, capacity: int) -> PriorityQueue:
-    from llmkit.core.backends import make_redis
+    from llmkit.core.backends import make_redis, replicas_of
     from llmkit.core.queue.redis import RedisPriorityQueue
 
-    url.check_params(["prefix", "timeout", "max_connections"])
+    url.check_params(["prefix", "timeout", "max_connections", "replicas"])
     timeout = url.get("timeout", float, 2.0)
     if timeout <= 0:
         raise ConfigError(f"queue URL: timeout must be > 0 seconds; got {timeout:g}")
+    replicas = replicas_of(url)
     client = make_redis(url, timeout=timeout, max_connections=url.get("max_connections", int, 64))
     # A blocked consumer's BLPOP must return before the socket timeout would cut it off.
     block = min(1.0, timeout / 2)
     prefix = url.get("prefix", str, "llmkit")
-    return RedisPriorityQueue(client, name, capacity, prefix=prefix, block=block, close_client=True)
+    return RedisPriorityQueue(
+        client,
+        name,
+        capacity,
+        prefix=prefix,
+        block=block,
+        close_client=True,
+        # WAIT must return before the socket timeout would cut the connection.
+        replicas=replicas,
+        replica_wait=timeout / 2,
+    )
 
 
 # The one table of queue backends; backend modules are imported only when their scheme is used.

@@ -6,7 +6,7 @@ import asyncio
 from contextlib import suppress
 from typing import TYPE_CHECKING, Any
 
-from llmkit.core.backends import redis_errors
+from llmkit.core.backends import redis_errors, unreplicated
 from llmkit.core.ids import fresh_hex
 from llmkit.core.queue.base import (
     DuplicateItem,
@@ -49,6 +49,8 @@ class RedisPriorityQueue:
         prefix: str = "llmkit",
         block: float = 1.0,
         close_client: bool = False,
+        replicas: int = 0,
+        replica_wait: float = 1.0,
     ) -> None:
         check_capacity(capacity)
         if client.connection_pool.connection_kwargs.get("decode_responses"):
@@ -66,6 +68,9 @@ class RedisPriorityQueue:
         self._block = block
         self._close_client = close_client
         self._closed = False
+        # A put is acknowledged once `replicas` replicas hold it (WAIT on the connection that wrote it).
+        self._replicas = replicas
+        self._replica_wait = replica_wait
         self._put = client.register_script(PUT_LUA)
         self._pop_script = client.register_script(POP_LUA)
         self._restore = client.register_script(RESTORE_LUA)
@@ -84,11 +89,23 @@ class RedisPriorityQueue:
             raise QueueClosed(f"queue {self.name!r} is closed")
         args: list[str | int | bytes] = [item_id, int(level), payload, self.capacity, STRIDE]
         with redis_errors("queue put"):
-            answer = int(await self._put(keys=self._keys, args=args))
+            if self._replicas:
+                async with self.client.pipeline(transaction=False) as pipe:
+                    await self._put(keys=self._keys, args=args, client=pipe)
+                    pipe.execute_command("WAIT", self._replicas, int(self._replica_wait * 1000))
+                    raw, acked = await pipe.execute()
+            else:
+                raw, acked = await self._put(keys=self._keys, args=args), 0
+        answer = int(raw)
         if answer == -1:
             raise DuplicateItem(f"item {item_id!r} is already in queue {self.name!r}", item_id)
         if answer == -2:
             raise QueueFull(full_message(self.name, self.capacity), self.capacity)
+        if int(acked) < self._replicas:
+            # Not acknowledged, so not kept either: a caller told "failed" must not find it run later.
+            with suppress(BackendError):
+                await self.cancel(item_id)
+            raise unreplicated("queue put", self._replicas, int(acked), self._replica_wait)
         return answer
 
     async def get(self, timeout: float | None = None, lease: float | None = None) -> QueueItem | None:
