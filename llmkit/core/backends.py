@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -15,6 +17,8 @@ if TYPE_CHECKING:
     import redis.asyncio as aioredis
 
 T = TypeVar("T", int, float, str, bool)
+
+log = logging.getLogger("llmkit.redis")
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
@@ -163,12 +167,70 @@ def replicas_of(url: BackendURL) -> int:
     return replicas
 
 
-def unreplicated(what: str, replicas: int, acked: int, wait_s: float) -> BackendError:
-    """The error for a write fewer than `replicas` replicas confirmed: it is not acknowledged."""
-    return BackendError(
-        f"redis {what}: only {acked} of {replicas} replicas confirmed the write within {wait_s:g}s, so it is "
-        "not acknowledged (a failover could lose it); check the replicas, or lower the URL's replicas="
-    )
+# How long the count of a master's replicas in sync is trusted before it is read again.
+REPLICAS_CHECK_S = 1.0
+
+
+class Replication:
+    """Acknowledges a write once `wanted` replicas hold it, or every replica the master has in sync when
+    it has fewer (after a failover the new master has none until the old one returns as its replica: the
+    writes then go on, as durable as one server makes them, and the shortfall is logged once).
+
+    A write is sent with `WAIT n` on the connection that wrote it, n = `needed()`. Fewer confirmations
+    than that is an error: the write is not acknowledged."""
+
+    def __init__(self, client: aioredis.Redis, wanted: int, wait_s: float, what: str) -> None:
+        self.client = client
+        self.wanted = wanted
+        self.wait_s = wait_s
+        self.what = what
+        self._needed = wanted
+        self._checked_at = -REPLICAS_CHECK_S
+        self._short = False
+
+    async def needed(self) -> int:
+        """How many confirmations a write needs now: `wanted`, or fewer while the master has fewer."""
+        if not self.wanted:
+            return 0
+        if self._needed < self.wanted and time.monotonic() - self._checked_at >= REPLICAS_CHECK_S:
+            await self._count()
+        return self._needed
+
+    async def confirm(self, acked: int, needed: int) -> None:
+        """Raise unless `acked` replicas (of `needed`) confirmed; a master that lost a replica in between
+        counts again, so the next write waits for the replicas it has."""
+        if acked >= needed:
+            return
+        await self._count()
+        raise BackendError(
+            f"redis {self.what}: only {acked} of {needed} replicas confirmed the write within "
+            f"{self.wait_s:g}s, so it is not acknowledged (a failover could lose it)"
+        )
+
+    async def _count(self) -> None:
+        with redis_errors(f"{self.what} (replication info)"):
+            info = await self.client.info("replication")
+        in_sync = sum(
+            1
+            for key, value in info.items()
+            if key.startswith("slave") and isinstance(value, dict) and value.get("state") == "online"
+        )
+        self._checked_at = time.monotonic()
+        self._needed = min(self.wanted, in_sync)
+        short = self._needed < self.wanted
+        if short != self._short:
+            self._short = short
+            if short:
+                log.warning(
+                    "redis %s: the master has %d replicas in sync, %d wanted: writes are acknowledged "
+                    "once those %d hold them",
+                    self.what,
+                    in_sync,
+                    self.wanted,
+                    self._needed,
+                )
+            else:
+                log.info("redis %s: %d replicas in sync again", self.what, in_sync)
 
 
 def make_redis(

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from llmkit.core.backends import redis_errors, unreplicated
+from llmkit.core.backends import Replication, redis_errors
 from llmkit.orchestrate.jobs import Job, Listener, Listeners
 
 if TYPE_CHECKING:
@@ -34,9 +34,8 @@ class RedisJobStore:
         replica_wait: float = 1.0,
     ) -> None:
         self.client = client
-        # A write is done once `replicas` replicas hold it (WAIT on the connection that wrote it).
-        self.replicas = replicas
-        self.replica_wait = replica_wait
+        # A write is done once `replicas` replicas hold it (or all the master has, when fewer).
+        self._replication = Replication(client, replicas, replica_wait, "job write")
         self.ttl = max(1, math.ceil(ttl))
         self.prefix = prefix
         self.channel = f"{prefix}:job-events"
@@ -98,16 +97,16 @@ class RedisJobStore:
     async def _write(self, job: Job) -> None:
         data = orjson.dumps(job.to_dict())
         ex = self.ttl if job.terminal else None
+        needed = await self._replication.needed()
         with redis_errors("job write"):
-            if not self.replicas:
+            if not needed:
                 await self.client.set(self._key(job.id), data, ex=ex)
                 return
             async with self.client.pipeline(transaction=False) as pipe:
                 pipe.set(self._key(job.id), data, ex=ex)
-                pipe.execute_command("WAIT", self.replicas, int(self.replica_wait * 1000))
+                pipe.execute_command("WAIT", needed, int(self._replication.wait_s * 1000))
                 _, acked = await pipe.execute()
-        if int(acked) < self.replicas:
-            raise unreplicated("job write", self.replicas, int(acked), self.replica_wait)
+        await self._replication.confirm(int(acked), needed)
 
     async def get(self, job_id: str) -> Job | None:
         """The job, or None when unknown or expired."""

@@ -168,7 +168,7 @@ def lose_the_replica(cluster: SentinelCluster) -> None:
 
 
 async def test_a_put_is_acknowledged_only_once_a_replica_holds_it(
-    sentinel_factory: Callable[[], SentinelCluster],
+    sentinel_factory: Callable[[], SentinelCluster], caplog: pytest.LogCaptureFixture
 ) -> None:
     cluster = sentinel_factory()
     name = prefix()
@@ -184,16 +184,20 @@ async def test_a_put_is_acknowledged_only_once_a_replica_holds_it(
         lose_the_replica(cluster)
         with pytest.raises(BackendError, match="only 0 of 1 replicas confirmed"):
             await queue.put("refused", b"2")
-        # Refused, so not kept: only the first item is queued; replicas=0 takes the risk and queues.
+        # Refused, so not kept: only the first item is queued.
         assert await queue.size() == 1
-        await relaxed.put("relaxed", b"3")
-        assert await queue.size() == 2
+        # The master has no replica left, so the next puts wait for none (as after a failover, where the
+        # promoted replica has none until the old master comes back), and replicas=0 never waits.
+        await queue.put("alone", b"3")
+        await relaxed.put("relaxed", b"4")
+        assert await queue.size() == 3
+        assert "the master has 0 replicas in sync, 1 wanted" in caplog.text
     finally:
         await queue.close()
         await relaxed.close()
 
 
-async def test_a_job_write_is_refused_when_no_replica_confirms_it(
+async def test_a_job_write_no_replica_confirmed_is_refused(
     sentinel_factory: Callable[[], SentinelCluster],
 ) -> None:
     cluster = sentinel_factory()
@@ -205,6 +209,8 @@ async def test_a_job_write_is_refused_when_no_replica_confirms_it(
         lose_the_replica(cluster)
         with pytest.raises(BackendError, match="job write: only 0 of 1 replicas"):
             await store.add(Job(id="j2", prompt="hello"))
+        await store.add(Job(id="j3", prompt="hello"))  # the master has no replica now: none to wait for
+        assert (await store.get("j3")) is not None
     finally:
         await store.close()
 

@@ -6,7 +6,7 @@ import asyncio
 from contextlib import suppress
 from typing import TYPE_CHECKING, Any
 
-from llmkit.core.backends import redis_errors, unreplicated
+from llmkit.core.backends import Replication, redis_errors
 from llmkit.core.ids import fresh_hex
 from llmkit.core.queue.base import (
     DuplicateItem,
@@ -68,9 +68,8 @@ class RedisPriorityQueue:
         self._block = block
         self._close_client = close_client
         self._closed = False
-        # A put is acknowledged once `replicas` replicas hold it (WAIT on the connection that wrote it).
-        self._replicas = replicas
-        self._replica_wait = replica_wait
+        # A put is acknowledged once `replicas` replicas hold it (or all the master has, when fewer).
+        self._replication = Replication(client, replicas, replica_wait, "queue put")
         self._put = client.register_script(PUT_LUA)
         self._pop_script = client.register_script(POP_LUA)
         self._restore = client.register_script(RESTORE_LUA)
@@ -88,11 +87,12 @@ class RedisPriorityQueue:
         if self._closed:
             raise QueueClosed(f"queue {self.name!r} is closed")
         args: list[str | int | bytes] = [item_id, int(level), payload, self.capacity, STRIDE]
+        needed = await self._replication.needed()
         with redis_errors("queue put"):
-            if self._replicas:
+            if needed:
                 async with self.client.pipeline(transaction=False) as pipe:
                     await self._put(keys=self._keys, args=args, client=pipe)
-                    pipe.execute_command("WAIT", self._replicas, int(self._replica_wait * 1000))
+                    pipe.execute_command("WAIT", needed, int(self._replication.wait_s * 1000))
                     raw, acked = await pipe.execute()
             else:
                 raw, acked = await self._put(keys=self._keys, args=args), 0
@@ -101,11 +101,11 @@ class RedisPriorityQueue:
             raise DuplicateItem(f"item {item_id!r} is already in queue {self.name!r}", item_id)
         if answer == -2:
             raise QueueFull(full_message(self.name, self.capacity), self.capacity)
-        if int(acked) < self._replicas:
+        if int(acked) < needed:
             # Not acknowledged, so not kept either: a caller told "failed" must not find it run later.
             with suppress(BackendError):
                 await self.cancel(item_id)
-            raise unreplicated("queue put", self._replicas, int(acked), self._replica_wait)
+            await self._replication.confirm(int(acked), needed)
         return answer
 
     async def get(self, timeout: float | None = None, lease: float | None = None) -> QueueItem | None:
