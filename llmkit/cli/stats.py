@@ -145,9 +145,61 @@ async def snapshot(session: aiohttp.ClientSession, urls: list[str], timeout: flo
     return list(await asyncio.gather(*(fetch_server(session, url, timeout) for url in urls)))
 
 
+# Numbers that mean nothing summed over replicas (a ratio, a percentile, a mean, a process's own figure):
+# a cluster's row leaves them out, each replica's row still shows them.
+NOT_SUMMED = (
+    "rate",
+    "ratio",
+    "percent",
+    "p50",
+    "p90",
+    "p95",
+    "p99",
+    "mean",
+    "avg",
+    "latency",
+    "uptime",
+    "pid",
+)
+
+
+def summable(name: str) -> bool:
+    """Whether a /stats number adds up across replicas (counts, sizes, totals)."""
+    words = name.rsplit(".", 1)[-1].lower().split("_")
+    return not any(word in NOT_SUMMED for word in words)
+
+
+def cluster_row(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """One row for replicas of one service: how many are up, and the sums of their numbers."""
+    sums: dict[str, float | int] = {}
+    for row in results:
+        if row["up"]:
+            for name, value in flatten_numbers(row["stats"] or {}):
+                if summable(name):
+                    sums[name] = sums.get(name, 0) + value
+    totals = [row["requests_total"] for row in results if row["up"] and row["requests_total"] is not None]
+    up = sum(row["up"] for row in results)
+    down = [row["url"] for row in results if not row["up"]]
+    return {
+        "url": f"cluster of {len(results)}",
+        "up": up > 0,
+        "replicas_up": up,
+        "replicas": len(results),
+        "health": {"status": "ok" if not down else "degraded" if up else "down"},
+        "stats": sums,
+        "requests_total": sum(totals) if totals else None,
+        "error": f"down: {', '.join(down)}" if down else None,
+    }
+
+
 def _numbers(row: dict[str, Any]) -> list[str]:
     """The numbers of a server's /stats as `key=value` strings (its pid left out)."""
     return [f"{k}={v:g}" for k, v in flatten_numbers(row["stats"] or {}) if k != "pid"]
+
+
+def with_cluster(results: list[dict[str, Any]], cluster: bool) -> list[dict[str, Any]]:
+    """The rows to show: with `cluster`, the sums of every replica first."""
+    return [cluster_row(results), *results] if cluster else results
 
 
 def render_table(results: list[dict[str, Any]], caption: str | None = None) -> Table:
@@ -169,14 +221,22 @@ def render_table(results: list[dict[str, Any]], caption: str | None = None) -> T
             details = "\n".join(filter(None, [f"[red]{escape(row['error'])}[/red]", details]))
         total = row["requests_total"]
         who = " ".join(str(health[k]) for k in ("service", "version") if k in health)
+        if "replicas" in row:  # the cluster's own row
+            who = f"{row['replicas_up']} of {row['replicas']} up, numbers summed"
         table.add_row(
             escape(row["url"]) + (f"\n[dim]{escape(who)}[/dim]" if who else ""),
-            "[green]up[/green]" if row["up"] else "[bold red]down[/bold red]",
+            _state(row),
             format_uptime(health.get("uptime")),
             "-" if total is None else f"{total:,.0f}",
             details or "-",
         )
     return table
+
+
+def _state(row: dict[str, Any]) -> str:
+    if "replicas" in row and row["up"] and row["replicas_up"] < row["replicas"]:
+        return "[yellow]degraded[/yellow]"
+    return "[green]up[/green]" if row["up"] else "[bold red]down[/bold red]"
 
 
 def render_lines(results: list[dict[str, Any]], clock: str) -> list[str]:
@@ -205,7 +265,7 @@ async def _once(urls: list[str], timeout: float) -> list[dict[str, Any]]:
         return await snapshot(session, urls, timeout)
 
 
-async def _watch(urls: list[str], interval: float, timeout: float) -> None:
+async def _watch(urls: list[str], interval: float, timeout: float, cluster: bool = False) -> None:
     import asyncio
     import sys
 
@@ -218,13 +278,13 @@ async def _watch(urls: list[str], interval: float, timeout: float) -> None:
         if not console.is_terminal:
             # A live view redraws in place, which a pipe cannot show: one snapshot per interval instead.
             while True:
-                results = await snapshot(session, urls, timeout)
+                results = with_cluster(await snapshot(session, urls, timeout), cluster)
                 sys.stdout.write("\n".join(render_lines(results, time.strftime("%H:%M:%S"))) + "\n")
                 sys.stdout.flush()
                 await asyncio.sleep(interval)
         with Live(console=console, auto_refresh=False) as live:
             while True:
-                results = await snapshot(session, urls, timeout)
+                results = with_cluster(await snapshot(session, urls, timeout), cluster)
                 caption = f"{time.strftime('%H:%M:%S')} · every {interval:g}s · Ctrl-C to stop"
                 live.update(render_table(results, caption), refresh=True)
                 await asyncio.sleep(interval)
@@ -269,6 +329,13 @@ def stats(
         float, typer.Option("--timeout", min=0.1, help="Seconds to wait for each server's answer.")
     ] = 3.0,
     profile: ProfileOpt = None,
+    cluster: Annotated[
+        bool,
+        typer.Option(
+            "--cluster",
+            help="The URLs are replicas of one service: first a row of their sums and how many are up.",
+        ),
+    ] = False,
 ) -> None:
     """Watch running llmkit servers: status, uptime, requests and the numbers from /stats.
 
@@ -279,6 +346,10 @@ def stats(
     --once prints one snapshot and exits with code 1 when a server is down.
 
     --json (implies --once) prints a JSON list of {url, up, health, stats, requests_total, error}.
+
+    --cluster takes the URLs as replicas of one service (behind one load balancer): the first row sums
+    their counts (ratios, percentiles and means are not summed; each replica's row has them) and says
+    how many are up; with --json it is the list's first item, with replicas_up and replicas.
 
     Without URLs it watches the servers the profile configures (each system's host and port).
 
@@ -291,17 +362,20 @@ def stats(
       llmkit stats http://127.0.0.1:4545 --once --json --timeout 1
 
       llmkit stats --profile local --once
+
+      llmkit stats --cluster http://127.0.0.1:8081 http://127.0.0.1:8082 http://127.0.0.1:8083
     """
     import asyncio
 
     targets = [normalize_url(url) for url in urls or profile_urls(settings_or_exit(profile))]
     if not (once or json_output):
         try:
-            asyncio.run(_watch(targets, interval, timeout))
+            asyncio.run(_watch(targets, interval, timeout, cluster))
         except KeyboardInterrupt:
             pass
         return
-    results = asyncio.run(_once(targets, timeout))
+    replicas = asyncio.run(_once(targets, timeout))
+    results = with_cluster(replicas, cluster)
     if json_output:
         import orjson
 
@@ -310,5 +384,5 @@ def stats(
         from llmkit.cli.common import console
 
         console().print(render_table(results))
-    if not all(row["up"] for row in results):
+    if not all(row["up"] for row in replicas):
         raise typer.Exit(EXIT_FAILURE)

@@ -254,3 +254,44 @@ def test_piped_live_view_prints_a_plain_line_per_interval(server: ServerProcess)
         assert "service=serve-test" in fields
         assert "demo.slow_started=0" in fields
     assert not any("\x1b[" in line for line in lines)  # no terminal control codes in a pipe
+
+
+def test_cluster_sums_the_replicas_and_says_how_many_are_up(tmp_path: Path) -> None:
+    with ServerProcess(tmp_path, "--port", "0") as one, ServerProcess(tmp_path, "--port", "0") as two:
+        urls = [one.wait_listening(), two.wait_listening()]
+        done = run_stats("--cluster", *urls, "--once", "--json")
+        assert done.returncode == 0, done.stderr
+        cluster, *replicas = json.loads(done.stdout)
+        assert [row["url"] for row in replicas] == urls
+        assert (cluster["replicas_up"], cluster["replicas"], cluster["health"]["status"]) == (2, 2, "ok")
+        assert cluster["requests_total"] == sum(row["requests_total"] for row in replicas)
+        assert cluster["stats"]["http.requests"] == sum(row["stats"]["http"]["requests"] for row in replicas)
+        assert not any("pid" in name or "uptime" in name for name in cluster["stats"])
+
+        dead = f"http://127.0.0.1:{free_port()}"
+        down = run_stats("--cluster", *urls, dead, "--once", "--json")
+        assert down.returncode == 1
+        cluster = json.loads(down.stdout)[0]
+        assert (cluster["replicas_up"], cluster["health"]["status"]) == (2, "degraded")
+        assert dead in cluster["error"]
+        table = run_stats("--cluster", *urls, dead, "--once")
+        assert "cluster of 3" in table.stdout and "2 of 3 up" in table.stdout and "degraded" in table.stdout
+
+
+@pytest.mark.parametrize(
+    ("name", "summed"),
+    [
+        ("http.requests", True),
+        ("cache.entries", True),
+        ("cache.hit_rate", False),
+        ("simulate.tokens_generated", True),
+        ("latency_ms.p99", False),
+        ("queue.mean_wait_ms", False),
+        ("pid", False),
+        ("uptime", False),
+    ],
+)
+def test_only_counts_and_sizes_are_summed(name: str, summed: bool) -> None:
+    from llmkit.cli.stats import summable
+
+    assert summable(name) is summed
