@@ -1,0 +1,115 @@
+"""`deploy/` is checked although no container engine runs here: HAProxy's own parser reads haproxy.cfg,
+compose.yaml's services, dependencies, images and llmkit command lines are checked against the real CLI
+and settings, and the Dockerfile copies what exists.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import typer
+import yaml
+
+from llmkit.cli.main import app
+from llmkit.settings import load_settings
+from tests.servers import find_binary
+
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOY = ROOT / "deploy"
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    data: dict[str, Any] = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
+    return data
+
+
+def test_haproxy_accepts_its_config(tmp_path: Path) -> None:
+    haproxy = find_binary("haproxy", "/usr/sbin/haproxy")
+    done = subprocess.run(
+        [haproxy, "-c", "-f", str(DEPLOY / "haproxy.cfg")],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_haproxy_backends_name_compose_services_on_their_ports(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    # server-template <prefix> <count> <service>:<port>: the service, its replica count and its --port.
+    found = re.findall(r"server-template \S+ (\d+) (\S+):(\d+)", (DEPLOY / "haproxy.cfg").read_text())
+    assert found
+    for count, service, port in found:
+        assert service in services, f"haproxy.cfg names {service!r}, which compose.yaml does not define"
+        spec = services[service]
+        assert spec.get("deploy", {}).get("replicas", 1) == int(count)
+        command = spec["command"]
+        assert command[command.index("--port") + 1] == port
+
+
+def test_every_dependency_and_build_exists(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    for name, spec in services.items():
+        depends = spec.get("depends_on", [])
+        for other in depends if isinstance(depends, list) else depends.keys():
+            assert other in services, f"{name} depends on {other!r}, which is not a service"
+        build = spec.get("build")
+        if build is not None:
+            assert (DEPLOY / build["context"] / build["dockerfile"]).is_file(), name
+    named = set(compose.get("volumes") or {})
+    for name, spec in services.items():
+        for volume in spec.get("volumes", []):
+            source = volume.split(":", 1)[0]
+            assert source.startswith(".") and (DEPLOY / source).exists() or source in named, (name, volume)
+
+
+def test_the_dockerfile_copies_what_exists() -> None:
+    for line in (DEPLOY / "Dockerfile").read_text().splitlines():
+        if line.startswith("COPY "):
+            *sources, _ = line.split()[1:]
+            for source in sources:
+                assert (ROOT / source).exists(), (
+                    f"the Dockerfile copies {source}, which is not in the repository"
+                )
+
+
+def llmkit_commands(compose: dict[str, Any]) -> list[tuple[str, list[str], dict[str, str]]]:
+    out = []
+    for name, spec in compose["services"].items():
+        command = spec.get("command")
+        if isinstance(command, list) and command[:1] == ["llmkit"]:
+            out.append((name, [str(part) for part in command[1:]], spec.get("environment", {})))
+    return out
+
+
+def test_every_llmkit_command_line_parses(compose: dict[str, Any]) -> None:
+    # The CLI's own parser, without running anything: an unknown option or a bad value fails here.
+    cli = typer.main.get_command(app)
+    commands = llmkit_commands(compose)
+    assert {name for name, _, _ in commands} >= {"simulate", "aggregate", "orchestrate", "gateway"}
+    for name, args, _ in commands:
+        with cli.make_context("llmkit", list(args), resilient_parsing=False) as ctx:
+            sub = cli.get_command(ctx, args[0])  # type: ignore[attr-defined]
+            assert sub is not None, f"{name}: llmkit has no command {args[0]!r}"
+            with sub.make_context(args[0], args[1:], parent=ctx):
+                pass
+
+
+def test_every_llmkit_variable_and_profile_is_known(compose: dict[str, Any]) -> None:
+    for name, args, environment in llmkit_commands(compose):
+        profile = args[args.index("--profile") + 1] if "--profile" in args else None
+        if profile is not None:
+            assert (ROOT / "profiles" / f"{profile}.yml").is_file(), f"{name}: no profile {profile!r}"
+        # ${VAR:?message} values come from the shell running compose: any value of the right kind will do.
+        env = {
+            key: "compose-check-value-0123456789abcdef" if "${" in str(value) else str(value)
+            for key, value in environment.items()
+            if key.startswith("LLMKIT_")
+        }
+        load_settings(profile, env=env)  # an unknown LLMKIT_ variable or a bad value raises
