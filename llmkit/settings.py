@@ -26,6 +26,9 @@ class ServerSettings:
     access_log: bool = True
     max_body_mb: float = field(default=10.0, metadata={"min": 0.001})
     drain_timeout: float = field(default=10.0, metadata={"min": 0})
+    # Behind a load balancer: seconds between SIGTERM and closing the listener, while /health answers 503
+    # "draining" and requests are still served, so the balancer's health check takes the server out first.
+    stop_grace_s: float = field(default=0.0, metadata={"min": 0})
     # A connection that has not sent a complete request head this long after it opened (or after the
     # first byte of its next request) is closed: slow or silent clients cannot hold sockets forever.
     header_timeout_s: float = field(default=10.0, metadata={"min": 0.001})

@@ -87,6 +87,7 @@ def run_server(
             port,
             workers=server.workers,
             drain_timeout=server.drain_timeout,
+            stop_grace=server.stop_grace_s,
             on_ready=announce,
         )
     except ConfigError as exc:

@@ -109,6 +109,8 @@ class ServiceInfo:
     deep_health: DeepHealth | None = None
     # What every `GET /health` asks (cheap, local or one round trip): "ok": False answers 503 with its fields.
     live_health: DeepHealth | None = None
+    # Set on SIGTERM for server.stop_grace_s before the listener closes: /health answers 503 "draining".
+    stopping: bool = False
 
 
 SERVICE_KEY = web.AppKey("llmkit_service", ServiceInfo)
@@ -397,6 +399,9 @@ async def handle_health(request: web.Request) -> web.Response:
     body = {"status": "ok", "service": info.name, "version": info.version, "pid": os.getpid()}
     # A system's own fields win: the orchestrator answers the seed's "status": "healthy".
     body = {**body, "uptime": uptime, "started_at": info.started_at, **info.health}
+    if info.stopping:
+        message = "shutting down: still answering, but send new requests to another replica"
+        return json_response({**body, "status": "draining", "message": message}, status=503)
     if info.live_health is not None:
         live = await info.live_health()
         if not live.get("ok", True):

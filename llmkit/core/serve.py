@@ -122,6 +122,7 @@ async def _serve_until_signal(
     *,
     drain_timeout: float,
     on_ready: ReadyCallback,
+    stop_grace: float = 0.0,
     signals: tuple[signal.Signals, ...] = STOP_SIGNALS,
     reuse_port: bool = False,
     parent_pid: int | None = None,
@@ -151,6 +152,18 @@ async def _serve_until_signal(
         await stop.wait()
         if watchdog is not None:
             watchdog.cancel()
+        if stop_grace > 0:
+            await _stop_grace(app, stop_grace)
+
+
+async def _stop_grace(app: web.Application, seconds: float) -> None:
+    """Keep serving for `seconds` with /health at 503, so a balancer stops sending first (a second signal
+    still kills at once)."""
+    from llmkit.core.http import SERVICE_KEY
+
+    app[SERVICE_KEY].stopping = True
+    logger.info("/health answers 503 draining for %gs before the listener closes", seconds)
+    await asyncio.sleep(seconds)
 
 
 def _run(coro: Coroutine[Any, Any, None]) -> None:
@@ -172,6 +185,7 @@ def serve(
     *,
     workers: int = 1,
     drain_timeout: float = 10.0,
+    stop_grace: float = 0.0,
     on_ready: ReadyCallback | None = None,
     max_restarts: int = 5,
     restart_window: float = 60.0,
@@ -181,11 +195,21 @@ def serve(
     saved = {s: signal.getsignal(s) for s in STOP_SIGNALS}
     try:
         if workers <= 1:
-            _run(_serve_until_signal(app_factory, host, port, drain_timeout=drain_timeout, on_ready=ready))
+            _run(
+                _serve_until_signal(
+                    app_factory,
+                    host,
+                    port,
+                    drain_timeout=drain_timeout,
+                    on_ready=ready,
+                    stop_grace=stop_grace,
+                )
+            )
             return 0
         if not hasattr(os, "fork") or not hasattr(socket, "SO_REUSEPORT"):
             raise ConfigError("server.workers > 1 needs fork() and SO_REUSEPORT (Linux, macOS); use 1")
         supervisor = _Supervisor(app_factory, host, port, workers, drain_timeout, ready)
+        supervisor.stop_grace = stop_grace
         supervisor.max_restarts, supervisor.restart_window = max_restarts, restart_window
         return supervisor.run()
     finally:
@@ -229,6 +253,7 @@ class _Supervisor:
         self.app_factory = app_factory
         self.host, self.port, self.workers = host, port, workers
         self.drain_timeout = drain_timeout
+        self.stop_grace = 0.0  # each worker's /health 503 window before it drains
         self.on_ready = on_ready
         # At most max_restarts within restart_window seconds, then the supervisor gives up.
         self.max_restarts, self.restart_window = 5, 60.0
@@ -316,7 +341,7 @@ class _Supervisor:
         raise LlmkitError(f"a worker failed to start: {kind}: {message}")
 
     def _supervise(self, stopping: bool) -> int:
-        deadline = time.monotonic() + self.drain_timeout + _KILL_GRACE
+        deadline = time.monotonic() + self.drain_timeout + self.stop_grace + _KILL_GRACE
         while self.children:
             if stopping:
                 info = signal.sigtimedwait(_SUPERVISOR_SIGNALS, max(0.0, deadline - time.monotonic()))
@@ -324,7 +349,8 @@ class _Supervisor:
                 info = signal.sigwaitinfo(_SUPERVISOR_SIGNALS)
             if info is None:
                 logger.error(
-                    "workers did not exit within %gs; killing them", self.drain_timeout + _KILL_GRACE
+                    "workers did not exit within %gs; killing them",
+                    self.drain_timeout + self.stop_grace + _KILL_GRACE,
                 )
                 self._signal_children(signal.SIGKILL)
                 self.failed = True
@@ -337,7 +363,7 @@ class _Supervisor:
                     "%s received; stopping %d workers", signal.Signals(info.si_signo).name, len(self.children)
                 )
                 if not stopping:
-                    deadline = time.monotonic() + self.drain_timeout + _KILL_GRACE
+                    deadline = time.monotonic() + self.drain_timeout + self.stop_grace + _KILL_GRACE
                 stopping = True
                 self._signal_children(signal.SIGTERM)
             # Workers killed above are reaped on the next SIGCHLD.
@@ -416,6 +442,7 @@ def _worker_main(supervisor: _Supervisor, ready_fd: int | None, parent_pid: int)
                 supervisor.host,
                 supervisor.port,
                 drain_timeout=supervisor.drain_timeout,
+                stop_grace=supervisor.stop_grace,
                 on_ready=lambda _h, _p: report(f"ready {os.getpid()}"),
                 signals=(signal.SIGTERM,),
                 reuse_port=True,

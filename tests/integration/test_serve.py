@@ -83,6 +83,31 @@ async def test_sigterm_lets_the_in_flight_request_finish_then_exits_0(make_serve
     assert "cleanup ran" in server.stderr
 
 
+@pytest.mark.parametrize("workers", ["1", "2"])
+async def test_a_stop_grace_answers_health_503_while_still_serving_then_drains(
+    make_server: MakeServer, workers: str
+) -> None:
+    # What a load balancer sees: its health check fails first, the requests it still sends are answered.
+    server = make_server("--port", "0", "--workers", workers, env={"LLMKIT_SERVER_STOP_GRACE_S": "2"})
+    url = server.wait_listening()
+    async with aiohttp.ClientSession() as session:
+        server.signal(signal.SIGTERM)
+        deadline = asyncio.get_running_loop().time() + 10
+        while True:  # with workers, the supervisor passes the signal on: a moment later
+            async with session.get(f"{url}/health", headers={"Connection": "close"}) as response:
+                if response.status == 503:
+                    body = await response.json()
+                    break
+            assert asyncio.get_running_loop().time() < deadline, "/health never turned 503"
+            await asyncio.sleep(0.02)
+        assert body["status"] == "draining" and "another replica" in body["message"]
+        stats = await get_json(session, f"{url}/stats", close=True)  # still served during the grace
+        assert "demo" in stats
+        assert await asyncio.to_thread(server.wait) == 0
+    assert "/health answers 503 draining for 2s" in server.stderr
+    assert "cleanup ran" in server.stderr
+
+
 async def test_sigint_drains_too(make_server: MakeServer) -> None:
     server = make_server("--port", "0")
     server.wait_listening()
