@@ -20,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -97,8 +98,9 @@ async def latency(direct: str, gateway: str, kind: str, requests: int) -> dict[s
     return result
 
 
-def wrk_script(tmp: Path, name: str, payload: dict[str, Any], vary: bool) -> Path:
-    """wrk's Lua posting `payload`; with `vary` each request gets a new prompt."""
+def wrk_script(tmp: Path, name: str, payload: dict[str, Any], vary: bool, keys: Sequence[str] = ()) -> Path:
+    """wrk's Lua posting `payload`; with `vary` each request gets a new prompt, and with `keys` each
+    presents the next of them as a Bearer key (as many clients would)."""
     text = json.dumps(payload)
     lines = [
         'wrk.method = "POST"',
@@ -107,11 +109,17 @@ def wrk_script(tmp: Path, name: str, payload: dict[str, Any], vary: bool) -> Pat
     ]
     if vary:
         head, tail = text.split(PROMPT)
+        headers = "headers" if keys else "nil"  # nil: wrk.headers
+        if keys:
+            lines.append("local keys = {" + ", ".join(f'"{k}"' for k in keys) + "}")
+        lines += ["local n = 0", "request = function()", "  n = n + 1"]
+        if keys:
+            lines += [
+                '  local headers = {["Content-Type"] = "application/json"}',
+                '  headers["Authorization"] = "Bearer " .. keys[(n % #keys) + 1]',
+            ]
         lines += [
-            "local n = 0",
-            "request = function()",
-            "  n = n + 1",
-            f"  return wrk.format(nil, nil, nil, [[{head}{PROMPT} (wrk ]] .. n .. [[){tail}]])",
+            f"  return wrk.format(nil, nil, {headers}, [[{head}{PROMPT} (wrk ]] .. n .. [[){tail}]])",
             "end",
         ]
     path = tmp / f"{name}.lua"

@@ -28,7 +28,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.gateway import MODEL, PROMPT, QUIET, body, pct, simulate_server, wrk  # noqa: E402
+from bench.gateway import MODEL, QUIET, body, pct, simulate_server, wrk, wrk_script  # noqa: E402
 from tests.serve_process import ServerProcess  # noqa: E402
 
 ADMIN = "bench-admin-key-0123456789abcdef"
@@ -90,27 +90,6 @@ def make_keys(url: str) -> list[str]:
     ]
 
 
-def wrk_script(tmp: Path, name: str, keys: list[str]) -> Path:
-    """Varied prompts; with `keys`, each request presents the next of them (as many clients would)."""
-    text = json.dumps(body(None, {"use_cache": False}))
-    head, tail = text.split(PROMPT)
-    lines = ['wrk.method = "POST"', 'wrk.headers["Content-Type"] = "application/json"']
-    lines.append("local keys = {" + ", ".join(f'"{k}"' for k in keys) + "}")
-    lines += [
-        "local n = 0",
-        "request = function()",
-        "  n = n + 1",
-        "  local headers = {}",
-        '  headers["Content-Type"] = "application/json"',
-        '  if #keys > 0 then headers["Authorization"] = "Bearer " .. keys[(n % #keys) + 1] end',
-        f"  return wrk.format(nil, nil, headers, [[{head}{PROMPT} (wrk ]] .. n .. [[){tail}]])",
-        "end",
-    ]
-    path = tmp / f"{name}.lua"
-    path.write_text("\n".join([*lines, ""]))
-    return path
-
-
 async def latency(direct: str, gw: str, keys: list[str], requests: int) -> dict[str, Any]:
     """Sequential requests alternating direct / through the gateway with a key: p50 and p99 (ms)."""
     import aiohttp
@@ -166,7 +145,10 @@ def main() -> int:
             with gateway(tmp, upstream, False) as off, gateway(tmp, upstream, True) as on:
                 off_url, on_url = off.wait_listening(), on.wait_listening()
                 keys = make_keys(on_url)
-                off_lua, on_lua = wrk_script(tmp, "off", []), wrk_script(tmp, "on", keys)
+                # Varied prompts and no cache, so each request goes upstream; "on" presents the keys in turn.
+                payload = body(None, {"use_cache": False})
+                off_lua = wrk_script(tmp, "off", payload, True)
+                on_lua = wrk_script(tmp, "on", payload, True, keys)
                 runs: dict[str, list[dict[str, float]]] = {"off": [], "on": []}
                 for _ in range(3):  # alternate, so drift on a shared machine hits both alike
                     runs["off"].append(measured_wrk(off, off_url, off_lua, args.seconds))

@@ -101,6 +101,19 @@ def test_redis_url_alone_sets_both_urls() -> None:
     assert seen["limiter.url"] == {"value": "rediss://cache.internal:6380/2", "origin": "env REDIS_URL"}
 
 
+def test_a_sentinel_redis_url_sets_both_urls_with_its_parameters() -> None:
+    env = {
+        "REDIS_URL": "redis+sentinel://s1:26379,s2:26380/mymaster/1",
+        "CACHE_PREFIX": "ra",
+        "REDIS_POOL_SIZE": "7",
+    }
+    seen = show(env)
+    assert seen["cache.url"]["value"] == (
+        "tiered+redis+sentinel://s1:26379,s2:26380/mymaster/1?prefix=ra&max_connections=7"
+    )
+    assert seen["limiter.url"]["value"] == "redis+sentinel://s1:26379,s2:26380/mymaster/1?max_connections=7"
+
+
 def test_url_parameters_apply_to_the_profiles_cache_url() -> None:
     # No REDIS_URL: the ha profile's URLs take the parameters; the default memory:// its entry bound.
     seen = show({"CACHE_PREFIX": "ra", "REDIS_POOL_SIZE": "5"}, "--profile", "ha")
