@@ -16,6 +16,7 @@ import asyncio
 import datetime
 import json
 import os
+import resource
 import shutil
 import statistics
 import sys
@@ -59,14 +60,39 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def measured_wrk(server: ServerProcess, url: str, lua: Path, seconds: float) -> dict[str, float]:
-    """One wrk run at c=32, with the gateway's CPU per request (microseconds): steadier than req/s on a
-    shared machine, and what the platform's work adds to."""
-    assert server.proc is not None
-    before = cpu_seconds(server.proc.pid)
+def machine_cpu() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine so far, from /proc/stat."""
+    ticks = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    tick = os.sysconf("SC_CLK_TCK")
+    return (sum(ticks) - ticks[3] - ticks[4]) / tick, sum(ticks) / tick
+
+
+def children_cpu() -> float:
+    """User + system CPU of this process's finished children (wrk) so far."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def measured_wrk(
+    server: ServerProcess, upstream: ServerProcess, url: str, lua: Path, seconds: float
+) -> dict[str, float]:
+    """One wrk run at c=32, with CPU per request (microseconds) of the gateway (what the platform's work
+    adds to, steadier than req/s on a shared machine), the simulator, wrk and the whole machine: with
+    every core busy, req/s is the machine's CPU divided by all of it."""
+    assert server.proc is not None and upstream.proc is not None
+    before = cpu_seconds(server.proc.pid), cpu_seconds(upstream.proc.pid), children_cpu(), machine_cpu()
     result = wrk(url + ROUTE, lua, seconds, 32)
-    used = cpu_seconds(server.proc.pid) - before
-    return {**result, "cpu_us": used / max(1.0, result["rps"] * seconds) * 1e6}
+    after = cpu_seconds(server.proc.pid), cpu_seconds(upstream.proc.pid), children_cpu(), machine_cpu()
+    per = 1e6 / max(1.0, result["rps"] * seconds)
+    busy = after[3][0] - before[3][0]
+    return {
+        **result,
+        "cpu_us": (after[0] - before[0]) * per,
+        "upstream_cpu_us": (after[1] - before[1]) * per,
+        "wrk_cpu_us": (after[2] - before[2]) * per,
+        "machine_cpu_us": busy * per,
+        "machine_busy": busy / max(1e-9, after[3][1] - before[3][1]) * (os.cpu_count() or 1),
+    }
 
 
 def admin_post(url: str, path: str, payload: dict[str, Any]) -> dict[str, Any]:
@@ -151,8 +177,8 @@ def main() -> int:
                 on_lua = wrk_script(tmp, "on", payload, True, keys)
                 runs: dict[str, list[dict[str, float]]] = {"off": [], "on": []}
                 for _ in range(3):  # alternate, so drift on a shared machine hits both alike
-                    runs["off"].append(measured_wrk(off, off_url, off_lua, args.seconds))
-                    runs["on"].append(measured_wrk(on, on_url, on_lua, args.seconds))
+                    runs["off"].append(measured_wrk(off, sim, off_url, off_lua, args.seconds))
+                    runs["on"].append(measured_wrk(on, sim, on_url, on_lua, args.seconds))
                 results["latency"] = asyncio.run(latency(sim.url, on_url, keys, args.requests))
                 time.sleep(1.0)  # the analytics writer flushes every 0.2 s
                 results["analytics"] = analytics_written(on_url)
@@ -160,6 +186,14 @@ def main() -> int:
     results["rate"] = {"off_rps": best["off"], "on_rps": best["on"], "ratio": best["on"] / best["off"]}
     cpu = {name: statistics.median(r["cpu_us"] for r in rows) for name, rows in runs.items()}
     results["cpu_us"] = cpu
+    split = {
+        name: {
+            part: statistics.median(r[part] for r in rows)
+            for part in ("upstream_cpu_us", "wrk_cpu_us", "machine_cpu_us", "machine_busy")
+        }
+        for name, rows in runs.items()
+    }
+    results["cpu_split"] = split
     results["errors"] = sum(r["errors"] for rows in runs.values() for r in rows)
     results["runs"] = runs
     lat, rate = results["latency"], results["rate"]
@@ -169,6 +203,18 @@ def main() -> int:
         ("keys + quota + analytics on, req/s c=32", f"{rate['on_rps']:,.0f}", ""),
         ("on / off", f"{rate['ratio']:.2f}", ">= 0.90"),
         ("gateway CPU per request off / on (us)", f"{cpu['off']:.0f} / {cpu['on']:.0f}", ""),
+        (
+            "simulator / wrk CPU per request off / on (us)",
+            f"{split['off']['upstream_cpu_us']:.0f} / {split['on']['upstream_cpu_us']:.0f}, "
+            f"{split['off']['wrk_cpu_us']:.0f} / {split['on']['wrk_cpu_us']:.0f}",
+            "",
+        ),
+        (
+            "machine CPU per request off / on (us), cores busy",
+            f"{split['off']['machine_cpu_us']:.0f} / {split['on']['machine_cpu_us']:.0f}, "
+            f"{split['off']['machine_busy']:.2f} / {split['on']['machine_busy']:.2f}",
+            "",
+        ),
         ("direct p50 / p99 at c=1 (ms)", f"{lat['direct']['p50']:.3f} / {lat['direct']['p99']:.3f}", ""),
         (
             "gateway on p50 / p99 at c=1 (ms)",

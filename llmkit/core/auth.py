@@ -76,6 +76,10 @@ class Verifier(Protocol):
 
     async def identify(self, credential: str) -> Identity: ...
 
+    def known(self, credential: str) -> Identity | None:
+        """The identity of a credential it verified lately (without awaiting), else None."""
+        ...
+
 
 def credential_of(headers: Mapping[str, str]) -> str | None:
     """The key a request presents: `Authorization: Bearer`, `X-API-Key` (the seed's) or `api-key`."""
@@ -183,7 +187,10 @@ class Guard:
                     "this server requires an API key: send Authorization: Bearer llk_... or X-API-Key",
                 )
             return ANONYMOUS
-        identity = await self.identify(credential, needed=scope == ADMIN or self.require_key)
+        verifier = self.verifier
+        identity = verifier.known(credential) if verifier is not None else None
+        if identity is None:
+            identity = await self.identify(credential, needed=scope == ADMIN or self.require_key)
         if scope != ANY and scope not in identity.scopes and not identity.anonymous:
             raise AuthError(
                 403,

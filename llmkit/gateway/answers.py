@@ -20,6 +20,7 @@ from llmkit.gateway.chat import ChatRequest, build_request, with_messages
 from llmkit.gateway.conversations import Conversation
 from llmkit.gateway.flights import Ticket
 from llmkit.gateway.service import Gateway
+from llmkit.platform.analytics.record import MAX_BUFFERED_QUERY
 from llmkit.platform.quotas import Admission, QuotaExceeded
 from llmkit.platform.service import PLATFORM_KEY, Platform
 
@@ -122,15 +123,17 @@ class Served:
             self.usage = usage_of(self.req, outcome)
         return self.usage
 
-    async def settle(self, ticket: Ticket | None, outcome: Outcome | None) -> None:
-        """Count the answer's tokens against the quotas: none for a failure or a cache hit, which cost no
-        upstream tokens. Settling an admission again does nothing."""
-        admission = self.admission
-        if admission is None or admission.settled:
-            return
+    def tokens(self, ticket: Ticket | None, outcome: Outcome | None) -> int:
+        """What the answer costs the quotas: its tokens, none for a failure or a cache hit (which cost no
+        upstream tokens)."""
         usage = self.usage_known(outcome)
-        hit = ticket is not None and ticket.hit
-        await admission.settle(usage["total_tokens"] if usage and not hit else 0)
+        return usage["total_tokens"] if usage and not (ticket is not None and ticket.hit) else 0
+
+    async def settle(self, ticket: Ticket | None, outcome: Outcome | None) -> None:
+        """Count the answer's tokens against the quotas; settling an admission again does nothing."""
+        admission = self.admission
+        if admission is not None and not admission.settled:
+            await admission.settle(self.tokens(ticket, outcome))
 
     def record(
         self,
@@ -141,21 +144,32 @@ class Served:
         status: int,
         first_byte: float | None = None,
     ) -> None:
-        """Record the request in the analytics (nothing when they are off)."""
-        if platform.writer is None:
+        """Record the request in the analytics, buffered (nothing when they are off; never blocks)."""
+        writer = platform.writer
+        if writer is None:
             return
-        platform.record(
-            self.identity,
-            route=route,
-            model=self.req.call.model,
-            query=last_user_text(self.req.call.messages),
-            status=status,
-            started=self.started,
-            ttfb_s=None if first_byte is None else first_byte - self.started,
-            usage=self.usage_known(outcome),
-            cached=ticket is not None and ticket.hit,
-            coalesced=ticket is not None and ticket.joined,
-            upstream=outcome.upstream if outcome is not None else "",
+        usage = self.usage_known(outcome)
+        identity, started = self.identity, self.started
+        hit = ticket is not None and ticket.hit
+        # A plain tuple in the columns' order (record.Record): the store's rows_of normalises a batch.
+        writer.record(
+            (
+                time.time(),
+                identity.tenant_id,
+                identity.key_id or "",
+                route,
+                self.req.call.model,
+                # Cut here so a buffered record stays small; normalised in its batch.
+                last_user_text(self.req.call.messages)[:MAX_BUFFERED_QUERY],
+                status,
+                (time.perf_counter() - started) * 1000,
+                None if first_byte is None else (first_byte - started) * 1000,
+                usage.get("prompt_tokens", 0) if usage else 0,
+                usage.get("completion_tokens", 0) if usage else 0,
+                hit,
+                ticket is not None and ticket.joined,
+                outcome.upstream if outcome is not None else "",
+            )
         )
 
 
@@ -185,9 +199,12 @@ async def answer(
         Served(req, identity, None, started).record(platform, route_of(request), None, None, 429)
         raise
     # Neither a quota to settle nor analytics to write: nothing to do once the answer is out.
-    has_work = admission is not None or platform.writer is not None
-    served = Served(req, identity, admission, started) if has_work else None
+    writer = platform.writer
+    served = (
+        Served(req, identity, admission, started) if admission is not None or writer is not None else None
+    )
     ticket: Ticket | None = None
+    outcome: Outcome | None = None
     status = 500
     if admission is not None and req.stream:
         # A stream's headers go out before its tokens are known: the counts as admitted.
@@ -204,9 +221,9 @@ async def answer(
             ticket.close()
         await gateway.remember(conversation, req.call.messages, outcome.content)
         headers = {CACHE_HEADER: cache_state(ticket)}
-        if served is not None and admission is not None:
+        if admission is not None and served is not None:
             # Settled now so the remaining counts include this answer (settling again is harmless).
-            await served.settle(ticket, outcome)
+            await admission.settle(served.tokens(ticket, outcome))
             headers.update(admission.headers())
         status = 200
         return json_response(render(outcome, ticket, conversation), headers=headers)
@@ -218,10 +235,10 @@ async def answer(
         raise
     finally:
         if served is not None:
-            finished = finished_outcome(ticket)
+            finished = outcome if outcome is not None else finished_outcome(ticket)
             if admission is not None and not admission.settled:
-                await served.settle(ticket, finished)
-            if platform.writer is not None:
+                await admission.settle(served.tokens(ticket, finished))
+            if writer is not None:
                 first_byte = request.get(FIRST_BYTE_KEY) if req.stream else time.perf_counter()
                 served.record(platform, route_of(request), ticket, finished, status, first_byte)
 

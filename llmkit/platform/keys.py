@@ -140,6 +140,11 @@ class ShortCache:
         """Read `item_id` from the store next time (this process changed it)."""
         self._rows.pop(item_id, None)
 
+    def fresh_until(self, item_id: str) -> float:
+        """When the value held for `item_id` must be read again (on the cache's clock; 0: not held)."""
+        hit = self._rows.get(item_id)
+        return 0.0 if hit is None else hit[0] + self.ttl
+
 
 class KeyVerifier:
     """core.auth's Verifier for `llk_` keys in the platform store; remembers when each key was used."""
@@ -156,14 +161,39 @@ class KeyVerifier:
         self.store = store
         self._pepper = pepper
         self._wall = wall
+        self._clock = clock
         self.keys = ShortCache(store.key, cache_ttl, clock)
         self.tenants = ShortCache(store.tenant, cache_ttl, clock)
         # key id -> when it was last used; written to the store by flush_usage, off the request path.
         self.used: dict[str, float] = {}
         self._identities: dict[str, tuple[ApiKey, Identity]] = {}
+        # SHA-256 of a whole credential verified lately -> (until when, its key row, its identity). Every
+        # request presents one, so a credential verified within the cache's ttl is not verified again:
+        # found by its digest (the dict never holds a secret and its lookup times reveal none), it needs
+        # no await, and it expires with the key row it was checked against, so a revoke still takes
+        # effect within `cache_ttl`.
+        self._verified: dict[bytes, tuple[float, ApiKey, Identity]] = {}
 
     def recognizes(self, credential: str) -> bool:
         return credential.startswith(KEY_PREFIX)
+
+    def known(self, credential: str) -> Identity | None:
+        """The identity of a credential verified against a key row read less than `cache_ttl` ago, or
+        None: then `identify` decides (and refuses, if the key expired since)."""
+        entry = self._verified.get(hashlib.sha256(credential.encode()).digest())
+        if entry is None or self._clock() >= entry[0]:
+            return None
+        key = entry[1]
+        now = self._wall()
+        if key.expires_at is not None and key.expires_at <= now:
+            return None
+        self.used[key.id] = now
+        return entry[2]
+
+    def forget_key(self, key_id: str) -> None:
+        """Read the key from the store on its next use (this process revoked or changed it)."""
+        self.keys.forget(key_id)
+        self._verified.clear()  # rare: cheaper than an index from key ids to digests
 
     async def identify(self, credential: str) -> Identity:
         """The key's identity; 401 for a malformed, unknown or wrong key, 403 for a revoked or expired one."""
@@ -195,6 +225,10 @@ class KeyVerifier:
             if len(self._identities) >= CACHE_MAX:
                 self._identities.clear()
             known = self._identities[key.id] = (key, identity_of_key(key))
+        if len(self._verified) >= CACHE_MAX:
+            self._verified.clear()
+        until = self.keys.fresh_until(key.id)
+        self._verified[hashlib.sha256(credential.encode()).digest()] = (until, key, known[1])
         return known[1]
 
     async def tenant(self, tenant_id: str) -> Tenant | None:

@@ -10,7 +10,15 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Protocol
 
 from llmkit.core.backends import BackendURL, parse_backend_url
-from llmkit.core.limiter.base import QuotaCounter, SlotUnavailable, Window, WindowState, check_amount
+from llmkit.core.limiter.base import (
+    QuotaCounter,
+    SlotUnavailable,
+    Window,
+    WindowState,
+    check_amount,
+    window_state,
+)
+from llmkit.core.limiter.quota_memory import Cell, Live, MemoryQuotaCounter
 from llmkit.errors import ConfigError, RateLimited
 from llmkit.platform.quota_types import Quotas
 
@@ -162,7 +170,8 @@ class RedisTenantSlots:
 def go_duration(seconds: float) -> str:
     """Seconds as a Go duration, the way OpenAI writes x-ratelimit-reset-*: "20ms", "1s", "6m0s", "1h2m3s"."""
     # Rounded up to the millisecond: a client waiting that long never arrives before the reset.
-    return _go_ms(math.ceil(seconds * 1000 - 1e-6))
+    ms = math.ceil(seconds * 1000 - 1e-6)
+    return _DURATIONS.get(ms) or _go_ms(ms)
 
 
 def _go_ms(ms: int) -> str:
@@ -194,7 +203,7 @@ class QuotaPlan:
     """What one set of quotas counts, built once per set: its windows in header order (requests, then
     tokens per minute, day, month) and, for each, its header names and limit text."""
 
-    __slots__ = ("quotas", "rpm", "tokens", "windows", "names")
+    __slots__ = ("quotas", "rpm", "tokens", "windows", "limits", "limit_headers", "names")
 
     def __init__(self, quotas: Quotas) -> None:
         self.quotas = quotas
@@ -205,49 +214,63 @@ class QuotaPlan:
             if (limit := getattr(quotas, kind.quota)) is not None
         ]
         self.windows = [*self.rpm, *self.tokens]
-        # (limit header, limit text, remaining header, reset header) per window: x-ratelimit-*-<window>.
+        self.limits = [w.limit for w in self.windows]
+        # The headers that never change (x-ratelimit-limit-*), copied into each answer's headers, then
+        # (limit, remaining header, reset header) per window: x-ratelimit-*-<window name>.
+        self.limit_headers = {f"x-ratelimit-limit-{w.name}": str(w.limit) for w in self.windows}
+        if quotas.max_concurrent is not None:
+            self.limit_headers["x-ratelimit-limit-concurrent"] = str(quotas.max_concurrent)
         self.names = [
-            (
-                f"x-ratelimit-limit-{w.name}",
-                str(w.limit),
-                f"x-ratelimit-remaining-{w.name}",
-                f"x-ratelimit-reset-{w.name}",
-            )
-            for w in self.windows
+            (w.limit, f"x-ratelimit-remaining-{w.name}", f"x-ratelimit-reset-{w.name}") for w in self.windows
         ]
 
 
-def quota_headers(plan: QuotaPlan, states: Sequence[WindowState], in_use: int, now: float) -> dict[str, str]:
+class Counted(Protocol):
+    """What headers read of a window: units used and when it resets (a WindowState, a live Cell)."""
+
+    @property
+    def used(self) -> int: ...
+
+    @property
+    def reset_at(self) -> float: ...
+
+
+def quota_headers(plan: QuotaPlan, states: Sequence[Counted], in_use: int, now: float) -> dict[str, str]:
     """x-ratelimit-* headers for the plan's windows (`states` in the plan's order) and the requests in
     flight (`in_use` of max_concurrent)."""
-    headers: dict[str, str] = {}
-    reset_at, reset = None, ""
-    for (limit_name, limit, remaining_name, reset_name), state in zip(plan.names, states, strict=True):
+    headers = plan.limit_headers.copy()
+    reset_at, reset = -1.0, ""
+    for (limit, remaining_name, reset_name), state in zip(plan.names, states, strict=False):
+        used = state.used
+        headers[remaining_name] = str(limit - used) if used < limit else "0"
         if state.reset_at != reset_at:  # requests and tokens per minute share their reset
-            reset_at, reset = state.reset_at, go_duration(state.reset_at - now)
-        headers[limit_name] = limit
-        headers[remaining_name] = str(state.remaining)
+            reset_at = state.reset_at
+            reset = go_duration(reset_at - now)
         headers[reset_name] = reset
     concurrent = plan.quotas.max_concurrent
     if concurrent is not None:
-        headers["x-ratelimit-limit-concurrent"] = str(concurrent)
         headers["x-ratelimit-remaining-concurrent"] = str(max(0, concurrent - in_use))
     return headers
 
 
 class Admission:
-    """A request let in: its headers now, and `settle(tokens)` once the answer is out."""
+    """A request let in: its headers now, and `settle(tokens)` once the answer is out.
 
-    __slots__ = ("tenant_id", "plan", "_enforcer", "_states", "_holder", "_in_use", "_settled")
+    Counted in this process (`live`: the counter's cells), it reads the tenant's counts as they are when
+    asked for headers and adds its tokens to the windows current when it settles; counted elsewhere
+    (Redis), it keeps the states the counter answered."""
+
+    __slots__ = ("tenant_id", "plan", "_enforcer", "_states", "_holder", "_in_use", "_settled", "_live")
 
     def __init__(
         self,
         enforcer: QuotaEnforcer,
         tenant_id: str,
         plan: QuotaPlan,
-        states: list[WindowState],
+        states: list[WindowState] | None,
         holder: str | None,
         in_use: int,
+        live: Live | None = None,
     ) -> None:
         self.tenant_id = tenant_id
         self.plan = plan
@@ -256,14 +279,28 @@ class Admission:
         self._holder = holder
         self._in_use = in_use
         self._settled = False
+        self._live = live
 
     @property
     def settled(self) -> bool:
         """Whether settle() was called (its tokens are counted, its slot given back)."""
         return self._settled
 
+    def _current(self, local: MemoryQuotaCounter, now: float) -> list[Cell]:
+        """The live cells, of the windows current at `now` (the ones admitted in, until one resets)."""
+        live = self._live
+        assert live is not None
+        if now >= live[2]:
+            live = self._live = local.live_cells(self.tenant_id, self.plan.rpm, self.plan.tokens)
+        return live[3]
+
     def headers(self) -> dict[str, str]:
         """x-ratelimit-* headers of the tenant's quotas (token counts include a settled answer)."""
+        local = self._enforcer.local
+        if self._live is not None and local is not None:
+            now = local.clock()
+            return quota_headers(self.plan, self._current(local, now), self._in_use, now)
+        assert self._states is not None
         return quota_headers(self.plan, self._states, self._in_use, self._enforcer.clock())
 
     async def settle(self, tokens: int) -> None:
@@ -273,9 +310,16 @@ class Admission:
         if type(tokens) is not int or tokens < 0:
             check_amount(tokens, "tokens")
         self._settled = True  # set before any await, so two concurrent settles count once
+        local, plan = self._enforcer.local, self.plan
+        if self._live is not None and local is not None:  # counted here, no slot held: nothing to await
+            if tokens and plan.tokens:
+                # The windows current now: an answer that outlived its minute counts in the next one.
+                for cell in self._current(local, local.clock())[len(plan.rpm) :]:
+                    cell.used += tokens
+            return
         try:
             windows = self.plan.tokens
-            if tokens and windows:
+            if tokens and windows and self._states is not None:
                 added = await self._enforcer.counter.add(self.tenant_id, windows, tokens)
                 self._states[-len(windows) :] = added
         finally:
@@ -293,6 +337,9 @@ class QuotaEnforcer:
         self.counter = counter
         self.slots = slots
         self.clock = clock
+        # Counts in this process: a request of a plan without max_concurrent is admitted on the
+        # counter's live cells, without building a decision (the path every admitted request takes).
+        self.local = counter if isinstance(counter, MemoryQuotaCounter) else None
         # The plan of each quota set seen: tenants keep theirs for a long time, so each is built once.
         self._plans: dict[Quotas, QuotaPlan] = {}
 
@@ -309,6 +356,17 @@ class QuotaEnforcer:
         """Let a request in or raise QuotaExceeded: rpm takes 1, token windows must have room, a slot free."""
         plan = quotas if isinstance(quotas, QuotaPlan) else self.plan(quotas)
         rpm, token_windows, limit = plan.rpm, plan.tokens, plan.quotas.max_concurrent
+        local = self.local
+        if local is not None and limit is None:
+            live = local.live_cells(tenant_id, rpm, token_windows)
+            cells = live[3]
+            # rpm takes 1 (room iff used < limit), the token windows must have room left: one test each.
+            for cell, most in zip(cells, plan.limits, strict=False):
+                if cell.used >= most:
+                    await self._refuse_counted(tenant_id, plan, cells)
+            if rpm:
+                cells[0].used += 1
+            return Admission(self, tenant_id, plan, None, None, 0, live)
         holder = None
         if limit is not None:
             # The slot first: a request refused for it then uses up nothing of the tenant's rpm.
@@ -344,6 +402,13 @@ class QuotaEnforcer:
             await self.slots.close()
         finally:
             await self.counter.close()
+
+    async def _refuse_counted(self, tenant_id: str, plan: QuotaPlan, cells: Sequence[Cell]) -> None:
+        """Raise QuotaExceeded for the first full window of live cells (a spent token quota first)."""
+        states = [window_state(w, c.used, c.reset_at) for w, c in zip(plan.windows, cells, strict=True)]
+        full = [st for st in states if st.used >= st.limit]
+        spent = [st for st in full if st.name != RPM.window]
+        await self._refuse(tenant_id, plan, (spent or full)[0], states)
 
     async def _refuse(
         self, tenant_id: str, plan: QuotaPlan, denied: WindowState | None, states: list[WindowState]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,7 +16,6 @@ from llmkit.core.secrets import mask_url
 from llmkit.errors import BackendError
 from llmkit.platform.analytics import analytics_store_from_url
 from llmkit.platform.analytics.base import AnalyticsStore
-from llmkit.platform.analytics.record import MAX_QUERY_CHARS, QueryRecord
 from llmkit.platform.analytics.writer import AnalyticsWriter
 from llmkit.platform.keys import MISS, KeyVerifier
 from llmkit.platform.quota_types import Quotas
@@ -33,8 +31,6 @@ USAGE_FLUSH_S = 5.0
 NO_QUOTAS = Quotas()
 # What /api/admin/health reads (and never counts in) to see that the quota counters answer.
 HEALTH_WINDOW = Window("health", 1, "minute")
-# Whitespace collapses when a query is normalised: keep enough of the raw text for MAX_QUERY_CHARS of it.
-MAX_BUFFERED_QUERY = 4 * MAX_QUERY_CHARS
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,46 +160,6 @@ class Platform:
         if known[1] is None:
             return None
         return await self.quotas.admit(tenant_id, known[1])
-
-    def record(
-        self,
-        identity: Identity,
-        *,
-        route: str,
-        model: str,
-        query: str,
-        status: int,
-        started: float,
-        ttfb_s: float | None,
-        usage: dict[str, int] | None,
-        cached: bool,
-        coalesced: bool,
-        upstream: str,
-    ) -> None:
-        """One analytics record, buffered (never blocks or fails the request)."""
-        writer = self.writer
-        if writer is None:
-            return
-        now = time.time()
-        writer.record(
-            QueryRecord(
-                ts=now,
-                tenant_id=identity.tenant_id,
-                key_id=identity.key_id or "",
-                route=route,
-                model=model,
-                # Normalised by the store's row (to_row); cut here so a buffered record stays small.
-                query=query[:MAX_BUFFERED_QUERY],
-                status=status,
-                latency_ms=(time.perf_counter() - started) * 1000,
-                ttfb_ms=None if ttfb_s is None else ttfb_s * 1000,
-                tokens_in=(usage or {}).get("prompt_tokens", 0),
-                tokens_out=(usage or {}).get("completion_tokens", 0),
-                cached=cached,
-                coalesced=coalesced,
-                upstream=upstream,
-            )
-        )
 
     @property
     def quotas_shared(self) -> bool:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -107,7 +106,7 @@ BASE = QueryRecord(
 
 
 def rec(**changes: Any) -> QueryRecord:
-    return replace(BASE, **changes)
+    return BASE._replace(**changes)
 
 
 def many(n: int, **changes: Any) -> list[QueryRecord]:

@@ -39,7 +39,9 @@ def clock() -> Clock:
     return Clock(NOW)
 
 
-@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
+# "memory" admits on the counter's live cells (QuotaEnforcer.local); "memory-decisions" takes the path every
+# other counter takes (consume/add answering states) over the same in-process counter: both must agree.
+@pytest.fixture(params=["memory", "memory-decisions", pytest.param("redis", marks=pytest.mark.redis)])
 async def make_enforcer(
     request: pytest.FixtureRequest, redis_prefix: str, clock: Clock
 ) -> AsyncIterator[MakeEnforcer]:
@@ -48,8 +50,10 @@ async def make_enforcer(
     counter, slots = MemoryQuotaCounter(clock=clock), MemoryTenantSlots()
 
     def make() -> QuotaEnforcer:
-        if request.param == "memory":
+        if request.param.startswith("memory"):
             enforcer = QuotaEnforcer(counter, slots, clock=clock)
+            if request.param == "memory-decisions":
+                enforcer.local = None
         else:
             server: RedisServer = request.getfixturevalue("redis_server")
             client = aioredis.Redis.from_url(server.url)
@@ -135,6 +139,37 @@ async def test_tokens_over_tpm_refuse_the_next_request_until_the_minute_ends(
     assert exc.headers["x-ratelimit-remaining-requests"] == "99"
     clock.now = epoch(2031, 5, 20, 12, 1)
     assert (await enforcer.admit("t1", quotas)).headers()["x-ratelimit-remaining-tokens"] == "100"
+
+
+async def test_an_answer_that_outlives_its_minute_counts_its_tokens_in_the_next(
+    enforcer: QuotaEnforcer, clock: Clock
+) -> None:
+    quotas = Quotas(rpm=100, tpm=100, daily_tokens=1000)
+    admission = await enforcer.admit("t1", quotas)
+    before = admission.headers()
+    assert (before["x-ratelimit-remaining-tokens"], before["x-ratelimit-remaining-tokens-day"]) == (
+        "100",
+        "1000",
+    )
+    clock.now = epoch(2031, 5, 20, 12, 1, 30)
+    await admission.settle(40)
+    nxt = await enforcer.admit("t1", quotas)
+    await nxt.settle(0)
+    headers = nxt.headers()
+    assert headers["x-ratelimit-remaining-tokens"] == "60"  # the new minute has the 40 tokens
+    assert headers["x-ratelimit-remaining-requests"] == "99"  # and only its own request
+    assert headers["x-ratelimit-remaining-tokens-day"] == "960"
+    assert headers["x-ratelimit-reset-tokens"] == "30s"
+
+
+async def test_headers_of_an_admission_count_what_others_used_since(enforcer: QuotaEnforcer) -> None:
+    quotas = Quotas(rpm=10, tpm=1000)
+    first = await enforcer.admit("t1", quotas)
+    second = await enforcer.admit("t1", quotas)
+    await second.settle(300)
+    await first.settle(200)
+    # Both settled: the last to settle sees every token counted (the answer a client gets).
+    assert first.headers()["x-ratelimit-remaining-tokens"] == "500"
 
 
 async def test_daily_tokens_reset_at_utc_midnight(enforcer: QuotaEnforcer, clock: Clock) -> None:

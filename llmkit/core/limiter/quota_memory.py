@@ -15,14 +15,22 @@ from llmkit.core.limiter.base import (
 )
 
 
-class _Cell:
-    """The count of one window of one key, changed in place."""
+class Cell:
+    """The count of one window of one key, changed in place; `reset_at` is when the window ends."""
 
-    __slots__ = ("used", "end")
+    __slots__ = ("used", "reset_at")
 
-    def __init__(self, end: float) -> None:
+    def __init__(self, reset_at: float) -> None:
         self.used = 0
-        self.end = end
+        self.reset_at = reset_at
+
+
+# What live_cells answers: the windows and checked windows asked for, until when their cells are the
+# current ones (the earliest reset), and the cells.
+Live = tuple[Sequence[Window], Sequence[Window], float, list[Cell]]
+# Keys whose current cells are kept at hand (more: the memo starts over; the counts stay).
+LIVE_MAX = 10_000
+_INF = float("inf")
 
 
 class MemoryQuotaCounter:
@@ -34,7 +42,8 @@ class MemoryQuotaCounter:
 
     def __init__(self, clock: Callable[[], float] = time.time, sweep_interval: float = 60.0) -> None:
         self._clock = clock
-        self._counts: dict[tuple[str, str, float], _Cell] = {}
+        self._counts: dict[tuple[str, str, float], Cell] = {}
+        self._live: dict[str, Live] = {}  # key -> its cells as live_cells last answered
         self._sweep_interval = sweep_interval
         self._next_sweep = clock() + sweep_interval
         self._bounds: dict[str, tuple[float, float]] = {}  # period -> (start, end) of the window last seen
@@ -60,7 +69,8 @@ class MemoryQuotaCounter:
             if i < charged:
                 cell.used = used = used + cost
             limit = window.limit
-            out.append(WindowState(window.name, limit, used, limit - used if used < limit else 0, cell.end))
+            left = limit - used if used < limit else 0
+            out.append(WindowState(window.name, limit, used, left, cell.reset_at))
         return QuotaDecision(True, tuple(out), None)
 
     async def add(self, key: str, windows: Sequence[Window], amount: int) -> list[WindowState]:
@@ -72,7 +82,8 @@ class MemoryQuotaCounter:
         for window, cell in zip(windows, self._cells(key, windows, self._now()), strict=False):
             cell.used = used = cell.used + amount
             limit = window.limit
-            out.append(WindowState(window.name, limit, used, limit - used if used < limit else 0, cell.end))
+            left = limit - used if used < limit else 0
+            out.append(WindowState(window.name, limit, used, left, cell.reset_at))
         return out
 
     async def usage(self, key: str, windows: Sequence[Window]) -> list[WindowState]:
@@ -84,6 +95,30 @@ class MemoryQuotaCounter:
             cell = self._counts.get((key, window.name, start))
             out.append(window_state(window, 0 if cell is None else cell.used, end))
         return out
+
+    def live_cells(self, key: str, windows: Sequence[Window], checked: Sequence[Window] = ()) -> Live:
+        """The current window's cell of each of `windows`, then of each of `checked`, and until when
+        they are current (the earliest reset). The cells are live objects whose `used` the caller may
+        change in place: this process's loop is the only writer, so a read and the change after it are
+        atomic as long as no await comes between them.
+
+        The in-process quota enforcer counts a request through here without building a decision: the
+        cells of a key are kept for as long as all of their windows last, for the same two sequence
+        objects (a plan's windows), so the usual call is one dict lookup and a few comparisons."""
+        now = self._now()
+        live = self._live.get(key)
+        if live is not None and live[0] is windows and live[1] is checked and now < live[2]:
+            return live
+        cells = self._cells(key, [*windows, *checked], now)
+        live = (windows, checked, min((cell.reset_at for cell in cells), default=_INF), cells)
+        if len(self._live) >= LIVE_MAX:
+            self._live.clear()
+        self._live[key] = live
+        return live
+
+    def clock(self) -> float:
+        """Now, on the clock the windows are counted by."""
+        return self._clock()
 
     async def close(self) -> None:
         """Nothing to release; present for the QuotaCounter protocol."""
@@ -103,7 +138,7 @@ class MemoryQuotaCounter:
             current = self._bounds[period] = window_bounds(period, now)
         return current
 
-    def _cells(self, key: str, windows: Sequence[Window], now: float) -> list[_Cell]:
+    def _cells(self, key: str, windows: Sequence[Window], now: float) -> list[Cell]:
         """The current window's count of each of `windows`, created at 0 when missing."""
         counts, bounds = self._counts, self._bounds
         out = []
@@ -114,19 +149,21 @@ class MemoryQuotaCounter:
             slot = (key, window.name, current[0])
             cell = counts.get(slot)
             if cell is None:
-                cell = counts[slot] = _Cell(current[1])
+                cell = counts[slot] = Cell(current[1])
             out.append(cell)
         return out
 
     def _sweep(self, now: float) -> None:
         # A window that ended counts nothing any more, so dropping it keeps the dict to the live windows.
-        ended = [slot for slot, cell in self._counts.items() if cell.end <= now]
+        ended = [slot for slot, cell in self._counts.items() if cell.reset_at <= now]
         for slot in ended:
             del self._counts[slot]
+        for key in [key for key, live in self._live.items() if live[2] <= now]:
+            del self._live[key]
         self._next_sweep = now + self._sweep_interval
 
 
-def _refused(windows: Sequence[Window], cells: list[_Cell], denied: int) -> QuotaDecision:
+def _refused(windows: Sequence[Window], cells: list[Cell], denied: int) -> QuotaDecision:
     """A refusal by windows[denied], with every window's state (nothing was added)."""
-    states = tuple(window_state(w, c.used, c.end) for w, c in zip(windows, cells, strict=True))
+    states = tuple(window_state(w, c.used, c.reset_at) for w, c in zip(windows, cells, strict=True))
     return QuotaDecision(False, states, states[denied])

@@ -90,7 +90,7 @@ async def revoke_key(request: web.Request) -> web.Response:
     key_id = request.match_info["key_id"]
     own = None if identity.platform_admin else identity.tenant_id
     view = await _admin(platform).revoke_key(key_id, own)
-    platform.verifier.keys.forget(key_id)
+    platform.verifier.forget_key(key_id)
     return json_response(view)
 
 

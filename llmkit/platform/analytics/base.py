@@ -25,7 +25,7 @@ import math
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from llmkit.platform.analytics.record import QueryRecord
+from llmkit.platform.analytics.record import Record
 
 DAY = 86_400.0
 HOUR = 3_600.0
@@ -121,7 +121,7 @@ class AnalyticsStore(Protocol):
     async def open(self) -> None:
         """Connect and create the tables if they are missing."""
 
-    async def write(self, records: Sequence[QueryRecord]) -> None:
+    async def write(self, records: Sequence[Record]) -> None:
         """Store the records (queries normalised) in one transaction (one insert block on ClickHouse)."""
 
     async def popular(self, *, limit: int, days: int, tenant_id: str | None, now: float) -> JSON:

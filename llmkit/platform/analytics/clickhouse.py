@@ -19,7 +19,7 @@ from llmkit.platform.analytics.base import (
     timeseries_answer,
     trending_answer,
 )
-from llmkit.platform.analytics.record import COLUMNS, QueryRecord, to_row
+from llmkit.platform.analytics.record import COLUMNS, Record, rows_of
 
 if TYPE_CHECKING:
     from clickhouse_driver import Client
@@ -109,11 +109,11 @@ class ClickHouseAnalyticsStore:
             await self.close()
             raise
 
-    async def write(self, records: Sequence[QueryRecord]) -> None:
+    async def write(self, records: Sequence[Record]) -> None:
         """One INSERT block, which ClickHouse writes as one part, whole or not at all."""
         if not records:
             return
-        rows = [to_row(rec) for rec in records]
+        rows = rows_of(records)
         sql = INSERT.format(db=self._db)
         async with self._writing:
             await self._run(

@@ -17,7 +17,7 @@ from llmkit.platform.analytics.base import (
     timeseries_answer,
     trending_answer,
 )
-from llmkit.platform.analytics.record import COLUMNS, QueryRecord, to_row
+from llmkit.platform.analytics.record import COLUMNS, Record, rows_of
 
 if TYPE_CHECKING:
     import asyncpg
@@ -106,7 +106,7 @@ class PostgresAnalyticsStore:
             await self.close()
             raise BackendError(f"analytics store {self.where}: cannot open it: {exc}") from exc
 
-    async def write(self, records: Sequence[QueryRecord]) -> None:
+    async def write(self, records: Sequence[Record]) -> None:
         """COPY is PostgreSQL's fastest insert; the transaction makes the batch all or nothing."""
         import asyncpg
 
@@ -114,7 +114,7 @@ class PostgresAnalyticsStore:
             return
         if self._pool is None:
             raise BackendError(f"analytics store {self.where} is not open")
-        rows = [to_row(rec) for rec in records]
+        rows = rows_of(records)
         try:
             async with self._pool.acquire() as conn, conn.transaction():
                 await conn.copy_records_to_table(TABLE, records=rows, columns=list(COLUMNS))

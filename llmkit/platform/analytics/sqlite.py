@@ -21,7 +21,7 @@ from llmkit.platform.analytics.base import (
     timeseries_answer,
     trending_answer,
 )
-from llmkit.platform.analytics.record import COLUMNS, QueryRecord, to_row
+from llmkit.platform.analytics.record import COLUMNS, Record, rows_of
 
 if TYPE_CHECKING:
     import aiosqlite
@@ -115,12 +115,12 @@ class SqliteAnalyticsStore:
         for statement in SCHEMA:
             await self._conn.execute(statement)
 
-    async def write(self, records: Sequence[QueryRecord]) -> None:
+    async def write(self, records: Sequence[Record]) -> None:
         """One transaction per batch: all its rows or none."""
         if not records:
             return
         db = self._db()
-        rows = [to_row(rec) for rec in records]
+        rows = rows_of(records)
         whole = len(rows) - len(rows) % CHUNK
         chunks = [list(itertools.chain.from_iterable(rows[i : i + CHUNK])) for i in range(0, whole, CHUNK)]
         try:

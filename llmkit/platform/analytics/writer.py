@@ -12,7 +12,7 @@ from typing import Any
 
 from llmkit.errors import BackendError
 from llmkit.platform.analytics.base import DAY, AnalyticsStore
-from llmkit.platform.analytics.record import QueryRecord
+from llmkit.platform.analytics.record import Record
 
 log = logging.getLogger("llmkit.platform.analytics")
 
@@ -64,29 +64,27 @@ class AnalyticsWriter:
         self.purged = 0
         self.in_flight = 0
         self.last_error: str | None = None
-        self._buffer: collections.deque[QueryRecord] = collections.deque()
+        self._buffer: collections.deque[Record] = collections.deque()
         self._wake = asyncio.Event()
         self._outage = False
         self._closing = False
         self._task: asyncio.Task[None] | None = None
         self._purger: asyncio.Task[None] | None = None
 
-    def record(self, rec: QueryRecord) -> None:
+    def record(self, rec: Record) -> None:
         """Buffer one record: O(1), never waits, never raises."""
-        try:
-            self.recorded += 1
-            if self._closing:
-                self.dropped += 1
-                return
-            buffer = self._buffer
-            if len(buffer) >= self.max_buffer:
-                buffer.popleft()
-                self.dropped += 1
-            buffer.append(rec)
-            if len(buffer) >= self.batch_size and not self._wake.is_set():
-                self._wake.set()
-        except Exception:  # the request path must not fail because analytics did
-            pass
+        self.recorded += 1
+        buffer = self._buffer
+        if self._closing:
+            self.dropped += 1
+            return
+        buffer.append(rec)
+        size = len(buffer)
+        if size > self.max_buffer:
+            buffer.popleft()
+            self.dropped += 1
+        if size >= self.batch_size and not self._wake.is_set():
+            self._wake.set()
 
     def start(self) -> None:
         """Start the flush task and the retention task (a purge now, then every purge_interval)."""
@@ -109,7 +107,7 @@ class AnalyticsWriter:
             "last_error": self.last_error,
         }
 
-    def _requeue(self, batch: list[QueryRecord]) -> None:
+    def _requeue(self, batch: list[Record]) -> None:
         # Back at the front, where the oldest records live; the bound still holds and drops them first.
         self._buffer.extendleft(reversed(batch))
         while len(self._buffer) > self.max_buffer:
@@ -122,7 +120,7 @@ class AnalyticsWriter:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.flush_interval)
 
-    async def _write(self, batch: list[QueryRecord]) -> bool:
+    async def _write(self, batch: list[Record]) -> bool:
         """Write one batch; False when it failed and went back to the buffer."""
         self.in_flight = len(batch)
         try:
