@@ -220,11 +220,13 @@ async def answer(
         finally:
             ticket.close()
         await gateway.remember(conversation, req.call.messages, outcome.content)
-        headers = {CACHE_HEADER: cache_state(ticket)}
         if admission is not None and served is not None:
             # Settled now so the remaining counts include this answer (settling again is harmless).
             await admission.settle(served.tokens(ticket, outcome))
-            headers.update(admission.headers())
+            headers = admission.headers()
+            headers[CACHE_HEADER] = cache_state(ticket)
+        else:
+            headers = {CACHE_HEADER: cache_state(ticket)}
         status = 200
         return json_response(render(outcome, ticket, conversation), headers=headers)
     except UpstreamError as exc:

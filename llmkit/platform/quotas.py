@@ -9,6 +9,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Protocol
 
+from multidict import istr
+
 from llmkit.core.backends import BackendURL, parse_backend_url
 from llmkit.core.limiter.base import (
     QuotaCounter,
@@ -217,11 +219,15 @@ class QuotaPlan:
         self.limits = [w.limit for w in self.windows]
         # The headers that never change (x-ratelimit-limit-*), copied into each answer's headers, then
         # (limit, remaining header, reset header) per window: x-ratelimit-*-<window name>.
-        self.limit_headers = {f"x-ratelimit-limit-{w.name}": str(w.limit) for w in self.windows}
+        # Names are multidict istr: the response's header map then need not fold each one's case.
+        self.limit_headers: dict[str, str] = {
+            istr(f"x-ratelimit-limit-{w.name}"): str(w.limit) for w in self.windows
+        }
         if quotas.max_concurrent is not None:
-            self.limit_headers["x-ratelimit-limit-concurrent"] = str(quotas.max_concurrent)
+            self.limit_headers[istr("x-ratelimit-limit-concurrent")] = str(quotas.max_concurrent)
         self.names = [
-            (w.limit, f"x-ratelimit-remaining-{w.name}", f"x-ratelimit-reset-{w.name}") for w in self.windows
+            (w.limit, istr(f"x-ratelimit-remaining-{w.name}"), istr(f"x-ratelimit-reset-{w.name}"))
+            for w in self.windows
         ]
 
 
