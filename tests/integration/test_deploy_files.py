@@ -15,6 +15,8 @@ import typer
 import yaml
 
 from llmkit.cli.main import app
+from llmkit.errors import ConfigError
+from llmkit.localcluster import haproxy as haproxy_config
 from llmkit.settings import load_settings
 from tests.servers import find_binary
 
@@ -38,6 +40,49 @@ def test_haproxy_accepts_its_config(tmp_path: Path) -> None:
         check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_haproxy_cfg_is_the_render_of_its_template() -> None:
+    rendered = haproxy_config.docker_config(haproxy_config.TEMPLATE.read_text())
+    assert (DEPLOY / "haproxy.cfg").read_text() == rendered, (
+        "deploy/haproxy.cfg differs from its template: "
+        "run scripts/ha-local.sh haproxy-config > deploy/haproxy.cfg"
+    )
+
+
+def test_haproxy_accepts_the_local_render(tmp_path: Path) -> None:
+    haproxy = find_binary("haproxy", "/usr/sbin/haproxy")
+    ports = iter(range(20001, 20100))
+    fronts = {name: next(ports) for name in (*haproxy_config.SERVICES, "stats")}
+    servers = {name: [next(ports) for _ in range(3)] for name in haproxy_config.SERVICES}
+    config = haproxy_config.local_config(haproxy_config.TEMPLATE.read_text(), fronts, servers)
+    (tmp_path / "haproxy.cfg").write_text(config)
+    done = subprocess.run(
+        [haproxy, "-c", "-f", str(tmp_path / "haproxy.cfg")], capture_output=True, text=True, timeout=30
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    # Every server is checked on /health, and a request to a dead one goes elsewhere.
+    for service, ports_of in servers.items():
+        for i, port in enumerate(ports_of, start=1):
+            assert f"server {haproxy_config.server_name(service, i)} 127.0.0.1:{port} check" in config
+        assert f"bind 127.0.0.1:{fronts[service]}" in config
+    for line in (
+        "option httpchk GET /health",
+        "http-check expect status 200",
+        "default-server inter 1s fall 2 rise 2",
+        "retry-on conn-failure empty-response response-timeout 503",
+        "option redispatch",
+        "retries 3",
+        "stats uri /stats",
+    ):
+        assert re.search(rf"^\s+{re.escape(line)}$", config, re.M), line
+    directives = [line.split()[0] for line in config.splitlines() if line.strip() and line[0] != "#"]
+    assert "resolvers" not in directives and "server-template" not in directives
+
+
+def test_haproxy_template_names_every_value() -> None:
+    with pytest.raises(ConfigError, match="no value for @@servers gateway@@"):
+        haproxy_config.render("backend gateway\n    @@servers gateway@@\n", {})
 
 
 def test_haproxy_backends_name_compose_services_on_their_ports(compose: dict[str, Any]) -> None:
