@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import resource
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -17,6 +18,7 @@ SERVICES: dict[str, tuple[str, int]] = {
     "aggregate": ("agg", 8000),
 }
 STATS_PORT = 8404
+MAXCONN = 20000
 DOCKER_REPLICAS = {"simulate": 3, "gateway": 3, "orchestrate": 3, "aggregate": 1}
 _MARKER = re.compile(r"@@([a-z ]+)@@")
 
@@ -49,6 +51,7 @@ def docker_config(template: str, replicas: Mapping[str, int] = DOCKER_REPLICAS) 
     """deploy/haproxy.cfg: each service's replicas found through Docker's DNS with server-template."""
     values = {
         "global": "",
+        "maxconn": str(MAXCONN),
         "resolvers": "resolvers docker\n    nameserver dns 127.0.0.11:53",
         "bind stats": f"*:{STATS_PORT}",
     }
@@ -61,9 +64,25 @@ def docker_config(template: str, replicas: Mapping[str, int] = DOCKER_REPLICAS) 
     return render(template, values)
 
 
-def local_config(template: str, fronts: Mapping[str, int], servers: Mapping[str, Sequence[int]]) -> str:
-    """The config of `scripts/ha-local.sh up`: fronts (and `stats`) and servers on 127.0.0.1 ports."""
-    values = {"global": "", "resolvers": "", "bind stats": f"127.0.0.1:{fronts['stats']}"}
+def local_config(
+    template: str,
+    fronts: Mapping[str, int],
+    servers: Mapping[str, Sequence[int]],
+    fd_limit: int | None = None,
+) -> str:
+    """The config of `scripts/ha-local.sh up`: fronts (and `stats`) and servers on 127.0.0.1 ports.
+
+    HAProxy refuses to start when maxconn needs more file descriptors than it may open (`fd_limit`, by
+    default this process's hard RLIMIT_NOFILE, which HAProxy inherits)."""
+    if fd_limit is None:
+        fd_limit = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    maxconn = MAXCONN if fd_limit == resource.RLIM_INFINITY else min(MAXCONN, max(256, fd_limit // 2 - 100))
+    values = {
+        "global": "",
+        "maxconn": str(maxconn),
+        "resolvers": "",
+        "bind stats": f"127.0.0.1:{fronts['stats']}",
+    }
     for service in SERVICES:
         values[f"bind {service}"] = f"127.0.0.1:{fronts[service]}"
         values[f"servers {service}"] = "\n".join(
