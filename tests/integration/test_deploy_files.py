@@ -158,3 +158,62 @@ def test_every_llmkit_variable_and_profile_is_known(compose: dict[str, Any]) -> 
             if key.startswith("LLMKIT_")
         }
         load_settings(profile, env=env)  # an unknown LLMKIT_ variable or a bad value raises
+
+
+def test_compose_describes_the_ha_topology(compose: dict[str, Any]) -> None:
+    # The same processes as scripts/ha-local.sh up: what tests/ha prove on one machine.
+    services = compose["services"]
+    replicas = {name: spec.get("deploy", {}).get("replicas", 1) for name, spec in services.items()}
+    expected = {
+        "haproxy": 1,
+        "redis-master": 1,
+        "redis-replica": 1,
+        "sentinel-1": 1,
+        "sentinel-2": 1,
+        "sentinel-3": 1,
+        "postgres": 1,
+        "clickhouse": 1,
+        "simulate": 3,
+        "gateway": 3,
+        "orchestrate": 3,
+        "orchestrate-worker": 2,
+        "aggregate": 1,
+    }
+    assert {name: replicas[name] for name in expected if name in replicas} == expected
+    replica = services["redis-replica"]["command"]
+    assert replica[replica.index("--replicaof") + 1 :][:2] == ["redis-master", "6379"]
+    for name in ("sentinel-1", "sentinel-2", "sentinel-3"):
+        script = " ".join(services[name]["command"])
+        assert "sentinel monitor mymaster redis-master 6379 2" in script and "redis-sentinel" in script
+    # Only HAProxy is reachable from outside: every front and its stats page.
+    published = {name for name, spec in services.items() if spec.get("ports")}
+    assert published == {"haproxy"}
+    assert {int(port.split(":")[0]) for port in services["haproxy"]["ports"]} == {
+        *(port for _, port in haproxy_config.SERVICES.values()),
+        haproxy_config.STATS_PORT,
+    }
+    roles = {}
+    servers = [(n, a, e) for n, a, e in llmkit_commands(compose) if a[0] != "publish"]  # publish: a client
+    assert len(servers) == 6  # init-db, simulate, gateway, orchestrate (api and worker), aggregate
+    for name, args, environment in servers:
+        assert args[args.index("--profile") + 1] == "ha", name
+        if args[0] == "orchestrate":
+            roles[name] = args[args.index("--role") + 1]
+        # Every Redis user goes through the Sentinels, never to one server.
+        for key in ("LLMKIT_CACHE_URL", "LLMKIT_LIMITER_URL", "LLMKIT_QUEUE_URL"):
+            url = str(environment.get(key, ""))
+            assert "redis+sentinel://sentinel-1:26379,sentinel-2:26379,sentinel-3:26379/mymaster/" in url, (
+                name,
+                key,
+            )
+        assert "@postgres:5432/" in str(environment.get("LLMKIT_GATEWAY_PLATFORM_URL")), name
+    assert roles == {"orchestrate": "api", "orchestrate-worker": "worker"}
+    gateway = services["gateway"]["command"]
+    assert gateway[gateway.index("--upstream") + 1] == "http://haproxy:4545"  # the simulators, balanced
+
+
+def test_every_llmkit_server_in_compose_has_a_healthcheck_on_its_port(compose: dict[str, Any]) -> None:
+    for name, args, _ in llmkit_commands(compose):
+        if "--port" in args:
+            test = " ".join(compose["services"][name]["healthcheck"]["test"])
+            assert f"127.0.0.1:{args[args.index('--port') + 1]}/health" in test, name
