@@ -14,6 +14,7 @@ from pathlib import Path
 
 from llmkit.localcluster import haproxy, services
 from llmkit.localcluster.cluster import (
+    BEHIND,
     MARKER,
     MODEL,
     ORCHESTRATE_WORKERS,
@@ -131,10 +132,9 @@ def _start(
     wait_until(
         "the sentinels know each other and the replica", lambda: services.sentinels_ready(sentinel_ports), 30
     )
-    ch_url = clickhouse.url
     wait_until("clickhouse answers /ping", lambda: cluster.healthy(clickhouse), 60, clickhouse)
     _run_logged(
-        [found["llmkit"], "simulate", "init-db", "--profile", "ha", "--sample", "--url", ch_url],
+        [found["llmkit"], "simulate", "init-db", "--profile", "ha", "--sample", "--url", clickhouse.url],
         root / "logs" / "clickhouse-init.log",
         root,
         "loading the simulator's answers into ClickHouse (llmkit simulate init-db)",
@@ -145,19 +145,8 @@ def _start(
     }
     ports["orchestrate-worker"] = [free_port(taken) for _ in range(ORCHESTRATE_WORKERS)]
     ports["aggregate"] = [free_port(taken)]
-    config = haproxy.local_config(
-        haproxy.TEMPLATE.read_text(),
-        fronts,
-        {
-            service: ports[role]
-            for role, service in {
-                "simulate": "simulate",
-                "gateway": "gateway",
-                "orchestrate-api": "orchestrate",
-                "aggregate": "aggregate",
-            }.items()
-        },
-    )
+    servers = {service: ports[role] for role, service in BEHIND.items()}
+    config = haproxy.local_config(haproxy.TEMPLATE.read_text(), fronts, servers)
     (root / "haproxy.cfg").write_text(config)
     proxy = cluster.add(
         spawn(
@@ -170,27 +159,7 @@ def _start(
     )
     wait_until("haproxy listening", lambda: port_open(fronts["stats"]), 20, proxy)
 
-    sim_front = cluster.info["front"]["simulate"]
-    sentinel = services.sentinel_url(sentinel_ports, 0, "prefix=llmkit")
-    env = {
-        **environ,
-        "LLMKIT_SERVER_HOST": "127.0.0.1",
-        "LLMKIT_SERVER_WORKERS": str(workers),
-        "LLMKIT_CACHE_URL": "tiered+" + sentinel + "&local_max_size_mb=64&local_ttl=5",
-        "LLMKIT_LIMITER_URL": sentinel,
-        "LLMKIT_QUEUE_URL": sentinel,
-        "LLMKIT_CLICKHOUSE_URL": ch_url,
-        "LLMKIT_AGGREGATE_STORE": ch_url,
-        "LLMKIT_STORAGE_DATA_DIR": str(root / "data"),
-        "LLMKIT_GATEWAY_PLATFORM_URL": postgres_url,
-        "LLMKIT_GATEWAY_UPSTREAMS": sim_front,
-        "LLMKIT_GATEWAY_ADMIN_KEY": key,
-        "LLMKIT_SIMULATE_ADMIN_KEY": environ.get("LLMKIT_SIMULATE_ADMIN_KEY") or key,
-        "LLMKIT_ORCHESTRATE_ADMIN_KEY": environ.get("LLMKIT_ORCHESTRATE_ADMIN_KEY") or key,
-        "LLMKIT_ORCHESTRATE_BACKEND": "openai",
-        "LLMKIT_ORCHESTRATE_BACKEND_URL": f"{sim_front}/v1",
-        "LLMKIT_ORCHESTRATE_MODEL": environ.get("LLMKIT_ORCHESTRATE_MODEL") or MODEL,
-    }
+    env = _server_env(cluster, environ, workers, sentinel_ports, clickhouse.url, postgres_url)
     commands = {
         "simulate": ["simulate"],
         "gateway": ["gateway"],
@@ -198,11 +167,11 @@ def _start(
         "orchestrate-worker": ["orchestrate", "--role", "worker"],
         "aggregate": ["aggregate"],
     }
-    servers = []
+    started = []
     for role, command in commands.items():
         for index, port in enumerate(ports[role], start=1):
             args = [found["llmkit"], *command, "--profile", "ha", "--port", str(port)]
-            servers.append(
+            started.append(
                 cluster.add(
                     spawn(
                         role,
@@ -215,11 +184,44 @@ def _start(
                     )
                 )
             )
-    for server in servers:
+    for server in started:
         wait_until(f"{server.name} answers /health", partial(cluster.healthy, server), 90, server)
     wait_until("haproxy sees every server UP", lambda: all(r["health"] == "up" for r in cluster.health()), 30)
     for name, url in cluster.info["front"].items():
         wait_until(f"{name} through haproxy ({url}/health)", partial(_answers, f"{url}/health"), 10)
+
+
+def _server_env(
+    cluster: Cluster,
+    environ: Mapping[str, str],
+    workers: int,
+    sentinel_ports: list[int],
+    ch_url: str,
+    postgres_url: str,
+) -> dict[str, str]:
+    """The environment of every llmkit server: the ha profile's stores replaced by the local ones."""
+    sim_front = cluster.info["front"]["simulate"]
+    key = cluster.info["admin_key"]
+    sentinel = services.sentinel_url(sentinel_ports, 0, "prefix=llmkit")
+    return {
+        **environ,
+        "LLMKIT_SERVER_HOST": "127.0.0.1",
+        "LLMKIT_SERVER_WORKERS": str(workers),
+        "LLMKIT_CACHE_URL": "tiered+" + sentinel + "&local_max_size_mb=64&local_ttl=5",
+        "LLMKIT_LIMITER_URL": sentinel,
+        "LLMKIT_QUEUE_URL": sentinel,
+        "LLMKIT_CLICKHOUSE_URL": ch_url,
+        "LLMKIT_AGGREGATE_STORE": ch_url,
+        "LLMKIT_STORAGE_DATA_DIR": str(cluster.root / "data"),
+        "LLMKIT_GATEWAY_PLATFORM_URL": postgres_url,
+        "LLMKIT_GATEWAY_UPSTREAMS": sim_front,
+        "LLMKIT_GATEWAY_ADMIN_KEY": key,
+        "LLMKIT_SIMULATE_ADMIN_KEY": environ.get("LLMKIT_SIMULATE_ADMIN_KEY") or key,
+        "LLMKIT_ORCHESTRATE_ADMIN_KEY": environ.get("LLMKIT_ORCHESTRATE_ADMIN_KEY") or key,
+        "LLMKIT_ORCHESTRATE_BACKEND": "openai",
+        "LLMKIT_ORCHESTRATE_BACKEND_URL": f"{sim_front}/v1",
+        "LLMKIT_ORCHESTRATE_MODEL": environ.get("LLMKIT_ORCHESTRATE_MODEL") or MODEL,
+    }
 
 
 def _answers(url: str) -> bool:

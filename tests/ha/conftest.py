@@ -54,21 +54,23 @@ def cluster() -> Iterator[LocalCluster]:
         pytest.fail(f"the HA cluster cannot start: {exc}", pytrace=False)
     # Under /tmp, not pytest's tmp_path (0700 below /tmp/pytest-of-root: the postgres user cannot enter).
     folder = Path(tempfile.mkdtemp(prefix="llmkit-ha-test-"))
-    done = subprocess.run(
-        [str(SCRIPT), "up", "--replicas", str(REPLICAS), "--dir", str(folder)],
-        capture_output=True,
-        text=True,
-        timeout=240,
-        check=False,
-    )
-    if done.returncode != 0:
-        shutil.rmtree(folder, ignore_errors=True)
-        pytest.fail(f"ha-local.sh up exited {done.returncode}:\n{done.stdout}\n{done.stderr}", pytrace=False)
-    last = done.stdout.strip().splitlines()[-1]
-    local = LocalCluster(folder, json.loads(last))
+    local = LocalCluster(folder, {})
     try:
+        done = subprocess.run(
+            [str(SCRIPT), "up", "--replicas", str(REPLICAS), "--dir", str(folder)],
+            capture_output=True,
+            text=True,
+            timeout=240,
+            check=False,
+        )
+        if done.returncode != 0:
+            pytest.fail(
+                f"ha-local.sh up exited {done.returncode}:\n{done.stdout}\n{done.stderr}", pytrace=False
+            )
+        local.info = json.loads(done.stdout.strip().splitlines()[-1])
         yield local
     finally:
+        # Also after an up that timed out: what it had started is in the state file, and down stops it.
         if folder.exists():  # the last test runs `down` itself
             local.run("down")
             shutil.rmtree(folder, ignore_errors=True)

@@ -18,10 +18,15 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import aiohttp
+import pytest
 
 from llmkit.localcluster.processes import start_time
 from llmkit.orchestrate.jobs import TERMINAL
 from tests.ha.conftest import REPLICAS, LocalCluster
+
+# The first test includes `up` (the module's cluster), the last `down`: more than the default 120 s may pass
+# on a loaded two-core machine.
+pytestmark = pytest.mark.timeout(300)
 
 ROLES = {
     "simulate": REPLICAS,

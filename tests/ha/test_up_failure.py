@@ -8,7 +8,12 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+import pytest
+
 from tests.ha.conftest import SCRIPT
+
+# An up that starts the stores and every server, then a stop: more than the default 120 s on a loaded machine.
+pytestmark = pytest.mark.timeout(300)
 
 
 def processes_in(folder: Path) -> list[str]:
