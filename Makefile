@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install run test lint format bench fuzz services clean
+.PHONY: install run test test-ha lint format bench fuzz services clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -21,8 +21,12 @@ run: install
 services:
 	@bash scripts/ensure-services.sh
 
+# tests/ha start the whole HA cluster (scripts/ha-local.sh) once; they run in `make test-ha`, not here.
 test: install services
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest --ignore=tests/ha $(PYTEST_ARGS)
+
+test-ha: install services
+	$(PY) -m pytest tests/ha $(PYTEST_ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check llmkit tests bench

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import pwd
-import re
 import secrets
 import shutil
 import signal
@@ -16,26 +13,24 @@ from typing import Any
 
 import pytest
 
+from llmkit.localcluster import services
+from llmkit.localcluster.services import PG_ROOT
 from tests.servers import free_port
 
-PG_ROOT = Path("/usr/lib/postgresql")
-# The Debian package's system user: initdb and postgres refuse to run as root, and CI runs as root.
-PG_SYSTEM_USER = "postgres"
 # Per-test databases and pools add up over a session; the default of 100 leaves little headroom.
 MAX_CONNECTIONS = 300
 
 
 def postgres_bindir() -> Path:
     """The bin directory of the newest PostgreSQL under /usr/lib/postgresql; a missing one fails the test."""
-    found = [path.parent for path in PG_ROOT.glob("*/bin/initdb") if os.access(path, os.X_OK)]
-    found.sort(key=lambda bindir: [int(part) for part in re.findall(r"\d+", bindir.parent.name)] or [0])
-    if not found:
+    found = services.postgres_bindir()
+    if found is None:
         pytest.fail(
             f"PostgreSQL is not installed (no {PG_ROOT}/*/bin/initdb); run `make test` (it installs it) "
             "or apt-get install postgresql",
             pytrace=False,
         )
-    return found[-1]
+    return found
 
 
 class PostgresServer:
@@ -49,9 +44,7 @@ class PostgresServer:
         self.workdir: Path | None = None
         self.proc: subprocess.Popen[bytes] | None = None
         # As root, every process that touches the data directory runs as the Debian postgres user.
-        self._as: dict[str, Any] = {}
-        if os.geteuid() == 0:
-            self._as = {"user": PG_SYSTEM_USER, "group": PG_SYSTEM_USER, "extra_groups": []}
+        self._as: dict[str, Any] = services.postgres_user_args()
 
     @property
     def host(self) -> str:
@@ -95,59 +88,21 @@ class PostgresServer:
         # user could not reach a data directory below it.
         self.workdir = Path(tempfile.mkdtemp(prefix="llmkit-pg-"))
         data = self.workdir / "data"
-        pwfile = self.workdir / "password"
-        pwfile.write_text(self.password + "\n")
-        if self._as:
-            entry = pwd.getpwnam(PG_SYSTEM_USER)
-            for path in (self.workdir, pwfile):
-                os.chown(path, entry.pw_uid, entry.pw_gid)
-        self._run(
-            self.bindir / "initdb",
-            f"--pgdata={data}",
-            f"--username={self.user}",
-            f"--pwfile={pwfile}",
-            "--auth=scram-sha-256",
-            "--encoding=UTF8",
-            "--locale=C",
-            "--no-sync",
-        )
-        pwfile.unlink()
+        services.initdb(self.bindir, data, self.user, self.password, self.workdir)
         log = open(self.workdir / "postgres.log", "wb")
-        settings = {
-            "listen_addresses": self.host,
-            "port": str(self.port),
-            "unix_socket_directories": str(self.workdir),
-            "max_connections": str(MAX_CONNECTIONS),
-            # Durability buys nothing for a throwaway test cluster and costs seconds per session.
-            "fsync": "off",
-            "synchronous_commit": "off",
-            "full_page_writes": "off",
-        }
-        args = [str(self.bindir / "postgres"), "-D", str(data)]
-        for name, value in settings.items():
-            args += ["-c", f"{name}={value}"]
+        args = services.postgres_args(self.bindir, data, self.port, self.workdir, MAX_CONNECTIONS)
         self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir, **self._as)
         log.close()
         self._wait_ready()
-
-    def _run(self, *args: str | Path) -> None:
-        """Run a PostgreSQL tool to completion (as the postgres user under root), failing with its output."""
-        done = subprocess.run(
-            [str(arg) for arg in args], capture_output=True, cwd=self.workdir, check=False, **self._as
-        )
-        if done.returncode != 0:
-            output = (done.stdout + done.stderr).decode(errors="replace")
-            raise RuntimeError(f"{Path(args[0]).name} exited with {done.returncode}:\n{output}")
 
     def _wait_ready(self, timeout: float = 30.0) -> None:
         """Block until the server accepts connections (not merely the port: startup refuses logins)."""
         assert self.proc is not None
         deadline = time.monotonic() + timeout
-        isready = [str(self.bindir / "pg_isready"), "-q", "-h", self.host, "-p", str(self.port)]
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"postgres exited with {self.proc.returncode}:\n{self._log_tail()}")
-            if subprocess.run(isready, check=False).returncode == 0:
+            if services.postgres_ready(self.bindir, self.port):
                 return
             time.sleep(0.05)
         self.stop()

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-import socket
 import subprocess
 import time
 import urllib.request
@@ -14,40 +11,22 @@ from typing import Any
 
 import pytest
 
-CLICKHOUSE_BINARIES = ("clickhouse-server", "/usr/sbin/clickhouse-server", "/usr/bin/clickhouse-server")
+from llmkit.localcluster import processes, services
+from llmkit.localcluster.processes import free_port, wait_for_port
+from llmkit.localcluster.services import CLICKHOUSE_BINARIES
 
-
-def free_port() -> int:
-    """A TCP port nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+__all__ = ["CLICKHOUSE_BINARIES", "free_port", "wait_for_port"]
 
 
 def find_binary(*names: str) -> str:
     """The first binary found; a missing one fails the test, never skips it (`make test` installs it)."""
-    for name in names:
-        found = shutil.which(name) or (name if os.path.isabs(name) and os.access(name, os.X_OK) else None)
-        if found:
-            return found
-    pytest.fail(
-        f"{names[0]} is not installed; run `make test` (it installs it) or apt-get install {names[0]}",
-        pytrace=False,
-    )
-
-
-def wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
-    """Block until something accepts on 127.0.0.1:port, or fail naming the process."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{proc.args} exited with {proc.returncode} before listening on {port}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"{proc.args} did not listen on {port} within {timeout}s")
+    found = processes.find_binary(*names)
+    if found is None:
+        pytest.fail(
+            f"{names[0]} is not installed; run `make test` (it installs it) or apt-get install {names[0]}",
+            pytrace=False,
+        )
+    return found
 
 
 class RedisServer:
@@ -65,26 +44,7 @@ class RedisServer:
 
     def start(self, replica_of: int | None = None) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        args = [
-            self.binary,
-            "--port",
-            str(self.port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(self.workdir),
-            "--protected-mode",
-            "no",
-            # A replica's first sync starts at once (Redis 7 waits 5 s for more replicas by default).
-            "--repl-diskless-sync-delay",
-            "0",
-        ]
-        if replica_of is not None:
-            args += ["--replicaof", "127.0.0.1", str(replica_of)]
+        args = services.redis_args(self.binary, self.port, self.workdir, replica_of)
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_for_port(self.port, self.proc)
 
@@ -105,7 +65,7 @@ class SentinelCluster:
     Failover is quick for tests: a master that answers nothing for 1 s is down, and a failover may take
     3 s. The RedisServers can be stopped (a crash: SIGKILL) to make the sentinels promote the replica."""
 
-    SERVICE = "mymaster"
+    SERVICE = services.SENTINEL_SERVICE
     SENTINELS = 3
 
     def __init__(self, workdir: Path) -> None:
@@ -117,23 +77,14 @@ class SentinelCluster:
         self.sentinels: list[subprocess.Popen[bytes]] = []
 
     def url(self, db: int = 0, **params: str) -> str:
-        hosts = ",".join(f"127.0.0.1:{port}" for port in self.sentinel_ports)
         query = "&".join(f"{k}={v}" for k, v in params.items())
-        return f"redis+sentinel://{hosts}/{self.SERVICE}/{db}" + (f"?{query}" if query else "")
+        return services.sentinel_url(self.sentinel_ports, db, query)
 
     def start(self) -> None:
         self.master.start()
         self.replica.start(replica_of=self.master.port)
         for i, port in enumerate(self.sentinel_ports):
-            folder = self.workdir / f"sentinel-{i}"
-            folder.mkdir(parents=True, exist_ok=True)
-            conf = folder / "sentinel.conf"  # sentinels rewrite their file: each its own, writable
-            conf.write_text(
-                f"port {port}\nbind 127.0.0.1\nprotected-mode no\ndir {folder}\n"
-                f"sentinel monitor {self.SERVICE} 127.0.0.1 {self.master.port} 2\n"
-                f"sentinel down-after-milliseconds {self.SERVICE} 1000\n"
-                f"sentinel failover-timeout {self.SERVICE} 3000\n"
-            )
+            conf = services.write_sentinel_config(self.workdir / f"sentinel-{i}", port, self.master.port)
             proc = subprocess.Popen(
                 [self.binary, str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
             )
@@ -146,11 +97,7 @@ class SentinelCluster:
 
     def sentinel_info(self, port: int) -> dict[str, Any]:
         """SENTINEL MASTER <service> from one sentinel, as a dict."""
-        import redis
-
-        with redis.Redis(port=port, socket_timeout=2, decode_responses=True) as client:
-            info: dict[str, Any] = client.sentinel_master(self.SERVICE)
-            return info
+        return services.sentinel_master(port)
 
     def master_port(self) -> int:
         """The port of the server the sentinels call master now."""
@@ -192,38 +139,6 @@ class SentinelCluster:
         self.replica.stop()
 
 
-_CH_CONFIG = """<?xml version="1.0"?>
-<yandex>
-  <logger><level>warning</level><log>{dir}/server.log</log><errorlog>{dir}/error.log</errorlog>
-    <size>10M</size><count>1</count></logger>
-  <http_port>{http_port}</http_port>
-  <tcp_port>{tcp_port}</tcp_port>
-  <listen_host>127.0.0.1</listen_host>
-  <path>{dir}/data/</path>
-  <tmp_path>{dir}/tmp/</tmp_path>
-  <user_files_path>{dir}/user_files/</user_files_path>
-  <format_schema_path>{dir}/format_schemas/</format_schema_path>
-  <users_config>{dir}/users.xml</users_config>
-  <default_profile>default</default_profile>
-  <default_database>default</default_database>
-  <mark_cache_size>268435456</mark_cache_size>
-  <max_concurrent_queries>100</max_concurrent_queries>
-  <timezone>UTC</timezone>
-</yandex>
-"""
-
-_CH_USERS = """<?xml version="1.0"?>
-<yandex>
-  <profiles><default><max_memory_usage>4000000000</max_memory_usage></default></profiles>
-  <users><default><password></password><networks><ip>::1</ip><ip>127.0.0.1</ip></networks>
-    <profile>default</profile><quota>default</quota></default></users>
-  <quotas><default><interval><duration>3600</duration><queries>0</queries><errors>0</errors>
-    <result_rows>0</result_rows><read_rows>0</read_rows><execution_time>0</execution_time>
-  </interval></default></quotas>
-</yandex>
-"""
-
-
 class ClickHouseServer:
     """Debian's clickhouse-server with a temporary config and data directory."""
 
@@ -253,13 +168,10 @@ class ClickHouseServer:
         return f"http://127.0.0.1:{self.http_port}"
 
     def start(self) -> None:
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        values = {"dir": self.workdir, "http_port": self.http_port, "tcp_port": self.tcp_port}
-        (self.workdir / "config.xml").write_text(_CH_CONFIG.format(**values))
-        (self.workdir / "users.xml").write_text(_CH_USERS.format(**values))
+        config = services.write_clickhouse_config(self.workdir, self.http_port, self.tcp_port)
         log = open(self.workdir / "stdout.log", "wb")
         self.proc = subprocess.Popen(
-            [self.binary, f"--config-file={self.workdir / 'config.xml'}"],
+            [self.binary, f"--config-file={config}"],
             stdout=log,
             stderr=subprocess.STDOUT,
             cwd=self.workdir,

@@ -15,6 +15,8 @@ import typer
 import yaml
 
 from llmkit.cli.main import app
+from llmkit.errors import ConfigError
+from llmkit.localcluster import haproxy as haproxy_config
 from llmkit.settings import load_settings
 from tests.servers import find_binary
 
@@ -38,6 +40,49 @@ def test_haproxy_accepts_its_config(tmp_path: Path) -> None:
         check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_haproxy_cfg_is_the_render_of_its_template() -> None:
+    rendered = haproxy_config.docker_config(haproxy_config.TEMPLATE.read_text())
+    assert (DEPLOY / "haproxy.cfg").read_text() == rendered, (
+        "deploy/haproxy.cfg differs from its template: "
+        "run scripts/ha-local.sh haproxy-config > deploy/haproxy.cfg"
+    )
+
+
+def test_haproxy_accepts_the_local_render(tmp_path: Path) -> None:
+    haproxy = find_binary("haproxy", "/usr/sbin/haproxy")
+    ports = iter(range(20001, 20100))
+    fronts = {name: next(ports) for name in (*haproxy_config.SERVICES, "stats")}
+    servers = {name: [next(ports) for _ in range(3)] for name in haproxy_config.SERVICES}
+    config = haproxy_config.local_config(haproxy_config.TEMPLATE.read_text(), fronts, servers)
+    (tmp_path / "haproxy.cfg").write_text(config)
+    done = subprocess.run(
+        [haproxy, "-c", "-f", str(tmp_path / "haproxy.cfg")], capture_output=True, text=True, timeout=30
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    # Every server is checked on /health, and a request to a dead one goes elsewhere.
+    for service, ports_of in servers.items():
+        for i, port in enumerate(ports_of, start=1):
+            assert f"server {haproxy_config.server_name(service, i)} 127.0.0.1:{port} check" in config
+        assert f"bind 127.0.0.1:{fronts[service]}" in config
+    for line in (
+        "option httpchk GET /health",
+        "http-check expect status 200",
+        "default-server inter 1s fall 2 rise 2",
+        "retry-on conn-failure empty-response response-timeout 503",
+        "option redispatch",
+        "retries 3",
+        "stats uri /stats",
+    ):
+        assert re.search(rf"^\s+{re.escape(line)}$", config, re.M), line
+    directives = [line.split()[0] for line in config.splitlines() if line.strip() and line[0] != "#"]
+    assert "resolvers" not in directives and "server-template" not in directives
+
+
+def test_haproxy_template_names_every_value() -> None:
+    with pytest.raises(ConfigError, match="no value for @@servers gateway@@"):
+        haproxy_config.render("backend gateway\n    @@servers gateway@@\n", {})
 
 
 def test_haproxy_backends_name_compose_services_on_their_ports(compose: dict[str, Any]) -> None:
@@ -113,3 +158,62 @@ def test_every_llmkit_variable_and_profile_is_known(compose: dict[str, Any]) -> 
             if key.startswith("LLMKIT_")
         }
         load_settings(profile, env=env)  # an unknown LLMKIT_ variable or a bad value raises
+
+
+def test_compose_describes_the_ha_topology(compose: dict[str, Any]) -> None:
+    # The same processes as scripts/ha-local.sh up: what tests/ha prove on one machine.
+    services = compose["services"]
+    replicas = {name: spec.get("deploy", {}).get("replicas", 1) for name, spec in services.items()}
+    expected = {
+        "haproxy": 1,
+        "redis-master": 1,
+        "redis-replica": 1,
+        "sentinel-1": 1,
+        "sentinel-2": 1,
+        "sentinel-3": 1,
+        "postgres": 1,
+        "clickhouse": 1,
+        "simulate": 3,
+        "gateway": 3,
+        "orchestrate": 3,
+        "orchestrate-worker": 2,
+        "aggregate": 1,
+    }
+    assert {name: replicas[name] for name in expected if name in replicas} == expected
+    replica = services["redis-replica"]["command"]
+    assert replica[replica.index("--replicaof") + 1 :][:2] == ["redis-master", "6379"]
+    for name in ("sentinel-1", "sentinel-2", "sentinel-3"):
+        script = " ".join(services[name]["command"])
+        assert "sentinel monitor mymaster redis-master 6379 2" in script and "redis-sentinel" in script
+    # Only HAProxy is reachable from outside: every front and its stats page.
+    published = {name for name, spec in services.items() if spec.get("ports")}
+    assert published == {"haproxy"}
+    assert {int(port.split(":")[0]) for port in services["haproxy"]["ports"]} == {
+        *(port for _, port in haproxy_config.SERVICES.values()),
+        haproxy_config.STATS_PORT,
+    }
+    roles = {}
+    servers = [(n, a, e) for n, a, e in llmkit_commands(compose) if a[0] != "publish"]  # publish: a client
+    assert len(servers) == 6  # init-db, simulate, gateway, orchestrate (api and worker), aggregate
+    for name, args, environment in servers:
+        assert args[args.index("--profile") + 1] == "ha", name
+        if args[0] == "orchestrate":
+            roles[name] = args[args.index("--role") + 1]
+        # Every Redis user goes through the Sentinels, never to one server.
+        for key in ("LLMKIT_CACHE_URL", "LLMKIT_LIMITER_URL", "LLMKIT_QUEUE_URL"):
+            url = str(environment.get(key, ""))
+            assert "redis+sentinel://sentinel-1:26379,sentinel-2:26379,sentinel-3:26379/mymaster/" in url, (
+                name,
+                key,
+            )
+        assert "@postgres:5432/" in str(environment.get("LLMKIT_GATEWAY_PLATFORM_URL")), name
+    assert roles == {"orchestrate": "api", "orchestrate-worker": "worker"}
+    gateway = services["gateway"]["command"]
+    assert gateway[gateway.index("--upstream") + 1] == "http://haproxy:4545"  # the simulators, balanced
+
+
+def test_every_llmkit_server_in_compose_has_a_healthcheck_on_its_port(compose: dict[str, Any]) -> None:
+    for name, args, _ in llmkit_commands(compose):
+        if "--port" in args:
+            test = " ".join(compose["services"][name]["healthcheck"]["test"])
+            assert f"127.0.0.1:{args[args.index('--port') + 1]}/health" in test, name
