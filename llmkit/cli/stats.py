@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from llmkit.cli.common import EXIT_FAILURE, JsonOpt, ProfileOpt, settings_or_exit
+from llmkit.core.figures import summable
 
 if TYPE_CHECKING:
     import aiohttp
@@ -143,30 +144,6 @@ async def snapshot(session: aiohttp.ClientSession, urls: list[str], timeout: flo
     import asyncio
 
     return list(await asyncio.gather(*(fetch_server(session, url, timeout) for url in urls)))
-
-
-# Numbers that mean nothing summed over replicas (a ratio, a percentile, a mean, a process's own figure):
-# a cluster's row leaves them out, each replica's row still shows them.
-NOT_SUMMED = (
-    "rate",
-    "ratio",
-    "percent",
-    "p50",
-    "p90",
-    "p95",
-    "p99",
-    "mean",
-    "avg",
-    "latency",
-    "uptime",
-    "pid",
-)
-
-
-def summable(name: str) -> bool:
-    """Whether a /stats number adds up across replicas (counts, sizes, totals)."""
-    words = name.rsplit(".", 1)[-1].lower().split("_")
-    return not any(word in NOT_SUMMED for word in words)
 
 
 def cluster_row(results: list[dict[str, Any]]) -> dict[str, Any]:

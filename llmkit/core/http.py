@@ -26,6 +26,7 @@ from llmkit.core.connections import describe_bad_request
 from llmkit.core.http_metrics import HttpMetrics
 from llmkit.core.ids import fresh_hex
 from llmkit.core.openapi import HEALTH_DOC, METRICS_DOC, OPENAPI_DOC, STATS_DOC, openapi
+from llmkit.core.workers import ALL, PEERS_KEY, SELF, merge_metrics, merge_stats
 from llmkit.errors import BackendError, CircuitOpen, LlmkitError, QueueFull, RateLimited, UpstreamError
 from llmkit.settings import ServerSettings
 
@@ -415,22 +416,48 @@ async def handle_health(request: web.Request) -> web.Response:
     return json_response({**body, "status": "unhealthy", "checks": checks}, status=503)
 
 
+def own_only(request: web.Request) -> bool:
+    """Whether /stats or /metrics answers for this worker alone: `?workers=self`, or no other workers."""
+    asked = request.query.get("workers", ALL)
+    if asked not in (ALL, SELF):
+        raise ApiError(400, "invalid_parameter", f"workers must be {ALL} or {SELF}; got {asked!r}")
+    return asked == SELF or request.app.get(PEERS_KEY) is None
+
+
 @openapi(**STATS_DOC)
 async def handle_stats(request: web.Request) -> web.Response:
-    """Service numbers from the app's stats provider, plus HTTP request counts under "http"."""
+    """Service numbers from the app's stats provider, plus HTTP request counts under "http".
+
+    With several workers, the figures of all of them: counts summed, ratios averaged, and each worker's
+    own numbers under `workers.each` (`?workers=self`: only the worker that answers)."""
     provider = request.app[STATS_PROVIDER_KEY]
     data = dict(await provider()) if provider is not None else {}
     metrics = request.app[METRICS_KEY]
     # The in-flight gauge counts this very request; subtract it so an idle server reads 0.
     in_flight = metrics.active - 1
     data.setdefault("http", {"requests": metrics.total, "errors_5xx": metrics.errors, "in_flight": in_flight})
-    return json_response(data)
+    if own_only(request):
+        return json_response(data)
+    peers = request.app[PEERS_KEY]
+    data = {**data, "pid": os.getpid()}
+    each = [data]
+    for _, status, body in await peers.ask(request, f"/stats?workers={SELF}"):
+        if status == 200:
+            each.append(orjson.loads(body))
+    merged = merge_stats(each)
+    merged["workers"] = {"count": peers.count, "answered": len(each), "each": each}
+    return json_response(merged)
 
 
 @openapi(**METRICS_DOC)
 async def handle_metrics(request: web.Request) -> web.Response:
-    """Prometheus text exposition of this app's registry."""
+    """Prometheus text exposition of this app's registry (every worker's, labelled `worker`)."""
     body = generate_latest(request.app[METRICS_KEY].registry)
+    if not own_only(request):
+        peers = request.app[PEERS_KEY]
+        answers = await peers.ask(request, f"/metrics?workers={SELF}")
+        texts = [(slot, text.decode()) for slot, status, text in answers if status == 200]
+        body = merge_metrics([(peers.slot, body.decode()), *texts])
     return web.Response(body=body, headers={hdrs.CONTENT_TYPE: CONTENT_TYPE_LATEST})
 
 

@@ -212,9 +212,31 @@ HEALTH_DOC: dict[str, Any] = {
         ),
     },
 }
-STATS_DOC: dict[str, Any] = {"responses": {"200": answer("the server's numbers; `http` counts requests")}}
+_WORKERS_PARAM = query(
+    "workers",
+    "all (the default): every worker of a server with server.workers > 1; self: only the one that answers",
+    {"type": "string", "enum": ["all", "self"]},
+)
+STATS_DOC: dict[str, Any] = {
+    "parameters": [_WORKERS_PARAM],
+    "errors": [400],
+    "responses": {
+        "200": answer(
+            "the server's numbers, summed over its workers (each one's under `workers.each`); "
+            "`http` counts requests"
+        )
+    },
+}
 METRICS_DOC: dict[str, Any] = {
-    "responses": {"200": answer("Prometheus text exposition format 0.0.4", media=PROMETHEUS)}
+    "parameters": [_WORKERS_PARAM],
+    "errors": [400],
+    "responses": {
+        "200": answer(
+            "Prometheus text exposition format 0.0.4; with several workers, each sample is labelled with "
+            "its `worker`",
+            media=PROMETHEUS,
+        )
+    },
 }
 OPENAPI_DOC: dict[str, Any] = {
     "responses": {"200": answer("an OpenAPI 3.0 document", {"type": "object", "required": ["openapi"]})}

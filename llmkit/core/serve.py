@@ -9,16 +9,20 @@ import inspect
 import logging
 import os
 import select
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any, NoReturn
 
 from aiohttp import web
 
+from llmkit.core.workers import PEERS_KEY, Peers
 from llmkit.errors import ConfigError, ListenError, LlmkitError
 
 AppFactory = Callable[[], web.Application | Awaitable[web.Application]]
@@ -73,8 +77,11 @@ async def running(
     *,
     drain_timeout: float = 10.0,
     reuse_port: bool = False,
+    unix_path: Path | None = None,
 ) -> AsyncIterator[tuple[str, int]]:
-    """Serve `app` while the block runs and yield the bound (host, port); drain and clean up on exit."""
+    """Serve `app` while the block runs and yield the bound (host, port); drain and clean up on exit.
+
+    `unix_path`: also serve it on that Unix socket (a worker's, for the other workers of its server)."""
     # access_log=None: llmkit's middleware writes the access log, aiohttp's would duplicate it.
     from llmkit.core.connections import GuardedAppRunner
     from llmkit.core.http import cancels_on_disconnect, server_settings_of
@@ -95,6 +102,8 @@ async def running(
             await site.start()
         except OSError as exc:
             raise ListenError.from_os_error(host, port, exc) from exc
+        if unix_path is not None:
+            await web.UnixSite(runner, str(unix_path)).start()
         yield host, int(runner.addresses[0][1])
     finally:
         stop_requested(app)
@@ -127,8 +136,12 @@ async def _serve_until_signal(
     reuse_port: bool = False,
     parent_pid: int | None = None,
     unblock: set[int | signal.Signals] | None = None,
+    peers: Peers | None = None,
 ) -> None:
-    """Serve until one of `signals` arrives, then drain; a second signal kills at once."""
+    """Serve until one of `signals` arrives, then drain; a second signal kills at once.
+
+    `peers`: this worker's place among its server's workers (core.workers), which /stats and /metrics
+    ask for theirs."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
 
@@ -145,7 +158,13 @@ async def _serve_until_signal(
         # Workers start with stop signals blocked; one sent during startup is handled (drained) now.
         signal.pthread_sigmask(signal.SIG_SETMASK, unblock)
     app = await _build_app(app_factory)
-    async with running(app, host, port, drain_timeout=drain_timeout, reuse_port=reuse_port) as bound:
+    unix_path = None
+    if peers is not None:
+        app[PEERS_KEY] = peers
+        unix_path = peers.socket(peers.slot)
+    async with running(
+        app, host, port, drain_timeout=drain_timeout, reuse_port=reuse_port, unix_path=unix_path
+    ) as bound:
         watchdog = asyncio.create_task(_watch_parent(parent_pid, stop)) if parent_pid else None
         tune_gc()
         on_ready(*bound)
@@ -262,6 +281,9 @@ class _Supervisor:
         self.failed = False
         self.old_mask: set[int | signal.Signals] = set()
         self.reserved: socket.socket | None = None
+        # Where the workers' Unix sockets live (0700), and each worker's slot in it, kept on a restart.
+        self.folder: Path | None = None
+        self.slots: dict[int, int] = {}
 
     def run(self) -> int:
         """Start the workers, call on_ready once all listen, supervise until stopped; the exit code."""
@@ -269,10 +291,12 @@ class _Supervisor:
         try:
             self.reserved = _reserve_port(self.host, self.port)
             self.port = self.reserved.getsockname()[1]
+            self.folder = Path(tempfile.mkdtemp(prefix="llmkit-workers-"))
             try:
                 return self._start_and_supervise()
             finally:
                 self.reserved.close()
+                shutil.rmtree(self.folder, ignore_errors=True)
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, self.old_mask)
 
@@ -280,8 +304,8 @@ class _Supervisor:
         read_fd, write_fd = os.pipe()
         try:
             try:
-                for _ in range(self.workers):
-                    self._spawn(write_fd, read_fd)
+                for slot in range(self.workers):
+                    self._spawn(write_fd, read_fd, slot)
             finally:
                 os.close(write_fd)
             started = self._wait_ready(read_fd)
@@ -296,7 +320,7 @@ class _Supervisor:
             self._stop_children()
         return self._supervise(stopping=not started)
 
-    def _spawn(self, ready_fd: int | None, read_fd: int | None) -> int:
+    def _spawn(self, ready_fd: int | None, read_fd: int | None, slot: int) -> int:
         # Buffered output would be written twice, once by each process.
         sys.stdout.flush()
         sys.stderr.flush()
@@ -305,8 +329,9 @@ class _Supervisor:
         if pid == 0:
             if read_fd is not None:
                 os.close(read_fd)
-            _worker_main(self, ready_fd, parent)
+            _worker_main(self, ready_fd, parent, slot)
         self.children.add(pid)
+        self.slots[pid] = slot
         return pid
 
     def _wait_ready(self, read_fd: int) -> bool:
@@ -386,7 +411,7 @@ class _Supervisor:
                 self._signal_children(signal.SIGTERM)
                 continue
             self.restarts.append(now)
-            logger.warning("restarted it as worker %d", self._spawn(None, None))
+            logger.warning("restarted it as worker %d", self._spawn(None, None, self.slots.pop(pid, 0)))
         return stopping
 
     def _reap(self) -> Iterator[tuple[int, int]]:
@@ -419,7 +444,7 @@ class _Supervisor:
             self.children.discard(pid)
 
 
-def _worker_main(supervisor: _Supervisor, ready_fd: int | None, parent_pid: int) -> NoReturn:
+def _worker_main(supervisor: _Supervisor, ready_fd: int | None, parent_pid: int, slot: int) -> NoReturn:
     """Body of a forked worker: its own loop and app; reports readiness on `ready_fd`; never returns."""
     code = 1
 
@@ -448,6 +473,9 @@ def _worker_main(supervisor: _Supervisor, ready_fd: int | None, parent_pid: int)
                 reuse_port=True,
                 parent_pid=parent_pid,
                 unblock=supervisor.old_mask,
+                peers=None
+                if supervisor.folder is None
+                else Peers(supervisor.folder, slot, supervisor.workers),
             )
         )
         code = 0

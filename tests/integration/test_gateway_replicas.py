@@ -90,3 +90,31 @@ async def test_a_key_revoked_on_one_replica_stops_on_the_other_within_a_second(
             await asyncio.sleep(1.05)
             assert await ask(session, two, key, 1) == 403
             assert await ask(session, one, key, 2) == 403
+
+
+async def test_stats_of_a_gateway_with_two_workers_need_a_key_and_cover_both(tmp_path: Path) -> None:
+    env = {
+        **QUIET,
+        "LLMKIT_GATEWAY_ADMIN_KEY": ADMIN,
+        "LLMKIT_GATEWAY_REQUIRE_API_KEY": "true",
+        "LLMKIT_GATEWAY_PLATFORM_URL": f"sqlite:///{tmp_path}/p.db",
+    }
+    with ServerProcess(tmp_path, "--port", "0", "--workers", "2", env=env, command="gateway") as gateway:
+        url = gateway.wait_listening()
+        async with aiohttp.ClientSession() as session:
+            for _ in range(40):  # new connections: the kernel spreads them over both workers
+                async with session.get(f"{url}/health", headers={"Connection": "close"}) as r:
+                    assert r.status == 200
+            async with session.get(f"{url}/stats") as r:
+                assert r.status == 401  # the workers' sockets are no way around the key
+            async with session.get(f"{url}/stats", headers={"X-API-Key": ADMIN}) as r:
+                assert r.status == 200
+                stats = await r.json()
+    assert (stats["workers"]["count"], stats["workers"]["answered"]) == (2, 2)
+    assert stats["http"]["requests"] >= 40  # every worker's /health answers (and the refused /stats)
+    assert sum(part["http"]["requests"] for part in stats["workers"]["each"]) == stats["http"]["requests"]
+    # The gateway's own sections are merged too: one config (the first worker's), summed counters.
+    assert stats["config"] == stats["workers"]["each"][0]["config"]
+    each = stats["workers"]["each"]
+    assert stats["requests"] == {k: sum(part["requests"][k] for part in each) for k in stats["requests"]}
+    assert stats["queue"]["max_concurrent"] == sum(part["queue"]["max_concurrent"] for part in each)

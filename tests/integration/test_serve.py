@@ -14,6 +14,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
+from prometheus_client.parser import text_string_to_metric_families
 
 from llmkit.core.http import add_route, create_base_app, json_response
 from llmkit.core.serve import running
@@ -162,17 +163,17 @@ async def test_sigterm_with_workers_drains_in_flight_requests(make_server: MakeS
     url = server.wait_listening()
     async with aiohttp.ClientSession() as session:
         slow = asyncio.ensure_future(session.get(f"{url}/slow"))
-        # Each worker has its own counters; poll until the one holding the request says so.
-        # A new connection per poll: a kept-alive one would always ask the same worker.
+        # /stats sums every worker's counters and lists each one's: poll until the request is in one.
         while True:
-            stats = await get_json(session, f"{url}/stats", close=True)
+            stats = await get_json(session, f"{url}/stats")
             if stats["demo"] == {"slow_started": 1, "slow_done": 0}:
                 break
             await asyncio.sleep(0.02)
+        (holder,) = [part["pid"] for part in stats["workers"]["each"] if part["demo"]["slow_started"]]
         server.signal(signal.SIGTERM)
         async with await slow as response:
             assert response.status == 200, server.stderr
-            assert (await response.json())["pid"] == stats["pid"]
+            assert (await response.json())["pid"] == holder
     assert await asyncio.to_thread(server.wait) == 0
 
 
@@ -220,3 +221,48 @@ async def test_running_reports_a_taken_port_as_listen_error() -> None:
         with pytest.raises(ListenError, match="Address already in use"):
             async with running(create_base_app("x", ServerSettings()), "127.0.0.1", port):
                 pass
+
+
+async def test_stats_and_metrics_of_two_workers_cover_both(make_server: MakeServer) -> None:
+    server = make_server("--port", "0", "--workers", "2")
+    url = server.wait_listening()
+    async with aiohttp.ClientSession() as session:
+        for _ in range(60):  # a new connection each: the kernel spreads them over both workers
+            async with session.get(f"{url}/health", headers={"Connection": "close"}) as response:
+                assert response.status == 200
+        stats = await get_json(session, f"{url}/stats")
+        assert stats["http"]["requests"] == 60
+        workers = stats["workers"]
+        assert (workers["count"], workers["answered"]) == (2, 2)
+        each = {part["pid"]: part["http"]["requests"] for part in workers["each"]}
+        assert len(each) == 2 and sum(each.values()) == 60 and min(each.values()) > 0
+        own = await get_json(session, f"{url}/stats?workers=self")
+        assert "workers" not in own and own["pid"] in each
+        async with session.get(f"{url}/metrics") as response:
+            text = await response.text()
+        async with session.get(f"{url}/stats?workers=some") as response:
+            assert response.status == 400
+            assert "workers must be all or self" in (await response.json())["error"]["message"]
+    health = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "llmkit_http_requests_total" and sample.labels["route"] == "/health":
+                health[sample.labels["worker"]] = health.get(sample.labels["worker"], 0) + sample.value
+    assert set(health) == {"0", "1"} and sum(health.values()) == 60
+    server.signal(signal.SIGTERM)
+    assert await asyncio.to_thread(server.wait) == 0
+
+
+async def test_a_restarted_worker_answers_for_its_slot_again(make_server: MakeServer) -> None:
+    server = make_server("--port", "0", "--workers", "2")
+    url = server.wait_listening()
+    async with aiohttp.ClientSession() as session:
+        first = await pids_answering(session, url, 2, exclude=set())
+        os.kill(min(first), signal.SIGKILL)
+        await pids_answering(session, url, 1, exclude=first)
+        stats = await get_json(session, f"{url}/stats", close=True)
+    assert (stats["workers"]["count"], stats["workers"]["answered"]) == (2, 2)
+    pids = {part["pid"] for part in stats["workers"]["each"]}
+    assert min(first) not in pids and len(pids) == 2
+    server.signal(signal.SIGTERM)
+    assert await asyncio.to_thread(server.wait) == 0
