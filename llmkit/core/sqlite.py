@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable
@@ -63,3 +64,23 @@ async def use_wal(db: aiosqlite.Connection) -> None:
         await db.execute("PRAGMA journal_mode = WAL")
 
     await while_locked(switch)
+
+
+# The nice value of a connection's thread that does background work (analytics batches): on a busy
+# core the event loop's thread runs first, and the writer takes what is left over.
+BACKGROUND_NICE = 10
+
+
+def run_in_background(db: aiosqlite.Connection) -> bool:
+    """Lower the scheduling priority of the connection's thread (Linux: per thread), so its writes never
+    take CPU from the requests the event loop serves. False where that cannot be done."""
+    thread = getattr(db, "_thread", None)  # aiosqlite's worker thread (not a public attribute)
+    native = getattr(thread, "native_id", None)
+    if native is None or not hasattr(os, "setpriority"):
+        return False
+    try:
+        # Never higher than it is (a server started with `nice` stays below it).
+        os.setpriority(os.PRIO_PROCESS, native, max(BACKGROUND_NICE, os.getpriority(os.PRIO_PROCESS, native)))
+    except OSError:
+        return False
+    return True

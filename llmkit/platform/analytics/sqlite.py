@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from llmkit.core.sqlite import sqlite_path, use_wal, while_locked
+from llmkit.core.sqlite import run_in_background, sqlite_path, use_wal, while_locked
 from llmkit.errors import BackendError
 from llmkit.platform.analytics.base import (
     DAY,
@@ -102,6 +102,7 @@ class SqliteAnalyticsStore:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._conn = await aiosqlite.connect(self.path, isolation_level=None)
+            run_in_background(self._conn)
             await self._conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             await use_wal(self._conn)
             await self._conn.execute(f"PRAGMA synchronous = {self.synchronous}")
