@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from llmkit.cli.common import EXIT_FAILURE, JsonOpt, ProfileOpt, settings_or_exit
+from llmkit.cli.common import EXIT_FAILURE, EXIT_USAGE, JsonOpt, ProfileOpt, settings_or_exit
 from llmkit.core.figures import summable
 
 if TYPE_CHECKING:
@@ -200,6 +200,8 @@ def render_table(results: list[dict[str, Any]], caption: str | None = None) -> T
         who = " ".join(str(health[k]) for k in ("service", "version") if k in health)
         if "replicas" in row:  # the cluster's own row
             who = f"{row['replicas_up']} of {row['replicas']} up, numbers summed"
+        elif "haproxy" in row:
+            who = f"{who} · HAProxy: {row['haproxy']}".lstrip(" ·")
         table.add_row(
             escape(row["url"]) + (f"\n[dim]{escape(who)}[/dim]" if who else ""),
             _state(row),
@@ -224,6 +226,7 @@ def render_lines(results: list[dict[str, Any]], clock: str) -> list[str]:
         total = row["requests_total"]
         parts = [clock, row["url"], "up" if row["up"] else "down"]
         parts += [f"{k}={health[k]}" for k in ("service", "version") if k in health]
+        parts += [f"haproxy={row['haproxy']}"] if "haproxy" in row else []
         parts += [
             f"uptime={format_uptime(health.get('uptime'))}",
             f"requests={'-' if total is None else total}",
@@ -235,14 +238,56 @@ def render_lines(results: list[dict[str, Any]], clock: str) -> list[str]:
     return lines
 
 
-async def _once(urls: list[str], timeout: float) -> list[dict[str, Any]]:
+async def behind_haproxy(
+    session: aiohttp.ClientSession, stats_url: str, timeout: float
+) -> list[dict[str, Any]]:
+    """Every backend of an HAProxy stats page: a row of its servers' sums, then each server's row with
+    HAProxy's status for it (`haproxy`) and its backend."""
+    from llmkit.core.haproxy_stats import balanced_servers, csv_url
+
+    try:
+        text = await _get(session, csv_url(stats_url), False)
+    except Exception as exc:
+        raise StatsSourceError(_describe(exc, csv_url(stats_url), timeout)) from exc
+    groups: dict[str, list[Any]] = {}
+    for server in balanced_servers(text):
+        groups.setdefault(server.backend, []).append(server)
+    rows: list[dict[str, Any]] = []
+    for backend, servers in groups.items():
+        replicas = await snapshot(session, [server.url for server in servers], timeout)
+        for row, server in zip(replicas, servers, strict=True):
+            row.update(backend=backend, haproxy=server.status)
+        head = cluster_row(replicas)
+        head.update(url=f"{backend} (cluster of {len(replicas)})", backend=backend)
+        rows += [head, *replicas]
+    return rows
+
+
+class StatsSourceError(Exception):
+    """The HAProxy stats page could not be read."""
+
+
+async def collect(
+    session: aiohttp.ClientSession, urls: list[str], timeout: float, cluster: bool, haproxy: str | None
+) -> list[dict[str, Any]]:
+    """The rows to show: the URLs' (with a cluster row first), or every backend of an HAProxy page."""
+    if haproxy is not None:
+        return await behind_haproxy(session, haproxy, timeout)
+    return with_cluster(await snapshot(session, urls, timeout), cluster)
+
+
+async def _once(
+    urls: list[str], timeout: float, cluster: bool = False, haproxy: str | None = None
+) -> list[dict[str, Any]]:
     import aiohttp
 
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session:
-        return await snapshot(session, urls, timeout)
+        return await collect(session, urls, timeout, cluster, haproxy)
 
 
-async def _watch(urls: list[str], interval: float, timeout: float, cluster: bool = False) -> None:
+async def _watch(
+    urls: list[str], interval: float, timeout: float, cluster: bool = False, haproxy: str | None = None
+) -> None:
     import asyncio
     import sys
 
@@ -255,14 +300,16 @@ async def _watch(urls: list[str], interval: float, timeout: float, cluster: bool
         if not console.is_terminal:
             # A live view redraws in place, which a pipe cannot show: one snapshot per interval instead.
             while True:
-                results = with_cluster(await snapshot(session, urls, timeout), cluster)
+                results = await collect(session, urls, timeout, cluster, haproxy)
                 sys.stdout.write("\n".join(render_lines(results, time.strftime("%H:%M:%S"))) + "\n")
                 sys.stdout.flush()
                 await asyncio.sleep(interval)
         with Live(console=console, auto_refresh=False) as live:
             while True:
-                results = with_cluster(await snapshot(session, urls, timeout), cluster)
+                results = await collect(session, urls, timeout, cluster, haproxy)
                 caption = f"{time.strftime('%H:%M:%S')} · every {interval:g}s · Ctrl-C to stop"
+                if haproxy is not None:
+                    caption += f" · HAProxy: {haproxy}"
                 live.update(render_table(results, caption), refresh=True)
                 await asyncio.sleep(interval)
 
@@ -313,6 +360,15 @@ def stats(
             help="The URLs are replicas of one service: first a row of their sums and how many are up.",
         ),
     ] = False,
+    haproxy: Annotated[
+        str | None,
+        typer.Option(
+            "--haproxy",
+            metavar="STATS_URL",
+            help="Find the replicas on an HAProxy stats page: each backend's sums, then its servers.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Watch running llmkit servers: status, uptime, requests and the numbers from /stats.
 
@@ -328,6 +384,9 @@ def stats(
     their counts (ratios, percentiles and means are not summed; each replica's row has them) and says
     how many are up; with --json it is the list's first item, with replicas_up and replicas.
 
+    --haproxy STATS_URL reads HAProxy's stats page (its CSV export) for the servers of every backend and
+    shows each backend as a cluster: its sums, then each server with HAProxy's status for it.
+
     Without URLs it watches the servers the profile configures (each system's host and port).
 
     Examples:
@@ -341,18 +400,31 @@ def stats(
       llmkit stats --profile local --once
 
       llmkit stats --cluster http://127.0.0.1:8081 http://127.0.0.1:8082 http://127.0.0.1:8083
+
+      llmkit stats --haproxy http://127.0.0.1:8404/stats --once
     """
     import asyncio
 
-    targets = [normalize_url(url) for url in urls or profile_urls(settings_or_exit(profile))]
-    if not (once or json_output):
-        try:
-            asyncio.run(_watch(targets, interval, timeout, cluster))
-        except KeyboardInterrupt:
-            pass
-        return
-    replicas = asyncio.run(_once(targets, timeout))
-    results = with_cluster(replicas, cluster)
+    from llmkit.cli.common import fail
+
+    if haproxy is not None and urls:
+        fail(
+            "give either URLs or --haproxy (it finds the URLs on HAProxy's stats page), not both", EXIT_USAGE
+        )
+    stats_page = normalize_url(haproxy) if haproxy is not None else None
+    targets = (
+        [] if stats_page else [normalize_url(url) for url in urls or profile_urls(settings_or_exit(profile))]
+    )
+    try:
+        if not (once or json_output):
+            try:
+                asyncio.run(_watch(targets, interval, timeout, cluster, stats_page))
+            except KeyboardInterrupt:
+                pass
+            return
+        results = asyncio.run(_once(targets, timeout, cluster, stats_page))
+    except StatsSourceError as exc:
+        fail(f"cannot read HAProxy's stats page: {exc}", code=EXIT_FAILURE)
     if json_output:
         import orjson
 
@@ -360,6 +432,7 @@ def stats(
     else:
         from llmkit.cli.common import console
 
-        console().print(render_table(results))
-    if not all(row["up"] for row in replicas):
+        caption = f"HAProxy: {stats_page}" if stats_page else None
+        console().print(render_table(results, caption))
+    if not all(row["up"] for row in results if "replicas" not in row):
         raise typer.Exit(EXIT_FAILURE)

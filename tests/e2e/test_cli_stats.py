@@ -295,3 +295,96 @@ def test_only_counts_and_sizes_are_summed(name: str, summed: bool) -> None:
     from llmkit.cli.stats import summable
 
     assert summable(name) is summed
+
+
+HAPROXY_CFG = """
+global
+    maxconn 256
+defaults
+    mode http
+    timeout connect 2s
+    timeout client 10s
+    timeout server 10s
+frontend stats
+    bind 127.0.0.1:{stats}
+    stats enable
+    stats uri /stats
+    stats show-legends
+frontend front
+    bind 127.0.0.1:{front}
+    default_backend serve_test
+backend serve_test
+    option httpchk GET /health
+    http-check expect status 200
+    default-server inter 200ms fall 1 rise 1
+{servers}
+"""
+
+
+def haproxy_stats_csv(url: str) -> str:
+    with urllib.request.urlopen(f"{url};csv", timeout=5) as answer:
+        return str(answer.read().decode())
+
+
+def test_haproxy_finds_the_replicas_of_each_backend(tmp_path: Path) -> None:
+    from llmkit.core.haproxy_stats import balanced_servers
+    from tests.servers import find_binary
+
+    with ServerProcess(tmp_path, "--port", "0") as one, ServerProcess(tmp_path, "--port", "0") as two:
+        urls = [one.wait_listening(), two.wait_listening()]
+        stats_port, front_port = free_port(), free_port()
+        servers = "\n".join(
+            f"    server r{i} {url.removeprefix('http://')} check" for i, url in enumerate(urls, start=1)
+        )
+        config = tmp_path / "haproxy.cfg"
+        config.write_text(HAPROXY_CFG.format(stats=stats_port, front=front_port, servers=servers))
+        proxy = subprocess.Popen([find_binary("haproxy"), "-f", str(config)], stderr=subprocess.PIPE)
+        stats_url = f"http://127.0.0.1:{stats_port}/stats"
+        try:
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                try:
+                    text = haproxy_stats_csv(stats_url)
+                    if sum(server.passing for server in balanced_servers(text)) == 2:
+                        break
+                except OSError:
+                    pass
+                time.sleep(0.1)
+            done = run_stats("--haproxy", stats_url, "--once", "--json")
+            assert done.returncode == 0, done.stderr
+            cluster, *replicas = json.loads(done.stdout)
+            assert cluster["backend"] == "serve_test" and (cluster["replicas_up"], cluster["replicas"]) == (
+                2,
+                2,
+            )
+            assert sorted(row["url"] for row in replicas) == sorted(urls)
+            assert all(row["haproxy"] == "UP" and row["backend"] == "serve_test" for row in replicas)
+            table = run_stats("--haproxy", stats_url, "--once")
+            assert "serve_test (cluster of 2)" in table.stdout and f"HAProxy: {stats_url}" in table.stdout
+
+            two.close()  # a replica goes away: HAProxy marks it DOWN, stats says so and exits 1
+            while time.monotonic() < deadline:
+                if [s.status for s in balanced_servers(haproxy_stats_csv(stats_url))] == ["UP", "DOWN"]:
+                    break
+                time.sleep(0.1)
+            down = run_stats("--haproxy", stats_url, "--once", "--json")
+            assert down.returncode == 1
+            cluster, *replicas = json.loads(down.stdout)
+            assert (cluster["replicas_up"], cluster["health"]["status"]) == (1, "degraded")
+            assert {row["url"]: row["haproxy"] for row in replicas} == {urls[0]: "UP", urls[1]: "DOWN"}
+        finally:
+            proxy.terminate()
+            proxy.communicate(timeout=10)
+
+
+def test_haproxy_and_urls_together_are_a_usage_error() -> None:
+    done = run_stats("--haproxy", "http://127.0.0.1:1/stats", "http://127.0.0.1:2", "--once")
+    assert done.returncode == 2 and "not both" in done.stderr
+
+
+def test_an_unreachable_haproxy_page_is_a_one_line_error() -> None:
+    done = run_stats("--haproxy", f"http://127.0.0.1:{free_port()}/stats", "--once", "--timeout", "1")
+    assert done.returncode == 1
+    assert (
+        done.stderr.startswith("llmkit: cannot read HAProxy's stats page") and "Traceback" not in done.stderr
+    )
