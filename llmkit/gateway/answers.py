@@ -222,8 +222,12 @@ async def answer(
         await gateway.remember(conversation, req.call.messages, outcome.content)
         if admission is not None and served is not None:
             # Settled now so the remaining counts include this answer (settling again is harmless).
-            await admission.settle(served.tokens(ticket, outcome))
-            headers = admission.headers()
+            tokens = served.tokens(ticket, outcome)
+            settled = admission.settle_now(tokens)
+            if settled is None:
+                await admission.settle(tokens)
+                settled = admission.headers()
+            headers = settled
             headers[CACHE_HEADER] = cache_state(ticket)
         else:
             headers = {CACHE_HEADER: cache_state(ticket)}

@@ -7,6 +7,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from math import ceil
 from typing import TYPE_CHECKING, Protocol
 
 from multidict import istr
@@ -251,7 +252,9 @@ def quota_headers(plan: QuotaPlan, states: Sequence[Counted], in_use: int, now: 
         headers[remaining_name] = str(limit - used) if used < limit else "0"
         if state.reset_at != reset_at:  # requests and tokens per minute share their reset
             reset_at = state.reset_at
-            reset = go_duration(reset_at - now)
+            # go_duration, its cache looked up here: every answer comes through this line.
+            ms = ceil((reset_at - now) * 1000 - 1e-6)
+            reset = _DURATIONS.get(ms) or _go_ms(ms)
         headers[reset_name] = reset
     concurrent = plan.quotas.max_concurrent
     if concurrent is not None:
@@ -309,6 +312,23 @@ class Admission:
         assert self._states is not None
         return quota_headers(self.plan, self._states, self._in_use, self._enforcer.clock())
 
+    def settle_now(self, tokens: int) -> dict[str, str] | None:
+        """Counted in this process: count the answer's tokens and answer the headers at once, with no
+        await; None when it must be settled with `await settle()` (counted elsewhere, or already)."""
+        local = self._enforcer.local
+        if self._live is None or local is None or self._settled:
+            return None
+        if type(tokens) is not int or tokens < 0:
+            check_amount(tokens, "tokens")
+        self._settled = True
+        plan = self.plan
+        now = local.clock()
+        cells = self._current(local, now)
+        if tokens and plan.tokens:
+            for cell in cells[len(plan.rpm) :]:
+                cell.used += tokens
+        return quota_headers(plan, cells, 0, now)
+
     async def settle(self, tokens: int) -> None:
         """Count the answer's tokens and free the request's slot; later calls do nothing."""
         if self._settled:
@@ -358,21 +378,29 @@ class QuotaEnforcer:
             plan = self._plans[quotas] = QuotaPlan(quotas)
         return plan
 
+    def admit_now(self, tenant_id: str, plan: QuotaPlan) -> Admission | None:
+        """Admit with no await when counted in this process and the plan holds no slot (raising
+        QuotaExceeded as admit does); None when the request must `await admit()`."""
+        local = self.local
+        if local is None or plan.quotas.max_concurrent is not None:
+            return None
+        live = local.live_cells(tenant_id, plan.rpm, plan.tokens)
+        cells = live[3]
+        # rpm takes 1 (room iff used < limit), the token windows must have room left: one test each.
+        for cell, most in zip(cells, plan.limits, strict=False):
+            if cell.used >= most:
+                raise self._counted_refusal(tenant_id, plan, cells)
+        if plan.rpm:
+            cells[0].used += 1
+        return Admission(self, tenant_id, plan, None, None, 0, live)
+
     async def admit(self, tenant_id: str, quotas: Quotas | QuotaPlan) -> Admission:
         """Let a request in or raise QuotaExceeded: rpm takes 1, token windows must have room, a slot free."""
         plan = quotas if isinstance(quotas, QuotaPlan) else self.plan(quotas)
+        admitted = self.admit_now(tenant_id, plan)
+        if admitted is not None:
+            return admitted
         rpm, token_windows, limit = plan.rpm, plan.tokens, plan.quotas.max_concurrent
-        local = self.local
-        if local is not None and limit is None:
-            live = local.live_cells(tenant_id, rpm, token_windows)
-            cells = live[3]
-            # rpm takes 1 (room iff used < limit), the token windows must have room left: one test each.
-            for cell, most in zip(cells, plan.limits, strict=False):
-                if cell.used >= most:
-                    await self._refuse_counted(tenant_id, plan, cells)
-            if rpm:
-                cells[0].used += 1
-            return Admission(self, tenant_id, plan, None, None, 0, live)
         holder = None
         if limit is not None:
             # The slot first: a request refused for it then uses up nothing of the tenant's rpm.
@@ -409,22 +437,33 @@ class QuotaEnforcer:
         finally:
             await self.counter.close()
 
-    async def _refuse_counted(self, tenant_id: str, plan: QuotaPlan, cells: Sequence[Cell]) -> None:
-        """Raise QuotaExceeded for the first full window of live cells (a spent token quota first)."""
+    def _counted_refusal(self, tenant_id: str, plan: QuotaPlan, cells: Sequence[Cell]) -> QuotaExceeded:
+        """The refusal by the first full window of live cells (a spent token quota first)."""
         states = [window_state(w, c.used, c.reset_at) for w, c in zip(plan.windows, cells, strict=True)]
         full = [st for st in states if st.used >= st.limit]
         spent = [st for st in full if st.name != RPM.window]
-        await self._refuse(tenant_id, plan, (spent or full)[0], states)
+        return self._refusal(tenant_id, plan, (spent or full)[0], states, 0)
 
     async def _refuse(
         self, tenant_id: str, plan: QuotaPlan, denied: WindowState | None, states: list[WindowState]
     ) -> None:
         """Raise QuotaExceeded for `denied` (None: requests in flight), with headers of every quota."""
+        concurrent = plan.quotas.max_concurrent
+        in_use = 0
+        if concurrent is not None:
+            in_use = concurrent if denied is None else await self.slots.in_use(tenant_id)
+        raise self._refusal(tenant_id, plan, denied, states, in_use)
+
+    def _refusal(
+        self,
+        tenant_id: str,
+        plan: QuotaPlan,
+        denied: WindowState | None,
+        states: list[WindowState],
+        in_use: int,
+    ) -> QuotaExceeded:
         now = self.clock()
         quotas = plan.quotas
-        in_use = 0
-        if quotas.max_concurrent is not None:
-            in_use = quotas.max_concurrent if denied is None else await self.slots.in_use(tenant_id)
         if denied is None:
             # How long a request in flight lasts is unknown; one second is a polite hint to retry.
             quota, retry_after = "max_concurrent", 1.0
@@ -441,7 +480,7 @@ class QuotaEnforcer:
             )
         headers = {"Retry-After": str(max(1, math.ceil(retry_after)))}
         headers.update(quota_headers(plan, states, in_use, now))
-        raise QuotaExceeded(
+        return QuotaExceeded(
             message, tenant_id=tenant_id, quota=quota, retry_after=retry_after, headers=headers
         )
 

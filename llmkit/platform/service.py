@@ -157,9 +157,11 @@ class Platform:
             if len(self._plans) >= PLANS_MAX:
                 self._plans.clear()
             known = self._plans[tenant_id] = (tenant, plan)
-        if known[1] is None:
+        plan = known[1]
+        if plan is None:
             return None
-        return await self.quotas.admit(tenant_id, known[1])
+        # Counted in this process (the usual single server): admitted with no await.
+        return self.quotas.admit_now(tenant_id, plan) or await self.quotas.admit(tenant_id, plan)
 
     @property
     def quotas_shared(self) -> bool:

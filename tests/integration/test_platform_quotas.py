@@ -172,6 +172,32 @@ async def test_headers_of_an_admission_count_what_others_used_since(enforcer: Qu
     assert first.headers()["x-ratelimit-remaining-tokens"] == "500"
 
 
+async def test_settling_with_no_await_counts_once_like_settling(enforcer: QuotaEnforcer) -> None:
+    quotas = Quotas(rpm=10, tpm=1000)
+    admission = await enforcer.admit("t1", quotas)
+    headers = admission.settle_now(300)
+    if enforcer.local is None:  # counted elsewhere: the caller awaits settle() instead
+        assert headers is None and not admission.settled
+        await admission.settle(300)
+        headers = admission.headers()
+    else:
+        assert headers is not None and admission.settled
+        assert admission.settle_now(5) is None  # settled once
+    assert (headers["x-ratelimit-remaining-tokens"], headers["x-ratelimit-remaining-requests"]) == (
+        "700",
+        "9",
+    )
+    second = await enforcer.admit("t1", quotas)
+    await second.settle(0)
+    assert second.headers()["x-ratelimit-remaining-tokens"] == "700"
+
+
+async def test_a_plan_with_a_slot_is_never_admitted_without_an_await(enforcer: QuotaEnforcer) -> None:
+    assert enforcer.admit_now("t1", enforcer.plan(Quotas(rpm=5, max_concurrent=2))) is None
+    admitted = enforcer.admit_now("t1", enforcer.plan(Quotas(rpm=5)))
+    assert (admitted is None) == (enforcer.local is None)
+
+
 async def test_daily_tokens_reset_at_utc_midnight(enforcer: QuotaEnforcer, clock: Clock) -> None:
     quotas = Quotas(daily_tokens=1000)
     clock.now = epoch(2031, 5, 20, 23, 59)
