@@ -119,7 +119,8 @@ def test_url_parameters_apply_to_the_profiles_cache_url() -> None:
     seen = show({"CACHE_PREFIX": "ra", "REDIS_POOL_SIZE": "5"}, "--profile", "ha")
     assert "prefix=ra" in seen["cache.url"]["value"] and "prefix=llmkit" not in seen["cache.url"]["value"]
     assert seen["cache.url"]["origin"].endswith(" + env CACHE_PREFIX, REDIS_POOL_SIZE")
-    assert seen["limiter.url"]["value"] == "redis://redis:6379/0?prefix=llmkit&max_connections=5"
+    sentinels = "sentinel-1:26379,sentinel-2:26379,sentinel-3:26379/mymaster/0"
+    assert seen["limiter.url"]["value"] == f"redis+sentinel://{sentinels}?prefix=llmkit&max_connections=5"
     memory = show({"CACHE_MAX_MEMORY_ITEMS": "500", "CACHE_PREFIX": "ra"})
     assert memory["cache.url"] == {
         "value": "memory://?max_size_mb=256&max_entries=500",

@@ -43,8 +43,9 @@ def test_local_and_ha_profiles_point_at_redis_and_clickhouse() -> None:
     local = load_settings("local", env={})
     assert local.cache.url.startswith("redis://127.0.0.1:6379")
     ha = load_settings("ha", env={})
-    assert ha.cache.url.startswith("tiered+redis://")
-    assert ha.queue.url.startswith("redis://")
+    # Redis behind Sentinels, as deploy/compose.yaml and scripts/ha-local.sh run it.
+    assert ha.cache.url.startswith("tiered+redis+sentinel://sentinel-1:26379,")
+    assert ha.queue.url.startswith("redis+sentinel://") and ha.limiter.url.startswith("redis+sentinel://")
     assert ha.simulate.source == "database"
 
 
