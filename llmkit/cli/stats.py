@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from llmkit.cli.common import EXIT_FAILURE, EXIT_USAGE, JsonOpt, ProfileOpt, settings_or_exit
-from llmkit.core.figures import summable
 
 if TYPE_CHECKING:
     import aiohttp
@@ -148,6 +147,8 @@ async def snapshot(session: aiohttp.ClientSession, urls: list[str], timeout: flo
 
 def cluster_row(results: list[dict[str, Any]]) -> dict[str, Any]:
     """One row for replicas of one service: how many are up, and the sums of their numbers."""
+    from llmkit.core.figures import summable  # not at import time: `llmkit --help` loads no llmkit.core
+
     sums: dict[str, float | int] = {}
     for row in results:
         if row["up"]:

@@ -292,7 +292,7 @@ def test_cluster_sums_the_replicas_and_says_how_many_are_up(tmp_path: Path) -> N
     ],
 )
 def test_only_counts_and_sizes_are_summed(name: str, summed: bool) -> None:
-    from llmkit.cli.stats import summable
+    from llmkit.core.figures import summable
 
     assert summable(name) is summed
 
