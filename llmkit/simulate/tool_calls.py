@@ -18,7 +18,7 @@ from typing import Any
 from multidict import istr
 
 from llmkit.core.http import ApiError
-from llmkit.simulate.structured import Tool
+from llmkit.simulate.structured import Tool, ToolCall, make_tool_call
 
 RATE_HEADER = istr("x-llmkit-tool-call-rate")
 RELEVANT = 0.6
@@ -155,3 +155,23 @@ def cite(outputs: Sequence[tuple[str, str]], text: str) -> str:
         excerpt = excerpt if len(excerpt) <= 200 else excerpt[:197] + "..."
         lines.append(f"According to {name}: {excerpt}" if name else f"According to the tool: {excerpt}")
     return "\n".join(lines) + "\n\n" + text if lines else text
+
+
+def make_calls(
+    tools: Sequence[Tool],
+    policy: ToolPolicy,
+    question: str,
+    after_result: bool,
+    text: str,
+    rng: random.Random,
+    seed: int | None = None,
+    param: str = "tools",
+) -> list[ToolCall]:
+    """The calls an answer makes (see pick_tools), arguments valid against each tool's schema."""
+    if not tools:
+        return []
+    chosen = decision_rng(seed, question, rng)
+    return [
+        make_tool_call(t, text, chosen, rng, param)
+        for t in pick_tools(tools, policy, question, after_result, chosen)
+    ]
