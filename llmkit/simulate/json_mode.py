@@ -69,7 +69,7 @@ def prompt_object(prompts: Sequence[str], answer: str, rng: random.Random) -> di
             elif found:
                 return _like(found, words, rng)
     question = prompts[0] if prompts else ""
-    keys = _named_keys(question) or _content_keys(question)
+    keys = next((k for k in map(_named_keys, prompts) if k), None) or _content_keys(question)
     if not keys:
         return {"answer": answer}
     return {key: _value_for(key, words, rng) for key in keys}
