@@ -18,7 +18,6 @@ from llmkit.core.tokenizer import count_prompt_tokens, tokenize
 from llmkit.simulate.latency import Latency, latency_for
 from llmkit.simulate.openapi import RESPONSES_DOC
 from llmkit.simulate.reply import SSE_HEADERS, pick_answer
-from llmkit.simulate.schema_sample import schema_problem
 from llmkit.simulate.shapes import (
     Answer,
     argument_pieces,
@@ -189,9 +188,6 @@ def _check_text_format(data: Mapping[str, Any]) -> dict[str, Any]:
                 'text.format of type json_schema needs a name and a schema object, e.g. {"type": '
                 '"json_schema", "name": "answer", "schema": {"type": "object", ...}}',
             )
-        problem = schema_problem(schema, "text.format.schema")
-        if problem is not None:
-            raise _bad("text.format", problem)
     return fmt
 
 

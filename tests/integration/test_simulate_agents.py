@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import anthropic
+import httpx
 import ollama
 import openai
 import pytest
@@ -381,7 +382,11 @@ async def test_langchain_json_mode_and_tools(url: str) -> None:
         punchline: str
         rating: int
 
-    model = chat_models.ChatOpenAI(model="m", base_url=f"{url}/v1", api_key="x", max_retries=0)
+    # Its own HTTP client, closed here: LangChain's default one outlives the test's event loop.
+    http = httpx.AsyncClient()
+    model = chat_models.ChatOpenAI(
+        model="m", base_url=f"{url}/v1", api_key="x", max_retries=0, http_async_client=http
+    )
     structured = model.with_structured_output(Joke, method="json_mode")
     joke = await structured.ainvoke("Tell me a joke about cats as JSON with keys setup, punchline and rating")
     assert isinstance(joke, Joke)
@@ -389,3 +394,4 @@ async def test_langchain_json_mode_and_tools(url: str) -> None:
     reply = await bound.ainvoke(WEATHER_QUESTION)
     assert [c["name"] for c in reply.tool_calls] == ["get_weather"]
     validate(reply.tool_calls[0]["args"], WEATHER)
+    await http.aclose()
