@@ -113,6 +113,9 @@ class SimulateSettings:
     # Requests and tokens per minute per model, like the real APIs (0: no limit); state in limiter.url.
     rpm: int = field(default=0, metadata={"min": 0})
     tpm: int = field(default=0, metadata={"min": 0})
+    # Share of tool_choice "auto" requests with relevant tools that call them (0: never, 1: always);
+    # the x-llmkit-tool-call-rate header overrides it per request.
+    tool_call_rate: float = field(default=1.0, metadata={"min": 0, "max": 1})
     # The key /admin/* needs (Authorization: Bearer, X-API-Key or api-key); unset, they answer 403 and the
     # simulator refuses to bind beyond loopback. Set it by env (LLMKIT_SIMULATE_ADMIN_KEY) or a profile,
     # never a flag: a command line shows in `ps`. Model routes stay open to any client key.

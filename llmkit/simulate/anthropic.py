@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+import random
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
@@ -22,12 +23,23 @@ from llmkit.core.ids import fresh_hex
 from llmkit.core.sampling import is_int
 from llmkit.core.tokenizer import content_text, count_prompt_tokens
 from llmkit.simulate.latency import Latency, latency_for
-from llmkit.simulate.openai import last_user_text
 from llmkit.simulate.openapi import ANTHROPIC_ERROR, COUNT_TOKENS_DOC, MESSAGES_DOC
-from llmkit.simulate.reply import SSE_HEADERS
-from llmkit.simulate.shapes import Answer, prepare_answer, send_stream, sse_event, wait_whole
+from llmkit.simulate.reply import SSE_HEADERS, pick_answer, wait_or_gone
+from llmkit.simulate.shapes import (
+    Answer,
+    argument_pieces,
+    count_answer,
+    finish_answer,
+    send_events,
+    send_stream,
+    sse_event,
+    wait_whole,
+)
 from llmkit.simulate.slot import request_slot
 from llmkit.simulate.state import STATE_KEY, SimulateState
+from llmkit.simulate.stream import INSTANT_CHUNK_TOKENS
+from llmkit.simulate.structured import MAX_TOOLS, Tool, ToolCall, tool_problem
+from llmkit.simulate.tool_calls import ToolPolicy, cite, make_calls, rate_for
 
 ROLES = ("user", "assistant")
 # Anthropic's error types by HTTP status; anything else is an api_error.
@@ -59,6 +71,93 @@ class MessagesRequest:
     max_tokens: int
     stop_sequences: tuple[str, ...]
     stream: bool
+    tools: tuple[Tool, ...] = ()
+    policy: ToolPolicy = ToolPolicy()
+    # (tool name, output) of the tool_result blocks ending the conversation: the agent loop's last turn.
+    results: tuple[tuple[str, str], ...] = ()
+
+
+_TOOL_CHOICES = ("auto", "any", "tool", "none")
+
+
+def _check_tools(data: Mapping[str, Any]) -> tuple[Tool, ...]:
+    raw = data.get("tools")
+    if raw is None:
+        return ()
+    if not isinstance(raw, list) or len(raw) > MAX_TOOLS:
+        raise _bad(f"tools: must be an array of up to {MAX_TOOLS} tools; got {raw!r:.80}")
+    tools = []
+    for i, tool in enumerate(raw):
+        if not isinstance(tool, dict):
+            raise _bad(f"tools.{i}: must be an object with name, description and input_schema")
+        if tool.get("type") not in (None, "custom"):
+            continue  # a server tool (web search, code execution): the simulator never calls one
+        if "input_schema" not in tool:
+            raise _bad(f"tools.{i}.input_schema: Field required: the tool's JSON schema")
+        schema = tool["input_schema"]
+        problem = tool_problem(
+            tool.get("name"), tool.get("description"), schema, f"tools.{i}", "input_schema"
+        )
+        if problem is not None:
+            raise _bad(problem)
+        tools.append(Tool(tool["name"], schema, tool.get("description") or ""))
+    names = [t.name for t in tools]
+    if len(set(names)) != len(names):
+        raise _bad("tools: tool names must be unique")
+    return tuple(tools)
+
+
+def _check_tool_choice(data: Mapping[str, Any], tools: tuple[Tool, ...]) -> ToolPolicy:
+    raw = data.get("tool_choice")
+    if raw is None:
+        return ToolPolicy()
+    if not isinstance(raw, dict) or raw.get("type") not in _TOOL_CHOICES:
+        raise _bad(f"tool_choice.type: must be one of {', '.join(_TOOL_CHOICES)}; got {raw!r:.80}")
+    parallel = raw.get("disable_parallel_tool_use")
+    if parallel is not None and not isinstance(parallel, bool):
+        raise _bad(f"tool_choice.disable_parallel_tool_use: must be true or false; got {parallel!r}")
+    kind, name = raw["type"], raw.get("name")
+    if kind == "tool":
+        if name not in {t.name for t in tools}:
+            known = ", ".join(t.name for t in tools) or "no tools"
+            raise _bad(f"tool_choice.name: must name one of the tools ({known}); got {name!r:.60}")
+        return ToolPolicy("function", name, not parallel)
+    mode = {"auto": "auto", "any": "required", "none": "none"}[kind]
+    if mode == "required" and not tools:
+        raise _bad('tool_choice: "any" needs tools')
+    return ToolPolicy(mode, None, not parallel)
+
+
+def _tool_results(messages: list[dict[str, Any]]) -> tuple[tuple[str, str], ...]:
+    """(name, output) of the tool_result blocks of the last message when it is the user's."""
+    last = messages[-1]
+    content = last.get("content")
+    if last.get("role") != "user" or not isinstance(content, list):
+        return ()
+    names = {
+        block.get("id"): str(block.get("name", ""))
+        for message in messages
+        if message.get("role") == "assistant" and isinstance(message.get("content"), list)
+        for block in message["content"]
+        if isinstance(block, dict) and block.get("type") == "tool_use"
+    }
+    results = []
+    for block in content:
+        if block.get("type") == "tool_result":
+            output = block.get("content")
+            text = output if isinstance(output, str) else content_text(output)
+            results.append((names.get(block.get("tool_use_id"), ""), text))
+    return tuple(results)
+
+
+def _question(messages: list[dict[str, Any]]) -> str:
+    """The text of the last user message that has some (tool results carry none): what was asked."""
+    for message in reversed(messages):
+        if message.get("role") == "user":
+            text = content_text(message.get("content"))
+            if text:
+                return text
+    return ""
 
 
 def _bad(message: str) -> ApiError:
@@ -125,13 +224,17 @@ def parse_messages_request(data: Mapping[str, Any]) -> MessagesRequest:
     stream = data.get("stream")
     if stream is not None and not isinstance(stream, bool):
         raise _bad(f"stream: must be true or false; got {stream!r}")
+    tools = _check_tools(data)
     return MessagesRequest(
         model=model,
-        prompt=last_user_text(messages),
+        prompt=_question(messages),
         prompt_tokens=prompt_tokens,
         max_tokens=max_tokens,
         stop_sequences=_check_stop(data),
         stream=bool(stream),
+        tools=tools,
+        policy=_check_tool_choice(data, tools),
+        results=_tool_results(messages),
     )
 
 
@@ -169,15 +272,96 @@ async def messages(request: web.Request) -> web.StreamResponse:
     latency = latency_for(request.headers, state.settings)
     req = parse_messages_request(await read_json(request))
     async with request_slot(state, request):
-        answer = await prepare_answer(
-            request, state, req.prompt, req.prompt_tokens, stop=req.stop_sequences, max_tokens=req.max_tokens
-        )
+        text, rng = await pick_answer(state, req.prompt)
         msg_id = f"msg_{fresh_hex()}"
+        if req.tools:
+            policy = replace(req.policy, rate=rate_for(request.headers, state.settings.tool_call_rate))
+            calls = make_calls(req.tools, policy, req.prompt, bool(req.results), text, rng)
+            if calls:
+                return await _tool_use(request, state, req, msg_id, latency, calls, rng)
+        if req.results:
+            text = cite(req.results, text)
+        answer = finish_answer(
+            request,
+            state,
+            req.prompt,
+            text,
+            rng,
+            req.prompt_tokens,
+            stop=req.stop_sequences,
+            max_tokens=req.max_tokens,
+        )
         if req.stream:
             return await _stream(request, state, req, msg_id, latency, answer)
         if not await wait_whole(request, state, latency, answer):
             return web.Response(status=499)
         return json_response(message_body(req, msg_id, answer))
+
+
+def _tool_use_block(call: ToolCall, with_input: bool = True) -> dict[str, Any]:
+    tool_input = orjson.loads(call.arguments) if with_input else {}
+    return {
+        "type": "tool_use",
+        "id": call.id.replace("call_", "toolu_", 1),
+        "name": call.name,
+        "input": tool_input,
+    }
+
+
+async def _tool_use(
+    request: web.Request,
+    state: SimulateState,
+    req: MessagesRequest,
+    msg_id: str,
+    latency: Latency,
+    calls: list[ToolCall],
+    rng: random.Random,
+) -> web.StreamResponse:
+    """The answer that calls tools: tool_use blocks, stop_reason tool_use (never cut: inputs stay whole)."""
+    per_chunk = 1 if latency.itl > 0 else INSTANT_CHUNK_TOKENS
+    split = [argument_pieces(call.arguments, per_chunk) for call in calls]
+    output_tokens = sum(sum(counts) for _, counts in split)
+    count_answer(state, req.prompt_tokens, "tool_calls")
+    body = message_body(req, msg_id, None)
+    body["usage"]["output_tokens"] = output_tokens
+    if not req.stream:
+        if not latency.instant and not await wait_or_gone(
+            request, state, latency.whole_answer(output_tokens, rng)
+        ):
+            return web.Response(status=499)
+        state.stats.tokens_sent += output_tokens
+        body.update(content=[_tool_use_block(c) for c in calls], stop_reason="tool_use")
+        return json_response(body)
+    head = [sse_event("message_start", {"type": "message_start", "message": message_body(req, msg_id, None)})]
+
+    def steps() -> Iterator[tuple[bytes, int]]:
+        for index, (call, (pieces, counts)) in enumerate(zip(calls, split, strict=True)):
+            block = _tool_use_block(call, with_input=False)
+            start = {"type": "content_block_start", "index": index, "content_block": block}
+            yield sse_event("content_block_start", start), 0
+            for piece, count in zip(pieces, counts, strict=True):
+                delta = {"type": "input_json_delta", "partial_json": piece}
+                yield (
+                    sse_event(
+                        "content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta}
+                    ),
+                    count,
+                )
+            yield sse_event("content_block_stop", {"type": "content_block_stop", "index": index}), 0
+
+    def tail() -> list[bytes]:
+        delta = {"stop_reason": "tool_use", "stop_sequence": None}
+        return [
+            sse_event(
+                "message_delta",
+                {"type": "message_delta", "delta": delta, "usage": {"output_tokens": output_tokens}},
+            ),
+            sse_event("message_stop", {"type": "message_stop"}),
+        ]
+
+    response = stream_response(request, SSE_HEADERS)
+    await send_events(request, state, response, latency, rng, head=head, steps=steps(), tail=tail)
+    return response
 
 
 async def _stream(

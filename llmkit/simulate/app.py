@@ -33,12 +33,14 @@ from llmkit.simulate.instant import instant_chat_events
 from llmkit.simulate.latency import Latency, latency_for
 from llmkit.simulate.openai import (
     TEST_COMPLETION,
+    Answer,
     ChatRequest,
     ChunkWriter,
     chat_request_from_body,
     completion_json,
     shape_answer,
     stream_head,
+    tool_call_pieces,
 )
 from llmkit.simulate.openapi import CHAT_DOC, MODEL_DOC, SCHEMAS, TEST_COMPLETION_DOC
 from llmkit.simulate.reply import SSE_HEADERS, pick_answer, run_stream, wait_or_gone
@@ -53,7 +55,7 @@ from llmkit.simulate.stream import (
     StreamSender,
     plan_pieces,
 )
-from llmkit.simulate.structured import ToolCall
+from llmkit.simulate.tool_calls import rate_for
 
 log = logging.getLogger("llmkit.simulate")
 
@@ -104,7 +106,8 @@ async def _answer(
 ) -> web.StreamResponse:
     stats = state.stats
     text, rng = await pick_answer(state, chat.prompt)
-    answer = shape_answer(chat, text, rng)
+    rate = rate_for(request.headers, state.settings.tool_call_rate) if chat.tools else 1.0
+    answer = shape_answer(chat, text, rng, rate)
     tokens, finish_reason = answer.tokens, answer.finish_reason
     stats.prompt_tokens += prompt_tokens
     stats.finish_reasons[finish_reason] = stats.finish_reasons.get(finish_reason, 0) + chat.n
@@ -119,14 +122,12 @@ async def _answer(
             chat.stream,
         )
     if chat.stream:
-        return await _stream(
-            request, state, chat, latency, rng, tokens, finish_reason, prompt_tokens, answer.tool_call
-        )
+        return await _stream(request, state, chat, latency, rng, answer, prompt_tokens)
     if not latency.instant and not await wait_or_gone(request, state, latency.whole_answer(len(tokens), rng)):
         return web.Response(status=499)
     stats.tokens_sent += len(tokens) * chat.n
     body = completion_json(
-        chat.model, answer.content, finish_reason, chat.n, prompt_tokens, len(tokens), answer.tool_call
+        chat.model, answer.content, finish_reason, chat.n, prompt_tokens, len(tokens), answer.tool_calls
     )
     return web.Response(body=body, content_type="application/json")
 
@@ -137,24 +138,27 @@ async def _stream(
     chat: ChatRequest,
     latency: Latency,
     rng: random.Random,
-    tokens: list[str],
-    finish_reason: str,
+    answer: Answer,
     prompt_tokens: int,
-    tool_call: ToolCall | None = None,
 ) -> web.StreamResponse:
+    tokens, finish_reason, calls = answer.tokens, answer.finish_reason, answer.tool_calls
     with_usage = chat.include_usage or state.settings.usage_chunk == "always"
     usage = (prompt_tokens, len(tokens) * chat.n) if with_usage else None
     response = stream_response(request, SSE_HEADERS)
     capacity = state.settings.channel_capacity
     sender: Sender
-    if latency.instant and tool_call is None and request.get(STREAM_FAULT_KEY) is None:
+    if latency.instant and not calls and request.get(STREAM_FAULT_KEY) is None:
         # Nothing to wait for and nothing random: the events are known, only the head is new.
         events = instant_chat_events(tokens, chat.n, finish_reason, usage)
         sender = PrebuiltStream(response, stream_head(chat.model), events, len(tokens) * chat.n, capacity)
     else:
-        writer = ChunkWriter(chat.model, chat.n, tool_call)
+        writer = ChunkWriter(chat.model, chat.n, calls)
         # One token per event when tokens arrive one by one; a few per event when nothing waits between.
-        pieces, counts = plan_pieces(tokens, 1 if latency.itl > 0 else INSTANT_CHUNK_TOKENS)
+        per_chunk = 1 if latency.itl > 0 else INSTANT_CHUNK_TOKENS
+        if calls:
+            pieces, counts = tool_call_pieces(calls, tokens, answer.call_tokens, per_chunk)
+        else:
+            pieces, counts = plan_pieces(tokens, per_chunk)
         usage_event = writer.usage(*usage) if usage is not None else None
         plan = StreamPlan(pieces, counts, chat.n, finish_reason, usage_event)
         sender = StreamSender(request, response, writer, plan, capacity)

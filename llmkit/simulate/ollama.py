@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import random
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,13 +14,24 @@ from aiohttp import web
 
 from llmkit.core.http import ApiError, add_route, json_response, openapi, set_error_format, stream_response
 from llmkit.core.sampling import INT64_MAX, is_int
-from llmkit.core.tokenizer import count_prompt_tokens
+from llmkit.core.tokenizer import count_prompt_tokens, tokenize
 from llmkit.simulate.latency import Latency, latency_for
 from llmkit.simulate.openai import last_user_text
 from llmkit.simulate.openapi import OLLAMA_CHAT_DOC, OLLAMA_ERROR, OLLAMA_GENERATE_DOC
-from llmkit.simulate.shapes import Answer, Clock, prepare_answer, send_stream, wait_whole
+from llmkit.simulate.reply import pick_answer
+from llmkit.simulate.shapes import (
+    Answer,
+    Clock,
+    count_answer,
+    finish_answer,
+    send_events,
+    send_stream,
+    wait_whole,
+)
 from llmkit.simulate.slot import request_slot
 from llmkit.simulate.state import STATE_KEY, SimulateState
+from llmkit.simulate.structured import MAX_TOOLS, ResponseFormat, Tool, ToolCall, format_content, tool_problem
+from llmkit.simulate.tool_calls import ToolPolicy, cite, make_calls, rate_for
 
 NDJSON_HEADERS = {"Content-Type": "application/x-ndjson", "Cache-Control": "no-cache"}
 ROLES = ("system", "user", "assistant", "tool")
@@ -55,6 +67,13 @@ class OllamaRequest:
     as_json: bool
     # Nothing to answer (no messages, no prompt): Ollama then just loads the model.
     load_only: bool
+    # format: a JSON schema object the answer follows.
+    schema: dict[str, Any] | None = None
+    tools: tuple[Tool, ...] = ()
+    seed: int | None = None
+    # (tool name, output) of the tool messages ending the conversation.
+    results: tuple[tuple[str, str], ...] = ()
+    texts: tuple[str, ...] = ()
 
 
 def _bad(message: str) -> ApiError:
@@ -87,6 +106,56 @@ def _check_options(data: Mapping[str, Any]) -> tuple[int | None, tuple[str, ...]
     # Ollama reads -1 as "no limit" and -2 as "fill the context": neither cuts a simulated answer.
     max_tokens = num_predict if num_predict is not None and num_predict > 0 else None
     return max_tokens, tuple(s for s in stop if s)
+
+
+def _check_format_schema(data: Mapping[str, Any]) -> dict[str, Any] | None:
+    # A schema the sampler cannot satisfy is a 400 when the answer is made (format_content).
+    fmt = data.get("format")
+    return fmt if isinstance(fmt, dict) else None
+
+
+def _check_seed(data: Mapping[str, Any]) -> int | None:
+    options = data.get("options")
+    seed = options.get("seed") if isinstance(options, dict) else None
+    if seed is not None and not is_int(seed, -INT64_MAX):
+        raise _bad(f"options.seed must be an integer; got {seed!r}")
+    return seed
+
+
+def _check_tools(data: Mapping[str, Any]) -> tuple[Tool, ...]:
+    raw = data.get("tools")
+    if raw is None:
+        return ()
+    if not isinstance(raw, list) or len(raw) > MAX_TOOLS:
+        raise _bad(f"tools must be an array of up to {MAX_TOOLS} function tools; got {raw!r:.80}")
+    tools = []
+    for i, tool in enumerate(raw):
+        function = tool.get("function") if isinstance(tool, dict) else None
+        if not isinstance(function, dict) or tool.get("type", "function") != "function":
+            raise _bad(
+                f'tools[{i}] must be {{"type": "function", "function": {{"name": ..., "parameters": ...}}}}'
+            )
+        name, description, schema = (
+            function.get("name"),
+            function.get("description"),
+            function.get("parameters"),
+        )
+        problem = tool_problem(name, description, schema, f"tools[{i}].function", "parameters")
+        if problem is not None:
+            raise _bad(problem)
+        tools.append(Tool(str(name), schema if schema is not None else {"type": "object"}, description or ""))
+    if len({t.name for t in tools}) != len(tools):
+        raise _bad("tools: function names must be unique")
+    return tuple(tools)
+
+
+def _tool_results(messages: list[dict[str, Any]]) -> tuple[tuple[str, str], ...]:
+    results = []
+    for message in reversed(messages):
+        if message.get("role") != "tool":
+            break
+        results.append((str(message.get("tool_name") or ""), str(message.get("content") or "")))
+    return tuple(results[::-1])
 
 
 def _check_common(data: Mapping[str, Any]) -> tuple[bool, bool]:
@@ -124,7 +193,22 @@ def parse_chat(data: Mapping[str, Any]) -> OllamaRequest:
     max_tokens, stop = _check_options(data)
     prompt = last_user_text(messages)
     tokens = count_prompt_tokens(messages)
-    return OllamaRequest(model, prompt, tokens, stream, max_tokens, stop, as_json, not messages)
+    texts = (prompt, *(str(m.get("content") or "") for m in messages if m.get("role") == "system"))
+    return OllamaRequest(
+        model,
+        prompt,
+        tokens,
+        stream,
+        max_tokens,
+        stop,
+        as_json,
+        not messages,
+        _check_format_schema(data),
+        _check_tools(data),
+        _check_seed(data),
+        _tool_results(messages) if messages else (),
+        texts,
+    )
 
 
 def parse_generate(data: Mapping[str, Any]) -> OllamaRequest:
@@ -140,7 +224,23 @@ def parse_generate(data: Mapping[str, Any]) -> OllamaRequest:
     messages = [{"role": "system", "content": system}] if system else []
     messages.append({"role": "user", "content": prompt})
     tokens = count_prompt_tokens(messages)
-    return OllamaRequest(model, prompt, tokens, stream, max_tokens, stop, as_json, not prompt)
+    schema = _check_format_schema(data)
+    texts = (prompt, system)
+    return OllamaRequest(
+        model,
+        prompt,
+        tokens,
+        stream,
+        max_tokens,
+        stop,
+        as_json,
+        not prompt,
+        schema,
+        (),
+        _check_seed(data),
+        (),
+        texts,
+    )
 
 
 async def read_body(request: web.Request) -> dict[str, Any]:
@@ -188,9 +288,14 @@ class _Shape:
     def __init__(self, chat: bool) -> None:
         self.chat = chat
 
-    def content(self, text: str) -> dict[str, Any]:
+    def content(self, text: str, calls: Sequence[ToolCall] = ()) -> dict[str, Any]:
         if self.chat:
-            return {"message": {"role": "assistant", "content": text}}
+            message: dict[str, Any] = {"role": "assistant", "content": text}
+            if calls:
+                message["tool_calls"] = [
+                    {"function": {"name": c.name, "arguments": orjson.loads(c.arguments)}} for c in calls
+                ]
+            return {"message": message}
         return {"response": text}
 
     def final(self) -> dict[str, Any]:
@@ -206,14 +311,18 @@ async def _answer(request: web.Request, req: OllamaRequest, shape: _Shape) -> we
             clock.mark_ready()
             body = {"model": req.model, "created_at": _timestamp(), **shape.final()}
             return json_response({**body, **_final(req, None, clock, 0.0)})
-        answer = await prepare_answer(
-            request,
-            state,
-            req.prompt,
-            req.prompt_tokens,
-            stop=req.stop,
-            max_tokens=req.max_tokens,
-            as_json=req.as_json,
+        text, rng = await pick_answer(state, req.prompt)
+        if req.tools:
+            policy = ToolPolicy(rate=rate_for(request.headers, state.settings.tool_call_rate))
+            calls = make_calls(req.tools, policy, req.prompt, bool(req.results), text, rng, req.seed)
+            if calls:
+                clock.mark_ready()
+                return await _tool_calls(request, state, req, shape, latency, calls, rng, clock)
+        if req.results:
+            text = cite(req.results, text)
+        text = _formatted(req, text, rng)
+        answer = finish_answer(
+            request, state, req.prompt, text, rng, req.prompt_tokens, stop=req.stop, max_tokens=req.max_tokens
         )
         clock.mark_ready()
         if req.stream:
@@ -225,6 +334,49 @@ async def _answer(request: web.Request, req: OllamaRequest, shape: _Shape) -> we
         if not shape.chat:
             body["context"] = []
         return json_response({**body, **_final(req, answer, clock, latency.ttft)})
+
+
+def _formatted(req: OllamaRequest, text: str, rng: random.Random) -> str:
+    """The answer in the request's format: JSON valid against its schema, a JSON object fitting the prompt
+    ("json"), or the text."""
+    if req.schema is not None:
+        return format_content(ResponseFormat("json_schema", req.schema), text, rng, param="format")
+    if req.as_json:
+        return format_content(ResponseFormat("json_object"), text, rng, req.texts)
+    return text
+
+
+async def _tool_calls(
+    request: web.Request,
+    state: SimulateState,
+    req: OllamaRequest,
+    shape: _Shape,
+    latency: Latency,
+    calls: list[ToolCall],
+    rng: random.Random,
+    clock: Clock,
+) -> web.StreamResponse:
+    """The answer that calls tools: message.tool_calls (arguments as objects), all in one object or line,
+    as Ollama sends them, then the final object (done_reason stop)."""
+    tokens = [t for c in calls for t in tokenize(c.arguments)]
+    count_answer(state, req.prompt_tokens, "tool_calls")
+    answer = Answer(tokens, "stop", None, req.prompt_tokens, rng)
+    if not req.stream:
+        if not await wait_whole(request, state, latency, answer):
+            return web.Response(status=499)
+        clock.mark_done()
+        body = {"model": req.model, "created_at": _timestamp(), **shape.content("", calls)}
+        return json_response({**body, **_final(req, answer, clock, latency.ttft)})
+    line = {"model": req.model, "created_at": _timestamp(), **shape.content("", calls), "done": False}
+
+    def tail() -> list[bytes]:
+        last = {"model": req.model, "created_at": _timestamp(), **shape.final()}
+        return [orjson.dumps({**last, **_final(req, answer, clock, latency.ttft)}) + b"\n"]
+
+    response = stream_response(request, NDJSON_HEADERS)
+    steps = [(orjson.dumps(line) + b"\n", len(tokens))]
+    await send_events(request, state, response, latency, rng, head=[], steps=steps, tail=tail, clock=clock)
+    return response
 
 
 async def _stream(

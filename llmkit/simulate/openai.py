@@ -20,13 +20,13 @@ from llmkit.simulate.structured import (
     ResponseFormat,
     Tool,
     ToolCall,
-    choose_tool,
     format_content,
     make_tool_call,
     parse_response_format,
     parse_tool_choice,
     parse_tools,
 )
+from llmkit.simulate.tool_calls import ToolPolicy, cite, decision_rng, pick_tools
 
 ROLES = ("system", "user", "assistant", "tool", "developer")
 MAX_N = 128
@@ -72,17 +72,24 @@ class ChatRequest:
     tool_choice: str = "auto"
     tool_name: str | None = None
     response_format: ResponseFormat = TEXT_FORMAT
+    parallel_tool_calls: bool = True
+    seed: int | None = None
+    # The last message is a tool result: an agent loop is waiting for the answer that uses it.
+    after_tool: bool = False
 
 
 @dataclass(slots=True)  # not frozen: a frozen dataclass pays object.__setattr__ per field, on every request
 class Answer:
-    """What one chat request answers: content or tool-call argument tokens, the finish reason, the call."""
+    """What one chat request answers: content or tool-call argument tokens, the finish reason, the calls."""
 
     tokens: list[str]
     finish_reason: str
-    tool_call: ToolCall | None = None
+    # The calls (each with its possibly cut arguments); tokens are their arguments' tokens, call by call.
+    tool_calls: tuple[ToolCall, ...] = ()
     # The tokens joined (None: join them): what a non-streamed body carries.
     text: str | None = None
+    # How many of `tokens` each call's arguments take (streams split the calls by it).
+    call_tokens: tuple[int, ...] = ()
 
     @property
     def content(self) -> str:
@@ -223,6 +230,8 @@ def parse_chat_request(data: Mapping[str, Any]) -> ChatRequest:
     if stream is not True and stream is not False:
         stream = check_bool(data, "stream")
     response_format = TEXT_FORMAT if get("response_format") is None else parse_response_format(data)
+    parallel = True if get("parallel_tool_calls") is None else check_bool(data, "parallel_tool_calls")
+    seed = None if get("seed") is None else int_param(data, "seed", -INT64_MAX - 1)
     return ChatRequest(
         model,
         messages,
@@ -236,6 +245,9 @@ def parse_chat_request(data: Mapping[str, Any]) -> ChatRequest:
         tool_choice,
         tool_name,
         response_format,
+        parallel,
+        seed,
+        messages[-1].get("role") == "tool",
     )
 
 
@@ -298,23 +310,71 @@ def cut_answer(text: str, stop: tuple[str, ...], max_tokens: int | None) -> tupl
     return cut.tokens, cut.finish_reason
 
 
-def shape_answer(chat: ChatRequest, text: str, rng: random.Random) -> Answer:
-    """The answer to `chat` from the source's `text`: a tool call, or content in the response format."""
-    if not chat.tools and chat.response_format is TEXT_FORMAT:
+def tool_outputs(messages: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """(function name, output) of the tool messages that end the conversation, in order."""
+    names = {
+        call.get("id"): (call.get("function") or {}).get("name", "")
+        for message in messages
+        if message.get("role") == "assistant" and isinstance(message.get("tool_calls"), list)
+        for call in message["tool_calls"]
+        if isinstance(call, dict)
+    }
+    outputs = []
+    for message in reversed(messages):
+        if message.get("role") != "tool":
+            break
+        outputs.append(
+            (str(names.get(message.get("tool_call_id"), "")), content_text(message.get("content")))
+        )
+    return outputs[::-1]
+
+
+def conversation_texts(messages: list[dict[str, Any]], question: str) -> list[str]:
+    """The texts JSON mode reads: the question, then the system and developer messages, then the rest."""
+    system = [content_text(m.get("content")) for m in messages if m.get("role") in ("system", "developer")]
+    rest = [content_text(m.get("content")) for m in messages if m.get("role") not in ("system", "developer")]
+    return [question, *system, *[t for t in rest if t != question]]
+
+
+def cut_calls(calls: list[ToolCall], max_tokens: int | None) -> Answer:
+    """An answer making `calls`, their arguments cut after `max_tokens` tokens in all (finish "length")."""
+    tokens: list[str] = []
+    made: list[ToolCall] = []
+    counts: list[int] = []
+    for call in calls:
+        left = None if max_tokens is None else max_tokens - len(tokens)
+        if left is not None and left <= 0:
+            break
+        cut = cut_text(call.arguments, (), left)
+        tokens.extend(cut.tokens)
+        counts.append(len(cut.tokens))
+        made.append(ToolCall(call.id, call.name, cut.text))
+        if cut.finish_reason == "length":
+            return Answer(tokens, "length", tuple(made), None, tuple(counts))
+    reason = "length" if len(made) < len(calls) else "tool_calls"
+    return Answer(tokens, reason, tuple(made), None, tuple(counts))
+
+
+def shape_answer(chat: ChatRequest, text: str, rng: random.Random, rate: float = 1.0) -> Answer:
+    """The answer to `chat` from the source's `text`: tool calls, or content in the response format."""
+    if not chat.tools and chat.response_format is TEXT_FORMAT and not chat.after_tool:
         # The usual request: plain text, cut by stop and max_tokens.
         cut = cut_text(text, chat.stop, chat.max_tokens)
-        return Answer(cut.tokens, cut.finish_reason, None, cut.text)
-    tool = choose_tool(chat.tools, chat.tool_choice, chat.tool_name, chat.messages)
-    if tool is not None:
-        call = make_tool_call(tool, text, rng)
-        cut = cut_text(call.arguments, (), chat.max_tokens)
-        reason = "tool_calls" if cut.finish_reason == "stop" else cut.finish_reason
-        return Answer(cut.tokens, reason, call, cut.text)
-    content = format_content(chat.response_format, text, rng)
+        return Answer(cut.tokens, cut.finish_reason, (), cut.text)
+    if chat.tools:
+        policy = ToolPolicy(chat.tool_choice, chat.tool_name, chat.parallel_tool_calls, rate)
+        chosen = decision_rng(chat.seed, chat.prompt, rng)
+        tools = pick_tools(chat.tools, policy, chat.prompt, chat.after_tool, chosen)
+        if tools:
+            return cut_calls([make_tool_call(t, text, chosen, rng) for t in tools], chat.max_tokens)
+    if chat.after_tool:
+        text = cite(tool_outputs(chat.messages), text)
+    texts = conversation_texts(chat.messages, chat.prompt)
+    content = format_content(chat.response_format, text, rng, texts)
     # Stop sequences cut plain text only: cutting generated JSON would only make it invalid.
     stop = chat.stop if chat.response_format.type == "text" else ()
     cut = cut_text(content, stop, chat.max_tokens)
-    return Answer(cut.tokens, cut.finish_reason, None, cut.text)
+    return Answer(cut.tokens, cut.finish_reason, (), cut.text)
 
 
 def new_completion_id() -> str:
@@ -338,19 +398,13 @@ def completion_body(
     n: int,
     prompt_tokens: int,
     completion_tokens: int,
-    tool_call: ToolCall | None = None,
+    tool_calls: tuple[ToolCall, ...] = (),
 ) -> dict[str, Any]:
-    """A non-streamed `chat.completion` with `n` identical choices (`content`: a tool call's arguments)."""
+    """A non-streamed `chat.completion` with `n` identical choices (content None when it makes calls)."""
     message: dict[str, Any] = {"role": "assistant", "content": content, "refusal": None}
-    if tool_call is not None:
-        message = {
-            "role": "assistant",
-            "content": None,
-            "refusal": None,
-            "tool_calls": [
-                {**tool_call.as_dict(), "function": {"name": tool_call.name, "arguments": content}}
-            ],
-        }
+    if tool_calls:
+        calls = [call.as_dict() for call in tool_calls]
+        message = {"role": "assistant", "content": None, "refusal": None, "tool_calls": calls}
     choices = [
         {
             "index": i,
@@ -383,17 +437,17 @@ def completion_json(
     n: int,
     prompt_tokens: int,
     completion_tokens: int,
-    tool_call: ToolCall | None = None,
+    tool_calls: tuple[ToolCall, ...] = (),
 ) -> bytes:
     """`completion_body(...)` as JSON bytes: a fresh id and created time in front of the remembered rest."""
     key = (model, content, finish_reason, n, prompt_tokens, completion_tokens)
-    rest = None if tool_call is not None else _BODIES.get(key)
+    rest = None if tool_calls else _BODIES.get(key)
     if rest is None:
-        body = completion_body(model, content, finish_reason, n, prompt_tokens, completion_tokens, tool_call)
+        body = completion_body(model, content, finish_reason, n, prompt_tokens, completion_tokens, tool_calls)
         for fresh in ("id", "object", "created"):
             del body[fresh]
         rest = orjson.dumps(body)[1:]  # without its opening brace
-        if tool_call is None:
+        if not tool_calls:
             _BODIES.put(key, rest, len(rest))
     head = f'{{"id":"chatcmpl-{fresh_hex()}","object":"chat.completion","created":{int(time.time())},'
     return head.encode() + rest
@@ -412,32 +466,63 @@ def stream_head(model: str) -> bytes:
     return b"data: " + orjson.dumps(header)[:-1]
 
 
+def _call_head(index: int, call: ToolCall) -> dict[str, Any]:
+    return {
+        "index": index,
+        "id": call.id,
+        "type": "function",
+        "function": {"name": call.name, "arguments": ""},
+    }
+
+
+def tool_call_pieces(
+    calls: tuple[ToolCall, ...], tokens: list[str], call_tokens: tuple[int, ...], per_chunk: int
+) -> tuple[list[str], list[int]]:
+    """The deltas of a tool-call stream after its first event (which names call 0), as JSON, and their
+    token counts: each later call's head (0 tokens), then its argument pieces."""
+    pieces: list[str] = []
+    counts: list[int] = []
+    start = 0
+    for index, (call, count) in enumerate(zip(calls, call_tokens, strict=True)):
+        if index:
+            pieces.append(orjson.dumps({"tool_calls": [_call_head(index, call)]}).decode())
+            counts.append(0)
+        for at in range(start, start + count, per_chunk):
+            text = "".join(tokens[at : min(at + per_chunk, start + count)])
+            delta = {"tool_calls": [{"index": index, "function": {"arguments": text}}]}
+            pieces.append(orjson.dumps(delta).decode())
+            counts.append(min(per_chunk, start + count - at))
+        start += count
+    return pieces, counts
+
+
 class ChunkWriter:
     """Builds the SSE events of one stream; every event shares the stream's id and created time."""
 
-    __slots__ = ("_close", "_head", "_heads", "_open", "_role", "_tail")
+    __slots__ = ("_head", "_heads", "_raw", "_role", "_tail")
 
-    def __init__(self, model: str | None, n: int, tool_call: ToolCall | None = None) -> None:
+    def __init__(self, model: str | None, n: int, tool_calls: tuple[ToolCall, ...] = ()) -> None:
         # model None: a headless writer, whose events are what follows the head (see stream_head).
         self._head = b"" if model is None else stream_head(model)
         self._heads = [self._head + b',"choices":[{"index":%d,"delta":' % i for i in range(n)]
         self._tail = b',"logprobs":null,"finish_reason":null}]}\n\n'
         self._role = b'{"role":"assistant","content":""}'
-        self._open, self._close = b'{"content":', b"}"
-        if tool_call is not None:
+        # Tool-call streams carry ready-made deltas (tool_call_pieces); text streams carry content.
+        self._raw = bool(tool_calls)
+        if tool_calls:
             # OpenAI's tool-call deltas: the first names the call, the next ones carry its arguments.
-            first = {"index": 0, **tool_call.as_dict(), "function": {"name": tool_call.name, "arguments": ""}}
-            role = {"role": "assistant", "content": None, "tool_calls": [first]}
+            role = {"role": "assistant", "content": None, "tool_calls": [_call_head(0, tool_calls[0])]}
             self._role = orjson.dumps(role)
-            self._open, self._close = b'{"tool_calls":[{"index":0,"function":{"arguments":', b"}}]}"
 
     def role(self, index: int) -> bytes:
         """The first event of a choice: the assistant role and empty content (or the named tool call)."""
         return self._heads[index] + self._role + self._tail
 
     def content(self, index: int, text: str) -> bytes:
-        """An event carrying a piece of a choice's content (or of its tool call's arguments)."""
-        return self._heads[index] + self._open + orjson.dumps(text) + self._close + self._tail
+        """An event carrying a piece of a choice's content (or, in a tool-call stream, a delta's JSON)."""
+        if self._raw:
+            return self._heads[index] + text.encode() + self._tail
+        return self._heads[index] + b'{"content":' + orjson.dumps(text) + b"}" + self._tail
 
     def finish(self, index: int, reason: str) -> bytes:
         """The last event of a choice: an empty delta and its finish reason."""

@@ -69,6 +69,11 @@ CHAT_SCHEMA: dict[str, Any] = {
         "stream_options": _STREAM_OPTIONS,
         "stop": _STOP,
         "response_format": RESPONSE_FORMAT,
+        "parallel_tool_calls": {**_BOOL, "description": "false: at most one tool call (default true)"},
+        "seed": {
+            **_int(-INT64_MAX - 1),
+            "description": "makes the tool-call decision and the arguments repeatable",
+        },
     },
 }
 COMPLETION_SCHEMA: dict[str, Any] = {
@@ -115,6 +120,8 @@ EMBEDDING_SCHEMA: dict[str, Any] = {
 }
 RESPONSES_SCHEMA: dict[str, Any] = {
     "type": "object",
+    # tools and tool_choice are read too; left out, as the fuzzer's random tools would collide on names.
+    "description": "also tools (function tools are called; built-in ones never) and tool_choice, as OpenAI's",
     "required": ["model", "input"],
     "properties": {
         "model": _MODEL,
@@ -149,15 +156,27 @@ RESPONSES_SCHEMA: dict[str, Any] = {
             "nullable": True,
             "properties": {
                 "format": {
-                    "type": "object",
                     "nullable": True,
-                    "required": ["type"],
-                    "properties": {
-                        "type": {"type": "string", "enum": ["text", "json_object", "json_schema"]}
-                    },
+                    "oneOf": [
+                        {
+                            "type": "object",
+                            "required": ["type"],
+                            "properties": {"type": {"type": "string", "enum": ["text", "json_object"]}},
+                        },
+                        {
+                            "type": "object",
+                            "required": ["type", "name", "schema"],
+                            "properties": {
+                                "type": {"type": "string", "enum": ["json_schema"]},
+                                "name": {"type": "string"},
+                                "schema": {"type": "object"},
+                            },
+                        },
+                    ],
                 }
             },
         },
+        "parallel_tool_calls": {**_BOOL, "description": "false: at most one function call (default true)"},
     },
 }
 _BLOCK = {"type": "object", "required": ["type"], "description": "a content block: any object with a type"}
@@ -197,6 +216,8 @@ COUNT_TOKENS_SCHEMA: dict[str, Any] = {
 }
 MESSAGES_SCHEMA: dict[str, Any] = {
     "type": "object",
+    # tools and tool_choice are read too; left out, as the fuzzer's random tools would collide on names.
+    "description": "also tools (name, description, input_schema) and tool_choice (auto, any, tool, none)",
     "required": ["model", "messages", "max_tokens"],
     "properties": {
         **_ANTHROPIC_PROMPT,
@@ -229,7 +250,7 @@ OLLAMA_CHAT_SCHEMA: dict[str, Any] = {
     "type": "object",
     # tools (up to 128 function tools with unique names) and tool_choice are read too; left out here, as
     # the fuzzer's random tools would collide on names, which the server rightly refuses.
-    "description": "also tools and tool_choice (none, auto, required or a named function), as OpenAI's",
+    "description": "also tools (function tools, as OpenAI's; Ollama has no tool_choice)",
     "required": ["model", "messages"],
     "properties": {
         **_OLLAMA_COMMON,

@@ -335,3 +335,60 @@ def _class_chars(parts: list[Any]) -> str:
 def sample_instance(schema: Any, rng: random.Random, words: Sequence[str] = ()) -> Any:
     """A value valid against `schema`; raises SchemaError for one it cannot resolve or satisfy."""
     return SchemaSampler(schema, rng, words).sample()
+
+
+_TYPES = frozenset(("object", "array", "string", "number", "integer", "boolean", "null"))
+_SCHEMA_MAPS = ("properties", "$defs", "definitions", "patternProperties")
+_SCHEMA_LISTS = ("anyOf", "oneOf", "allOf", "prefixItems")
+_SCHEMA_ONES = ("additionalProperties", "not", "additionalItems")
+
+
+def schema_problem(schema: Any, where: str) -> str | None:
+    """What makes `schema` no JSON schema (a bad type, properties not an object, ...) at `where`, or None."""
+    try:
+        _check_schema(schema, where, 0)
+    except SchemaError as exc:
+        return str(exc)
+    return None
+
+
+def _check_schema(schema: Any, where: str, depth: int) -> None:
+    if isinstance(schema, bool):
+        return
+    if not isinstance(schema, dict):
+        raise SchemaError(f"{where} must be a JSON schema object; got {schema!r:.60}")
+    if depth > _MAX_DEPTH:
+        raise SchemaError(f"{where} nests too deeply")
+    kind = schema.get("type")
+    kinds = kind if isinstance(kind, list) else [] if kind is None else [kind]
+    if (isinstance(kind, list) and not kind) or not all(isinstance(k, str) and k in _TYPES for k in kinds):
+        known = ", ".join(sorted(_TYPES))
+        raise SchemaError(f"{where}.type must be one of {known} (or an array of them); got {kind!r:.60}")
+    required = schema.get("required")
+    if required is not None and not (
+        isinstance(required, list) and all(isinstance(r, str) for r in required)
+    ):
+        raise SchemaError(f"{where}.required must be an array of property names; got {required!r:.60}")
+    for sub, at in _subschemas(schema, where):
+        _check_schema(sub, at, depth + 1)
+
+
+def _subschemas(schema: dict[str, Any], where: str) -> list[tuple[Any, str]]:
+    found: list[tuple[Any, str]] = []
+    for key in _SCHEMA_MAPS:
+        value = schema.get(key)
+        if value is not None and not isinstance(value, dict):
+            raise SchemaError(f"{where}.{key} must be an object of schemas; got {value!r:.60}")
+        found.extend((sub, f"{where}.{key}.{name}") for name, sub in (value or {}).items())
+    for key in _SCHEMA_LISTS:
+        value = schema.get(key)
+        if value is not None and not isinstance(value, list):
+            raise SchemaError(f"{where}.{key} must be an array of schemas; got {value!r:.60}")
+        found.extend((sub, f"{where}.{key}[{i}]") for i, sub in enumerate(value or ()))
+    items = schema.get("items")
+    if isinstance(items, list):  # draft 4's tuple form
+        found.extend((sub, f"{where}.items[{i}]") for i, sub in enumerate(items))
+    elif items is not None:
+        found.append((items, f"{where}.items"))
+    found.extend((schema[key], f"{where}.{key}") for key in _SCHEMA_ONES if key in schema)
+    return found

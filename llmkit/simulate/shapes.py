@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,6 +13,7 @@ import orjson
 from aiohttp import web
 
 from llmkit.core.http import request_id_of
+from llmkit.core.tokenizer import tokenize
 from llmkit.simulate.latency import Latency
 from llmkit.simulate.openai import cut_answer
 from llmkit.simulate.reply import pick_answer, wait_or_gone
@@ -94,13 +95,26 @@ async def prepare_answer(
     text, rng = await pick_answer(state, prompt)
     if as_json:
         text = json_text(text)
+    return finish_answer(request, state, prompt, text, rng, prompt_tokens, stop=stop, max_tokens=max_tokens)
+
+
+def finish_answer(
+    request: web.Request,
+    state: SimulateState,
+    prompt: str,
+    text: str,
+    rng: random.Random,
+    prompt_tokens: int,
+    *,
+    stop: tuple[str, ...] = (),
+    max_tokens: int | None = None,
+) -> Answer:
+    """`text` cut at the first stop sequence and `max_tokens`, counted in the stats."""
     text, sequence = _first_stop(text, stop)
     tokens, finish = cut_answer(text, (), max_tokens)
     if finish == "length":
         sequence = None
-    stats = state.stats
-    stats.prompt_tokens += prompt_tokens
-    stats.finish_reasons[finish] = stats.finish_reasons.get(finish, 0) + 1
+    count_answer(state, prompt_tokens, finish)
     if state.settings.tracking:
         log.info(
             "request %s %s: prompt %.80r -> answer of %d tokens (%s)",
@@ -111,6 +125,13 @@ async def prepare_answer(
             finish,
         )
     return Answer(tokens, finish, sequence, prompt_tokens, rng)
+
+
+def count_answer(state: SimulateState, prompt_tokens: int, finish: str) -> None:
+    """Count one answer's prompt tokens and its finish reason in the stats."""
+    stats = state.stats
+    stats.prompt_tokens += prompt_tokens
+    stats.finish_reasons[finish] = stats.finish_reasons.get(finish, 0) + 1
 
 
 async def wait_whole(request: web.Request, state: SimulateState, latency: Latency, answer: Answer) -> bool:
@@ -144,10 +165,29 @@ async def send_stream(
 
     A client that disconnects ends the stream quietly (counted in stats.disconnects).
     """
+    # One token per event when tokens arrive one by one; a few per event when nothing waits between them.
+    pieces, counts = plan_pieces(answer.tokens, 1 if latency.itl > 0 else INSTANT_CHUNK_TOKENS)
+    steps = ((piece(text), counts[k]) for k, text in enumerate(pieces))
+    await send_events(
+        request, state, response, latency, answer.rng, head=head, steps=steps, tail=tail, clock=clock
+    )
+
+
+async def send_events(
+    request: web.Request,
+    state: SimulateState,
+    response: web.StreamResponse,
+    latency: Latency,
+    rng: random.Random,
+    *,
+    head: list[bytes],
+    steps: Iterable[tuple[bytes, int]],
+    tail: Callable[[], list[bytes]],
+    clock: Clock | None = None,
+) -> None:
+    """Stream `head`, then each step (an event and its tokens) on the latency model, then `tail()`."""
     stats = state.stats
     one_by_one = latency.itl > 0
-    # One token per event when tokens arrive one by one; a few per event when nothing waits between them.
-    pieces, counts = plan_pieces(answer.tokens, 1 if one_by_one else INSTANT_CHUNK_TOKENS)
     capacity = max(1, state.settings.channel_capacity)
     sent = 0
     stats.active_streams += 1
@@ -156,16 +196,16 @@ async def send_stream(
         if head:
             # The opening events go out at once, as the real APIs do, before the time to first token.
             await response.write(b"".join(head))
-        await pause(request, latency.first_token(answer.rng))
+        await pause(request, latency.first_token(rng))
         if clock is not None:
             clock.mark_first()
         batch: list[bytes] = []
         batch_tokens = 0
-        for k, text in enumerate(pieces):
+        for k, (event, tokens) in enumerate(steps):
             if one_by_one and k:
-                await pause(request, latency.next_token(answer.rng))
-            batch.append(piece(text))
-            batch_tokens += counts[k]
+                await pause(request, latency.next_token(rng))
+            batch.append(event)
+            batch_tokens += tokens
             if one_by_one or len(batch) >= capacity:
                 await response.write(b"".join(batch))
                 sent += batch_tokens
@@ -182,3 +222,8 @@ async def send_stream(
     finally:
         stats.active_streams -= 1
         stats.tokens_sent += sent
+
+
+def argument_pieces(arguments: str, per_chunk: int) -> tuple[list[str], list[int]]:
+    """A tool call's JSON arguments as streamed fragments and the tokens of each."""
+    return plan_pieces(tokenize(arguments), per_chunk)

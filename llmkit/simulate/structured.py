@@ -1,9 +1,7 @@
 """Tools, tool_choice and response_format of chat completions: validation and the answers they shape.
 
-What the simulator calls: tool_choice "required" calls the tool the last user message names (else the first
-tool); a named tool_choice calls that tool; "auto" calls a tool only when the last message is the user's and
-names one of the tools (so an agent loop that sent back a tool result gets a text answer), else it answers
-text; "none" answers text. Arguments and json_schema outputs are fakes valid against the schema.
+Which tools an answer calls is tool_calls.py's choice; arguments and json_schema outputs are fakes valid
+against the schema; json_object outputs fit the prompt (json_mode.py).
 """
 
 from __future__ import annotations
@@ -19,8 +17,8 @@ import orjson
 
 from llmkit.core.http import ApiError
 from llmkit.core.sampling import NAME_RE, response_format_problem
-from llmkit.core.tokenizer import content_text
-from llmkit.simulate.schema_sample import SchemaError, sample_instance
+from llmkit.simulate.json_mode import prompt_object
+from llmkit.simulate.schema_sample import SchemaError, sample_instance, schema_problem
 
 MAX_TOOLS = 128
 TOOL_CHOICES = ("none", "auto", "required")
@@ -35,6 +33,7 @@ class Tool:
 
     name: str
     parameters: dict[str, Any] = field(default_factory=lambda: dict(_EMPTY_PARAMETERS))
+    description: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +65,21 @@ def _bad(param: str, message: str) -> ApiError:
     return ApiError(400, "invalid_value", message, param=param)
 
 
+def tool_problem(name: Any, description: Any, parameters: Any, where: str, schema_key: str) -> str | None:
+    """What is wrong with one tool definition (its name, description or parameters schema), or None."""
+    if not isinstance(name, str) or not NAME_RE.match(name):
+        return f"{where}.name must be 1-64 letters, digits, '_' or '-'; got {name!r:.60}"
+    if description is not None and not isinstance(description, str):
+        return f"{where}.description must be a string; got {description!r:.60}"
+    if parameters is None:
+        return None
+    if not isinstance(parameters, dict):
+        return f"{where}.{schema_key} must be a JSON schema object; got {parameters!r:.60}"
+    if parameters.get("type", "object") != "object":
+        return f'{where}.{schema_key}.type must be "object"; got {parameters.get("type")!r:.60}'
+    return schema_problem(parameters, f"{where}.{schema_key}")
+
+
 def _parse_tool(index: int, raw: Any) -> Tool:
     where = f"tools[{index}]"
     example = '{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}'
@@ -75,17 +89,15 @@ def _parse_tool(index: int, raw: Any) -> Tool:
         got = orjson.dumps(raw).decode()[:80]
         raise _bad("tools", f"{where} must be an object like {example}; got {got}")
     function = raw["function"]
-    name = function.get("name")
-    if not isinstance(name, str) or not NAME_RE.match(name):
-        raise _bad("tools", f"{where}.function.name must be 1-64 letters, digits, '_' or '-'; got {name!r}")
-    parameters = function.get("parameters")
-    if parameters is None:
-        return Tool(name)
-    if not isinstance(parameters, dict):
-        raise _bad(
-            "tools", f"{where}.function.parameters must be a JSON schema object; got {parameters!r:.60}"
-        )
-    return Tool(name, parameters)
+    name, description, parameters = (
+        function.get("name"),
+        function.get("description"),
+        function.get("parameters"),
+    )
+    problem = tool_problem(name, description, parameters, f"{where}.function", "parameters")
+    if problem is not None:
+        raise _bad("tools", problem)
+    return Tool(name, parameters if parameters is not None else dict(_EMPTY_PARAMETERS), description or "")
 
 
 def parse_tools(data: Mapping[str, Any]) -> tuple[Tool, ...]:
@@ -140,28 +152,6 @@ def parse_response_format(data: Mapping[str, Any]) -> ResponseFormat:
     return ResponseFormat("json_schema", raw["json_schema"].get("schema", {"type": "object"}))
 
 
-def _names_tool(text: str, tool: Tool) -> bool:
-    lowered = text.lower()
-    name = tool.name.lower()
-    return name in lowered or name.replace("_", " ").replace("-", " ") in lowered
-
-
-def choose_tool(
-    tools: Sequence[Tool], mode: str, name: str | None, messages: Sequence[Mapping[str, Any]]
-) -> Tool | None:
-    """The tool the answer calls, or None for a content answer (see the module docstring)."""
-    if not tools or mode == "none":
-        return None
-    if mode == "function":
-        return next(t for t in tools if t.name == name)
-    last = messages[-1] if messages else {}
-    said = content_text(last.get("content")) if last.get("role") == "user" else ""
-    named = next((t for t in tools if said and _names_tool(said, t)), None)
-    if mode == "required":
-        return named or tools[0]
-    return named
-
-
 def answer_words(text: str) -> list[str]:
     """Words of the source's answer, to fill fake strings with something on topic."""
     return _WORD_RE.findall(text)[:64]
@@ -172,23 +162,37 @@ def new_call_id(rng: random.Random) -> str:
     return "call_" + "".join(rng.choices(_CALL_ID_CHARS, k=24))
 
 
-def make_tool_call(tool: Tool, text: str, rng: random.Random) -> ToolCall:
-    """A call of `tool` with arguments valid against its parameters schema."""
+def tool_arguments(tool: Tool, text: str, rng: random.Random) -> Any:
+    """Arguments for `tool`, valid against its parameters schema; SchemaError when it cannot be satisfied."""
+    return sample_instance(tool.parameters, rng, answer_words(text))
+
+
+def make_tool_call(
+    tool: Tool, text: str, rng: random.Random, id_rng: random.Random | None = None, param: str = "tools"
+) -> ToolCall:
+    """A call of `tool` with arguments valid against its parameters schema (its id drawn from `id_rng`)."""
     try:
-        arguments = sample_instance(tool.parameters, rng, answer_words(text))
+        arguments = tool_arguments(tool, text, rng)
     except SchemaError as exc:
-        raise _bad("tools", f"cannot make arguments for the function {tool.name!r}: {exc}") from None
-    return ToolCall(new_call_id(rng), tool.name, orjson.dumps(arguments).decode())
+        raise _bad(param, f"cannot make arguments for the function {tool.name!r}: {exc}") from None
+    return ToolCall(new_call_id(id_rng or rng), tool.name, orjson.dumps(arguments).decode())
 
 
-def format_content(fmt: ResponseFormat, text: str, rng: random.Random) -> str:
-    """The content in the requested format: the text, {"answer": text}, or JSON valid against the schema."""
+def format_content(
+    fmt: ResponseFormat,
+    text: str,
+    rng: random.Random,
+    prompts: Sequence[str] = (),
+    param: str = "response_format",
+) -> str:
+    """The content in the requested format: the text, a JSON object fitting `prompts` (the conversation's
+    texts, the question first), or JSON valid against the schema."""
     if fmt.type == "json_object":
-        return orjson.dumps({"answer": text}).decode()
+        return orjson.dumps(prompt_object(prompts, text, rng)).decode()
     if fmt.type == "json_schema":
         try:
             value = sample_instance(fmt.schema, rng, answer_words(text))
         except SchemaError as exc:
-            raise _bad("response_format", f"cannot make JSON for the json_schema: {exc}") from None
+            raise _bad(param, f"cannot make JSON for the json_schema: {exc}") from None
         return orjson.dumps(value).decode()
     return text

