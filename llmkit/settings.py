@@ -263,6 +263,9 @@ class GatewaySettings:
     analytics_enabled: bool = True
     analytics_url: str = ""
     analytics_retention_days: int = field(default=90, metadata={"min": 1, "max": 36500})
+    # Batches are written by a child process (the serving process only hands them over); false: by a
+    # thread of this process, for where a child cannot be started.
+    analytics_writer_process: bool = True
 
 
 # The one table of sections; a system adds its dataclass here.

@@ -16,6 +16,7 @@ from llmkit.core.secrets import mask_url
 from llmkit.errors import BackendError
 from llmkit.platform.analytics import analytics_store_from_url
 from llmkit.platform.analytics.base import AnalyticsStore
+from llmkit.platform.analytics.offload import OffloadedStore
 from llmkit.platform.analytics.writer import AnalyticsWriter
 from llmkit.platform.keys import MISS, KeyVerifier
 from llmkit.platform.quota_types import Quotas
@@ -47,6 +48,7 @@ class PlatformConfig:
     analytics_url: str
     retention_days: int
     workers: int = 1
+    analytics_writer_process: bool = True
 
     @classmethod
     def from_settings(cls, settings: Settings) -> PlatformConfig:
@@ -63,6 +65,7 @@ class PlatformConfig:
             analytics_url=g.analytics_url or g.platform_url,
             retention_days=g.analytics_retention_days,
             workers=settings.server.workers,
+            analytics_writer_process=g.analytics_writer_process,
         )
 
 
@@ -90,6 +93,10 @@ class Platform:
         self.writer: AnalyticsWriter | None = None
         if config.analytics_enabled:
             self.analytics = analytics_store_from_url(config.analytics_url, pool_size=config.pool_size)
+            if config.analytics_writer_process:
+                self.analytics = OffloadedStore(
+                    config.analytics_url, self.analytics, pool_size=config.pool_size
+                )
         self._flusher: asyncio.Task[None] | None = None
 
     async def open(self) -> None:

@@ -23,6 +23,7 @@ from llmkit.core.http import ApiError
 from llmkit.errors import BackendError
 from llmkit.platform.analytics import analytics_store_from_url
 from llmkit.platform.analytics.base import AnalyticsStore
+from llmkit.platform.analytics.offload import OffloadedStore
 from llmkit.platform.analytics.queries import (
     DOCS,
     SCHEMAS,
@@ -39,7 +40,11 @@ BACKENDS = [
     "sqlite",
     pytest.param("clickhouse", marks=pytest.mark.clickhouse),
     pytest.param("postgresql", marks=pytest.mark.postgres),
+    # The gateway's default: SQLite written by a child process (offload.OffloadedStore), read here.
+    "sqlite-process",
 ]
+# The store_url of a backend written by a child process carries this mark (make_store takes it off).
+PROCESS = "process+"
 DAY, HOUR = 86_400.0, 3_600.0
 # 2024-06-15T12:00:00Z, and a fraction so float timestamps are exercised.
 NOW = 1_718_452_800.25
@@ -53,6 +58,8 @@ async def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIter
     """A URL no other test uses: a file in tmp_path, a fresh ClickHouse or PostgreSQL database."""
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path}/analytics.db"
+    elif request.param == "sqlite-process":
+        yield f"{PROCESS}sqlite:///{tmp_path}/analytics.db"
     elif request.param == "postgresql":
         # The session server through its sync fixture: an async fixture cannot be fetched from here.
         postgres: PostgresServer = request.getfixturevalue("postgres_server")
@@ -72,7 +79,10 @@ async def make_store(store_url: str) -> AsyncIterator[StoreFactory]:
     made: list[AnalyticsStore] = []
 
     async def make() -> AnalyticsStore:
-        store = analytics_store_from_url(store_url, pool_size=4)
+        url = store_url.removeprefix(PROCESS)
+        store = analytics_store_from_url(url, pool_size=4)
+        if store_url.startswith(PROCESS):
+            store = OffloadedStore(url, store, pool_size=4)
         made.append(store)
         await store.open()
         return store
@@ -121,7 +131,7 @@ def counts(answer: dict[str, Any]) -> list[tuple[str, int]]:
 
 
 async def test_kind_and_where(store: AnalyticsStore, store_url: str) -> None:
-    assert store_url.startswith(store.kind)
+    assert store_url.removeprefix(PROCESS).startswith(store.kind)
     assert store.where
     assert "@" not in store.where or "****" in store.where
 
@@ -520,7 +530,10 @@ def test_docs_reference_their_schemas() -> None:
 
 async def test_stores_opening_one_fresh_database_together_all_succeed(store_url: str) -> None:
     """Replicas start together: creating the table must not race (PostgreSQL's duplicate pg_type row)."""
-    stores = [analytics_store_from_url(store_url, pool_size=2) for _ in range(4)]
+    url = store_url.removeprefix(PROCESS)
+    stores: list[AnalyticsStore] = [analytics_store_from_url(url, pool_size=2) for _ in range(4)]
+    if store_url.startswith(PROCESS):
+        stores = [OffloadedStore(url, store, pool_size=2) for store in stores]
     try:
         await asyncio.gather(*(s.open() for s in stores))
     finally:
