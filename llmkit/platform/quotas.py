@@ -315,15 +315,18 @@ class Admission:
     def settle_now(self, tokens: int) -> dict[str, str] | None:
         """Counted in this process: count the answer's tokens and answer the headers at once, with no
         await; None when it must be settled with `await settle()` (counted elsewhere, or already)."""
-        local = self._enforcer.local
-        if self._live is None or local is None or self._settled:
+        live = self._live
+        if live is None or self._settled:
             return None
         if type(tokens) is not int or tokens < 0:
             check_amount(tokens, "tokens")
         self._settled = True
-        plan = self.plan
+        plan, local = self.plan, self._enforcer.local
+        assert local is not None
         now = local.clock()
-        cells = self._current(local, now)
+        if now >= live[2]:  # a window reset since the admission: count in the current one
+            live = self._live = local.live_cells(self.tenant_id, plan.rpm, plan.tokens)
+        cells = live[3]
         if tokens and plan.tokens:
             for cell in cells[len(plan.rpm) :]:
                 cell.used += tokens

@@ -42,6 +42,7 @@ class MemoryQuotaCounter:
 
     def __init__(self, clock: Callable[[], float] = time.time, sweep_interval: float = 60.0) -> None:
         self._clock = clock
+        self.clock = clock  # now, on the clock the windows are counted by (a plain callable: no frame)
         self._counts: dict[tuple[str, str, float], Cell] = {}
         self._live: dict[str, Live] = {}  # key -> its cells as live_cells last answered
         self._sweep_interval = sweep_interval
@@ -115,10 +116,6 @@ class MemoryQuotaCounter:
             self._live.clear()
         self._live[key] = live
         return live
-
-    def clock(self) -> float:
-        """Now, on the clock the windows are counted by."""
-        return self._clock()
 
     async def close(self) -> None:
         """Nothing to release; present for the QuotaCounter protocol."""

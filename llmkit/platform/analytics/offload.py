@@ -38,7 +38,10 @@ STOP_TIMEOUT_S = 10.0
 
 def encode(records: Sequence[Record]) -> bytes:
     """One frame of records."""
-    payload = marshal.dumps([tuple(rec) for rec in records])
+    try:
+        payload = marshal.dumps(records)  # the gateway's records: plain tuples in a list
+    except ValueError:  # tuple subclasses (QueryRecord), or another sequence
+        payload = marshal.dumps([tuple(rec) for rec in records])
     return FRAME.pack(len(payload)) + payload
 
 
