@@ -39,7 +39,7 @@ STOP_TIMEOUT_S = 10.0
 def encode(records: Sequence[Record]) -> bytes:
     """One frame of records."""
     try:
-        payload = marshal.dumps(records)  # the gateway's records: plain tuples in a list
+        payload = marshal.dumps(records)  # type: ignore[arg-type]  # the gateway's: plain tuples in a list
     except ValueError:  # tuple subclasses (QueryRecord), or another sequence
         payload = marshal.dumps([tuple(rec) for rec in records])
     return FRAME.pack(len(payload)) + payload
