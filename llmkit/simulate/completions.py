@@ -180,8 +180,11 @@ async def _lanes(state: SimulateState, req: CompletionRequest, mode: str) -> tup
     lanes: list[Lane] = []
     rng = random.Random()
     lengths = state.output_lengths
-    # The default of 16 tokens gives way to simulate.output_tokens; a max_tokens in the body never does.
-    max_tokens = req.max_tokens if req.max_tokens_set or lengths is None else None
+    # The default of 16 tokens gives way to simulate.output_tokens and to a larger min_tokens; a max_tokens
+    # in the body never does.
+    max_tokens: int | None = req.max_tokens
+    if not req.max_tokens_set:
+        max_tokens = None if lengths is not None else max(req.max_tokens, req.min_tokens or 0)
     for prompt in req.prompts:
         text, rng = await pick_answer(state, prompt, mode, req.seed)
         want = want_of(max_tokens, req.ignore_eos, req.min_tokens, lengths, mode == "lorem", rng)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from llmkit.core.http import ApiError
@@ -14,9 +14,18 @@ RUNNING_SERIES = "vllm:num_requests_running"
 WAITING_SERIES = "vllm:num_requests_waiting"
 
 
+class ClientGone(Exception):
+    """The client of a waiting request went away before its turn came."""
+
+
+def _never() -> bool:
+    return False
+
+
 class Scheduler:
     """Seats for `max_num_seqs` running requests and a FIFO of waiting ones (at most `max_waiting`,
-    0: unbounded). A request leaving hands its seat straight to the first waiting one.
+    0: unbounded). A request leaving hands its seat straight to the first waiting one whose client is
+    still there (the others get ClientGone).
 
     The load factor is llm-d-inference-sim's: 1 + (factor - 1) * (running - 1) / (max_num_seqs - 1), so
     a request alone runs at the configured latency and a full batch at `factor` times it.
@@ -29,7 +38,8 @@ class Scheduler:
         self.retry_after = retry_after
         self.running = 0
         self.rejected = 0
-        self._waiting: deque[asyncio.Future[None]] = deque()
+        self.abandoned = 0
+        self._waiting: deque[tuple[asyncio.Future[None], Callable[[], bool]]] = deque()
         self._slope = (time_factor - 1.0) / (max_num_seqs - 1) if max_num_seqs > 1 else 0.0
 
     @property
@@ -48,33 +58,40 @@ class Scheduler:
             return True
         return False
 
-    async def enter(self) -> None:
-        """Take a seat, waiting in arrival order; 429 (with Retry-After) when the waiting queue is full."""
+    async def enter(self, gone: Callable[[], bool] = _never) -> None:
+        """Take a seat, waiting in arrival order; 429 (with Retry-After) when the waiting queue is full,
+        ClientGone when `gone()` says the client left by the time its turn came."""
         if self.try_enter():
             return
         if self.max_waiting and len(self._waiting) >= self.max_waiting:
             self.rejected += 1
             raise self._overloaded()
         seat: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiting.append(seat)
+        entry = (seat, gone)
+        self._waiting.append(entry)
         try:
             await seat
         except asyncio.CancelledError:
-            if seat.done() and not seat.cancelled():
+            if seat.done() and not seat.cancelled() and seat.exception() is None:
                 # The seat was handed over just as the request was cancelled: pass it on.
                 self.leave()
-            else:
-                self._waiting.remove(seat)
+            elif entry in self._waiting:
+                self._waiting.remove(entry)
             raise
 
     def leave(self) -> None:
         """Give the seat back: to the first waiting request, or free it."""
         waiting = self._waiting
         while waiting:
-            seat = waiting.popleft()
-            if not seat.done():
-                seat.set_result(None)
-                return
+            seat, gone = waiting.popleft()
+            if seat.done():
+                continue
+            if gone():
+                self.abandoned += 1
+                seat.set_exception(ClientGone())
+                continue
+            seat.set_result(None)
+            return
         self.running -= 1
 
     def stats(self) -> dict[str, Any]:
@@ -85,6 +102,7 @@ class Scheduler:
             "running": self.running,
             "waiting": self.waiting,
             "rejected": self.rejected,
+            "abandoned": self.abandoned,
             "time_factor_under_load": self.time_factor,
             "load_factor": round(self.load_factor(), 4),
         }

@@ -10,7 +10,9 @@ from llmkit.core.http import ApiError
 from llmkit.core.limiter import SlotUnavailable
 from llmkit.simulate import ratelimit
 from llmkit.simulate.faults import FAULT_HEADER, inject
+from llmkit.simulate.scheduler import ClientGone
 from llmkit.simulate.state import SimulateState
+from llmkit.simulate.stream import client_gone
 
 
 def _too_busy(state: SimulateState) -> ApiError:
@@ -80,11 +82,17 @@ class RequestSlot:
         scheduler = state.scheduler
         if scheduler is not None and not scheduler.try_enter():
             try:
-                await scheduler.enter()
+                await scheduler.enter(lambda: client_gone(request))
             except ApiError:
                 stats.rejected += 1
                 state.limit.release_nowait(holder)
                 raise
+            except ClientGone:
+                stats.disconnects += 1
+                state.limit.release_nowait(holder)
+                raise ApiError(
+                    499, "client_closed_request", "the client left while its request waited"
+                ) from None
             except BaseException:
                 state.limit.release_nowait(holder)
                 raise
