@@ -10,6 +10,9 @@ from llmkit.core.memo import Memo
 from llmkit.core.tokenizer import tokenize
 from llmkit.settings import SimulateSettings
 
+# The most tokens an answer is lengthened to (ignore_eos, min_tokens, lorem): a large model's context
+# window. A longer one would only fill the simulator's memory; cutting by max_tokens has no such limit.
+MAX_ANSWER_TOKENS = 131_072
 # What separates an answer from its repetition when a request asks for more tokens than it has.
 CONTINUATION = "\n\n"
 
@@ -136,6 +139,8 @@ def fit_text(text: str, stop: tuple[str, ...], want: Want) -> Cut:
         goal, reason = max(want.at_least, len(natural.tokens)), "stop"
     if want.at_most is not None and goal > want.at_most:
         goal, reason = want.at_most, "length"
+    if goal > MAX_ANSWER_TOKENS:
+        goal, reason = MAX_ANSWER_TOKENS, "length"
     if goal <= len(natural.tokens):
         if goal == len(natural.tokens) and want.exact is None:
             return natural

@@ -15,7 +15,7 @@ from llmkit.core.ids import fresh_hex
 from llmkit.core.memo import Memo
 from llmkit.core.sampling import INT64_MAX, MAX_STOP, is_int, is_stop
 from llmkit.core.tokenizer import content_text, count_prompt_tokens
-from llmkit.simulate.lengths import Want, cut_text, fit_text
+from llmkit.simulate.lengths import MAX_ANSWER_TOKENS, Want, cut_text, fit_text
 from llmkit.simulate.structured import (
     TEXT_FORMAT,
     ResponseFormat,
@@ -265,6 +265,14 @@ def length_fields(data: Mapping[str, Any], max_tokens: int | None) -> tuple[bool
         return False, None
     ignore_eos = check_bool(data, "ignore_eos")
     min_tokens = int_param(data, "min_tokens", 0)
+    if min_tokens is not None and min_tokens > MAX_ANSWER_TOKENS:
+        raise invalid("min_tokens", f"min_tokens must be at most {MAX_ANSWER_TOKENS}; got {min_tokens}")
+    if ignore_eos and max_tokens is not None and max_tokens > MAX_ANSWER_TOKENS:
+        raise invalid(
+            "max_tokens",
+            f"with ignore_eos, max_tokens must be at most {MAX_ANSWER_TOKENS} (a model's context window); "
+            f"got {max_tokens}",
+        )
     if min_tokens is not None and max_tokens is not None and min_tokens > max_tokens:
         raise invalid(
             "min_tokens",

@@ -143,6 +143,8 @@ async def test_completions_ignore_eos_and_min_tokens(client: openai.AsyncOpenAI)
         ("/v1/chat/completions", {"min_tokens": 1.5}, "min_tokens"),
         ("/v1/chat/completions", {"min_tokens": 20, "max_tokens": 10}, "min_tokens"),
         ("/v1/chat/completions", {"seed": "x"}, "seed"),
+        ("/v1/chat/completions", {"min_tokens": 2**40}, "min_tokens"),
+        ("/v1/chat/completions", {"ignore_eos": True, "max_tokens": 2**40}, "max_tokens"),
         ("/v1/completions", {"ignore_eos": 1}, "ignore_eos"),
         ("/v1/completions", {"min_tokens": 17, "max_tokens": 16}, "min_tokens"),
         ("/v1/completions", {"seed": 1.5}, "seed"),
