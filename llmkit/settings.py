@@ -120,6 +120,45 @@ class SimulateSettings:
     # simulator refuses to bind beyond loopback. Set it by env (LLMKIT_SIMULATE_ADMIN_KEY) or a profile,
     # never a flag: a command line shows in `ps`. Model routes stay open to any client key.
     admin_key: str = field(default="", metadata={"secret": True})
+    # Which answer a prompt gets: match (the best-matching source answer; an unmatched prompt always gets
+    # the same one), echo (the last user message back), random (the best match, else a random answer each
+    # time), lorem (lorem ipsum of the requested length). The x-llmkit-answer-mode header overrides it.
+    answer_mode: str = field(default="match", metadata={"choices": ("match", "echo", "random", "lorem")})
+    # "MEAN,STDEV": answer lengths in tokens from a normal distribution (truncated at >= 1) for requests
+    # without max_tokens (OpenAI chat and completions); "" keeps each answer's own length.
+    output_tokens: str = ""
+    # The model-server scheduler (vLLM's --max-num-seqs): this many requests run at once, the rest wait
+    # in arrival order (0: no limit, no scheduler). max_waiting bounds the waiting ones (0: unbounded, as
+    # vLLM); past it a request gets 429 with Retry-After.
+    max_num_seqs: int = field(default=0, metadata={"min": 0})
+    max_waiting: int = field(default=0, metadata={"min": 0})
+    # llm-d-inference-sim's time-factor-under-load: TTFT and ITL are scaled by
+    # 1 + (factor - 1) * (running - 1) / (max_num_seqs - 1), i.e. 1 alone and `factor` at max_num_seqs.
+    time_factor_under_load: float = field(default=1.0, metadata={"min": 1})
+
+    def __post_init__(self) -> None:
+        self.output_lengths()
+
+    def output_lengths(self) -> tuple[float, float] | None:
+        """simulate.output_tokens as (mean, stdev), None when empty; ConfigError when malformed."""
+        text = self.output_tokens.strip()
+        if not text:
+            return None
+        parts = [p.strip() for p in text.split(",")]
+        numbers: list[float] = []
+        if len(parts) in (1, 2):
+            try:
+                numbers = [float(p) for p in parts]
+            except ValueError:
+                numbers = []
+        # abs(nan) < inf is False too: NaN and infinities are both refused.
+        valid = bool(numbers) and all(abs(x) < float("inf") for x in numbers)
+        if not valid or numbers[0] < 1 or (len(numbers) == 2 and numbers[1] < 0):
+            raise ConfigError(
+                'simulate.output_tokens must be "MEAN,STDEV" in tokens (mean >= 1, stdev >= 0), '
+                f'e.g. "200,50", or empty for the answers\' own lengths; got {self.output_tokens!r}'
+            )
+        return numbers[0], numbers[1] if len(numbers) == 2 else 0.0
 
 
 @dataclass(frozen=True)

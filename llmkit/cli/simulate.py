@@ -20,6 +20,7 @@ app = typer.Typer(
         "  llmkit simulate --config config.yml   (the seed simulator's own config layout)\n\n"
         "  llmkit simulate --ttft-ms 300 --itl-ms 20 --jitter 0.2 --workers 2\n\n"
         "  llmkit simulate --rpm 60 --tpm 40000   (429 past the limits, x-ratelimit-* headers on answers)\n\n"
+        "  llmkit simulate --max-num-seqs 8 --time-factor-under-load 2   (vLLM-like queueing)\n\n"
         "  llmkit simulate --fault-429 0.05 --fault-503 0.02   (5% of requests get 429, 2% get 503)\n\n"
         "  LLMKIT_SIMULATE_ADMIN_KEY=... llmkit simulate --host 0.0.0.0   (/admin/* then needs that key)\n\n"
         "  llmkit simulate init-db --load questions.jsonl --profile ha"
@@ -133,6 +134,34 @@ def simulate(
         float | None,
         typer.Option("--fault-disconnect", min=0, max=1, help="Share whose connection drops mid-answer."),
     ] = None,
+    answer_mode: Annotated[
+        str | None,
+        typer.Option(
+            "--answer-mode", help="match (default), echo, random or lorem: which answer a prompt gets."
+        ),
+    ] = None,
+    output_tokens: Annotated[
+        str | None,
+        typer.Option("--output-tokens", help='"MEAN,STDEV": answer lengths for requests without max_tokens.'),
+    ] = None,
+    max_num_seqs: Annotated[
+        int | None,
+        typer.Option("--max-num-seqs", min=0, help="Requests that run at once; the rest wait (0: no limit)."),
+    ] = None,
+    max_waiting: Annotated[
+        int | None,
+        typer.Option(
+            "--max-waiting", min=0, help="Requests that may wait for a seat; 429 past it (0: no limit)."
+        ),
+    ] = None,
+    time_factor_under_load: Annotated[
+        float | None,
+        typer.Option(
+            "--time-factor-under-load",
+            min=1,
+            help="TTFT and ITL multiplier with max-num-seqs requests running.",
+        ),
+    ] = None,
     cache_url: Annotated[
         str | None, typer.Option("--cache-url", help="Cache URL: memory://, redis://HOST:6379/0?prefix=P...")
     ] = None,
@@ -162,6 +191,11 @@ def simulate(
         "simulate.fault_rate_503": (fault_503, "flag --fault-503"),
         "simulate.fault_rate_timeout": (fault_timeout, "flag --fault-timeout"),
         "simulate.fault_rate_disconnect": (fault_disconnect, "flag --fault-disconnect"),
+        "simulate.answer_mode": (answer_mode, "flag --answer-mode"),
+        "simulate.output_tokens": (output_tokens, "flag --output-tokens"),
+        "simulate.max_num_seqs": (max_num_seqs, "flag --max-num-seqs"),
+        "simulate.max_waiting": (max_waiting, "flag --max-waiting"),
+        "simulate.time_factor_under_load": (time_factor_under_load, "flag --time-factor-under-load"),
         "cache.url": (cache_url, "flag --cache-url"),
     }
     settings = _settings(profile, config, flags)

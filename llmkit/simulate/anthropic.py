@@ -24,7 +24,7 @@ from llmkit.core.sampling import is_int
 from llmkit.core.tokenizer import content_text, count_prompt_tokens
 from llmkit.simulate.latency import Latency, latency_for
 from llmkit.simulate.openapi import ANTHROPIC_ERROR, COUNT_TOKENS_DOC, MESSAGES_DOC
-from llmkit.simulate.reply import SSE_HEADERS, pick_answer, wait_or_gone
+from llmkit.simulate.reply import SSE_HEADERS, answer_mode_for, pick_answer, wait_or_gone
 from llmkit.simulate.shapes import (
     Answer,
     argument_pieces,
@@ -269,10 +269,10 @@ def message_body(req: MessagesRequest, msg_id: str, answer: Answer | None) -> di
 async def messages(request: web.Request) -> web.StreamResponse:
     """Anthropic Messages, answered from the source on the latency model."""
     state = request.app[STATE_KEY]
-    latency = latency_for(request.headers, state.settings)
+    latency = latency_for(request.headers, state.settings, state.load)
     req = parse_messages_request(await read_json(request))
     async with request_slot(state, request):
-        text, rng = await pick_answer(state, req.prompt)
+        text, rng = await pick_answer(state, req.prompt, answer_mode_for(request.headers, state.settings))
         msg_id = f"msg_{fresh_hex()}"
         if req.tools:
             policy = replace(req.policy, rate=rate_for(request.headers, state.settings.tool_call_rate))

@@ -12,6 +12,7 @@ from aiohttp import web
 from llmkit.core.auth import Guard, refuse_open_bind
 from llmkit.core.cache import cache_from_url
 from llmkit.core.http import (
+    METRICS_KEY,
     OPENAPI_SCHEMAS_KEY,
     ApiError,
     StatsProvider,
@@ -31,6 +32,7 @@ from llmkit.simulate import anthropic, completions, embeddings, faults, ollama, 
 from llmkit.simulate.faults import STREAM_FAULT_KEY, FaultInjector, rates_from_settings
 from llmkit.simulate.instant import instant_chat_events
 from llmkit.simulate.latency import Latency, latency_for
+from llmkit.simulate.lengths import output_lengths, want_of
 from llmkit.simulate.openai import (
     TEST_COMPLETION,
     Answer,
@@ -43,7 +45,8 @@ from llmkit.simulate.openai import (
     tool_call_pieces,
 )
 from llmkit.simulate.openapi import CHAT_DOC, MODEL_DOC, SCHEMAS, TEST_COMPLETION_DOC
-from llmkit.simulate.reply import SSE_HEADERS, pick_answer, run_stream, wait_or_gone
+from llmkit.simulate.reply import SSE_HEADERS, answer_mode_for, pick_answer, run_stream, wait_or_gone
+from llmkit.simulate.scheduler import Scheduler, SchedulerCollector
 from llmkit.simulate.slot import RequestSlot
 from llmkit.simulate.sources.base import Source
 from llmkit.simulate.state import STATE_KEY, SimulateState
@@ -89,7 +92,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     Headers x-llmkit-ttft-ms and x-llmkit-itl-ms override the configured delays for one request.
     """
     state = request.app[STATE_KEY]
-    latency = latency_for(request.headers, state.settings)
+    latency = latency_for(request.headers, state.settings, state.load)
     chat, prompt_tokens = chat_request_from_body(await read_body(request))
     # `async with request_slot(...)` spelled out: the common case then takes its slot without a coroutine.
     slot = RequestSlot(state, request, in_stream=chat.stream)
@@ -105,9 +108,12 @@ async def _answer(
     request: web.Request, state: SimulateState, chat: ChatRequest, prompt_tokens: int, latency: Latency
 ) -> web.StreamResponse:
     stats = state.stats
-    text, rng = await pick_answer(state, chat.prompt)
+    mode = answer_mode_for(request.headers, state.settings)
+    text, rng = await pick_answer(state, chat.prompt, mode, chat.seed)
     rate = rate_for(request.headers, state.settings.tool_call_rate) if chat.tools else 1.0
-    answer = shape_answer(chat, text, rng, rate)
+    lorem = mode == "lorem"
+    want = want_of(chat.max_tokens, chat.ignore_eos, chat.min_tokens, state.output_lengths, lorem, rng)
+    answer = shape_answer(chat, text, rng, rate, want)
     tokens, finish_reason = answer.tokens, answer.finish_reason
     stats.prompt_tokens += prompt_tokens
     stats.finish_reasons[finish_reason] = stats.finish_reasons.get(finish_reason, 0) + chat.n
@@ -216,9 +222,24 @@ def _make_stats(state: SimulateState) -> StatsProvider:
             "source": {"name": state.source.name, **state.source.stats()},
             "cache": await state.cache.stats(),
             "faults": dict(state.faults.injected),
+            "scheduler": _scheduler_stats(state),
         }
 
     return stats
+
+
+def _scheduler_counts(state: SimulateState) -> tuple[int, int]:
+    # Without a scheduler every request in flight runs and none waits for a seat.
+    scheduler = state.scheduler
+    return (state.stats.in_flight, 0) if scheduler is None else (scheduler.running, scheduler.waiting)
+
+
+def _scheduler_stats(state: SimulateState) -> dict[str, Any]:
+    scheduler = state.scheduler
+    if scheduler is not None:
+        return scheduler.stats()
+    running, waiting = _scheduler_counts(state)
+    return {"max_num_seqs": 0, "max_waiting": 0, "running": running, "waiting": waiting}
 
 
 async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
@@ -260,7 +281,12 @@ def create_app(settings: Settings, source: Source | None = None) -> web.Applicat
             rng=random.Random(sim.seed or None),
         ),
     )
+    if sim.max_num_seqs > 0:
+        state.scheduler = Scheduler(sim.max_num_seqs, sim.max_waiting, sim.time_factor_under_load, 1.0)
+        state.load = state.scheduler if sim.time_factor_under_load > 1 else None
+    state.output_lengths = output_lengths(sim)
     app = create_base_app("simulate", settings.server, stats=_make_stats(state), guard=admin_guard(sim))
+    app[METRICS_KEY].registry.register(SchedulerCollector(sim.model, lambda: _scheduler_counts(state)))
     app[STATE_KEY] = state
     app[OPENAPI_SCHEMAS_KEY].update(SCHEMAS)
     faults.add_routes(app, state.faults)

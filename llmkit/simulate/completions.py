@@ -13,8 +13,10 @@ from aiohttp import web
 
 from llmkit.core.http import add_route, json_response, openapi, read_json, stream_response
 from llmkit.core.ids import fresh_hex
+from llmkit.core.sampling import INT64_MAX
 from llmkit.core.tokenizer import count_tokens
 from llmkit.simulate.latency import Latency, latency_for
+from llmkit.simulate.lengths import fit_text, want_of
 from llmkit.simulate.openai import (
     MAX_N,
     SYSTEM_FINGERPRINT,
@@ -24,10 +26,11 @@ from llmkit.simulate.openai import (
     cut_answer,
     int_param,
     invalid,
+    length_fields,
     usage,
 )
 from llmkit.simulate.openapi import COMPLETIONS_DOC
-from llmkit.simulate.reply import SSE_HEADERS, pick_answer, run_stream, wait_or_gone
+from llmkit.simulate.reply import SSE_HEADERS, answer_mode_for, pick_answer, run_stream, wait_or_gone
 from llmkit.simulate.slot import request_slot
 from llmkit.simulate.state import STATE_KEY, SimulateState
 from llmkit.simulate.stream import INSTANT_CHUNK_TOKENS, StreamPlan, StreamSender, plan_pieces
@@ -49,6 +52,12 @@ class CompletionRequest:
     echo: bool = False
     stream: bool = False
     include_usage: bool = False
+    # vLLM's fields and OpenAI's seed; max_tokens_set: the body gave max_tokens (else the default 16,
+    # or a length drawn from simulate.output_tokens when that is set).
+    ignore_eos: bool = False
+    min_tokens: int | None = None
+    seed: int | None = None
+    max_tokens_set: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +99,7 @@ def parse_completion_request(data: Mapping[str, Any]) -> CompletionRequest:
     stream_options = data.get("stream_options")
     if stream_options is not None and not isinstance(stream_options, dict):
         raise invalid("stream_options", f"stream_options must be an object; got {stream_options!r}")
+    ignore_eos, min_tokens = length_fields(data, max_tokens)
     return CompletionRequest(
         model=model,
         prompts=prompts,
@@ -99,6 +109,10 @@ def parse_completion_request(data: Mapping[str, Any]) -> CompletionRequest:
         echo=check_bool(data, "echo"),
         stream=check_bool(data, "stream"),
         include_usage=check_bool(stream_options or {}, "include_usage", "stream_options.include_usage"),
+        ignore_eos=ignore_eos,
+        min_tokens=min_tokens,
+        seed=int_param(data, "seed", -INT64_MAX - 1),
+        max_tokens_set=max_tokens is not None,
     )
 
 
@@ -162,12 +176,23 @@ class LaneSender(StreamSender):
         return [self.writer.finish(i, self.lanes[i // self.per_lane][2]) for i in range(self.plan.n)]
 
 
-async def _lanes(state: SimulateState, req: CompletionRequest) -> tuple[list[Lane], random.Random]:
+async def _lanes(state: SimulateState, req: CompletionRequest, mode: str) -> tuple[list[Lane], random.Random]:
     lanes: list[Lane] = []
     rng = random.Random()
+    lengths = state.output_lengths
+    # The default of 16 tokens gives way to simulate.output_tokens and to a larger min_tokens; a max_tokens
+    # in the body never does.
+    max_tokens: int | None = req.max_tokens
+    if not req.max_tokens_set:
+        max_tokens = None if lengths is not None else max(req.max_tokens, req.min_tokens or 0)
     for prompt in req.prompts:
-        text, rng = await pick_answer(state, prompt)
-        tokens, reason = cut_answer(text, req.stop, req.max_tokens)
+        text, rng = await pick_answer(state, prompt, mode, req.seed)
+        want = want_of(max_tokens, req.ignore_eos, req.min_tokens, lengths, mode == "lorem", rng)
+        if want is None:
+            tokens, reason = cut_answer(text, req.stop, max_tokens)
+        else:
+            cut = fit_text(text, req.stop, want)
+            tokens, reason = cut.tokens, cut.finish_reason
         lanes.append(Lane(prompt, tokens, reason))
     return lanes, rng
 
@@ -200,10 +225,11 @@ def _body(req: CompletionRequest, lanes: list[Lane], prompt_tokens: int) -> dict
 async def completions(request: web.Request) -> web.StreamResponse:
     """OpenAI's legacy text completions, answered from the source on the latency model."""
     state = request.app[STATE_KEY]
-    latency = latency_for(request.headers, state.settings)
+    latency = latency_for(request.headers, state.settings, state.load)
     req = parse_completion_request(await read_json(request))
+    mode = answer_mode_for(request.headers, state.settings)
     async with request_slot(state, request, in_stream=req.stream):
-        lanes, rng = await _lanes(state, req)
+        lanes, rng = await _lanes(state, req, mode)
         prompt_tokens = sum(count_tokens(p) for p in req.prompts)
         stats = state.stats
         stats.prompt_tokens += prompt_tokens

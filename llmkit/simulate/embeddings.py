@@ -155,7 +155,7 @@ def embedding_body(req: EmbeddingRequest) -> dict[str, Any]:
 async def embeddings(request: web.Request) -> web.Response:
     """OpenAI embeddings: deterministic unit vectors, after the time to first token of the latency model."""
     state = request.app[STATE_KEY]
-    latency = latency_for(request.headers, state.settings)
+    latency = latency_for(request.headers, state.settings, state.load)
     req = parse_embedding_request(await read_json(request))
     async with request_slot(state, request):
         if not await wait_or_gone(request, state, latency.first_token(state.rng)):

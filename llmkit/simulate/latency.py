@@ -11,6 +11,7 @@ from multidict import istr
 
 from llmkit.core.http import ApiError
 from llmkit.settings import SimulateSettings
+from llmkit.simulate.scheduler import Scheduler
 
 # Pre-folded (istr): looking one up in the request headers then skips case-folding it every time.
 TTFT_HEADER = istr("x-llmkit-ttft-ms")
@@ -26,6 +27,8 @@ class Latency:
     ttft: float
     itl: float
     jitter: float = 0.0
+    # The scheduler whose load factor scales every delay when it is taken (None: no scheduler).
+    load: Scheduler | None = None
 
     @property
     def instant(self) -> bool:
@@ -35,6 +38,8 @@ class Latency:
     def _scaled(self, seconds: float, rng: random.Random) -> float:
         if seconds <= 0:
             return 0.0
+        if self.load is not None:
+            seconds *= self.load.load_factor()
         if self.jitter <= 0:
             return seconds
         return seconds * rng.uniform(1.0 - self.jitter, 1.0 + self.jitter)
@@ -72,23 +77,26 @@ def _header_ms(headers: Mapping[str, str], name: str, default: float) -> float:
 
 # The latency of requests without override headers, for the settings it was made from (the same object
 # on every request of an app): a Latency is immutable, so one serves them all.
-_last_configured: tuple[SimulateSettings, Latency] | None = None
+_last_configured: tuple[SimulateSettings, Scheduler | None, Latency] | None = None
 
 
-def _configured(settings: SimulateSettings) -> Latency:
+def _configured(settings: SimulateSettings, load: Scheduler | None) -> Latency:
     global _last_configured
     last = _last_configured
-    if last is not None and last[0] is settings:
-        return last[1]
-    latency = Latency(settings.ttft_ms / 1000.0, settings.itl_ms / 1000.0, settings.jitter)
-    _last_configured = (settings, latency)
+    if last is not None and last[0] is settings and last[1] is load:
+        return last[2]
+    latency = Latency(settings.ttft_ms / 1000.0, settings.itl_ms / 1000.0, settings.jitter, load)
+    _last_configured = (settings, load, latency)
     return latency
 
 
-def latency_for(headers: Mapping[str, str], settings: SimulateSettings) -> Latency:
-    """The request's latency: settings, overridden by the x-llmkit-ttft-ms / x-llmkit-itl-ms headers."""
+def latency_for(
+    headers: Mapping[str, str], settings: SimulateSettings, load: Scheduler | None = None
+) -> Latency:
+    """The request's latency: settings, overridden by the x-llmkit-ttft-ms / x-llmkit-itl-ms headers;
+    `load` (the scheduler, when its time factor is above 1) scales it with the requests running."""
     if TTFT_HEADER not in headers and ITL_HEADER not in headers:
-        return _configured(settings)
+        return _configured(settings, load)
     ttft_ms = _header_ms(headers, TTFT_HEADER, settings.ttft_ms)
     itl_ms = _header_ms(headers, ITL_HEADER, settings.itl_ms)
-    return Latency(ttft_ms / 1000.0, itl_ms / 1000.0, settings.jitter)
+    return Latency(ttft_ms / 1000.0, itl_ms / 1000.0, settings.jitter, load)

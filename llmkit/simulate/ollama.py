@@ -18,7 +18,7 @@ from llmkit.core.tokenizer import count_prompt_tokens, tokenize
 from llmkit.simulate.latency import Latency, latency_for
 from llmkit.simulate.openai import last_user_text
 from llmkit.simulate.openapi import OLLAMA_CHAT_DOC, OLLAMA_ERROR, OLLAMA_GENERATE_DOC
-from llmkit.simulate.reply import pick_answer
+from llmkit.simulate.reply import answer_mode_for, pick_answer
 from llmkit.simulate.shapes import (
     Answer,
     Clock,
@@ -304,14 +304,14 @@ class _Shape:
 
 async def _answer(request: web.Request, req: OllamaRequest, shape: _Shape) -> web.StreamResponse:
     state = request.app[STATE_KEY]
-    latency = latency_for(request.headers, state.settings)
+    latency = latency_for(request.headers, state.settings, state.load)
     clock = Clock()
     async with request_slot(state, request):
         if req.load_only:
             clock.mark_ready()
             body = {"model": req.model, "created_at": _timestamp(), **shape.final()}
             return json_response({**body, **_final(req, None, clock, 0.0)})
-        text, rng = await pick_answer(state, req.prompt)
+        text, rng = await pick_answer(state, req.prompt, answer_mode_for(request.headers, state.settings))
         if req.tools:
             policy = ToolPolicy(rate=rate_for(request.headers, state.settings.tool_call_rate))
             calls = make_calls(req.tools, policy, req.prompt, bool(req.results), text, rng, req.seed)

@@ -14,7 +14,8 @@ from llmkit.core.http import ApiError, parse_json
 from llmkit.core.ids import fresh_hex
 from llmkit.core.memo import Memo
 from llmkit.core.sampling import INT64_MAX, MAX_STOP, is_int, is_stop
-from llmkit.core.tokenizer import content_text, count_prompt_tokens, tokenize
+from llmkit.core.tokenizer import content_text, count_prompt_tokens
+from llmkit.simulate.lengths import MAX_ANSWER_TOKENS, Want, cut_text, fit_text
 from llmkit.simulate.structured import (
     TEXT_FORMAT,
     ResponseFormat,
@@ -76,6 +77,9 @@ class ChatRequest:
     seed: int | None = None
     # The last message is a tool result: an agent loop is waiting for the answer that uses it.
     after_tool: bool = False
+    # vLLM's extra fields: generate past the answer's end up to max_tokens; generate at least this many.
+    ignore_eos: bool = False
+    min_tokens: int | None = None
 
 
 @dataclass(slots=True)  # not frozen: a frozen dataclass pays object.__setattr__ per field, on every request
@@ -232,6 +236,7 @@ def parse_chat_request(data: Mapping[str, Any]) -> ChatRequest:
     response_format = TEXT_FORMAT if get("response_format") is None else parse_response_format(data)
     parallel = True if get("parallel_tool_calls") is None else check_bool(data, "parallel_tool_calls")
     seed = None if get("seed") is None else int_param(data, "seed", -INT64_MAX - 1)
+    ignore_eos, min_tokens = length_fields(data, max_tokens)
     return ChatRequest(
         model,
         messages,
@@ -248,7 +253,32 @@ def parse_chat_request(data: Mapping[str, Any]) -> ChatRequest:
         parallel,
         seed,
         messages[-1].get("role") == "tool",
+        ignore_eos,
+        min_tokens,
     )
+
+
+def length_fields(data: Mapping[str, Any], max_tokens: int | None) -> tuple[bool, int | None]:
+    """vLLM's `ignore_eos` and `min_tokens` of a body (400 when invalid, or min_tokens > max_tokens)."""
+    get = data.get
+    if get("ignore_eos") is None and get("min_tokens") is None:
+        return False, None
+    ignore_eos = check_bool(data, "ignore_eos")
+    min_tokens = int_param(data, "min_tokens", 0)
+    if min_tokens is not None and min_tokens > MAX_ANSWER_TOKENS:
+        raise invalid("min_tokens", f"min_tokens must be at most {MAX_ANSWER_TOKENS}; got {min_tokens}")
+    if ignore_eos and max_tokens is not None and max_tokens > MAX_ANSWER_TOKENS:
+        raise invalid(
+            "max_tokens",
+            f"with ignore_eos, max_tokens must be at most {MAX_ANSWER_TOKENS} (a model's context window); "
+            f"got {max_tokens}",
+        )
+    if min_tokens is not None and max_tokens is not None and min_tokens > max_tokens:
+        raise invalid(
+            "min_tokens",
+            f"min_tokens must be at most max_tokens; got min_tokens {min_tokens} > max_tokens {max_tokens}",
+        )
+    return ignore_eos, min_tokens
 
 
 # Load generators send the same few bodies again and again, and parsing and validating one costs more than
@@ -268,40 +298,6 @@ def chat_request_from_body(body: bytes) -> tuple[ChatRequest, int]:
     if len(body) <= _MAX_REMEMBERED_BODY:
         _PARSED.put(body, parsed, len(body))
     return parsed
-
-
-@dataclass(frozen=True, slots=True)
-class Cut:
-    """An answer text cut for one request: its tokens, the finish reason and the tokens joined."""
-
-    tokens: list[str]
-    finish_reason: str
-    text: str
-
-
-# Tokenizing an answer costs as much as the rest of a request, and the same few answers come back again
-# and again: remember the cuts, up to this many tokens in all (a few MB). Cut token lists are shared, so
-# nobody may modify one.
-_CUTS: Memo[tuple[str, tuple[str, ...], int | None], Cut] = Memo(max_weight=256_000)
-
-
-def cut_text(text: str, stop: tuple[str, ...], max_tokens: int | None) -> Cut:
-    """`text` cut before the first `stop` sequence and after `max_tokens` tokens (remembered per text)."""
-    key = (text, stop, max_tokens)
-    cut = _CUTS.get(key)
-    if cut is not None:
-        return cut
-    if stop:
-        at = min((i for i in (text.find(s) for s in stop) if i >= 0), default=-1)
-        if at >= 0:
-            text = text[:at]
-    tokens = tokenize(text)
-    if max_tokens is not None and len(tokens) > max_tokens:
-        tokens = tokens[:max_tokens]
-        cut = Cut(tokens, "length", "".join(tokens))
-    else:
-        cut = Cut(tokens, "stop", text)
-    return _CUTS.put(key, cut, len(tokens) + 1)
 
 
 def cut_answer(text: str, stop: tuple[str, ...], max_tokens: int | None) -> tuple[list[str], str]:
@@ -355,11 +351,14 @@ def cut_calls(calls: list[ToolCall], max_tokens: int | None) -> Answer:
     return Answer(tokens, reason, tuple(made), None, tuple(counts))
 
 
-def shape_answer(chat: ChatRequest, text: str, rng: random.Random, rate: float = 1.0) -> Answer:
-    """The answer to `chat` from the source's `text`: tool calls, or content in the response format."""
+def shape_answer(
+    chat: ChatRequest, text: str, rng: random.Random, rate: float = 1.0, want: Want | None = None
+) -> Answer:
+    """The answer to `chat` from the source's `text`: tool calls, or content in the response format.
+    `want` (ignore_eos, min_tokens, a drawn length) makes plain text answers longer or shorter."""
     if not chat.tools and chat.response_format is TEXT_FORMAT and not chat.after_tool:
         # The usual request: plain text, cut by stop and max_tokens.
-        cut = cut_text(text, chat.stop, chat.max_tokens)
+        cut = cut_text(text, chat.stop, chat.max_tokens) if want is None else fit_text(text, chat.stop, want)
         return Answer(cut.tokens, cut.finish_reason, (), cut.text)
     if chat.tools:
         policy = ToolPolicy(chat.tool_choice, chat.tool_name, chat.parallel_tool_calls, rate)

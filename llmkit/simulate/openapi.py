@@ -42,6 +42,17 @@ _TOOL = {
         },
     },
 }
+# vLLM's extra sampling fields, as `vllm bench serve` and guidellm send them.
+_LENGTH_FIELDS: dict[str, Any] = {
+    "ignore_eos": {
+        **_BOOL,
+        "description": "vLLM: go past the answer's end to exactly max_tokens tokens (finish_reason length)",
+    },
+    "min_tokens": {
+        **_int(0, 131_072),
+        "description": "vLLM: at least this many tokens (the answer continues past its end); <= max_tokens",
+    },
+}
 CHAT_SCHEMA: dict[str, Any] = {
     "type": "object",
     # tools (up to 128 function tools with unique names) and tool_choice are read too; left out here, as
@@ -72,8 +83,9 @@ CHAT_SCHEMA: dict[str, Any] = {
         "parallel_tool_calls": {**_BOOL, "description": "false: at most one tool call (default true)"},
         "seed": {
             **_int(-INT64_MAX - 1),
-            "description": "makes the tool-call decision and the arguments repeatable",
+            "description": "makes the answer, the tool-call decision and the arguments repeatable",
         },
+        **_LENGTH_FIELDS,
     },
 }
 COMPLETION_SCHEMA: dict[str, Any] = {
@@ -93,6 +105,8 @@ COMPLETION_SCHEMA: dict[str, Any] = {
         "echo": _BOOL,
         "stream": _BOOL,
         "stream_options": _STREAM_OPTIONS,
+        "seed": {**_int(-INT64_MAX - 1), "description": "makes the answer repeatable"},
+        **_LENGTH_FIELDS,
     },
 }
 _TOKENS = {"type": "array", "minItems": 1, "items": {"type": "integer", "minimum": 0, "maximum": INT64_MAX}}
@@ -331,6 +345,7 @@ SCHEMAS: dict[str, Any] = {
 }
 # What every model route can answer besides 400/413/415: busy slots or a rate limit (429), the answer
 # source down (503); injected faults add 500, 503 and 504 when asked for (x-llmkit-fault, /admin/faults).
+# With simulate.max_num_seqs, a request past simulate.max_waiting gets 429 with Retry-After.
 MODEL_ERRORS = [429, 500, 503, 504]
 
 

@@ -17,7 +17,7 @@ from llmkit.core.sampling import is_int
 from llmkit.core.tokenizer import count_prompt_tokens, tokenize
 from llmkit.simulate.latency import Latency, latency_for
 from llmkit.simulate.openapi import RESPONSES_DOC
-from llmkit.simulate.reply import SSE_HEADERS, pick_answer
+from llmkit.simulate.reply import SSE_HEADERS, answer_mode_for, pick_answer
 from llmkit.simulate.shapes import (
     Answer,
     argument_pieces,
@@ -331,10 +331,10 @@ class ResponseBuilder:
 async def create_response(request: web.Request) -> web.StreamResponse:
     """OpenAI Responses: an output_text message (or function calls) from the source on the latency model."""
     state = request.app[STATE_KEY]
-    latency = latency_for(request.headers, state.settings)
+    latency = latency_for(request.headers, state.settings, state.load)
     req = parse_responses_request(await read_json(request))
     async with request_slot(state, request):
-        text, rng = await pick_answer(state, req.prompt)
+        text, rng = await pick_answer(state, req.prompt, answer_mode_for(request.headers, state.settings))
         builder = ResponseBuilder(req)
         if req.tools:
             policy = replace(req.policy, rate=rate_for(request.headers, state.settings.tool_call_rate))

@@ -16,7 +16,7 @@ from llmkit.core.http import request_id_of
 from llmkit.core.tokenizer import tokenize
 from llmkit.simulate.latency import Latency
 from llmkit.simulate.openai import cut_answer
-from llmkit.simulate.reply import pick_answer, wait_or_gone
+from llmkit.simulate.reply import answer_mode_for, pick_answer, wait_or_gone
 from llmkit.simulate.state import SimulateState
 from llmkit.simulate.stream import INSTANT_CHUNK_TOKENS, pause, plan_pieces
 
@@ -92,7 +92,7 @@ async def prepare_answer(
     as_json: bool = False,
 ) -> Answer:
     """Pick the source's answer, cut it at the first stop sequence and `max_tokens`, count it in the stats."""
-    text, rng = await pick_answer(state, prompt)
+    text, rng = await pick_answer(state, prompt, answer_mode_for(request.headers, state.settings))
     if as_json:
         text = json_text(text)
     return finish_answer(request, state, prompt, text, rng, prompt_tokens, stop=stop, max_tokens=max_tokens)

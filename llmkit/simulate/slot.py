@@ -10,7 +10,9 @@ from llmkit.core.http import ApiError
 from llmkit.core.limiter import SlotUnavailable
 from llmkit.simulate import ratelimit
 from llmkit.simulate.faults import FAULT_HEADER, inject
+from llmkit.simulate.scheduler import ClientGone
 from llmkit.simulate.state import SimulateState
+from llmkit.simulate.stream import client_gone
 
 
 def _too_busy(state: SimulateState) -> ApiError:
@@ -32,19 +34,22 @@ class RequestSlot:
     Use `async with request_slot(...)`; the hottest handler calls take_now / take / give_back itself.
     """
 
-    __slots__ = ("_holder", "_in_stream", "_request", "_state")
+    __slots__ = ("_holder", "_in_stream", "_request", "_seated", "_state")
 
     def __init__(self, state: SimulateState, request: web.Request, in_stream: bool = False) -> None:
         self._state = state
         self._request = request
         self._in_stream = in_stream
         self._holder = ""
+        self._seated = False
 
     def take_now(self) -> bool:
         """Take a free slot at once; False, having changed nothing, when `take` must run instead (a fault
         may be injected, rate limits are on, or no slot is free)."""
         state = self._state
         if state.rate_limits is not None or state.faults.armed(self._request.headers.get(FAULT_HEADER)):
+            return False
+        if state.scheduler is not None:
             return False
         holder = state.limit.try_acquire()
         if holder is None:
@@ -57,7 +62,7 @@ class RequestSlot:
 
     async def take(self) -> None:
         """Inject the request's fault, check its rate limits, then wait up to `queue_timeout_ms` for a slot
-        (429 after that)."""
+        (429 after that), then for a seat of the scheduler when there is one (429 past max_waiting)."""
         state, request = self._state, self._request
         header = request.headers.get(FAULT_HEADER)
         if state.faults.armed(header):
@@ -74,6 +79,24 @@ class RequestSlot:
             except SlotUnavailable:
                 stats.rejected += 1
                 raise _too_busy(state) from None
+        scheduler = state.scheduler
+        if scheduler is not None and not scheduler.try_enter():
+            try:
+                await scheduler.enter(lambda: client_gone(request))
+            except ApiError:
+                stats.rejected += 1
+                state.limit.release_nowait(holder)
+                raise
+            except ClientGone:
+                stats.disconnects += 1
+                state.limit.release_nowait(holder)
+                raise ApiError(
+                    499, "client_closed_request", "the client left while its request waited"
+                ) from None
+            except BaseException:
+                state.limit.release_nowait(holder)
+                raise
+        self._seated = scheduler is not None
         self._hold(holder)
 
     def give_back(self) -> None:
@@ -81,6 +104,11 @@ class RequestSlot:
         state = self._state
         state.stats.in_flight -= 1
         state.limit.release_nowait(self._holder)
+        if self._seated:
+            self._seated = False
+            scheduler = state.scheduler
+            if scheduler is not None:
+                scheduler.leave()
 
     def _hold(self, holder: str) -> None:
         self._holder = holder

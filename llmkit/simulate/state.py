@@ -12,7 +12,9 @@ from llmkit.core.cache import Cache
 from llmkit.core.limiter.memory import MemoryConcurrencyLimit, MemoryLimiter
 from llmkit.settings import SimulateSettings
 from llmkit.simulate.faults import FaultInjector
+from llmkit.simulate.lengths import OutputLengths
 from llmkit.simulate.ratelimit import ModelRateLimits
+from llmkit.simulate.scheduler import Scheduler
 from llmkit.simulate.sources.base import Source
 
 
@@ -45,6 +47,12 @@ class SimulateState:
     faults: FaultInjector
     # Per-model RPM/TPM limits (None: off), checked in every model request's slot.
     rate_limits: ModelRateLimits | None = None
+    # The model-server scheduler (None: simulate.max_num_seqs 0, every request runs at once), and the
+    # same when its time factor is above 1 (the latency model then asks it for the load factor).
+    scheduler: Scheduler | None = None
+    load: Scheduler | None = None
+    # simulate.output_tokens (None: answers keep their own length).
+    output_lengths: OutputLengths | None = None
     stats: SimulateStats = field(default_factory=SimulateStats)
     started_at: int = field(default_factory=lambda: int(time.time()))
 
