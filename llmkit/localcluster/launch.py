@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Mapping
 from functools import partial
 from pathlib import Path
@@ -128,7 +129,12 @@ def restart(cluster: Cluster, role: str, index: int, environ: Mapping[str, str])
     cluster.processes[cluster.processes.index(old)] = process
     cluster.save()
     wait_until(f"{process.name} answers /health", partial(cluster.healthy, process), 90, process)
-    wait_until(f"haproxy sees {process.name} UP", lambda: cluster.status_of(process)["health"] == "up", 30)
+    # Twice, a check interval apart: a check that failed before the start may still be on its way.
+    for _ in range(2):
+        time.sleep(1.2)
+        wait_until(
+            f"haproxy sees {process.name} UP", lambda: cluster.status_of(process)["health"] == "up", 30
+        )
     return process
 
 
