@@ -45,9 +45,12 @@ def cluster() -> Iterator[LocalCluster]:
         yield local
 
 
-def assert_healthy(cluster: LocalCluster) -> None:
-    done = cluster.run("status")
-    assert done.returncode == 0, done.stdout + done.stderr
+def assert_healthy(cluster: LocalCluster, timeout: float = 30) -> None:
+    """Every process healthy, as `status` sees it (a health check may time out once on a busy machine)."""
+    deadline = time.monotonic() + timeout
+    while (done := cluster.run("status")).returncode != 0:
+        assert time.monotonic() < deadline, done.stdout + done.stderr
+        time.sleep(0.5)
 
 
 @pytest.mark.parametrize(("role", "front"), [("gateway", "gateway"), ("simulate", "simulate")])
@@ -115,7 +118,7 @@ async def test_jobs_submitted_while_an_api_replica_dies_all_complete(
     assert_healthy(cluster)
     front = cluster.info["front"]["orchestrate"]
     jobs = Submissions(front)
-    load = Load(jobs.submit, 32, 1000, 1500)
+    load = Load(jobs.submit, 32, 1000, 2500)
     fault = await replica_fault(cluster, "orchestrate-api", 3, sig, [load], at=300, after=200)
     results = await final_jobs(front, list(jobs.acknowledged))
     statuses = [body["status"] for body in results.values()]
@@ -171,7 +174,8 @@ async def test_a_worker_killed_while_jobs_run_loses_no_job(cluster: LocalCluster
     ]
     report.record(
         "orchestrate-worker SIGKILL",
-        f"{JOBS} jobs queued, 2 workers x 16 at once; worker-1 killed while it ran some",
+        f"{JOBS} jobs queued, 2 workers x 16 at once, worker-1 killed while it ran some "
+        "(latency: a job's submit to its end)",
         outcomes,
         fault_at,
         done_at,
