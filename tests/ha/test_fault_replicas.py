@@ -118,7 +118,7 @@ async def test_jobs_submitted_while_an_api_replica_dies_all_complete(
     assert_healthy(cluster)
     front = cluster.info["front"]["orchestrate"]
     jobs = Submissions(front)
-    load = Load(jobs.submit, 32, 1000, 2500)
+    load = Load(jobs.submit, 8, 1000, 2000)
     fault = await replica_fault(cluster, "orchestrate-api", 3, sig, [load], at=300, after=200)
     results = await final_jobs(front, list(jobs.acknowledged))
     statuses = [body["status"] for body in results.values()]
