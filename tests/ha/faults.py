@@ -102,8 +102,11 @@ class Submissions:
         self.acknowledged[str(job["request_id"])] = start
 
 
-async def final_jobs(front: str, ids: list[str], timeout: float = 180) -> dict[str, dict[str, Any]]:
-    """Every job's final state, read through the front (long polls, 32 at a time)."""
+async def final_jobs(
+    front: str, ids: list[str], timeout: float = 180, strict: bool = True
+) -> dict[str, dict[str, Any]]:
+    """Every job's final state, read through the front (long polls, 32 at a time); with strict=False a job
+    still not final after `timeout` is returned as it is then, instead of failing the test."""
     gate = asyncio.Semaphore(32)
     deadline = time.monotonic() + timeout
 
@@ -115,7 +118,9 @@ async def final_jobs(front: str, ids: list[str], timeout: float = 180) -> dict[s
                     if r.status == 200 and body["status"] in TERMINAL:
                         return body
                     assert r.status in (200, 408), (r.status, body)
-                assert time.monotonic() < deadline, f"job {job_id} not final in {timeout}s: {body}"
+                if time.monotonic() > deadline:
+                    assert not strict, f"job {job_id} not final in {timeout}s: {body}"
+                    return body
 
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=CLIENT_TIMEOUT_S)) as session:
         bodies = await asyncio.gather(*(one(session, job_id) for job_id in ids))
