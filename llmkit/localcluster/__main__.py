@@ -10,13 +10,14 @@ import sys
 from pathlib import Path
 
 from llmkit.localcluster import haproxy
-from llmkit.localcluster.cluster import MARKER, Cluster, StartError, default_dir
-from llmkit.localcluster.launch import stop, up
+from llmkit.localcluster.cluster import HTTP_ROLES, MARKER, Cluster, StartError, default_dir
+from llmkit.localcluster.launch import restart, stop, up
 from llmkit.localcluster.processes import log_tail
 
 EPILOG = """examples:
   scripts/ha-local.sh up --replicas 3          # ends with one JSON line: fronts, admin key, processes
   scripts/ha-local.sh status                   # the same with each process's health; exit 1 if one is down
+  scripts/ha-local.sh restart gateway 2        # start gateway-2 again (after a kill) until HAProxy has it UP
   scripts/ha-local.sh down                     # stop everything up started, remove its directory
   scripts/ha-local.sh haproxy-config > deploy/haproxy.cfg   # after editing deploy/haproxy.cfg.in
 """
@@ -47,6 +48,11 @@ def parser() -> argparse.ArgumentParser:
     )
     start.add_argument("--workers", type=int, default=1, help="--workers of each llmkit server (default 1)")
     commands.add_parser("status", parents=[where], help="the JSON of up with health; exit 1 if one is down")
+    again = commands.add_parser(
+        "restart", parents=[where], help="start one llmkit server again; the JSON of up with its new pid"
+    )
+    again.add_argument("role", choices=HTTP_ROLES, help="the role of the server")
+    again.add_argument("index", type=int, help="which one, from 1 (as in logs/ROLE-N.log)")
     commands.add_parser("down", parents=[where], help="stop what up started and remove the directory")
     render = commands.add_parser("haproxy-config", help="print deploy/haproxy.cfg rendered from its template")
     render.add_argument("--template", type=Path, default=haproxy.TEMPLATE)
@@ -63,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
         return _up(root, args.replicas, args.workers)
     if args.command == "status":
         return _status(root)
+    if args.command == "restart":
+        return _restart(root, args.role, args.index)
     return _down(root)
 
 
@@ -104,6 +112,22 @@ def _status(root: Path) -> int:
     rows = cluster.health()
     print(json.dumps({**cluster.summary(), "processes": rows}))
     return 0 if all(row["health"] == "up" for row in rows) else 1
+
+
+def _restart(root: Path, role: str, index: int) -> int:
+    cluster = _load(root)
+    if cluster is None:
+        return 1
+    try:
+        process = restart(cluster, role, index, os.environ)
+    except StartError as exc:
+        print(f"ha-local: restart failed: {exc}", file=sys.stderr)
+        if exc.process is not None:
+            print(f"--- last lines of {exc.process.log} ---\n{log_tail(exc.process.log)}", file=sys.stderr)
+        return 1
+    print(f"ha-local: {process.name} restarted (pid {process.pid}), healthy and UP in haproxy")
+    print(json.dumps(cluster.summary()), flush=True)
+    return 0
 
 
 def _down(root: Path) -> int:

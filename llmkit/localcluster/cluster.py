@@ -119,18 +119,23 @@ class Cluster:
     def health(self) -> list[dict[str, Any]]:
         """Every process with `health` (up or down) and, behind HAProxy, `haproxy` (its status there)."""
         servers = self.haproxy_servers()
-        out = []
-        for process in self.processes:
-            row: dict[str, Any] = {"role": process.role, "url": process.url, "pid": process.pid}
-            up = self.healthy(process)
-            if process.role in BEHIND:
-                name = f"{BEHIND[process.role]}/{haproxy.server_name(BEHIND[process.role], process.index)}"
-                seen = servers.get(name, {})
-                row["haproxy"] = seen.get("status", "unknown")
-                up = up and _passing(seen)
-            row["health"] = "up" if up else "down"
-            out.append(row)
-        return out
+        return [self.status_of(process, servers) for process in self.processes]
+
+    def status_of(self, process: Started, servers: dict[str, dict[str, str]] | None = None) -> dict[str, Any]:
+        """One row of `health()`: the process, its `health` and, behind HAProxy, its status there."""
+        row: dict[str, Any] = {"role": process.role, "url": process.url, "pid": process.pid}
+        up = self.healthy(process)
+        if process.role in BEHIND:
+            seen = (self.haproxy_servers() if servers is None else servers).get(haproxy_name(process), {})
+            row["haproxy"] = seen.get("status", "unknown")
+            up = up and _passing(seen)
+        row["health"] = "up" if up else "down"
+        return row
+
+
+def haproxy_name(process: Started) -> str:
+    """`backend/server`, the process's row in HAProxy's stats."""
+    return f"{BEHIND[process.role]}/{haproxy.server_name(BEHIND[process.role], process.index)}"
 
 
 def _passing(row: dict[str, str]) -> bool:

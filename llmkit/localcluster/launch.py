@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Mapping
 from functools import partial
 from pathlib import Path
@@ -15,6 +16,7 @@ from pathlib import Path
 from llmkit.localcluster import haproxy, services
 from llmkit.localcluster.cluster import (
     BEHIND,
+    HTTP_ROLES,
     MARKER,
     MODEL,
     ORCHESTRATE_WORKERS,
@@ -104,6 +106,38 @@ def up(root: Path, replicas: int, workers: int, environ: Mapping[str, str]) -> C
     return cluster
 
 
+def restart(cluster: Cluster, role: str, index: int, environ: Mapping[str, str]) -> Started:
+    """Start one llmkit server again as `up` did (stopping it first if it runs); wait until it is healthy,
+    and UP in HAProxy when it is behind it. The new process replaces the old one in the state file."""
+    if role not in HTTP_ROLES:
+        raise StartError(f"restart takes an llmkit server role ({', '.join(HTTP_ROLES)}), not {role!r}")
+    old = next((process for process in cluster.of(role) if process.index == index), None)
+    if old is None:
+        raise StartError(f"no {role}-{index} in {cluster.root} (it has {len(cluster.of(role))} {role})")
+    if not old.args or "server_env" not in cluster.info:
+        raise StartError(f"{old.name} was started by an older ha-local that did not record how; down and up")
+    stop_all([old])
+    process = spawn(
+        role,
+        index,
+        old.url,
+        old.args,
+        Path(old.log),
+        env={**environ, **cluster.info["server_env"]},
+        cwd=Path(old.cwd) if old.cwd else None,
+    )
+    cluster.processes[cluster.processes.index(old)] = process
+    cluster.save()
+    wait_until(f"{process.name} answers /health", partial(cluster.healthy, process), 90, process)
+    # Twice, a check interval apart: a check that failed before the start may still be on its way.
+    for _ in range(2):
+        time.sleep(1.2)
+        wait_until(
+            f"haproxy sees {process.name} UP", lambda: cluster.status_of(process)["health"] == "up", 30
+        )
+    return process
+
+
 def stop(cluster: Cluster) -> list[Started]:
     """Stop the llmkit servers and HAProxy first (they drain), then the stores; what needed SIGKILL."""
     stores = {"redis-master", "redis-replica", "sentinel", "postgres", "clickhouse"}
@@ -159,7 +193,11 @@ def _start(
     )
     wait_until("haproxy listening", lambda: port_open(fronts["stats"]), 20, proxy)
 
-    env = _server_env(cluster, environ, workers, sentinel_ports, clickhouse.url, postgres_url)
+    cluster.info["server_env"] = _server_env(
+        cluster, environ, workers, sentinel_ports, clickhouse.url, postgres_url
+    )
+    cluster.save()
+    env = {**environ, **cluster.info["server_env"]}
     commands = {
         "simulate": ["simulate"],
         "gateway": ["gateway"],
@@ -199,12 +237,13 @@ def _server_env(
     ch_url: str,
     postgres_url: str,
 ) -> dict[str, str]:
-    """The environment of every llmkit server: the ha profile's stores replaced by the local ones."""
+    """What every llmkit server has in its environment besides up's own: the caller's `LLMKIT_*` and the
+    ha profile's stores replaced by the local ones (kept in the state file, so `restart` starts the same)."""
     sim_front = cluster.info["front"]["simulate"]
     key = cluster.info["admin_key"]
     sentinel = services.sentinel_url(sentinel_ports, 0, "prefix=llmkit")
     return {
-        **environ,
+        **{name: value for name, value in environ.items() if name.startswith("LLMKIT_")},
         "LLMKIT_SERVER_HOST": "127.0.0.1",
         "LLMKIT_SERVER_WORKERS": str(workers),
         "LLMKIT_CACHE_URL": "tiered+" + sentinel + "&local_max_size_mb=64&local_ttl=5",

@@ -82,6 +82,9 @@ class Started:
     log: str
     stop_signal: int = int(signal.SIGTERM)
     extra: dict[str, Any] = field(default_factory=dict)
+    # How it was started, so `restart` can start it again the same way (its environment is the cluster's).
+    args: list[str] = field(default_factory=list)
+    cwd: str | None = None
 
     @property
     def name(self) -> str:
@@ -118,7 +121,17 @@ def spawn(
         )
     started = start_time(proc.pid)
     # Dead already (a bad flag): recorded with start time 0, so it reads as down, never as someone else.
-    return Started(role, index, url, proc.pid, started or 0, str(log), int(stop_signal))
+    return Started(
+        role,
+        index,
+        url,
+        proc.pid,
+        started or 0,
+        str(log),
+        int(stop_signal),
+        args=list(args),
+        cwd=str(cwd) if cwd is not None else None,
+    )
 
 
 def _signal_group(process: Started, sig: int) -> None:

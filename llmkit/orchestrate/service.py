@@ -18,7 +18,7 @@ from llmkit.core.auth import ANONYMOUS, Identity
 from llmkit.core.cache.base import Cache
 from llmkit.core.http import ApiError
 from llmkit.core.limiter.base import TokenBucket
-from llmkit.core.queue.base import PriorityQueue
+from llmkit.core.queue.base import DuplicateItem, PriorityQueue
 from llmkit.errors import BackendError, QueueFull
 from llmkit.orchestrate.backends.base import Backend
 from llmkit.orchestrate.jobs import (
@@ -212,6 +212,11 @@ class Orchestrator:
                 earlier = await self.store.get(first)
                 # The name holds the tenant already; checking the job too costs nothing.
                 if earlier is not None and earlier.tenant_id == job.tenant_id:
+                    if earlier.status == PENDING and earlier.id not in self._creating:
+                        # The replica that took the first submit may have died between storing the job
+                        # and queueing it (the balancer then replays the submit here): queue it now,
+                        # or it stays pending forever. Queued or taken by a worker already, put refuses.
+                        await self._put_once(earlier)
                     return earlier
         self.counters.submitted += 1
         job.cache_key = self.cache_key(sub, identity.tenant_id)
@@ -237,7 +242,7 @@ class Orchestrator:
         self._creating[job.id] = created = asyncio.Event()
         try:
             await self.store.add(job)
-            await self.queue.put(job.id, b"", job.priority)
+            await self._put_once(job)
         except QueueFull as exc:
             self._leaders.pop(job.cache_key, None)
             self.counters.rejected_full += 1
@@ -258,6 +263,11 @@ class Orchestrator:
             del self._creating[job.id]
             created.set()
         return job
+
+    async def _put_once(self, job: Job) -> None:
+        """Queue a stored job unless it is queued or running already (a repeated submit queued it)."""
+        with contextlib.suppress(DuplicateItem):
+            await self.queue.put(job.id, b"", job.priority)
 
     async def _running(self, job_id: str) -> bool:
         if job_id in self._creating:

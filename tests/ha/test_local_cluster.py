@@ -244,6 +244,24 @@ async def test_a_job_submitted_on_one_api_replica_is_read_and_cancelled_on_anoth
         assert await job_status(session, two, job) == "cancelled"  # the workers never ran it
 
 
+def test_restart_starts_one_killed_server_again_as_up_did(cluster: LocalCluster) -> None:
+    before = cluster.process("gateway", 2)
+    os.kill(before["pid"], signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while cluster.run("status").returncode == 0:  # until HAProxy (and status) see it down
+        assert time.monotonic() < deadline, "status still says every process is up"
+        time.sleep(0.2)
+    cluster.restart("gateway", 2)
+    after = cluster.process("gateway", 2)
+    assert after["url"] == before["url"] and after["pid"] != before["pid"]
+    done = cluster.run("status")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert [p["pid"] for p in json.loads(done.stdout.strip().splitlines()[-1])["processes"]] == cluster.pids()
+    assert cluster.run("restart", "redis-master", "1").returncode == 2  # only llmkit servers
+    missing = cluster.run("restart", "gateway", "9")
+    assert missing.returncode == 1 and "no gateway-9" in missing.stderr
+
+
 def test_down_stops_every_process_and_removes_the_dir(cluster: LocalCluster) -> None:
     started = {pid: start_time(pid) for pid in cluster.pids()}
     assert all(started.values())

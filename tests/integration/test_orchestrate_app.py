@@ -10,11 +10,13 @@ import pytest
 from aiohttp import WSMsgType, web
 from aiohttp.test_utils import TestClient
 
+from llmkit.core.auth import ANONYMOUS
 from llmkit.core.serve import stop_requested
 from llmkit.errors import BackendError
 from llmkit.orchestrate.app import create_app
 from llmkit.orchestrate.backends.base import JobSpec, OnDelta
 from llmkit.orchestrate.jobs import Job, MemoryJobStore
+from llmkit.orchestrate.service import idempotency_name
 from llmkit.orchestrate.state import ORCHESTRATOR_KEY
 from llmkit.settings import OrchestrateSettings, QueueSettings, ServerSettings, Settings
 
@@ -271,6 +273,25 @@ async def test_idempotency_key_returns_the_first_job(
     assert again["request_id"] == first["request_id"]
     other = await infer(client, {"prompt": "once"}, **{"Idempotency-Key": "k-2"})
     assert other["request_id"] != first["request_id"]
+
+
+async def test_a_repeated_submit_queues_a_job_its_first_replica_stored_but_never_queued(
+    aiohttp_client: MakeClient, backend: FakeBackend
+) -> None:
+    # A replica killed between storing the job and queueing it: the balancer replays the submit on another
+    # replica, which finds the key taken by a pending job that no queue holds.
+    app = create_app(make_settings(), backend)
+    client = await aiohttp_client(app)
+    orchestrator = app[ORCHESTRATOR_KEY]
+    orphan = Job(id="stored-not-queued", prompt="orphan")
+    await orchestrator.store.add(orphan)
+    assert await orchestrator.store.claim_key(idempotency_name(ANONYMOUS, "k-dead"), orphan.id) == orphan.id
+    again = await infer(client, {"prompt": "orphan"}, **{"Idempotency-Key": "k-dead"})
+    assert again["request_id"] == orphan.id
+    assert (await result(client, orphan.id))["result"] == "echo: orphan"
+    # A repeat of a job that is queued or done runs nothing more.
+    await infer(client, {"prompt": "orphan"}, **{"Idempotency-Key": "k-dead"})
+    assert backend.calls == ["orphan"]
 
 
 async def test_cancel_a_pending_job_only(aiohttp_client: MakeClient, backend: FakeBackend) -> None:
