@@ -5,8 +5,6 @@ and `down` find exactly those processes, and an `up` that fails part-way stops w
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import os
 import tempfile
@@ -17,6 +15,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from llmkit.core.haproxy_stats import csv_url, stats_rows
 from llmkit.localcluster import haproxy, services
 from llmkit.localcluster.processes import (
     Started,
@@ -102,11 +101,11 @@ class Cluster:
     def haproxy_servers(self) -> dict[str, dict[str, str]]:
         """HAProxy's view of each server, `backend/server` -> its CSV row ({} when HAProxy is down)."""
         try:
-            with urllib.request.urlopen(f"{self.info['haproxy_stats']};csv", timeout=2) as resp:
+            with urllib.request.urlopen(csv_url(self.info["haproxy_stats"]), timeout=2) as resp:
                 text = resp.read().decode()
         except OSError:
             return {}
-        rows = csv.DictReader(io.StringIO(text.lstrip("# ")))
+        rows = stats_rows(text)
         return {f"{row['pxname']}/{row['svname']}": row for row in rows}
 
     def healthy(self, process: Started) -> bool:
