@@ -436,10 +436,12 @@ async def handle_stats(request: web.Request) -> web.Response:
     # The in-flight gauge counts this very request; subtract it so an idle server reads 0.
     in_flight = metrics.active - 1
     data.setdefault("http", {"requests": metrics.total, "errors_5xx": metrics.errors, "in_flight": in_flight})
+    peers = request.app.get(PEERS_KEY)
+    if peers is not None:
+        data.setdefault("pid", os.getpid())  # which worker's numbers these are
     if own_only(request):
         return json_response(data)
-    peers = request.app[PEERS_KEY]
-    data = {**data, "pid": os.getpid()}
+    assert peers is not None
     each = [data]
     for _, status, body in await peers.ask(request, f"/stats?workers={SELF}"):
         if status == 200:

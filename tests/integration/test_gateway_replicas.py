@@ -116,5 +116,6 @@ async def test_stats_of_a_gateway_with_two_workers_need_a_key_and_cover_both(tmp
     # The gateway's own sections are merged too: one config (the first worker's), summed counters.
     assert stats["config"] == stats["workers"]["each"][0]["config"]
     each = stats["workers"]["each"]
+    assert len({part["pid"] for part in each}) == 2  # each worker says which it is
     assert stats["requests"] == {k: sum(part["requests"][k] for part in each) for k in stats["requests"]}
     assert stats["queue"]["max_concurrent"] == sum(part["queue"]["max_concurrent"] for part in each)
