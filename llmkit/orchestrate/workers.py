@@ -137,6 +137,16 @@ class WorkerPool:
             # Stopped while reading the job: give it back at once rather than start it.
             await self.queue.release(item.id, item.token)
             return
+        if job is not None and job.status == PROCESSING and item.deliveries == 1:
+            # Already processing, yet this is the item's first delivery: the queue lost the delivery
+            # that counted it (a Redis failover rolls back a take the replica never saw; the job's own
+            # write was confirmed by the replica), or another copy is running. Acking would strand the
+            # job; instead the item keeps its lease and comes back counted once more when it runs out,
+            # to run then if no one has finished it by that time.
+            log.info(
+                "job %s: processing but delivered for the first time; taken again after its lease", job.id
+            )
+            return
         if job is None or not self._runnable(job, item.deliveries):
             await self.queue.ack(item.id, item.token)
             return

@@ -447,6 +447,23 @@ async def test_a_job_whose_workers_keep_dying_fails_as_abandoned(
     assert "crashes every worker" not in backend.calls
 
 
+async def test_a_processing_job_whose_delivery_the_queue_lost_runs_again_after_its_lease(
+    aiohttp_client: MakeClient, backend: FakeBackend
+) -> None:
+    # What a Redis failover can leave: the job's "processing" write reached the replica, the queue's take
+    # (which counted the delivery) did not, so the item comes back as if never delivered.
+    from llmkit.orchestrate.jobs import PROCESSING, Job
+
+    client = await start(aiohttp_client, backend, concurrency=1, lease_s=0.3)
+    orchestrator = client.app[ORCHESTRATOR_KEY]
+    stranded = Job("stranded", "finish me", status=PROCESSING, attempts=1)
+    await orchestrator.store.add(stranded)
+    await orchestrator.queue.put("stranded", b"")
+    job = await result(client, "stranded", timeout=10)
+    assert (job["status"], job["result"]) == ("completed", "echo: finish me")
+    assert backend.calls == ["finish me"], "it ran once, after its lease ran out"
+
+
 async def test_a_stopping_server_refuses_submits_with_503_and_retry_after(
     aiohttp_client: MakeClient, backend: FakeBackend
 ) -> None:
