@@ -303,6 +303,26 @@ class Admission:
             live = self._live = local.live_cells(self.tenant_id, self.plan.rpm, self.plan.tokens)
         return live[3]
 
+    def _begin_settle(self, tokens: int) -> bool:
+        """Check `tokens` and mark the admission settled; False when it already was."""
+        if self._settled:
+            return False
+        if type(tokens) is not int or tokens < 0:
+            check_amount(tokens, "tokens")
+        self._settled = True  # set before any await, so two concurrent settles count once
+        return True
+
+    def _count_here(self, local: MemoryQuotaCounter, tokens: int) -> tuple[list[Cell], float]:
+        """Add `tokens` to the token windows current now (an answer that outlived its minute counts in
+        the next one); the cells and the time they were read at."""
+        now = local.clock()
+        cells = self._current(local, now)
+        plan = self.plan
+        if tokens and plan.tokens:
+            for cell in cells[len(plan.rpm) :]:
+                cell.used += tokens
+        return cells, now
+
     def headers(self) -> dict[str, str]:
         """x-ratelimit-* headers of the tenant's quotas (token counts include a settled answer)."""
         local = self._enforcer.local
@@ -315,36 +335,19 @@ class Admission:
     def settle_now(self, tokens: int) -> dict[str, str] | None:
         """Counted in this process: count the answer's tokens and answer the headers at once, with no
         await; None when it must be settled with `await settle()` (counted elsewhere, or already)."""
-        live = self._live
-        if live is None or self._settled:
+        local = self._enforcer.local
+        if self._live is None or local is None or not self._begin_settle(tokens):
             return None
-        if type(tokens) is not int or tokens < 0:
-            check_amount(tokens, "tokens")
-        self._settled = True
-        plan, local = self.plan, self._enforcer.local
-        assert local is not None
-        now = local.clock()
-        if now >= live[2]:  # a window reset since the admission: count in the current one
-            live = self._live = local.live_cells(self.tenant_id, plan.rpm, plan.tokens)
-        cells = live[3]
-        if tokens and plan.tokens:
-            for cell in cells[len(plan.rpm) :]:
-                cell.used += tokens
-        return quota_headers(plan, cells, 0, now)
+        cells, now = self._count_here(local, tokens)
+        return quota_headers(self.plan, cells, 0, now)
 
     async def settle(self, tokens: int) -> None:
         """Count the answer's tokens and free the request's slot; later calls do nothing."""
-        if self._settled:
+        if not self._begin_settle(tokens):
             return
-        if type(tokens) is not int or tokens < 0:
-            check_amount(tokens, "tokens")
-        self._settled = True  # set before any await, so two concurrent settles count once
-        local, plan = self._enforcer.local, self.plan
+        local = self._enforcer.local
         if self._live is not None and local is not None:  # counted here, no slot held: nothing to await
-            if tokens and plan.tokens:
-                # The windows current now: an answer that outlived its minute counts in the next one.
-                for cell in self._current(local, local.clock())[len(plan.rpm) :]:
-                    cell.used += tokens
+            self._count_here(local, tokens)
             return
         try:
             windows = self.plan.tokens

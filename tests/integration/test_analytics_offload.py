@@ -111,3 +111,15 @@ async def test_closing_lets_the_child_finish_and_exit(tmp_path: Path) -> None:
     await store.close()
     assert child.returncode == 0
     await store.close()  # twice is harmless
+
+
+def test_the_gateway_setting_chooses_the_child_process_or_this_one(tmp_path: Path) -> None:
+    from llmkit.platform.service import Platform, PlatformConfig
+    from llmkit.settings import load_settings
+
+    env = {"LLMKIT_GATEWAY_PLATFORM_URL": f"sqlite:///{tmp_path}/p.db"}
+    default = Platform(PlatformConfig.from_settings(load_settings(None, env=env)))
+    assert isinstance(default.analytics, OffloadedStore)  # the default: batches written by a child
+    off = load_settings(None, env={**env, "LLMKIT_GATEWAY_ANALYTICS_WRITER_PROCESS": "false"})
+    here = Platform(PlatformConfig.from_settings(off))
+    assert here.analytics is not None and not isinstance(here.analytics, OffloadedStore)

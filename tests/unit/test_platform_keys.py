@@ -12,6 +12,7 @@ from llmkit.core.auth import AuthError
 from llmkit.platform.keys import KeyVerifier, hash_secret, issue_key, parse_key
 from llmkit.platform.store import platform_store_from_url
 from llmkit.platform.store.base import PlatformStore
+from tests.clock import Clock
 
 
 @pytest.mark.parametrize("secret", ["_leading", "in_the_middle", "trailing_", "-dash-", "__"])
@@ -30,16 +31,6 @@ def test_issued_keys_parse_back_to_their_stored_hash() -> None:
         parsed = parse_key(text)
         assert parsed is not None and parsed[0] == key.id
         assert hash_secret(parsed[1], "p") == key.secret_hash
-
-
-class Clock:
-    """A clock the test moves."""
-
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ import threading
 from pathlib import Path
 
 import aiosqlite
-import pytest
 
 from llmkit.core.sqlite import BACKGROUND_NICE, run_in_background
 from llmkit.platform.analytics.sqlite import SqliteAnalyticsStore
@@ -17,7 +16,6 @@ def nice_of_thread(native_id: int) -> int:
     return os.getpriority(os.PRIO_PROCESS, native_id)
 
 
-@pytest.mark.skipif(not hasattr(os, "setpriority"), reason="per-thread priorities are a Linux feature")
 async def test_the_connection_thread_runs_at_a_lower_priority_and_the_loop_does_not(tmp_path: Path) -> None:
     before = nice_of_thread(threading.get_native_id())
     async with aiosqlite.connect(tmp_path / "x.db") as db:
@@ -32,7 +30,6 @@ async def test_the_connection_thread_runs_at_a_lower_priority_and_the_loop_does_
     assert nice_of_thread(threading.get_native_id()) == before  # the event loop's thread is untouched
 
 
-@pytest.mark.skipif(not hasattr(os, "setpriority"), reason="per-thread priorities are a Linux feature")
 async def test_the_analytics_store_writes_from_a_background_thread(tmp_path: Path) -> None:
     store = SqliteAnalyticsStore(tmp_path / "a.db")
     await store.open()
