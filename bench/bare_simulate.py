@@ -80,10 +80,10 @@ def make_app(answer: str, events: int) -> web.Application:
     return app
 
 
-async def serve(answer: str, events: int) -> None:
+async def serve(answer: str, events: int, port: int = 0) -> None:
     runner = web.AppRunner(make_app(answer, events), access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
+    site = web.TCPSite(runner, "127.0.0.1", port)
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     sys.stdout.write(f"bare listening on http://127.0.0.1:{port}\n")
@@ -100,8 +100,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("answer", type=Path)
     parser.add_argument("--events", type=int, default=25, help="content events per streamed answer")
+    parser.add_argument("--port", type=int, default=0, help="port to listen on (0: a free one)")
     args = parser.parse_args()
-    uvloop.run(serve(args.answer.read_text(), args.events))
+    uvloop.run(serve(args.answer.read_text(), args.events, args.port))
 
 
 if __name__ == "__main__":

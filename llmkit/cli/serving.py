@@ -22,20 +22,12 @@ if TYPE_CHECKING:
 # Builds the app in each worker process from the merged settings (a system's `create_app`).
 AppFactory = Callable[[Settings], "web.Application | Awaitable[web.Application]"]
 
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s pid=%(process)d [%(request_id)s] %(message)s"
-
 
 def configure_logging(level: str) -> None:
     """Plain log lines on stderr (stdout carries only the listening line), with the request id."""
-    from llmkit.core.http import RequestIdFilter
-    from llmkit.core.secrets import SecretsFilter
+    from llmkit.core.access_log import stderr_handler
 
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter(LOG_FORMAT))
-    handler.addFilter(RequestIdFilter())
-    # The last line of defence: a secret that reached a log record (a driver's message) is masked here,
-    # and in the traceback of a crash nobody caught.
-    handler.addFilter(SecretsFilter())
+    handler = stderr_handler()
     sys.excepthook = _masked_excepthook
     logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
     if level != "debug":

@@ -21,6 +21,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from llmkit import __version__
 from llmkit.core import openapi as openapi_spec
+from llmkit.core.access_log import access_log
 from llmkit.core.auth import ANONYMOUS, ANY, PUBLIC, AuthError, Guard, Identity
 from llmkit.core.connections import describe_bad_request
 from llmkit.core.http_metrics import HttpMetrics
@@ -44,7 +45,6 @@ def request_key(name: str, kind: type) -> Any:
     return web.RequestKey(name, kind) if hasattr(web, "RequestKey") else name
 
 
-access_logger = logging.getLogger("llmkit.access")
 logger = logging.getLogger("llmkit.http")
 
 StatsProvider = Callable[[], Awaitable[dict[str, Any]]]
@@ -274,6 +274,7 @@ class RouteWrapper:
         what a caller's credential must allow and `forms` whether it reads form-typed JSON (core.auth)."""
         limit, log_access, metrics = self.limit, self.log_access, self.metrics
         check = self.guard.check
+        log_request = access_log.add
         new_id, valid_id, observe = fresh_hex, _REQUEST_ID_RE.fullmatch, metrics.route(label).observe
         clock = time.perf_counter
 
@@ -308,16 +309,8 @@ class RouteWrapper:
                 metrics.active -= 1
                 elapsed = clock() - start
                 observe(request.method, status, elapsed)
-                if log_access and access_logger.isEnabledFor(logging.INFO):
-                    # The id rides on the record (`%(request_id)s` in the format), not in every message.
-                    access_logger.info(
-                        "%s %s %d %.1fms",
-                        request.method,
-                        request.path,
-                        status,
-                        elapsed * 1000,
-                        extra={"request_id": rid},
-                    )
+                if log_access:
+                    log_request(request.method, request.path, status, elapsed, rid)
                 request_id_var.reset(token)
 
         setattr(llmkit_route, _ROUTE_MARK, True)
@@ -540,6 +533,7 @@ def create_base_app(
     app[WRAPPER_KEY] = RouteWrapper(settings, http_metrics, app[GUARD_KEY])
     app[CANCEL_ON_DISCONNECT_KEY] = cancel_on_disconnect
     app.on_startup.append(_finish_routes)
+    app.on_cleanup.append(_flush_access_log)
     add_route(app, "GET", "/health", handle_health, scope=PUBLIC)
     add_route(app, "GET", "/stats", handle_stats)
     add_route(app, "GET", "/metrics", handle_metrics)
@@ -548,6 +542,11 @@ def create_base_app(
 
 
 CANCEL_ON_DISCONNECT_KEY = web.AppKey("llmkit_cancel_on_disconnect", bool)
+
+
+async def _flush_access_log(app: web.Application) -> None:
+    # The lines of the last requests are written before the server exits.
+    access_log.flush()
 
 
 def server_settings_of(app: web.Application) -> ServerSettings:
