@@ -135,7 +135,9 @@ async def _answer(
     body = completion_json(
         chat.model, answer.content, finish_reason, chat.n, prompt_tokens, len(tokens), answer.tool_calls
     )
-    return web.Response(body=body, content_type="application/json")
+    meter = state.meter
+    headers = None if meter is None else meter.headers(chat.model, prompt_tokens + (chat.max_tokens or 0))
+    return web.Response(body=body, content_type="application/json", headers=headers)
 
 
 async def _stream(
@@ -150,7 +152,12 @@ async def _stream(
     tokens, finish_reason, calls = answer.tokens, answer.finish_reason, answer.tool_calls
     with_usage = chat.include_usage or state.settings.usage_chunk == "always"
     usage = (prompt_tokens, len(tokens) * chat.n) if with_usage else None
-    response = stream_response(request, SSE_HEADERS)
+    meter = state.meter
+    if meter is None:
+        response = stream_response(request, SSE_HEADERS)
+    else:
+        limits = meter.headers(chat.model, prompt_tokens + (chat.max_tokens or 0))
+        response = stream_response(request, {**SSE_HEADERS, **limits})
     capacity = state.settings.channel_capacity
     sender: Sender
     if latency.instant and not calls and request.get(STREAM_FAULT_KEY) is None:
@@ -291,6 +298,7 @@ def create_app(settings: Settings, source: Source | None = None) -> web.Applicat
     app[OPENAPI_SCHEMAS_KEY].update(SCHEMAS)
     faults.add_routes(app, state.faults)
     state.rate_limits = ratelimit.install(app, sim.rpm, sim.tpm, settings.limiter.url)
+    state.meter = ratelimit.UsageMeter() if state.rate_limits is None else None
     set_error_format(app, openai_error_body, "/v1")
     set_error_format(app, openai_error_body, "/test_completion")
     app.cleanup_ctx.append(_lifecycle)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 from aiohttp import web
+from multidict import istr
 
 from llmkit.core.http import ApiError, request_key
 from llmkit.core.limiter import Limiter, TokenBucket
@@ -104,6 +106,63 @@ class ModelRateLimits:
             "Send a shorter prompt or a smaller max_tokens, or raise simulate.tpm."
         )
         return ApiError(429, "rate_limit_exceeded", message, headers=headers, type="tokens")
+
+
+# What the headers say when no limit is configured: limits no load test reaches, as a top API tier's are.
+OPEN_RPM, OPEN_TPM = 10_000_000, 10_000_000_000
+_NAMES = tuple(
+    istr(f"x-ratelimit-{part}-{kind}")
+    for part in ("limit", "remaining", "reset")
+    for kind in ("requests", "tokens")
+)
+
+
+class UsageMeter:
+    """OpenAI's x-ratelimit-* headers for a simulator with no limits: OPEN_RPM / OPEN_TPM per model.
+
+    Counted in this process like the limits' buckets (each minute's budget refills evenly over it), so
+    remaining and reset move as a client's load does, but nothing is ever refused. One call per answer:
+    a few float operations and six strings, no await.
+    """
+
+    def __init__(self, rpm: int = OPEN_RPM, tpm: int = OPEN_TPM, clock: Callable[[], float] = time.monotonic):
+        self.rpm, self.tpm, self.clock = rpm, tpm, clock
+        self._requests_per_s, self._tokens_per_s = rpm / 60.0, tpm / 60.0
+        self._template = {_NAMES[0]: str(rpm), _NAMES[1]: str(tpm)}
+        self._ms_texts: dict[int, str] = {}
+        # model -> [last time, requests used, tokens used], both draining at the refill rate.
+        self._used: dict[str, list[float]] = {}
+
+    def headers(self, model: str, cost: int) -> dict[istr, str]:
+        """The headers of an answer to one request for `model` that may cost `cost` tokens."""
+        now = self.clock()
+        used = self._used.get(model)
+        if used is None:
+            used = self._used[model] = [now, 0.0, 0.0]
+        elapsed = now - used[0]
+        requests = used[1] - elapsed * self._requests_per_s
+        requests = 1.0 if requests < 0.0 else requests + 1.0
+        tokens = used[2] - elapsed * self._tokens_per_s
+        tokens = float(cost) if tokens < 0.0 else tokens + cost
+        used[0], used[1], used[2] = now, requests, tokens
+        left_requests, left_tokens = self.rpm - int(requests + 0.999), self.tpm - int(tokens + 0.999)
+        headers = self._template.copy()
+        names = _NAMES
+        headers[names[2]] = str(left_requests) if left_requests > 0 else "0"
+        headers[names[3]] = str(left_tokens) if left_tokens > 0 else "0"
+        headers[names[4]] = self._reset(requests / self._requests_per_s)
+        headers[names[5]] = self._reset(tokens / self._tokens_per_s)
+        return headers
+
+    def _reset(self, seconds: float) -> str:
+        # Under a second (always, at the open limits) the text is whole milliseconds: remembered.
+        if seconds >= 1.0:
+            return reset_text(seconds)
+        ms = int(seconds * 1000 + 0.5)
+        text = self._ms_texts.get(ms)
+        if text is None:
+            text = self._ms_texts[ms] = f"{ms}ms"
+        return text
 
 
 LIMITS_KEY = web.AppKey("llmkit_model_rate_limits", ModelRateLimits)

@@ -13,7 +13,7 @@ from llmkit.core.limiter.memory import MemoryConcurrencyLimit, MemoryLimiter
 from llmkit.settings import SimulateSettings
 from llmkit.simulate.faults import FaultInjector
 from llmkit.simulate.lengths import OutputLengths
-from llmkit.simulate.ratelimit import ModelRateLimits
+from llmkit.simulate.ratelimit import ModelRateLimits, UsageMeter
 from llmkit.simulate.scheduler import Scheduler
 from llmkit.simulate.sources.base import Source
 
@@ -47,6 +47,9 @@ class SimulateState:
     faults: FaultInjector
     # Per-model RPM/TPM limits (None: off), checked in every model request's slot.
     rate_limits: ModelRateLimits | None = None
+    # The x-ratelimit-* headers of OpenAI-shaped answers when no limit is configured (the limits add
+    # their own headers, to every answer, when they are).
+    meter: UsageMeter | None = None
     # The model-server scheduler (None: simulate.max_num_seqs 0, every request runs at once), and the
     # same when its time factor is above 1 (the latency model then asks it for the load factor).
     scheduler: Scheduler | None = None

@@ -9,7 +9,7 @@ import openai
 import pytest
 
 from llmkit.settings import LimiterSettings, ServerSettings, Settings, SimulateSettings
-from llmkit.simulate.ratelimit import estimate_tokens, reset_text
+from llmkit.simulate.ratelimit import OPEN_RPM, OPEN_TPM, UsageMeter, estimate_tokens, reset_text
 from tests.integration.test_simulate_app import FixedSource, chat_body, make_settings, real_server
 from tests.servers import RedisServer
 
@@ -99,3 +99,60 @@ def test_estimate_and_reset_formats() -> None:
     assert estimate_tokens({"prompt": "hello world", "max_output_tokens": 5}) == 2 + 5
     assert estimate_tokens({"prompt": "x", "options": {"num_predict": 7}}) == 1 + 7
     assert reset_text(0.12) == "120ms" and reset_text(1.5) == "1.5s" and reset_text(360) == "6m0s"
+
+
+async def test_with_no_limits_answers_still_carry_large_limits_that_count_down() -> None:
+    # As OpenAI sends them: a client that reads x-ratelimit-* finds them on every answer.
+    async with real_server(make_settings()) as url:
+        client = openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0)
+        try:
+            seen = []
+            for stream in (False, False, True):
+                raw = await client.chat.completions.with_raw_response.create(
+                    model="m", messages=[{"role": "user", "content": "hi"}], max_tokens=50, stream=stream
+                )
+                if stream:
+                    async for _ in raw.parse():
+                        pass
+                seen.append(raw.headers)
+            other = await client.chat.completions.with_raw_response.create(
+                model="other", messages=[{"role": "user", "content": "hi"}]
+            )
+        finally:
+            await client.close()
+    for headers in seen:
+        assert headers["x-ratelimit-limit-requests"] == str(OPEN_RPM)
+        assert headers["x-ratelimit-limit-tokens"] == str(OPEN_TPM)
+        assert headers["x-ratelimit-reset-requests"].endswith("ms")
+        assert headers["x-ratelimit-reset-tokens"].endswith("ms")
+    requests_left = [int(h["x-ratelimit-remaining-requests"]) for h in seen]
+    tokens_left = [int(h["x-ratelimit-remaining-tokens"]) for h in seen]
+    # Back to back, each answer counts (the budget refills by ~1 request per 6 µs, so it may lag by one).
+    assert OPEN_RPM - 3 <= requests_left[-1] < OPEN_RPM
+    assert tokens_left == sorted(tokens_left, reverse=True) and tokens_left[0] <= OPEN_TPM - 50
+    # Another model counts its own.
+    assert int(other.headers["x-ratelimit-remaining-requests"]) == OPEN_RPM - 1
+
+
+def test_the_meter_counts_per_model_and_refills_over_the_minute() -> None:
+    now = [100.0]
+    meter = UsageMeter(rpm=60, tpm=6000, clock=lambda: now[0])
+    first = meter.headers("a", 100)
+    assert first["x-ratelimit-limit-requests"] == "60" and first["x-ratelimit-limit-tokens"] == "6000"
+    assert first["x-ratelimit-remaining-requests"] == "59" and first["x-ratelimit-remaining-tokens"] == "5900"
+    assert first["x-ratelimit-reset-requests"] == "1s" and first["x-ratelimit-reset-tokens"] == "1s"
+    second = meter.headers("a", 100)
+    assert (
+        second["x-ratelimit-remaining-requests"] == "58" and second["x-ratelimit-remaining-tokens"] == "5800"
+    )
+    assert second["x-ratelimit-reset-requests"] == "2s"
+    assert meter.headers("b", 10)["x-ratelimit-remaining-requests"] == "59"
+    now[0] += 1.5  # 1.5 requests and 150 tokens refilled
+    third = meter.headers("a", 0)
+    assert third["x-ratelimit-remaining-requests"] == "58" and third["x-ratelimit-remaining-tokens"] == "5950"
+    # Past its limit it says 0 left (a configured limit would refuse; the meter never does).
+    for _ in range(70):
+        last = meter.headers("a", 0)
+    assert last["x-ratelimit-remaining-requests"] == "0"
+    now[0] += 3600
+    assert meter.headers("a", 0)["x-ratelimit-remaining-requests"] == "59"
