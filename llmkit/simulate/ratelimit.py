@@ -128,12 +128,12 @@ class UsageMeter:
     def __init__(self, rpm: int = OPEN_RPM, tpm: int = OPEN_TPM, clock: Callable[[], float] = time.monotonic):
         self.rpm, self.tpm, self.clock = rpm, tpm, clock
         self._requests_per_s, self._tokens_per_s = rpm / 60.0, tpm / 60.0
-        self._template = {_NAMES[0]: str(rpm), _NAMES[1]: str(tpm)}
+        self._template: dict[str, str] = {_NAMES[0]: str(rpm), _NAMES[1]: str(tpm)}
         self._ms_texts: dict[int, str] = {}
         # model -> [last time, requests used, tokens used], both draining at the refill rate.
         self._used: dict[str, list[float]] = {}
 
-    def headers(self, model: str, cost: int) -> dict[istr, str]:
+    def headers(self, model: str, cost: int) -> dict[str, str]:
         """The headers of an answer to one request for `model` that may cost `cost` tokens."""
         now = self.clock()
         used = self._used.get(model)
