@@ -18,7 +18,7 @@ from llmkit.simulate.latency import Latency
 from llmkit.simulate.openai import cut_answer
 from llmkit.simulate.reply import answer_mode_for, pick_answer, wait_or_gone
 from llmkit.simulate.state import SimulateState
-from llmkit.simulate.stream import INSTANT_CHUNK_TOKENS, pause, plan_pieces
+from llmkit.simulate.stream import INSTANT_CHUNK_TOKENS, first_token, next_token, plan_pieces
 
 log = logging.getLogger("llmkit.simulate")
 
@@ -196,14 +196,14 @@ async def send_events(
         if head:
             # The opening events go out at once, as the real APIs do, before the time to first token.
             await response.write(b"".join(head))
-        await pause(request, latency.first_token(rng))
+        due = await first_token(request, latency, rng)
         if clock is not None:
             clock.mark_first()
         batch: list[bytes] = []
         batch_tokens = 0
         for k, (event, tokens) in enumerate(steps):
             if one_by_one and k:
-                await pause(request, latency.next_token(rng))
+                due = await next_token(request, due, latency, rng)
             batch.append(event)
             batch_tokens += tokens
             if one_by_one or len(batch) >= capacity:
