@@ -15,6 +15,7 @@ from llmkit.core.http import add_route, json_response, openapi, read_json, strea
 from llmkit.core.ids import fresh_hex
 from llmkit.core.sampling import INT64_MAX
 from llmkit.core.tokenizer import count_tokens
+from llmkit.simulate.bounds import MAX_LEGACY_LOGPROBS, bounded_int, check_numbers
 from llmkit.simulate.latency import Latency, latency_for
 from llmkit.simulate.lengths import fit_text, want_of
 from llmkit.simulate.openai import (
@@ -58,6 +59,8 @@ class CompletionRequest:
     min_tokens: int | None = None
     seed: int | None = None
     max_tokens_set: bool = False
+    # logprobs: N (0..5): the legacy logprobs object, with N alternatives per token; None: no logprobs.
+    logprobs: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +95,7 @@ def parse_completion_request(data: Mapping[str, Any]) -> CompletionRequest:
     """Validate a legacy completion body; raise a 400 ApiError that names the parameter to fix."""
     model = check_model(data)
     prompts = _check_prompts(data)
-    n = int_param(data, "n", 1, MAX_N) or 1
+    n = bounded_int(data, "n", 1, MAX_N) or 1
     if len(prompts) * n > MAX_N:
         raise invalid("n", f"prompts x n must be at most {MAX_N} choices; got {len(prompts)} x {n}")
     max_tokens = int_param(data, "max_tokens", 0)
@@ -100,6 +103,8 @@ def parse_completion_request(data: Mapping[str, Any]) -> CompletionRequest:
     if stream_options is not None and not isinstance(stream_options, dict):
         raise invalid("stream_options", f"stream_options must be an object; got {stream_options!r}")
     ignore_eos, min_tokens = length_fields(data, max_tokens)
+    check_numbers(data)
+    logprobs = bounded_int(data, "logprobs", 0, MAX_LEGACY_LOGPROBS)
     return CompletionRequest(
         model=model,
         prompts=prompts,
@@ -113,6 +118,7 @@ def parse_completion_request(data: Mapping[str, Any]) -> CompletionRequest:
         min_tokens=min_tokens,
         seed=int_param(data, "seed", -INT64_MAX - 1),
         max_tokens_set=max_tokens is not None,
+        logprobs=logprobs,
     )
 
 

@@ -15,6 +15,7 @@ from llmkit.core.ids import fresh_hex
 from llmkit.core.memo import Memo
 from llmkit.core.sampling import INT64_MAX, MAX_STOP, is_int, is_stop
 from llmkit.core.tokenizer import content_text, count_prompt_tokens
+from llmkit.simulate.bounds import bounded_int, chat_logprobs, check_numbers
 from llmkit.simulate.lengths import MAX_ANSWER_TOKENS, Want, cut_text, fit_text
 from llmkit.simulate.structured import (
     TEXT_FORMAT,
@@ -80,6 +81,9 @@ class ChatRequest:
     # vLLM's extra fields: generate past the answer's end up to max_tokens; generate at least this many.
     ignore_eos: bool = False
     min_tokens: int | None = None
+    # logprobs: true, and how many alternatives each token lists (top_logprobs).
+    logprobs: bool = False
+    top_logprobs: int = 0
 
 
 @dataclass(slots=True)  # not frozen: a frozen dataclass pays object.__setattr__ per field, on every request
@@ -216,7 +220,7 @@ def parse_chat_request(data: Mapping[str, Any]) -> ChatRequest:
     messages = _messages_fast(get("messages"))
     if messages is None:
         messages = _check_messages(data)
-    n = 1 if get("n") is None else (int_param(data, "n", 1, MAX_N) or 1)
+    n = 1 if get("n") is None else (bounded_int(data, "n", 1, MAX_N) or 1)
     max_tokens = int_param(data, "max_completion_tokens", 1)
     if max_tokens is None:
         max_tokens = int_param(data, "max_tokens", 1)
@@ -237,6 +241,10 @@ def parse_chat_request(data: Mapping[str, Any]) -> ChatRequest:
     parallel = True if get("parallel_tool_calls") is None else check_bool(data, "parallel_tool_calls")
     seed = None if get("seed") is None else int_param(data, "seed", -INT64_MAX - 1)
     ignore_eos, min_tokens = length_fields(data, max_tokens)
+    check_numbers(data)
+    logprobs, top_logprobs = (
+        (False, 0) if get("logprobs") is None and get("top_logprobs") is None else chat_logprobs(data)
+    )
     return ChatRequest(
         model,
         messages,
@@ -255,6 +263,8 @@ def parse_chat_request(data: Mapping[str, Any]) -> ChatRequest:
         messages[-1].get("role") == "tool",
         ignore_eos,
         min_tokens,
+        logprobs,
+        top_logprobs,
     )
 
 

@@ -10,6 +10,7 @@ from typing import Any
 
 from llmkit.core.openapi import NDJSON, RESPONSE_FORMAT, SCHEMA_NAME, answer, json_body, ref, streams
 from llmkit.core.sampling import INT64_MAX
+from llmkit.simulate.bounds import MAX_LEGACY_LOGPROBS, MAX_TOP_LOGPROBS, NUMBER_BOUNDS
 
 # A model name or prompt with something other than whitespace in it (Python's isspace, \x1c-\x1f too).
 _NOT_BLANK = {"type": "string", "pattern": "[^\\s\\x1c-\\x1f]"}
@@ -21,6 +22,11 @@ def _int(low: int, high: int = INT64_MAX, nullable: bool = True) -> dict[str, An
 
 
 _BOOL = {"type": "boolean", "nullable": True}
+# temperature, top_p and the penalties, bounded as OpenAI bounds them.
+_SAMPLING: dict[str, Any] = {
+    name: {"type": "number", "minimum": low, "maximum": high, "nullable": True}
+    for name, low, high in NUMBER_BOUNDS
+}
 _STOP = {
     "nullable": True,
     "oneOf": [{"type": "string"}, {"type": "array", "maxItems": 4, "items": {"type": "string"}}],
@@ -57,7 +63,8 @@ CHAT_SCHEMA: dict[str, Any] = {
     "type": "object",
     # tools (up to 128 function tools with unique names) and tool_choice are read too; left out here, as
     # the fuzzer's random tools would collide on names, which the server rightly refuses.
-    "description": "also tools and tool_choice (none, auto, required or a named function), as OpenAI's",
+    "description": "also tools and tool_choice (none, auto, required or a named function), as OpenAI's; "
+    "top_logprobs (0 to 20, only with logprobs true: JSON Schema cannot say that)",
     "required": ["model", "messages"],
     "properties": {
         "model": _MODEL,
@@ -85,6 +92,8 @@ CHAT_SCHEMA: dict[str, Any] = {
             **_int(-INT64_MAX - 1),
             "description": "makes the answer, the tool-call decision and the arguments repeatable",
         },
+        **_SAMPLING,
+        "logprobs": {**_BOOL, "description": "choices[].logprobs.content: each token's logprob"},
         **_LENGTH_FIELDS,
     },
 }
@@ -106,6 +115,11 @@ COMPLETION_SCHEMA: dict[str, Any] = {
         "stream": _BOOL,
         "stream_options": _STREAM_OPTIONS,
         "seed": {**_int(-INT64_MAX - 1), "description": "makes the answer repeatable"},
+        **_SAMPLING,
+        "logprobs": {
+            **_int(0, MAX_LEGACY_LOGPROBS),
+            "description": "the legacy logprobs object, with this many alternatives per token",
+        },
         **_LENGTH_FIELDS,
     },
 }
@@ -128,7 +142,10 @@ EMBEDDING_SCHEMA: dict[str, Any] = {
                 _TOKENS,
             ],
         },
-        "dimensions": _int(1, 3072),
+        "dimensions": {
+            **_int(1, 3072),
+            "description": "at most the model's width (text-embedding-3-small 1536); not for ada-002",
+        },
         "encoding_format": {"type": "string", "enum": ["float", "base64", None], "nullable": True},
     },
 }
@@ -191,6 +208,9 @@ RESPONSES_SCHEMA: dict[str, Any] = {
             },
         },
         "parallel_tool_calls": {**_BOOL, "description": "false: at most one function call (default true)"},
+        "temperature": _SAMPLING["temperature"],
+        "top_p": _SAMPLING["top_p"],
+        "top_logprobs": _int(0, MAX_TOP_LOGPROBS),
     },
 }
 _BLOCK = {"type": "object", "required": ["type"], "description": "a content block: any object with a type"}
