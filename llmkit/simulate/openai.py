@@ -408,8 +408,10 @@ def completion_body(
     prompt_tokens: int,
     completion_tokens: int,
     tool_calls: tuple[ToolCall, ...] = (),
+    logprobs: Any = None,
 ) -> dict[str, Any]:
-    """A non-streamed `chat.completion` with `n` identical choices (content None when it makes calls)."""
+    """A non-streamed `chat.completion` with `n` identical choices (content None when it makes calls);
+    `logprobs` is each choice's logprobs object (None: null)."""
     message: dict[str, Any] = {"role": "assistant", "content": content, "refusal": None}
     if tool_calls:
         calls = [call.as_dict() for call in tool_calls]
@@ -418,7 +420,7 @@ def completion_body(
         {
             "index": i,
             "message": message,
-            "logprobs": None,
+            "logprobs": logprobs,
             "finish_reason": finish_reason,
         }
         for i in range(n)
@@ -447,16 +449,21 @@ def completion_json(
     prompt_tokens: int,
     completion_tokens: int,
     tool_calls: tuple[ToolCall, ...] = (),
+    logprobs: Any = None,
 ) -> bytes:
-    """`completion_body(...)` as JSON bytes: a fresh id and created time in front of the remembered rest."""
+    """`completion_body(...)` as JSON bytes: a fresh id and created time in front of the remembered rest
+    (bodies with tool calls or logprobs are built afresh)."""
     key = (model, content, finish_reason, n, prompt_tokens, completion_tokens)
-    rest = None if tool_calls else _BODIES.get(key)
+    fresh_body = bool(tool_calls) or logprobs is not None
+    rest = None if fresh_body else _BODIES.get(key)
     if rest is None:
-        body = completion_body(model, content, finish_reason, n, prompt_tokens, completion_tokens, tool_calls)
+        body = completion_body(
+            model, content, finish_reason, n, prompt_tokens, completion_tokens, tool_calls, logprobs
+        )
         for fresh in ("id", "object", "created"):
             del body[fresh]
         rest = orjson.dumps(body)[1:]  # without its opening brace
-        if not tool_calls:
+        if not fresh_body:
             _BODIES.put(key, rest, len(rest))
     head = f'{{"id":"chatcmpl-{fresh_hex()}","object":"chat.completion","created":{int(time.time())},'
     return head.encode() + rest
@@ -532,6 +539,11 @@ class ChunkWriter:
         if self._raw:
             return self._heads[index] + text.encode() + self._tail
         return self._heads[index] + b'{"content":' + orjson.dumps(text) + b"}" + self._tail
+
+    def content_logprobs(self, index: int, text: str, logprobs: bytes) -> bytes:
+        """A content event that carries the JSON `logprobs` of its own tokens (a text stream's only)."""
+        opening = self._heads[index] + b'{"content":' + orjson.dumps(text)
+        return opening + b'},"logprobs":' + logprobs + b',"finish_reason":null}]}\n\n'
 
     def finish(self, index: int, reason: str) -> bytes:
         """The last event of a choice: an empty delta and its finish reason."""
