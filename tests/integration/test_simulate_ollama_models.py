@@ -12,6 +12,7 @@ import ollama
 import pytest
 
 from llmkit.core.tokenizer import count_tokens, tokenize
+from llmkit.simulate import ollama_models
 from llmkit.simulate.ollama_embed import TOO_LONG
 from tests.integration.test_simulate_app import make_settings, real_server
 from tests.integration.test_simulate_ollama import ndjson
@@ -116,6 +117,19 @@ async def test_pull_without_stream_and_its_errors(client: ollama.AsyncClient, ba
     ]:
         status, raw = await _post(base_url, "/api/pull", body)
         assert status == 400 and words in raw, (body, raw)
+
+
+async def test_pulls_past_the_model_limit_are_409(
+    client: ollama.AsyncClient, base_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ollama_models, "MAX_LOCAL_MODELS", len(await _names(client)) + 1)
+    assert (await client.pull("qwen3")).status == "success"
+    status, raw = await _post(base_url, "/api/pull", {"model": "llama3.2:1b"})
+    assert status == 409 and b"at most" in raw and b"DELETE /api/delete" in raw
+    # A model already there is no new one.
+    assert (await client.pull("qwen3")).status == "success"
+    await client.delete("qwen3")
+    assert (await client.pull("llama3.2:1b")).status == "success"
 
 
 async def test_delete_removes_a_model(client: ollama.AsyncClient, base_url: str) -> None:
