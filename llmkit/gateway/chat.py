@@ -32,6 +32,10 @@ SAMPLING = frozenset(
     }
 )
 ALIASES = {"max_completion_tokens": "max_tokens", "num_predict": "max_tokens"}
+# OpenAI's ranges (Ollama takes them too): refused here, so a client gets a 400 naming the field rather
+# than the upstream's 400 relayed as a 502. The simulator's bounds.py and orchestrate's parameters.py hold
+# the same ranges.
+RANGES = {"temperature": (0, 2), "top_p": (0, 1), "presence_penalty": (-2, 2), "frequency_penalty": (-2, 2)}
 # OpenAI fields the gateway cannot honour: it relays one text answer.
 UNSUPPORTED = ("tools", "functions", "tool_choice", "function_call", "logprobs", "top_logprobs", "audio")
 PRIORITY_NAMES = ", ".join(level.name.lower() for level in Priority)
@@ -143,6 +147,9 @@ def parse_params(body: Mapping[str, Any]) -> dict[str, Any]:
         value = params.get(name)
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
             raise bad(f"{name} must be a number; got {value!r}", name)
+        bounds = RANGES.get(name)
+        if value is not None and bounds is not None and not bounds[0] <= value <= bounds[1]:
+            raise bad(f"{name} must be a number from {bounds[0]} to {bounds[1]}; got {value!r}", name)
     seed = params.get("seed")
     if seed is not None and not is_int(seed):
         raise bad(f"seed must be a 64-bit integer; got {seed!r}", "seed")

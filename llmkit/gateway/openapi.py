@@ -6,18 +6,15 @@ from typing import Any
 
 from llmkit.core.openapi import RESPONSE_FORMAT, answer, json_body, query, ref, streams
 from llmkit.core.sampling import INT64_MAX, INT64_MIN, MAX_STOP
-from llmkit.gateway.chat import ROLES
+from llmkit.gateway.chat import RANGES, ROLES
 
 _NUMBER = {"type": "number", "nullable": True}
 _TOKENS = {"type": "integer", "minimum": 1, "maximum": INT64_MAX, "nullable": True}
 _NAMES = ["critical", "high", "normal", "low"]
 # The sampling parameters the gateway passes upstream (and keys its cache on), by their OpenAI names.
 SAMPLING_PROPERTIES: dict[str, Any] = {
-    "temperature": _NUMBER,
-    "top_p": _NUMBER,
+    **{name: {**_NUMBER, "minimum": low, "maximum": high} for name, (low, high) in RANGES.items()},
     "top_k": _NUMBER,
-    "presence_penalty": _NUMBER,
-    "frequency_penalty": _NUMBER,
     "repeat_penalty": _NUMBER,
     "max_tokens": _TOKENS,
     "max_completion_tokens": _TOKENS,

@@ -33,6 +33,7 @@ from llmkit.simulate.faults import STREAM_FAULT_KEY, FaultInjector, rates_from_s
 from llmkit.simulate.instant import instant_chat_events
 from llmkit.simulate.latency import Latency, latency_for
 from llmkit.simulate.lengths import output_lengths, want_of
+from llmkit.simulate.logprobs import answer_logprobs, logprob_sender
 from llmkit.simulate.openai import (
     TEST_COMPLETION,
     Answer,
@@ -132,8 +133,16 @@ async def _answer(
     if not latency.instant and not await wait_or_gone(request, state, latency.whole_answer(len(tokens), rng)):
         return web.Response(status=499)
     stats.tokens_sent += len(tokens) * chat.n
+    logprobs = answer_logprobs(chat, answer, rng) if chat.logprobs else None
     body = completion_json(
-        chat.model, answer.content, finish_reason, chat.n, prompt_tokens, len(tokens), answer.tool_calls
+        chat.model,
+        answer.content,
+        finish_reason,
+        chat.n,
+        prompt_tokens,
+        len(tokens),
+        answer.tool_calls,
+        logprobs,
     )
     meter = state.meter
     headers = None if meter is None else meter.headers(chat.model, prompt_tokens + (chat.max_tokens or 0))
@@ -160,7 +169,7 @@ async def _stream(
         response = stream_response(request, {**SSE_HEADERS, **limits})
     capacity = state.settings.channel_capacity
     sender: Sender
-    if latency.instant and not calls and request.get(STREAM_FAULT_KEY) is None:
+    if latency.instant and not calls and not chat.logprobs and request.get(STREAM_FAULT_KEY) is None:
         # Nothing to wait for and nothing random: the events are known, only the head is new.
         events = instant_chat_events(tokens, chat.n, finish_reason, usage)
         sender = PrebuiltStream(response, stream_head(chat.model), events, len(tokens) * chat.n, capacity)
@@ -174,7 +183,10 @@ async def _stream(
             pieces, counts = plan_pieces(tokens, per_chunk)
         usage_event = writer.usage(*usage) if usage is not None else None
         plan = StreamPlan(pieces, counts, chat.n, finish_reason, usage_event)
-        sender = StreamSender(request, response, writer, plan, capacity)
+        if chat.logprobs:
+            sender = logprob_sender(request, response, writer, plan, capacity, chat, answer, rng)
+        else:
+            sender = StreamSender(request, response, writer, plan, capacity)
     return await run_stream(request, state, sender, latency, rng)
 
 

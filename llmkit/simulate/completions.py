@@ -14,9 +14,17 @@ from aiohttp import web
 from llmkit.core.http import add_route, json_response, openapi, read_json, stream_response
 from llmkit.core.ids import fresh_hex
 from llmkit.core.sampling import INT64_MAX
-from llmkit.core.tokenizer import count_tokens
+from llmkit.core.tokenizer import count_tokens, tokenize
+from llmkit.simulate.bounds import MAX_LEGACY_LOGPROBS, bounded_int, check_numbers
 from llmkit.simulate.latency import Latency, latency_for
 from llmkit.simulate.lengths import fit_text, want_of
+from llmkit.simulate.logprobs import (
+    TokenLogprob,
+    legacy_logprobs,
+    legacy_piece_logprobs,
+    logprob_rng,
+    token_logprobs,
+)
 from llmkit.simulate.openai import (
     MAX_N,
     SYSTEM_FINGERPRINT,
@@ -58,6 +66,8 @@ class CompletionRequest:
     min_tokens: int | None = None
     seed: int | None = None
     max_tokens_set: bool = False
+    # logprobs: N (0..5): the legacy logprobs object, with N alternatives per token; None: no logprobs.
+    logprobs: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +77,8 @@ class Lane:
     prompt: str
     tokens: list[str]
     finish_reason: str
+    # With logprobs: those of the choice's tokens (the echoed prompt's first).
+    logprobs: list[TokenLogprob] | None = None
 
 
 def _check_prompts(data: Mapping[str, Any]) -> tuple[str, ...]:
@@ -92,7 +104,7 @@ def parse_completion_request(data: Mapping[str, Any]) -> CompletionRequest:
     """Validate a legacy completion body; raise a 400 ApiError that names the parameter to fix."""
     model = check_model(data)
     prompts = _check_prompts(data)
-    n = int_param(data, "n", 1, MAX_N) or 1
+    n = bounded_int(data, "n", 1, MAX_N) or 1
     if len(prompts) * n > MAX_N:
         raise invalid("n", f"prompts x n must be at most {MAX_N} choices; got {len(prompts)} x {n}")
     max_tokens = int_param(data, "max_tokens", 0)
@@ -100,6 +112,8 @@ def parse_completion_request(data: Mapping[str, Any]) -> CompletionRequest:
     if stream_options is not None and not isinstance(stream_options, dict):
         raise invalid("stream_options", f"stream_options must be an object; got {stream_options!r}")
     ignore_eos, min_tokens = length_fields(data, max_tokens)
+    check_numbers(data)
+    logprobs = bounded_int(data, "logprobs", 0, MAX_LEGACY_LOGPROBS)
     return CompletionRequest(
         model=model,
         prompts=prompts,
@@ -113,6 +127,7 @@ def parse_completion_request(data: Mapping[str, Any]) -> CompletionRequest:
         min_tokens=min_tokens,
         seed=int_param(data, "seed", -INT64_MAX - 1),
         max_tokens_set=max_tokens is not None,
+        logprobs=logprobs,
     )
 
 
@@ -141,6 +156,11 @@ class TextChunkWriter:
         """An event carrying a piece of choice `index`'s text."""
         return self._open + orjson.dumps(text) + self._tails[index] + b"null}]}\n\n"
 
+    def content_logprobs(self, index: int, text: str, logprobs: bytes) -> bytes:
+        """A piece of choice `index`'s text with the JSON legacy `logprobs` of its own tokens."""
+        tail = self._tails[index].replace(b'"logprobs":null', b'"logprobs":' + logprobs)
+        return self._open + orjson.dumps(text) + tail + b"null}]}\n\n"
+
     def finish(self, index: int, reason: str) -> bytes:
         """The last event of a choice: empty text and its finish reason."""
         return self._open + b'""' + self._tails[index] + orjson.dumps(reason) + b"}]}\n\n"
@@ -152,12 +172,20 @@ class TextChunkWriter:
 
 
 class LaneSender(StreamSender):
-    """A StreamSender whose choices answer different prompts: choice i follows lane i // n."""
+    """A StreamSender whose choices answer different prompts: choice i follows lane i // n (with
+    `logprobs`, each lane's pieces carry the JSON logprobs of their own tokens)."""
 
-    def __init__(self, *args: Any, lanes: list[tuple[list[str], list[int], str]], per_lane: int) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        lanes: list[tuple[list[str], list[int], str]],
+        per_lane: int,
+        logprobs: list[list[bytes]] | None = None,
+    ) -> None:
         super().__init__(*args)
         self.lanes = lanes
         self.per_lane = per_lane
+        self.logprobs = logprobs
 
     def _steps(self) -> int:
         return max((len(pieces) for pieces, _, _ in self.lanes), default=0)
@@ -167,8 +195,13 @@ class LaneSender(StreamSender):
         tokens = 0
         for lane, (pieces, counts, _) in enumerate(self.lanes):
             if k < len(pieces):
-                first = lane * self.per_lane
-                events.extend(self.writer.content(i, pieces[k]) for i in range(first, first + self.per_lane))
+                choices = range(lane * self.per_lane, (lane + 1) * self.per_lane)
+                if self.logprobs is None:
+                    events.extend(self.writer.content(i, pieces[k]) for i in choices)
+                else:
+                    logprobs = self.logprobs[lane][k]
+                    assert isinstance(self.writer, TextChunkWriter)
+                    events.extend(self.writer.content_logprobs(i, pieces[k], logprobs) for i in choices)
                 tokens += counts[k] * self.per_lane
         return events, tokens
 
@@ -193,7 +226,11 @@ async def _lanes(state: SimulateState, req: CompletionRequest, mode: str) -> tup
         else:
             cut = fit_text(text, req.stop, want)
             tokens, reason = cut.tokens, cut.finish_reason
-        lanes.append(Lane(prompt, tokens, reason))
+        entries = None
+        if req.logprobs is not None:
+            shown = [*tokenize(prompt), *tokens] if req.echo else tokens
+            entries = token_logprobs(shown, logprob_rng(req.seed, shown, rng))
+        lanes.append(Lane(prompt, tokens, reason, entries))
     return lanes, rng
 
 
@@ -201,11 +238,14 @@ def _body(req: CompletionRequest, lanes: list[Lane], prompt_tokens: int) -> dict
     choices = []
     for p, lane in enumerate(lanes):
         text = (lane.prompt if req.echo else "") + "".join(lane.tokens)
+        logprobs = None
+        if req.logprobs is not None and lane.logprobs is not None:
+            logprobs = legacy_logprobs(lane.logprobs, req.logprobs, first_unknown=req.echo)
         for j in range(req.n):
             choice = {
                 "text": text,
                 "index": p * req.n + j,
-                "logprobs": None,
+                "logprobs": logprobs,
                 "finish_reason": lane.finish_reason,
             }
             choices.append(choice)
@@ -258,19 +298,26 @@ async def _stream(
     writer = TextChunkWriter(req.model, f"cmpl-{fresh_hex()}", choices)
     per_chunk = 1 if latency.itl > 0 else INSTANT_CHUNK_TOKENS
     planned = []
+    logprobs: list[list[bytes]] | None = None if req.logprobs is None else []
     for lane in lanes:
         pieces, counts = plan_pieces(lane.tokens, per_chunk)
+        spans = counts
         if req.echo:
             # The echoed prompt opens the choice's text and costs no completion tokens.
             pieces, counts = [lane.prompt, *pieces], [0, *counts]
+            spans = [count_tokens(lane.prompt), *spans]
         planned.append((pieces, counts, lane.finish_reason))
+        if logprobs is not None and req.logprobs is not None and lane.logprobs is not None:
+            logprobs.append(legacy_piece_logprobs(lane.logprobs, req.logprobs, spans, req.echo))
     completion_tokens = sum(len(lane.tokens) for lane in lanes) * req.n
     with_usage = req.include_usage or state.settings.usage_chunk == "always"
     usage_event = writer.usage(prompt_tokens, completion_tokens) if with_usage else None
     plan = StreamPlan([], [], choices, lanes[0].finish_reason, usage_event)
     response = stream_response(request, SSE_HEADERS)
     capacity = state.settings.channel_capacity
-    sender = LaneSender(request, response, writer, plan, capacity, lanes=planned, per_lane=req.n)
+    sender = LaneSender(
+        request, response, writer, plan, capacity, lanes=planned, per_lane=req.n, logprobs=logprobs
+    )
     return await run_stream(request, state, sender, latency, rng)
 
 

@@ -1,5 +1,8 @@
 """OpenAI's `POST /v1/embeddings`: deterministic, unit-length fake vectors from hashed words of the text.
 
+Each model answers vectors as wide as the real one (`EMBEDDING_MODELS`, the one table of widths, which
+Ollama's /api/embed reads too); a model it does not know gets DEFAULT_DIMENSIONS.
+
 Each word and each pair of neighbouring words is hashed (SHAKE-256, as long as the vector) into a
 pseudo-random direction; a text's vector is the normalised sum of its features' directions, so texts that
 share words point the same way more than unrelated ones do. SHAKE's output for fewer dimensions is a prefix
@@ -30,7 +33,9 @@ from llmkit.simulate.reply import wait_or_gone
 from llmkit.simulate.slot import request_slot
 from llmkit.simulate.state import STATE_KEY
 
+# The width of a model the table does not name (text-embedding-3-small's and ada-002's).
 DEFAULT_DIMENSIONS = 1536
+# The most `dimensions` may ask of a model the table does not name.
 MAX_DIMENSIONS = 3072
 MAX_INPUTS = 2048
 MAX_INPUT_TOKENS = 8192
@@ -39,6 +44,36 @@ _WORD_RE = re.compile(r"\w+")
 # Each dimension sums unsigned bytes in a 32-bit field of one big int: no carry until 16 million features.
 _FIELD = 4
 _UNIGRAM_WEIGHT = 2
+
+
+@dataclass(frozen=True, slots=True)
+class EmbeddingModel:
+    """What the simulator mimics of a real embedding model: its vector width and context length."""
+
+    dimensions: int
+    # Tokens per input: OpenAI refuses more; Ollama cuts the input to it (unless `truncate: false`).
+    context: int = MAX_INPUT_TOKENS
+    # Whether OpenAI's `dimensions` may shorten its vectors (text-embedding-3 may, ada-002 may not).
+    shortens: bool = True
+
+
+# Model name (without an Ollama tag such as ":latest") -> the model. One table for every route.
+EMBEDDING_MODELS: dict[str, EmbeddingModel] = {
+    "text-embedding-3-large": EmbeddingModel(3072),
+    "text-embedding-3-small": EmbeddingModel(1536),
+    "text-embedding-ada-002": EmbeddingModel(1536, shortens=False),
+    "nomic-embed-text": EmbeddingModel(768, 2048),
+    "mxbai-embed-large": EmbeddingModel(1024, 512),
+    "all-minilm": EmbeddingModel(384, 512),
+    "snowflake-arctic-embed": EmbeddingModel(1024, 512),
+    "bge-m3": EmbeddingModel(1024, 8192),
+}
+UNKNOWN_MODEL = EmbeddingModel(DEFAULT_DIMENSIONS)
+
+
+def embedding_model(name: str) -> EmbeddingModel | None:
+    """The table's entry for `name` (an Ollama tag such as ":latest" ignored), or None for another model."""
+    return EMBEDDING_MODELS.get(name.partition(":")[0])
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,13 +161,30 @@ def parse_embedding_request(data: Mapping[str, Any]) -> EmbeddingRequest:
     """Validate an embeddings body; raise a 400 ApiError that names the parameter to fix."""
     model = check_model(data)
     texts, counts = _check_input(data)
-    dimensions = int_param(data, "dimensions", 1, MAX_DIMENSIONS)
+    dimensions = _check_dimensions(data, model)
     encoding = data.get("encoding_format", "float")
     if encoding is None:
         encoding = "float"
     if encoding not in ENCODINGS:
         raise invalid("encoding_format", f"encoding_format must be float or base64; got {encoding!r}")
-    return EmbeddingRequest(model, texts, counts, dimensions or DEFAULT_DIMENSIONS, encoding)
+    return EmbeddingRequest(model, texts, counts, dimensions, encoding)
+
+
+def _check_dimensions(data: Mapping[str, Any], model: str) -> int:
+    """The width to answer: the model's own, or `dimensions` where the model takes it (OpenAI's 400s)."""
+    known = embedding_model(model)
+    if data.get("dimensions") is None:
+        return DEFAULT_DIMENSIONS if known is None else known.dimensions
+    if known is None:
+        return int_param(data, "dimensions", 1, MAX_DIMENSIONS) or DEFAULT_DIMENSIONS
+    if not known.shortens:
+        # OpenAI's words; the simulator adds what to change.
+        raise invalid(
+            "dimensions",
+            f"This model does not support specifying dimensions. ({model} is always {known.dimensions} wide: "
+            "drop dimensions, or use text-embedding-3-small or -large)",
+        )
+    return int_param(data, "dimensions", 1, known.dimensions) or known.dimensions
 
 
 def embedding_body(req: EmbeddingRequest) -> dict[str, Any]:

@@ -1,8 +1,8 @@
-"""Ollama's API: /api/chat and /api/generate (NDJSON streams), /api/tags, /api/ps and /api/version."""
+"""Ollama's API: /api/chat and /api/generate (NDJSON streams); the model and embedding routes are
+ollama_models.py's and ollama_embed.py's, registered here too."""
 
 from __future__ import annotations
 
-import hashlib
 import random
 import time
 from collections.abc import Mapping, Sequence
@@ -12,10 +12,20 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from llmkit.core.http import ApiError, add_route, json_response, openapi, set_error_format, stream_response
+from llmkit.core.http import add_route, json_response, openapi, set_error_format, stream_response
 from llmkit.core.sampling import INT64_MAX, is_int
 from llmkit.core.tokenizer import count_prompt_tokens, tokenize
+from llmkit.simulate import ollama_embed, ollama_models
 from llmkit.simulate.latency import Latency, latency_for
+from llmkit.simulate.ollama_wire import (
+    NDJSON_HEADERS,
+    bad,
+    check_model,
+    check_stream,
+    ollama_error_body,
+    read_body,
+    timestamp,
+)
 from llmkit.simulate.openai import last_user_text
 from llmkit.simulate.openapi import OLLAMA_CHAT_DOC, OLLAMA_ERROR, OLLAMA_GENERATE_DOC
 from llmkit.simulate.reply import answer_mode_for, pick_answer
@@ -33,25 +43,7 @@ from llmkit.simulate.state import STATE_KEY, SimulateState
 from llmkit.simulate.structured import MAX_TOOLS, ResponseFormat, Tool, ToolCall, format_content, tool_problem
 from llmkit.simulate.tool_calls import ToolPolicy, cite, make_calls, rate_for
 
-NDJSON_HEADERS = {"Content-Type": "application/x-ndjson", "Cache-Control": "no-cache"}
 ROLES = ("system", "user", "assistant", "tool")
-# The Ollama release whose API this mimics; clients may check it through /api/version.
-OLLAMA_VERSION = "0.6.8"
-# How long /api/ps says a model stays loaded (Ollama's default keep_alive).
-KEEP_ALIVE_S = 300
-MODEL_DETAILS = {
-    "parent_model": "",
-    "format": "gguf",
-    "family": "llmkit",
-    "families": ["llmkit"],
-    "parameter_size": "7.6B",
-    "quantization_level": "Q4_K_M",
-}
-
-
-def ollama_error_body(status: int, code: str, message: str, extra: Mapping[str, Any]) -> Any:
-    """`{"error": "message"}`: the shape the ollama clients read."""
-    return {"error": message}
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,33 +68,22 @@ class OllamaRequest:
     texts: tuple[str, ...] = ()
 
 
-def _bad(message: str) -> ApiError:
-    return ApiError(400, "invalid_request", message)
-
-
-def _check_model(data: Mapping[str, Any]) -> str:
-    model = data.get("model")
-    if not isinstance(model, str) or not model.strip():
-        raise _bad(f'model is required: a non-empty string such as "llama3.2"; got {model!r}')
-    return model
-
-
 def _check_options(data: Mapping[str, Any]) -> tuple[int | None, tuple[str, ...]]:
     options = data.get("options")
     if options is None:
         return None, ()
     if not isinstance(options, dict):
-        raise _bad(f'options must be an object such as {{"num_predict": 64}}; got {options!r}')
+        raise bad(f'options must be an object such as {{"num_predict": 64}}; got {options!r}')
     num_predict = options.get("num_predict")
     if num_predict is not None and not is_int(num_predict, -INT64_MAX):
-        raise _bad(f"options.num_predict must be an integer (-1 for no limit); got {num_predict!r}")
+        raise bad(f"options.num_predict must be an integer (-1 for no limit); got {num_predict!r}")
     stop = options.get("stop")
     if stop is None:
         stop = []
     elif isinstance(stop, str):
         stop = [stop]
     if not isinstance(stop, list) or not all(isinstance(s, str) for s in stop):
-        raise _bad(f"options.stop must be an array of strings; got {stop!r}")
+        raise bad(f"options.stop must be an array of strings; got {stop!r}")
     # Ollama reads -1 as "no limit" and -2 as "fill the context": neither cuts a simulated answer.
     max_tokens = num_predict if num_predict is not None and num_predict > 0 else None
     return max_tokens, tuple(s for s in stop if s)
@@ -118,7 +99,7 @@ def _check_seed(data: Mapping[str, Any]) -> int | None:
     options = data.get("options")
     seed = options.get("seed") if isinstance(options, dict) else None
     if seed is not None and not is_int(seed, -INT64_MAX):
-        raise _bad(f"options.seed must be an integer; got {seed!r}")
+        raise bad(f"options.seed must be an integer; got {seed!r}")
     return seed
 
 
@@ -127,12 +108,12 @@ def _check_tools(data: Mapping[str, Any]) -> tuple[Tool, ...]:
     if raw is None:
         return ()
     if not isinstance(raw, list) or len(raw) > MAX_TOOLS:
-        raise _bad(f"tools must be an array of up to {MAX_TOOLS} function tools; got {raw!r:.80}")
+        raise bad(f"tools must be an array of up to {MAX_TOOLS} function tools; got {raw!r:.80}")
     tools = []
     for i, tool in enumerate(raw):
         function = tool.get("function") if isinstance(tool, dict) else None
         if not isinstance(function, dict) or tool.get("type", "function") != "function":
-            raise _bad(
+            raise bad(
                 f'tools[{i}] must be {{"type": "function", "function": {{"name": ..., "parameters": ...}}}}'
             )
         name, description, schema = (
@@ -142,10 +123,10 @@ def _check_tools(data: Mapping[str, Any]) -> tuple[Tool, ...]:
         )
         problem = tool_problem(name, description, schema, f"tools[{i}].function", "parameters")
         if problem is not None:
-            raise _bad(problem)
+            raise bad(problem)
         tools.append(Tool(str(name), schema if schema is not None else {"type": "object"}, description or ""))
     if len({t.name for t in tools}) != len(tools):
-        raise _bad("tools: function names must be unique")
+        raise bad("tools: function names must be unique")
     return tuple(tools)
 
 
@@ -159,35 +140,32 @@ def _tool_results(messages: list[dict[str, Any]]) -> tuple[tuple[str, str], ...]
 
 
 def _check_common(data: Mapping[str, Any]) -> tuple[bool, bool]:
-    stream = data.get("stream")
-    if stream is not None and not isinstance(stream, bool):
-        raise _bad(f"stream must be true or false; got {stream!r}")
+    stream = check_stream(data)
     fmt = data.get("format")
     if fmt is not None and fmt not in ("", "json") and not isinstance(fmt, dict):
-        raise _bad(f'format must be "json" or a JSON schema object; got {fmt!r}')
-    # Ollama streams unless told not to.
-    return stream is not False, fmt == "json" or isinstance(fmt, dict)
+        raise bad(f'format must be "json" or a JSON schema object; got {fmt!r}')
+    return stream, fmt == "json" or isinstance(fmt, dict)
 
 
 def _check_messages(data: Mapping[str, Any]) -> list[dict[str, Any]]:
     messages = data.get("messages")
     if not isinstance(messages, list):
-        raise _bad(
+        raise bad(
             'messages is required: an array such as [{"role": "user", "content": "Why is the sky blue?"}]; '
             f"got {messages!r}"
         )
     for i, message in enumerate(messages):
         if not isinstance(message, dict) or message.get("role") not in ROLES:
-            raise _bad(f"messages[{i}] must be an object whose role is one of {', '.join(ROLES)}")
+            raise bad(f"messages[{i}] must be an object whose role is one of {', '.join(ROLES)}")
         content = message.get("content")
         if content is not None and not isinstance(content, str):
-            raise _bad(f"messages[{i}].content must be a string; got {type(content).__name__}")
+            raise bad(f"messages[{i}].content must be a string; got {type(content).__name__}")
     return messages
 
 
 def parse_chat(data: Mapping[str, Any]) -> OllamaRequest:
     """Validate an /api/chat body; a 400 says what to fix."""
-    model = _check_model(data)
+    model = check_model(data)
     messages = _check_messages(data)
     stream, as_json = _check_common(data)
     max_tokens, stop = _check_options(data)
@@ -213,13 +191,13 @@ def parse_chat(data: Mapping[str, Any]) -> OllamaRequest:
 
 def parse_generate(data: Mapping[str, Any]) -> OllamaRequest:
     """Validate an /api/generate body; a 400 says what to fix."""
-    model = _check_model(data)
+    model = check_model(data)
     stream, as_json = _check_common(data)
     max_tokens, stop = _check_options(data)
     prompt, system = data.get("prompt"), data.get("system")
     # Checked before defaulting: `or ""` let {} and [] through as an empty prompt.
     if not isinstance(prompt, str | None) or not isinstance(system, str | None):
-        raise _bad("prompt and system must be strings")
+        raise bad("prompt and system must be strings")
     prompt, system = prompt or "", system or ""
     messages = [{"role": "system", "content": system}] if system else []
     messages.append({"role": "user", "content": prompt})
@@ -241,25 +219,6 @@ def parse_generate(data: Mapping[str, Any]) -> OllamaRequest:
         (),
         texts,
     )
-
-
-async def read_body(request: web.Request) -> dict[str, Any]:
-    """The JSON object of the body, whatever the Content-Type: Ollama's docs post JSON with bare `curl -d`."""
-    body = await request.read()
-    try:
-        data = orjson.loads(body) if body.strip() else None
-    except orjson.JSONDecodeError as exc:
-        raise _bad(f"request body is not valid JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise _bad('request body must be a JSON object such as {"model": "llama3.2", ...}')
-    return data
-
-
-def _timestamp(epoch: float | None = None) -> str:
-    """RFC 3339 in UTC with nanoseconds, as Ollama writes created_at."""
-    epoch = time.time() if epoch is None else epoch
-    whole = int(epoch)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)) + f".{int((epoch - whole) * 1e9):09d}Z"
 
 
 def _final(req: OllamaRequest, answer: Answer | None, clock: Clock, nominal_ttft: float) -> dict[str, Any]:
@@ -309,7 +268,7 @@ async def _answer(request: web.Request, req: OllamaRequest, shape: _Shape) -> we
     async with request_slot(state, request):
         if req.load_only:
             clock.mark_ready()
-            body = {"model": req.model, "created_at": _timestamp(), **shape.final()}
+            body = {"model": req.model, "created_at": timestamp(), **shape.final()}
             return json_response({**body, **_final(req, None, clock, 0.0)})
         text, rng = await pick_answer(state, req.prompt, answer_mode_for(request.headers, state.settings))
         if req.tools:
@@ -330,7 +289,7 @@ async def _answer(request: web.Request, req: OllamaRequest, shape: _Shape) -> we
         if not await wait_whole(request, state, latency, answer):
             return web.Response(status=499)
         clock.mark_done()
-        body = {"model": req.model, "created_at": _timestamp(), **shape.content(answer.text)}
+        body = {"model": req.model, "created_at": timestamp(), **shape.content(answer.text)}
         if not shape.chat:
             body["context"] = []
         return json_response({**body, **_final(req, answer, clock, latency.ttft)})
@@ -365,12 +324,12 @@ async def _tool_calls(
         if not await wait_whole(request, state, latency, answer):
             return web.Response(status=499)
         clock.mark_done()
-        body = {"model": req.model, "created_at": _timestamp(), **shape.content("", calls)}
+        body = {"model": req.model, "created_at": timestamp(), **shape.content("", calls)}
         return json_response({**body, **_final(req, answer, clock, latency.ttft)})
-    line = {"model": req.model, "created_at": _timestamp(), **shape.content("", calls), "done": False}
+    line = {"model": req.model, "created_at": timestamp(), **shape.content("", calls), "done": False}
 
     def tail() -> list[bytes]:
-        last = {"model": req.model, "created_at": _timestamp(), **shape.final()}
+        last = {"model": req.model, "created_at": timestamp(), **shape.final()}
         return [orjson.dumps({**last, **_final(req, answer, clock, latency.ttft)}) + b"\n"]
 
     response = stream_response(request, NDJSON_HEADERS)
@@ -388,7 +347,7 @@ async def _stream(
     answer: Answer,
     clock: Clock,
 ) -> web.StreamResponse:
-    created = _timestamp()
+    created = timestamp()
     head = orjson.dumps({"model": req.model, "created_at": created})[:-1] + b","
     if shape.chat:
         opening, closing = head + b'"message":{"role":"assistant","content":', b'},"done":false}\n'
@@ -399,7 +358,7 @@ async def _stream(
         return opening + orjson.dumps(text) + closing
 
     def tail() -> list[bytes]:
-        last = {"model": req.model, "created_at": _timestamp(), **shape.final()}
+        last = {"model": req.model, "created_at": timestamp(), **shape.final()}
         return [orjson.dumps({**last, **_final(req, answer, clock, latency.ttft)}) + b"\n"]
 
     response = stream_response(request, NDJSON_HEADERS)
@@ -421,51 +380,11 @@ async def generate(request: web.Request) -> web.StreamResponse:
     return await _answer(request, req, _Shape(chat=False))
 
 
-def _model_name(model_id: str) -> str:
-    return model_id if ":" in model_id else f"{model_id}:latest"
-
-
-def _model_entry(model_id: str) -> dict[str, Any]:
-    name = _model_name(model_id)
-    digest = hashlib.sha256(name.encode()).hexdigest()
-    # A stable size per name, in the range of a quantized 7B model.
-    size = 4_000_000_000 + int(digest[:8], 16) % 1_000_000_000
-    return {"name": name, "model": name, "size": size, "digest": digest, "details": dict(MODEL_DETAILS)}
-
-
-@openapi(tags=["ollama"])
-async def tags(request: web.Request) -> web.Response:
-    """Ollama's local models: the ids of simulate.models."""
-    state = request.app[STATE_KEY]
-    modified = _timestamp(float(state.started_at))
-    models = [{**_model_entry(m), "modified_at": modified} for m in state.models]
-    return json_response({"models": models})
-
-
-@openapi(tags=["ollama"])
-async def ps(request: web.Request) -> web.Response:
-    """Ollama's loaded models: every listed model, always loaded."""
-    state = request.app[STATE_KEY]
-    expires = _timestamp(time.time() + KEEP_ALIVE_S)
-    models = []
-    for model_id in state.models:
-        entry = _model_entry(model_id)
-        models.append({**entry, "expires_at": expires, "size_vram": entry["size"], "context_length": 8192})
-    return json_response({"models": models})
-
-
-@openapi(tags=["ollama"])
-async def version(request: web.Request) -> web.Response:
-    """The Ollama version this API mimics."""
-    return json_response({"version": OLLAMA_VERSION})
-
-
 def add_routes(app: web.Application) -> None:
     """Register the Ollama routes under /api, with Ollama's `{"error": "..."}` error shape."""
     set_error_format(app, ollama_error_body, "/api", ("OllamaError", OLLAMA_ERROR))
     # Ollama's documented examples are `curl -d` (a form Content-Type): its clients may send one.
     add_route(app, "POST", "/api/chat", chat, forms=True)
     add_route(app, "POST", "/api/generate", generate, forms=True)
-    add_route(app, "GET", "/api/tags", tags)
-    add_route(app, "GET", "/api/ps", ps)
-    add_route(app, "GET", "/api/version", version)
+    ollama_models.add_routes(app)
+    ollama_embed.add_routes(app)

@@ -15,6 +15,7 @@ from llmkit.core.ids import fresh_hex
 from llmkit.core.memo import Memo
 from llmkit.core.sampling import INT64_MAX, MAX_STOP, is_int, is_stop
 from llmkit.core.tokenizer import content_text, count_prompt_tokens
+from llmkit.simulate.bounds import bounded_int, chat_logprobs, check_numbers
 from llmkit.simulate.lengths import MAX_ANSWER_TOKENS, Want, cut_text, fit_text
 from llmkit.simulate.structured import (
     TEXT_FORMAT,
@@ -80,6 +81,9 @@ class ChatRequest:
     # vLLM's extra fields: generate past the answer's end up to max_tokens; generate at least this many.
     ignore_eos: bool = False
     min_tokens: int | None = None
+    # logprobs: true, and how many alternatives each token lists (top_logprobs).
+    logprobs: bool = False
+    top_logprobs: int = 0
 
 
 @dataclass(slots=True)  # not frozen: a frozen dataclass pays object.__setattr__ per field, on every request
@@ -216,7 +220,7 @@ def parse_chat_request(data: Mapping[str, Any]) -> ChatRequest:
     messages = _messages_fast(get("messages"))
     if messages is None:
         messages = _check_messages(data)
-    n = 1 if get("n") is None else (int_param(data, "n", 1, MAX_N) or 1)
+    n = 1 if get("n") is None else (bounded_int(data, "n", 1, MAX_N) or 1)
     max_tokens = int_param(data, "max_completion_tokens", 1)
     if max_tokens is None:
         max_tokens = int_param(data, "max_tokens", 1)
@@ -237,6 +241,10 @@ def parse_chat_request(data: Mapping[str, Any]) -> ChatRequest:
     parallel = True if get("parallel_tool_calls") is None else check_bool(data, "parallel_tool_calls")
     seed = None if get("seed") is None else int_param(data, "seed", -INT64_MAX - 1)
     ignore_eos, min_tokens = length_fields(data, max_tokens)
+    check_numbers(data)
+    logprobs, top_logprobs = (
+        (False, 0) if get("logprobs") is None and get("top_logprobs") is None else chat_logprobs(data)
+    )
     return ChatRequest(
         model,
         messages,
@@ -255,6 +263,8 @@ def parse_chat_request(data: Mapping[str, Any]) -> ChatRequest:
         messages[-1].get("role") == "tool",
         ignore_eos,
         min_tokens,
+        logprobs,
+        top_logprobs,
     )
 
 
@@ -398,8 +408,10 @@ def completion_body(
     prompt_tokens: int,
     completion_tokens: int,
     tool_calls: tuple[ToolCall, ...] = (),
+    logprobs: Any = None,
 ) -> dict[str, Any]:
-    """A non-streamed `chat.completion` with `n` identical choices (content None when it makes calls)."""
+    """A non-streamed `chat.completion` with `n` identical choices (content None when it makes calls);
+    `logprobs` is each choice's logprobs object (None: null)."""
     message: dict[str, Any] = {"role": "assistant", "content": content, "refusal": None}
     if tool_calls:
         calls = [call.as_dict() for call in tool_calls]
@@ -408,7 +420,7 @@ def completion_body(
         {
             "index": i,
             "message": message,
-            "logprobs": None,
+            "logprobs": logprobs,
             "finish_reason": finish_reason,
         }
         for i in range(n)
@@ -437,16 +449,21 @@ def completion_json(
     prompt_tokens: int,
     completion_tokens: int,
     tool_calls: tuple[ToolCall, ...] = (),
+    logprobs: Any = None,
 ) -> bytes:
-    """`completion_body(...)` as JSON bytes: a fresh id and created time in front of the remembered rest."""
+    """`completion_body(...)` as JSON bytes: a fresh id and created time in front of the remembered rest
+    (bodies with tool calls or logprobs are built afresh)."""
     key = (model, content, finish_reason, n, prompt_tokens, completion_tokens)
-    rest = None if tool_calls else _BODIES.get(key)
+    fresh_body = bool(tool_calls) or logprobs is not None
+    rest = None if fresh_body else _BODIES.get(key)
     if rest is None:
-        body = completion_body(model, content, finish_reason, n, prompt_tokens, completion_tokens, tool_calls)
+        body = completion_body(
+            model, content, finish_reason, n, prompt_tokens, completion_tokens, tool_calls, logprobs
+        )
         for fresh in ("id", "object", "created"):
             del body[fresh]
         rest = orjson.dumps(body)[1:]  # without its opening brace
-        if not tool_calls:
+        if not fresh_body:
             _BODIES.put(key, rest, len(rest))
     head = f'{{"id":"chatcmpl-{fresh_hex()}","object":"chat.completion","created":{int(time.time())},'
     return head.encode() + rest
@@ -522,6 +539,11 @@ class ChunkWriter:
         if self._raw:
             return self._heads[index] + text.encode() + self._tail
         return self._heads[index] + b'{"content":' + orjson.dumps(text) + b"}" + self._tail
+
+    def content_logprobs(self, index: int, text: str, logprobs: bytes) -> bytes:
+        """A content event that carries the JSON `logprobs` of its own tokens (a text stream's only)."""
+        opening = self._heads[index] + b'{"content":' + orjson.dumps(text)
+        return opening + b'},"logprobs":' + logprobs + b',"finish_reason":null}]}\n\n'
 
     def finish(self, index: int, reason: str) -> bytes:
         """The last event of a choice: an empty delta and its finish reason."""

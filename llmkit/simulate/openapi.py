@@ -10,6 +10,7 @@ from typing import Any
 
 from llmkit.core.openapi import NDJSON, RESPONSE_FORMAT, SCHEMA_NAME, answer, json_body, ref, streams
 from llmkit.core.sampling import INT64_MAX
+from llmkit.simulate.bounds import MAX_LEGACY_LOGPROBS, MAX_TOP_LOGPROBS, NUMBER_BOUNDS
 
 # A model name or prompt with something other than whitespace in it (Python's isspace, \x1c-\x1f too).
 _NOT_BLANK = {"type": "string", "pattern": "[^\\s\\x1c-\\x1f]"}
@@ -21,6 +22,11 @@ def _int(low: int, high: int = INT64_MAX, nullable: bool = True) -> dict[str, An
 
 
 _BOOL = {"type": "boolean", "nullable": True}
+# temperature, top_p and the penalties, bounded as OpenAI bounds them.
+_SAMPLING: dict[str, Any] = {
+    name: {"type": "number", "minimum": low, "maximum": high, "nullable": True}
+    for name, low, high in NUMBER_BOUNDS
+}
 _STOP = {
     "nullable": True,
     "oneOf": [{"type": "string"}, {"type": "array", "maxItems": 4, "items": {"type": "string"}}],
@@ -57,7 +63,8 @@ CHAT_SCHEMA: dict[str, Any] = {
     "type": "object",
     # tools (up to 128 function tools with unique names) and tool_choice are read too; left out here, as
     # the fuzzer's random tools would collide on names, which the server rightly refuses.
-    "description": "also tools and tool_choice (none, auto, required or a named function), as OpenAI's",
+    "description": "also tools and tool_choice (none, auto, required or a named function), as OpenAI's; "
+    "top_logprobs (0 to 20, only with logprobs true: JSON Schema cannot say that)",
     "required": ["model", "messages"],
     "properties": {
         "model": _MODEL,
@@ -85,6 +92,8 @@ CHAT_SCHEMA: dict[str, Any] = {
             **_int(-INT64_MAX - 1),
             "description": "makes the answer, the tool-call decision and the arguments repeatable",
         },
+        **_SAMPLING,
+        "logprobs": {**_BOOL, "description": "choices[].logprobs.content: each token's logprob"},
         **_LENGTH_FIELDS,
     },
 }
@@ -106,6 +115,11 @@ COMPLETION_SCHEMA: dict[str, Any] = {
         "stream": _BOOL,
         "stream_options": _STREAM_OPTIONS,
         "seed": {**_int(-INT64_MAX - 1), "description": "makes the answer repeatable"},
+        **_SAMPLING,
+        "logprobs": {
+            **_int(0, MAX_LEGACY_LOGPROBS),
+            "description": "the legacy logprobs object, with this many alternatives per token",
+        },
         **_LENGTH_FIELDS,
     },
 }
@@ -128,7 +142,10 @@ EMBEDDING_SCHEMA: dict[str, Any] = {
                 _TOKENS,
             ],
         },
-        "dimensions": _int(1, 3072),
+        "dimensions": {
+            **_int(1, 3072),
+            "description": "at most the model's width (text-embedding-3-small 1536); not for ada-002",
+        },
         "encoding_format": {"type": "string", "enum": ["float", "base64", None], "nullable": True},
     },
 }
@@ -191,6 +208,9 @@ RESPONSES_SCHEMA: dict[str, Any] = {
             },
         },
         "parallel_tool_calls": {**_BOOL, "description": "false: at most one function call (default true)"},
+        "temperature": _SAMPLING["temperature"],
+        "top_p": _SAMPLING["top_p"],
+        "top_logprobs": _int(0, MAX_TOP_LOGPROBS),
     },
 }
 _BLOCK = {"type": "object", "required": ["type"], "description": "a content block: any object with a type"}
@@ -290,6 +310,55 @@ OLLAMA_GENERATE_SCHEMA: dict[str, Any] = {
         "system": {"type": "string", "nullable": True},
     },
 }
+# Ollama's model names: [host/][namespace/]model[:tag], parts of letters, digits, '.', '_' and '-'.
+_NAME_PART = r"[A-Za-z0-9][A-Za-z0-9._-]{0,79}"
+OLLAMA_NAME_PATTERN = rf"^(?:{_NAME_PART}/){{0,2}}{_NAME_PART}(?::[A-Za-z0-9_][A-Za-z0-9._-]{{0,79}})?$"
+_OLLAMA_MODEL = {**_NOT_BLANK, "example": "llama3.2"}
+OLLAMA_SHOW_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "description": "name is read too, for model (older clients send it)",
+    "required": ["model"],
+    "properties": {"model": _OLLAMA_MODEL, "verbose": _BOOL},
+}
+OLLAMA_PULL_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "description": "name is read too, for model (older clients send it)",
+    "required": ["model"],
+    "properties": {
+        "model": {"type": "string", "pattern": OLLAMA_NAME_PATTERN, "example": "llama3.2:1b"},
+        "insecure": _BOOL,
+        "stream": {**_BOOL, "description": "true (the default): NDJSON progress lines; false: one object"},
+    },
+}
+OLLAMA_DELETE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "description": "name is read too, for model (older clients send it)",
+    "required": ["model"],
+    "properties": {"model": _OLLAMA_MODEL},
+}
+OLLAMA_EMBED_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "description": "options and keep_alive are accepted and have no effect",
+    "required": ["model"],
+    "properties": {
+        "model": {**_NOT_BLANK, "example": "nomic-embed-text"},
+        "input": {
+            "nullable": True,
+            "description": 'no input (or ""): no embeddings, the model is only loaded',
+            "oneOf": [{"type": "string"}, {"type": "array", "maxItems": 2048, "items": {"type": "string"}}],
+        },
+        "truncate": {**_BOOL, "description": "true (the default): cut inputs to the model's context"},
+        "dimensions": {**_int(0), "description": "fewer dimensions than the model's (0: all of them)"},
+    },
+}
+OLLAMA_EMBEDDINGS_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["model"],
+    "properties": {
+        "model": {**_NOT_BLANK, "example": "nomic-embed-text"},
+        "prompt": {"type": "string", "nullable": True, "description": "none: an empty embedding"},
+    },
+}
 _KIND = {"type": "string", "enum": ["429", "500", "503", "timeout", "disconnect"]}
 FAULTS_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -342,6 +411,11 @@ SCHEMAS: dict[str, Any] = {
     "CountTokensRequest": COUNT_TOKENS_SCHEMA,
     "OllamaChatRequest": OLLAMA_CHAT_SCHEMA,
     "OllamaGenerateRequest": OLLAMA_GENERATE_SCHEMA,
+    "OllamaShowRequest": OLLAMA_SHOW_SCHEMA,
+    "OllamaPullRequest": OLLAMA_PULL_SCHEMA,
+    "OllamaDeleteRequest": OLLAMA_DELETE_SCHEMA,
+    "OllamaEmbedRequest": OLLAMA_EMBED_SCHEMA,
+    "OllamaEmbeddingsRequest": OLLAMA_EMBEDDINGS_SCHEMA,
 }
 # What every model route can answer besides 400/413/415: busy slots or a rate limit (429), the answer
 # source down (503); injected faults add 500, 503 and 504 when asked for (x-llmkit-fault, /admin/faults).
@@ -416,6 +490,79 @@ OLLAMA_GENERATE_DOC = _model_doc(
     "OllamaGenerateRequest",
     streams("one JSON object with stream false, else NDJSON lines", media=NDJSON),
     {"model": "llama3.2", "prompt": "Why is the sky blue?", "stream": False},
+)
+_OLLAMA_SHOW_ANSWER = {
+    "type": "object",
+    "required": ["modelfile", "parameters", "template", "details", "model_info", "capabilities"],
+    "properties": {
+        "modelfile": {"type": "string"},
+        "parameters": {"type": "string"},
+        "template": {"type": "string"},
+        "details": {
+            "type": "object",
+            "required": ["format", "family", "parameter_size", "quantization_level"],
+        },
+        "model_info": {"type": "object"},
+        "capabilities": {"type": "array", "items": {"type": "string"}},
+        "modified_at": {"type": "string"},
+    },
+}
+OLLAMA_SHOW_DOC: dict[str, Any] = {
+    "tags": ["ollama"],
+    "requestBody": json_body(ref("OllamaShowRequest"), example={"model": "llama3.2"}),
+    "responses": {"200": answer("the model's details", _OLLAMA_SHOW_ANSWER)},
+    "errors": [404],
+}
+OLLAMA_PULL_DOC: dict[str, Any] = {
+    "tags": ["ollama"],
+    "requestBody": json_body(ref("OllamaPullRequest"), example={"model": "llama3.2:1b"}),
+    "responses": {
+        "200": streams(
+            'NDJSON progress lines ending in {"status": "success"}; that one object with stream false',
+            {"type": "object", "required": ["status"], "properties": {"status": {"type": "string"}}},
+            media=NDJSON,
+        )
+    },
+    # 409: simulate keeps at most 1000 local models.
+    "errors": [409],
+}
+OLLAMA_DELETE_DOC: dict[str, Any] = {
+    "tags": ["ollama"],
+    "requestBody": json_body(ref("OllamaDeleteRequest"), example={"model": "llama3.2:1b"}),
+    "responses": {"200": {"description": "deleted (no body)"}},
+    "errors": [404],
+}
+OLLAMA_EMBED_DOC = _model_doc(
+    "ollama",
+    "OllamaEmbedRequest",
+    answer(
+        "the embeddings, one per input, as wide as the model's",
+        {
+            "type": "object",
+            "required": ["model", "embeddings"],
+            "properties": {
+                "model": {"type": "string"},
+                "embeddings": {"type": "array", "items": {"type": "array", "items": {"type": "number"}}},
+                "total_duration": {"type": "integer"},
+                "load_duration": {"type": "integer"},
+                "prompt_eval_count": {"type": "integer"},
+            },
+        },
+    ),
+    {"model": "nomic-embed-text", "input": ["Why is the sky blue?", "Why is the grass green?"]},
+)
+OLLAMA_EMBEDDINGS_DOC = _model_doc(
+    "ollama",
+    "OllamaEmbeddingsRequest",
+    answer(
+        "the embedding of the prompt",
+        {
+            "type": "object",
+            "required": ["embedding"],
+            "properties": {"embedding": {"type": "array", "items": {"type": "number"}}},
+        },
+    ),
+    {"model": "nomic-embed-text", "prompt": "Here is an article about llamas..."},
 )
 # /admin/*: 401 without the admin key or with a wrong one, 403 while simulate.admin_key is unset.
 _ADMIN_ERRORS = [401, 403]

@@ -15,6 +15,7 @@ from llmkit.core.http import ApiError, add_route, json_response, openapi, read_j
 from llmkit.core.ids import fresh_hex
 from llmkit.core.sampling import is_int
 from llmkit.core.tokenizer import count_prompt_tokens, tokenize
+from llmkit.simulate.bounds import MAX_TOP_LOGPROBS, bounded_int, check_numbers
 from llmkit.simulate.latency import Latency, latency_for
 from llmkit.simulate.openapi import RESPONSES_DOC
 from llmkit.simulate.reply import SSE_HEADERS, answer_mode_for, pick_answer
@@ -55,6 +56,9 @@ class ResponsesRequest:
     results: tuple[tuple[str, str], ...] = ()
     raw_tools: tuple[dict[str, Any], ...] = ()
     texts: tuple[str, ...] = ()
+    # Echoed in the response object, as OpenAI does (1 when the request sends none).
+    temperature: float = 1.0
+    top_p: float = 1.0
 
 
 def _check_tools(data: Mapping[str, Any]) -> tuple[tuple[Tool, ...], tuple[dict[str, Any], ...]]:
@@ -221,6 +225,8 @@ def parse_responses_request(data: Mapping[str, Any]) -> ResponsesRequest:
     stream = data.get("stream")
     if stream is not None and not isinstance(stream, bool):
         raise _bad("stream", f"stream must be true or false; got {stream!r}")
+    check_numbers(data)
+    bounded_int(data, "top_logprobs", 0, MAX_TOP_LOGPROBS)
     counted = [{"role": "developer", "content": instructions}, *messages] if instructions else messages
     tools, raw_tools = _check_tools(data)
     prompt = _prompt_of(messages)
@@ -238,7 +244,13 @@ def parse_responses_request(data: Mapping[str, Any]) -> ResponsesRequest:
         results=_results(data.get("input")),
         raw_tools=raw_tools,
         texts=tuple(t for t in texts if t),
+        temperature=_or_one(data.get("temperature")),
+        top_p=_or_one(data.get("top_p")),
     )
+
+
+def _or_one(value: float | None) -> float:
+    return 1.0 if value is None else float(value)
 
 
 def _text_part(text: str) -> dict[str, Any]:
@@ -300,11 +312,11 @@ class ResponseBuilder:
             "reasoning": {"effort": None, "summary": None},
             "service_tier": "default",
             "store": False,
-            "temperature": 1.0,
+            "temperature": req.temperature,
             "text": {"format": req.text_format},
             "tool_choice": _choice_field(req.policy),
             "tools": list(req.raw_tools),
-            "top_p": 1.0,
+            "top_p": req.top_p,
             "truncation": "disabled",
             "usage": None,
             "user": None,

@@ -58,6 +58,18 @@ class SimulateState:
     output_lengths: OutputLengths | None = None
     stats: SimulateStats = field(default_factory=SimulateStats)
     started_at: int = field(default_factory=lambda: int(time.time()))
+    # What Ollama's /api/tags lists, as Ollama names models ("name:tag"), with when each was modified (epoch
+    # seconds): the ids of `models`, plus what /api/pull added, less what /api/delete removed. Per process,
+    # like the counters.
+    local_models: dict[str, int] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.local_models = {ollama_name(m): self.started_at for m in self.models}
+
+
+def ollama_name(model: str) -> str:
+    """`model` as Ollama names it: with its tag, ":latest" when it has none."""
+    return model if ":" in model else f"{model}:latest"
 
 
 STATE_KEY = web.AppKey("llmkit_simulate_state", SimulateState)

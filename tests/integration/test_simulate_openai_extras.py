@@ -157,6 +157,23 @@ async def test_embeddings_batch_dimensions_and_tokens(client: openai.AsyncOpenAI
     assert empty.value.param == "input"
 
 
+async def test_embeddings_are_as_wide_as_the_model(client: openai.AsyncOpenAI) -> None:
+    large = await client.embeddings.create(model="text-embedding-3-large", input="Halo")
+    assert len(large.data[0].embedding) == 3072 and math.isclose(
+        _norm(large.data[0].embedding), 1.0, rel_tol=1e-5
+    )
+    ada = await client.embeddings.create(
+        model="text-embedding-ada-002", input="Halo", encoding_format="float"
+    )
+    assert len(ada.data[0].embedding) == 1536
+    short = await client.embeddings.create(model="text-embedding-3-large", input="Halo", dimensions=1024)
+    assert len(short.data[0].embedding) == 1024
+    with pytest.raises(openai.BadRequestError) as refused:
+        await client.embeddings.create(model="text-embedding-ada-002", input="Halo", dimensions=512)
+    assert refused.value.status_code == 400 and refused.value.param == "dimensions"
+    assert "- This model does not support specifying dimensions. (" in refused.value.message
+
+
 async def test_tool_choice_required_and_named(client: openai.AsyncOpenAI) -> None:
     required = await client.chat.completions.create(
         model="m", messages=MESSAGES, tools=TOOLS, tool_choice="required"

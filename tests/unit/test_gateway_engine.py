@@ -248,6 +248,9 @@ async def test_conversation_id_continues_a_conversation(aiohttp_client: MakeClie
         (chat(stream="yes"), "stream must be true or false"),
         (chat(priority="urgent"), "priority must be an integer or one of"),
         (chat(temperature="hot"), "temperature must be a number"),
+        (chat(temperature=2.5), "temperature must be a number from 0 to 2; got 2.5"),
+        (chat(options={"top_p": -0.1}), "top_p must be a number from 0 to 1; got -0.1"),
+        (chat(presence_penalty=-3), "presence_penalty must be a number from -2 to 2; got -3"),
         (chat(max_tokens=0), "max_tokens must be a positive integer"),
     ],
 )

@@ -141,3 +141,52 @@ def test_text_completion_events() -> None:
     assert event.startswith(b'data: {"id":"cmpl-1","object":"text_completion"') and event.endswith(b"\n\n")
     assert b'"text":"h\xc3\xa9","index":1,"logprobs":null,"finish_reason":null' in event
     assert b'"text":"","index":0,"logprobs":null,"finish_reason":"length"' in writer.finish(0, "length")
+
+
+@pytest.mark.parametrize(
+    ("model", "width"),
+    [
+        ("text-embedding-3-large", 3072),
+        ("text-embedding-3-small", 1536),
+        ("text-embedding-ada-002", 1536),
+        ("nomic-embed-text", 768),
+        ("some-other-model", DEFAULT_DIMENSIONS),
+    ],
+)
+def test_each_model_has_its_width(model: str, width: int) -> None:
+    req = parse_embedding_request({"model": model, "input": "x"})
+    assert req.dimensions == width and len(embedding_body(req)["data"][0]["embedding"]) == width
+
+
+def test_dimensions_shorten_text_embedding_3_up_to_its_width() -> None:
+    assert (
+        parse_embedding_request(
+            {"model": "text-embedding-3-large", "input": "x", "dimensions": 256}
+        ).dimensions
+        == 256
+    )
+    assert (
+        parse_embedding_request(
+            {"model": "text-embedding-3-large", "input": "x", "dimensions": 3072}
+        ).dimensions
+        == 3072
+    )
+    # A model the table does not name takes any width up to 3072.
+    assert parse_embedding_request({"model": "e", "input": "x", "dimensions": 3072}).dimensions == 3072
+    with pytest.raises(ApiError) as wider:
+        parse_embedding_request({"model": "text-embedding-3-small", "input": "x", "dimensions": 2000})
+    assert wider.value.extra["param"] == "dimensions" and "<= 1536" in wider.value.message
+
+
+def test_ada_002_refuses_dimensions_as_openai_does() -> None:
+    with pytest.raises(ApiError) as refused:
+        parse_embedding_request({"model": "text-embedding-ada-002", "input": "x", "dimensions": 1536})
+    assert refused.value.status == 400 and refused.value.extra["param"] == "dimensions"
+    assert refused.value.message.startswith("This model does not support specifying dimensions.")
+    # null is no dimensions at all.
+    assert (
+        parse_embedding_request(
+            {"model": "text-embedding-ada-002", "input": "x", "dimensions": None}
+        ).dimensions
+        == 1536
+    )
