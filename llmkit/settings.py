@@ -92,7 +92,7 @@ class SimulateSettings:
     qa_path: str = ""
     # The share of the prompt's idf-weighted words the best question must have (1: all of them);
     # the same value as simulate/sources/questions.py::DEFAULT_THRESHOLD.
-    qa_threshold: float = field(default=0.4, metadata={"min": 0, "max": 1})
+    qa_threshold: float = field(default=0.35, metadata={"min": 0, "max": 1})
     # 0 picks a new random seed per run; any other value makes the choice of unmatched answers repeatable.
     seed: int = 0
     model: str = "gpt-4o-2024-08-06"

@@ -50,7 +50,7 @@ def test_simulate_serves_the_shipped_answers(tmp_path: Path) -> None:
         listening = [line for line in server.rest_of_stdout() if "listening on" in line]
         assert listening == [f"llmkit simulate listening on {url}"]
         assert f"source: markdown files in {ROOT / 'zresponse'}\n" in server.stderr
-        assert "qa:     questions from the set shipped with llmkit first (threshold 0.4" in server.stderr
+        assert "qa:     questions from the set shipped with llmkit first (threshold 0.35" in server.stderr
         assert f"curl -N {url}/v1/chat/completions" in server.stderr
 
 

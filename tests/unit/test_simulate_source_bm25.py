@@ -8,7 +8,7 @@ import pytest
 
 from llmkit.simulate.sources.bm25 import Bm25
 from llmkit.simulate.sources.matching import STOPWORDS
-from llmkit.simulate.sources.questions import QuestionMatcher, fold_suffix, question_terms
+from llmkit.simulate.sources.questions import DEFAULT_THRESHOLD, QuestionMatcher, fold_suffix, question_terms
 
 DOCS = [
     ["capital", "france"],
@@ -98,7 +98,7 @@ def test_a_paraphrase_finds_its_question() -> None:
 
 def test_the_threshold_decides_between_an_answer_and_none() -> None:
     prompt = "Which city is the capital of France?"
-    assert QuestionMatcher(QUESTIONS, threshold=0.4).best(prompt) == 0
+    assert QuestionMatcher(QUESTIONS).best(prompt) == 0
     # "city" is in no question: at threshold 1 every prompt word must be in the question.
     assert QuestionMatcher(QUESTIONS, threshold=1.0).best(prompt) is None
     assert QuestionMatcher(QUESTIONS, threshold=1.0).best("capital of France") == 0
@@ -106,7 +106,7 @@ def test_the_threshold_decides_between_an_answer_and_none() -> None:
     assert QuestionMatcher(QUESTIONS).best("What is the capital of Australia?") is None
     assert QuestionMatcher(QUESTIONS).best("Write a haiku about autumn leaves") is None
     found = QuestionMatcher(QUESTIONS).explain("What is the capital of Australia?")
-    assert found is not None and found[0] in (0, 1) and 0 < found[1] < 0.4
+    assert found is not None and found[0] in (0, 1) and 0 < found[1] < DEFAULT_THRESHOLD
 
 
 def test_the_prompts_language_wins_a_tie_across_languages() -> None:
