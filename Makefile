@@ -46,6 +46,7 @@ bench: install services
 	@bash scripts/ensure-bench-tools.sh
 	$(PY) bench/core.py
 	$(PY) bench/simulate.py
+	$(PY) bench/simulate_match.py
 	$(PY) bench/aggregate.py
 	$(PY) bench/orchestrate.py
 	$(PY) bench/gateway.py

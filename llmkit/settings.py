@@ -84,6 +84,15 @@ class SimulateSettings:
     port: int = field(default=4545, metadata={"min": 0, "max": 65535})
     source: str = field(default="file", metadata={"choices": ("file", "database")})
     responses_dir: str = "./zresponse"
+    # Short questions answered before the markdown files (source file; answer modes match and random): a
+    # prompt asking one of them (BM25 over the questions, coverage >= qa_threshold) gets its answer, any
+    # other prompt a markdown file. qa_path: a .jsonl file of {qa_id, pertanyaan, jawaban, referensi} rows
+    # (the init-db format) or a directory of them; "" is the English and Indonesian set shipped with llmkit.
+    qa_enabled: bool = True
+    qa_path: str = ""
+    # The share of the prompt's idf-weighted words the best question must have (1: all of them);
+    # the same value as simulate/sources/questions.py::DEFAULT_THRESHOLD.
+    qa_threshold: float = field(default=0.35, metadata={"min": 0, "max": 1})
     # 0 picks a new random seed per run; any other value makes the choice of unmatched answers repeatable.
     seed: int = 0
     model: str = "gpt-4o-2024-08-06"

@@ -14,10 +14,12 @@ if TYPE_CHECKING:
 
 app = typer.Typer(
     help=(
-        "A fake OpenAI-compatible LLM endpoint: SSE streaming, answers from markdown files or ClickHouse.\n\n"
+        "A fake OpenAI-compatible LLM endpoint: SSE streaming, answers from a question-answer set and "
+        "markdown files, or ClickHouse.\n\n"
         "Examples:\n\n"
         "  llmkit simulate --port 4545\n\n"
         "  llmkit simulate --config config.yml   (the seed simulator's own config layout)\n\n"
+        "  llmkit simulate --qa-path my_questions.jsonl   (your questions first; --no-qa: markdown only)\n\n"
         "  llmkit simulate --ttft-ms 300 --itl-ms 20 --jitter 0.2 --workers 2\n\n"
         "  llmkit simulate --rpm 60 --tpm 40000   (429 past the limits, x-ratelimit-* headers on answers)\n\n"
         "  llmkit simulate --max-num-seqs 8 --time-factor-under-load 2   (vLLM-like queueing)\n\n"
@@ -64,11 +66,16 @@ def banner(settings: Settings) -> Any:
         source = f"markdown files in {directory.resolve()}{note}"
     else:
         source = f"ClickHouse {mask_url(settings.clickhouse.url)}"
+    qa: list[str] = []
+    if sim.source == "file" and sim.qa_enabled:
+        where = "the set shipped with llmkit" if sim.qa_path == "" else sim.qa_path
+        qa = [f"  qa:     questions from {where} first (threshold {sim.qa_threshold:g}; --no-qa: off)"]
 
     def lines(url: str) -> list[str]:
         message = '[{"role": "user", "content": "Hello!"}]'
         body = f'{{"model": "{sim.model}", "messages": {message}, "stream": true}}'
         return [
+            *qa,
             f"  source: {source}",
             f"  cache:  {mask_url(settings.cache.url)} (ttl {settings.cache.ttl:g}s)",
             f"  try:    curl -N {url}/v1/chat/completions -H 'Content-Type: application/json' -d '{body}'",
@@ -90,6 +97,16 @@ def simulate(
     ] = None,
     responses_dir: Annotated[
         str | None, typer.Option("--responses-dir", help="Folder of markdown answers (source file).")
+    ] = None,
+    qa: Annotated[
+        bool | None,
+        typer.Option(
+            "--qa/--no-qa", help="Answer the questions of simulate.qa_path before the markdown files."
+        ),
+    ] = None,
+    qa_path: Annotated[
+        str | None,
+        typer.Option("--qa-path", help="A .jsonl file of {pertanyaan, jawaban} rows or a folder of them."),
     ] = None,
     seed: Annotated[
         int | None, typer.Option("--seed", help="Seed for the choice of unmatched answers (0: random).")
@@ -179,6 +196,8 @@ def simulate(
         "simulate.port": (port, "flag --port"),
         "simulate.source": (source, "flag --source"),
         "simulate.responses_dir": (responses_dir, "flag --responses-dir"),
+        "simulate.qa_enabled": (qa, "flag --qa/--no-qa"),
+        "simulate.qa_path": (qa_path, "flag --qa-path"),
         "simulate.seed": (seed, "flag --seed"),
         "simulate.ttft_ms": (ttft_ms, "flag --ttft-ms"),
         "simulate.itl_ms": (itl_ms, "flag --itl-ms"),

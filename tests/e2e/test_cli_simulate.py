@@ -50,6 +50,7 @@ def test_simulate_serves_the_shipped_answers(tmp_path: Path) -> None:
         listening = [line for line in server.rest_of_stdout() if "listening on" in line]
         assert listening == [f"llmkit simulate listening on {url}"]
         assert f"source: markdown files in {ROOT / 'zresponse'}\n" in server.stderr
+        assert "qa:     questions from the set shipped with llmkit first (threshold 0.35" in server.stderr
         assert f"curl -N {url}/v1/chat/completions" in server.stderr
 
 
@@ -62,9 +63,13 @@ def test_simulate_outside_the_checkout_serves_the_shipped_answers(tmp_path: Path
             whole = client.chat.completions.create(
                 model="gpt-4o-mini", messages=[{"role": "user", "content": "resep nasi goreng kampung"}]
             )
+            short = client.chat.completions.create(
+                model="gpt-4o-mini", messages=[{"role": "user", "content": "What is the capital of France?"}]
+            )
         finally:
             client.close()
         assert "Nasi Goreng" in (whole.choices[0].message.content or "")
+        assert short.choices[0].message.content == "The capital of France is Paris."
         assert "(the answers shipped with llmkit; ./zresponse does not exist here)" in server.stderr
 
 
@@ -76,6 +81,20 @@ def test_simulate_with_a_missing_responses_dir_given_fails_clearly(tmp_path: Pat
     ) as server:
         assert server.wait() == 1
     assert f"responses directory {missing} does not exist" in server.stderr
+
+
+def test_simulate_with_a_bad_qa_path_is_a_configuration_error(tmp_path: Path) -> None:
+    missing = tmp_path / "questions.jsonl"
+    with ServerProcess(tmp_path, "--port", "0", "--qa-path", str(missing), command="simulate") as server:
+        assert server.wait() == 2
+    assert f"configuration error: simulate.qa_path: {missing} does not exist" in server.stderr
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"pertanyaan": "Q?", "jawaban": 3}\n', encoding="utf-8")
+    with ServerProcess(
+        tmp_path, "--port", "0", command="simulate", env={"LLMKIT_SIMULATE_QA_PATH": str(bad)}
+    ) as server:
+        assert server.wait() == 2
+    assert f"configuration error: {bad}:1: jawaban must be a string; got int 3" in server.stderr
 
 
 def test_the_wheel_ships_the_default_answers_and_profiles(tmp_path: Path) -> None:
@@ -94,16 +113,21 @@ def test_the_wheel_ships_the_default_answers_and_profiles(tmp_path: Path) -> Non
     answers = {p.name for p in (ROOT / "zresponse").glob("*.md")}
     assert answers and {f"llmkit/_zresponse/{name}" for name in answers} <= names
     assert "llmkit/_profiles/default.yml" in names
+    assert {"llmkit/simulate/data/qa/en.jsonl", "llmkit/simulate/data/qa/id.jsonl"} <= names
     # From the unpacked wheel, far from any checkout, the default resolves to the shipped answers.
     code = (
         "from llmkit.simulate.sources.file import resolve_responses_dir\n"
-        "print(*resolve_responses_dir('./zresponse'))"
+        "from llmkit.simulate.sources.qa import SHIPPED_QA, load_qa\n"
+        "print(*resolve_responses_dir('./zresponse'), SHIPPED_QA, len(load_qa(SHIPPED_QA)))"
     )
     env = {**os.environ, "PYTHONPATH": str(tmp_path / "site")}
     done = subprocess.run(
         [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, check=True
     )
-    assert done.stdout.split() == [str(tmp_path / "site" / "llmkit" / "_zresponse"), "True"]
+    site = tmp_path / "site" / "llmkit"
+    shipped, rows = done.stdout.split()[2:]
+    assert done.stdout.split()[:2] == [str(site / "_zresponse"), "True"]
+    assert shipped == str(site / "simulate" / "data" / "qa") and int(rows) >= 400
 
 
 def test_seed_config_and_redis_keep_the_seeds_keys(

@@ -12,7 +12,13 @@ import pytest
 from llmkit.core.cache import Cache, MemoryCache
 from llmkit.errors import BackendError
 from llmkit.settings import Settings, SimulateSettings
-from llmkit.simulate.sources import ClickHouseSource, FileSource, SourceUnavailable, source_from_settings
+from llmkit.simulate.sources import (
+    ClickHouseSource,
+    FileSource,
+    QaSource,
+    SourceUnavailable,
+    source_from_settings,
+)
 from llmkit.simulate.sources.file import FILE_LIST_KEY, file_key
 
 ZRESPONSE = Path(__file__).resolve().parents[2] / "zresponse"
@@ -143,7 +149,14 @@ async def test_shipped_zresponse_answers_match_their_topics(cache: Cache) -> Non
 
 async def test_source_from_settings(tmp_path: Path, cache: Cache) -> None:
     settings = Settings(simulate=SimulateSettings(responses_dir=str(tmp_path)))
-    file_source = source_from_settings(settings, cache)
+    # By default the shipped question-answer set answers first, the markdown files after it.
+    qa_source = source_from_settings(settings, cache)
+    assert isinstance(qa_source, QaSource) and qa_source.name == "file"
+    assert isinstance(qa_source.fallback, FileSource) and qa_source.fallback.directory == tmp_path
+    off = dataclasses.replace(
+        settings, simulate=SimulateSettings(responses_dir=str(tmp_path), qa_enabled=False)
+    )
+    file_source = source_from_settings(off, cache)
     assert isinstance(file_source, FileSource)
     assert file_source.directory == tmp_path
     db_settings = dataclasses.replace(settings, simulate=SimulateSettings(source="database"))

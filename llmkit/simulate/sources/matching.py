@@ -11,25 +11,31 @@ from collections.abc import Iterable
 from llmkit.core.memo import Memo
 
 # Words that say nothing about the topic, in English and Indonesian; kept small on purpose, since a
-# word missing here only adds a little noise while a topic word listed here would never match.
-STOPWORDS = frozenset(
+# word missing here only adds a little noise while a topic word listed here would never match. Kept apart
+# by language too: which of them a text uses says which language it is in (`language_of`).
+ENGLISH_STOPWORDS = frozenset(
     """
     a an the is are was were be been being am do does did doing of to in on at by for from with about as
     into and or but if then than so that this these those it its i me my we our you your he she they them
     their his her what which who whom whose when where why how can could should would will shall may might
     must please tell explain give describe there here some any not no yes just also very
+    """.split()
+)
+INDONESIAN_STOPWORDS = frozenset(
+    """
     apa yang dan di ke dari ini itu adalah ialah merupakan untuk dengan pada dalam atau juga tidak bisa
     dapat akan sudah telah saya aku kamu anda kami kita mereka dia ia bagaimana mengapa kenapa kapan siapa
     mana berapa tolong mohon jelaskan sebutkan beri berikan buat buatkan tentang secara sebagai oleh lagi
     ada agar supaya karena jika kalau maka seperti hal cara para sebuah suatu pun nya lah kah dong ya
     """.split()
 )
+STOPWORDS = ENGLISH_STOPWORDS | INDONESIAN_STOPWORDS
 
 _WORD = re.compile(r"[^\W_]+")
 
 
-def words(text: str) -> list[str]:
-    """Lowercased words of `text` without accents, punctuation, stopwords or single characters."""
+def plain_words(text: str) -> list[str]:
+    """Lowercased words of `text` without accents, punctuation or single characters (stopwords kept)."""
     if text.isascii():
         # ASCII has no accents to strip and casefolds to its lowercase: skip the per-character pass.
         plain = text.lower()
@@ -37,7 +43,25 @@ def words(text: str) -> list[str]:
         # NFKD splits "é" into "e" + a combining accent, which the category filter then drops.
         decomposed = unicodedata.normalize("NFKD", text.casefold())
         plain = "".join(ch for ch in decomposed if not unicodedata.combining(ch))
-    return [w for w in _WORD.findall(plain) if len(w) > 1 and w not in STOPWORDS]
+    return [w for w in _WORD.findall(plain) if len(w) > 1]
+
+
+def words(text: str) -> list[str]:
+    """Lowercased words of `text` without accents, punctuation, stopwords or single characters."""
+    return [w for w in plain_words(text) if w not in STOPWORDS]
+
+
+def language_of(plain: Iterable[str]) -> str | None:
+    """The language ("en" or "id") whose stopwords `plain` (from `plain_words`) uses more; None if even."""
+    english = indonesian = 0
+    for w in plain:
+        if w in ENGLISH_STOPWORDS:
+            english += 1
+        elif w in INDONESIAN_STOPWORDS:
+            indonesian += 1
+    if english == indonesian:
+        return None
+    return "en" if english > indonesian else "id"
 
 
 class Matcher:
