@@ -47,6 +47,8 @@ class Bm25:
                 postings.setdefault(w, []).append((i, self.idf[w] * f * (k1 + 1.0) / (f + norm)))
         # Per word: (its idf, the documents having it with their part of the score); one lookup a word.
         self._postings = {w: (self.idf[w], tuple(docs_of)) for w, docs_of in postings.items()}
+        # The words some document has (`w in vocabulary`).
+        self.vocabulary = self._postings.keys()
 
     def __len__(self) -> int:
         return self.size

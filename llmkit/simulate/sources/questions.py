@@ -79,10 +79,21 @@ def question_terms(plain: Sequence[str]) -> list[str]:
             # "paling besar" is "terbesar": the superlative both ways.
             w = "ter" + plain[i]
             i += 1
-        for part in THESAURUS.get(w, w).split():
-            if part not in STOPWORDS:
-                out.append(fold_suffix(part))
+        parts = _WORD_TERMS.get(w)
+        if parts is None:
+            parts = _WORD_TERMS.put(w, _terms_of_word(w), len(w) + 16)
+        out.extend(parts)
     return out
+
+
+def _terms_of_word(w: str) -> tuple[str, ...]:
+    return tuple(fold_suffix(part) for part in THESAURUS.get(w, w).split() if part not in STOPWORDS)
+
+
+# The terms of each word seen (prompts reuse words): one lookup a word instead of the folding.
+_WORD_TERMS: Memo[str, tuple[str, ...]] = Memo(max_weight=2_000_000)
+# Stands for the n-th distinct word of a prompt that no question has: never a word (words hold no NUL).
+_UNKNOWN = tuple(f"\x00{n}" for n in range(64))
 
 
 Terms = Callable[[Sequence[str]], list[str]]
@@ -117,6 +128,8 @@ class QuestionMatcher:
         # Prompts repeat (load tests, retries, canned conversations) and the questions never change:
         # remember the answer per prompt, up to this many characters of prompts (-1: none).
         self._best: Memo[str, int] = Memo(max_weight=2_000_000)
+        # The answer per prompt shape (see _find), weighed in words.
+        self._by_shape: Memo[tuple[bool, tuple[str, ...], str | None], int] = Memo(max_weight=1_000_000)
 
     def __len__(self) -> int:
         return self.size
@@ -125,7 +138,7 @@ class QuestionMatcher:
         """Index of the question `prompt` asks (coverage >= threshold), or None."""
         best = self._best.get(prompt)
         if best is None:
-            best = self._best.put(prompt, self._rank(prompt, self.threshold)[0], len(prompt) + 64)
+            best = self._best.put(prompt, self._find(prompt), len(prompt) + 64)
         return None if best < 0 else best
 
     def explain(self, prompt: str) -> tuple[int, float] | None:
@@ -133,9 +146,42 @@ class QuestionMatcher:
         found, coverage = self._rank(prompt, 0.0)
         return None if found < 0 else (found, coverage)
 
-    def _rank(self, prompt: str, threshold: float) -> tuple[int, float]:
+    def _find(self, prompt: str) -> int:
+        # The ranking depends only on the prompt's language and its terms in order, where every word no
+        # question has counts the same whatever it is: prompts that differ only in such words (a counter,
+        # a name, an id in a load test's template) share one ranking. They stand as _UNKNOWN placeholders.
         plain = plain_words(prompt)
         terms = self._terms(plain)
+        content = bool(terms)
+        vocabulary = (self._content if content else self._function).vocabulary
+        seen: dict[str, str] = {}
+        shape = []
+        for w in terms if content else plain:
+            if w in vocabulary:
+                shape.append(w)
+                continue
+            placeholder = seen.get(w)
+            if placeholder is None:
+                if len(seen) == len(_UNKNOWN):  # too many unknown words to stand for: rank as they are
+                    return self._rank_terms(terms, plain, self.threshold)[0]
+                placeholder = seen[w] = _UNKNOWN[len(seen)]
+            shape.append(placeholder)
+        key = (content, tuple(shape), language_of(plain))
+        best = self._by_shape.get(key)
+        if best is None:
+            terms, plain = (shape, plain) if content else ([], shape)
+            best = self._by_shape.put(
+                key, self._rank_terms(terms, plain, self.threshold, key[2])[0], len(shape) + 4
+            )
+        return best
+
+    def _rank(self, prompt: str, threshold: float) -> tuple[int, float]:
+        plain = plain_words(prompt)
+        return self._rank_terms(self._terms(plain), plain, threshold)
+
+    def _rank_terms(
+        self, terms: list[str], plain: list[str], threshold: float, language: str | None | bool = False
+    ) -> tuple[int, float]:
         index, ids = self._content, None
         if not terms:
             index, ids, terms = self._function, self._function_ids, plain
@@ -145,7 +191,8 @@ class QuestionMatcher:
         passing = [i for i, c in coverage.items() if c >= least]
         if not passing:
             return -1, 0.0
-        language = language_of(plain)
+        if language is False:
+            language = language_of(plain)
         if language is not None:
             languages = self._languages
             if ids is None:
