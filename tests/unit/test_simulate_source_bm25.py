@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from llmkit.simulate.sources.bm25 import Bm25
 from llmkit.simulate.sources.matching import STOPWORDS
@@ -178,3 +180,61 @@ def test_question_terms() -> None:
 )
 def test_fold_suffix(word: str, folded: str) -> None:
     assert fold_suffix(word) == folded
+
+
+def _shipped_matcher() -> QuestionMatcher:
+    from llmkit.simulate.sources.qa import SHIPPED_QA, load_qa
+
+    return QuestionMatcher([row.pertanyaan for row in load_qa(SHIPPED_QA)])
+
+
+SHIPPED = _shipped_matcher()
+QUESTION_WORDS = sorted(
+    {
+        w
+        for q in (
+            "capital France",
+            "ibu kota Prancis",
+            "how are you",
+            "paling tinggi gunung",
+            "Fahrenheit to Celsius",
+            "Celsius to Fahrenheit",
+            "thank you",
+            "apa itu DNS",
+        )
+        for w in q.split()
+    }
+)
+
+
+@given(
+    st.lists(
+        st.one_of(st.sampled_from(QUESTION_WORDS), st.sampled_from(["zork", "qwx", "12345", "blarg"])),
+        min_size=1,
+        max_size=12,
+    ).map(" ".join)
+)
+@settings(max_examples=300, deadline=None)
+def test_a_prompt_ranked_by_its_shape_gets_what_ranking_it_directly_gives(prompt: str) -> None:
+    # The shape memo (unknown words as placeholders) never changes an answer.
+    expected = SHIPPED._rank(prompt, SHIPPED.threshold)[0]
+    assert SHIPPED._find(prompt) == expected
+    assert SHIPPED._find(prompt) == expected  # the memo's answer too
+
+
+def test_prompts_that_differ_only_in_unknown_words_share_one_ranking() -> None:
+    matcher = _shipped_matcher()
+    calls = []
+    real = matcher._rank_terms
+
+    def counting(*args: object, **kwargs: object) -> tuple[int, float]:
+        calls.append(args)
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    matcher._rank_terms = counting  # type: ignore[method-assign]
+    answers = {matcher.best(f"What is the capital of France? (request {n})") for n in range(10, 60)}
+    assert len(answers) == 1 and answers != {None}
+    assert len(calls) == 1
+    # A different number of unknown words is a different shape: it may lower the coverage.
+    matcher.best("What is the capital of France? zork blarg")
+    assert len(calls) == 2

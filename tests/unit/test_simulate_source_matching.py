@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import random
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from llmkit.simulate.sources.matching import STOPWORDS, Matcher, words
 
 CANDIDATES = [
@@ -96,3 +99,37 @@ def test_large_candidate_set_still_finds_the_right_one() -> None:
     matcher = Matcher(keys)
     assert matcher.best("tell me about topic777") == 777
     assert matcher.scores("unrelated") == {}
+
+
+@given(
+    st.lists(
+        st.sampled_from([*sorted({w for c in CANDIDATES for w in words(c)}), "zork", "99", "blarg", "qq"]),
+        min_size=1,
+        max_size=10,
+    ).map(" ".join)
+)
+@settings(max_examples=300, deadline=None)
+def test_the_known_words_memo_gives_what_scoring_the_prompt_gives(prompt: str) -> None:
+    matcher = Matcher(CANDIDATES)
+    found = matcher.scores(prompt)
+    expected = -1
+    if found:
+        best = min(found, key=lambda i: (-round(found[i], 9), matcher._lengths[i], i))
+        expected = best if found[best] >= matcher.threshold else -1
+    assert matcher._find(prompt) == expected
+    assert matcher._find(prompt + " zzz") == matcher._rank(*_known(matcher, prompt + " zzz"))
+
+
+def _known(matcher: Matcher, prompt: str) -> tuple[frozenset[str], int]:
+    ws = set(words(prompt))
+    known = frozenset(w for w in ws if w in matcher._index)
+    return known, len(ws) - len(known)
+
+
+def test_prompts_that_differ_only_in_unknown_words_are_ranked_once() -> None:
+    matcher = Matcher(CANDIDATES)
+    ranked = []
+    real = matcher._rank
+    matcher._rank = lambda known, unknown: ranked.append(known) or real(known, unknown)  # type: ignore[method-assign]
+    found = {matcher.best(f"concurrent HTTP requests in Python, run {n}") for n in range(10, 30)}
+    assert found == {1} and len(ranked) == 1
