@@ -236,5 +236,5 @@ def test_prompts_that_differ_only_in_unknown_words_share_one_ranking() -> None:
     assert len(answers) == 1 and answers != {None}
     assert len(calls) == 1
     # A different number of unknown words is a different shape: it may lower the coverage.
-    matcher.best("What is the capital of France? zork blarg")
+    matcher.best("What is the capital of France? zork blarg qwx")
     assert len(calls) == 2
