@@ -46,7 +46,14 @@ from llmkit.simulate.openai import (
     tool_call_pieces,
 )
 from llmkit.simulate.openapi import CHAT_DOC, MODEL_DOC, SCHEMAS, TEST_COMPLETION_DOC
-from llmkit.simulate.reply import SSE_HEADERS, answer_mode_for, pick_answer, run_stream, wait_or_gone
+from llmkit.simulate.reply import (
+    answer_mode_for,
+    limit_headers,
+    pick_answer,
+    run_stream,
+    sse_headers,
+    wait_or_gone,
+)
 from llmkit.simulate.scheduler import Scheduler, SchedulerCollector
 from llmkit.simulate.slot import RequestSlot
 from llmkit.simulate.sources.base import Source
@@ -144,8 +151,7 @@ async def _answer(
         answer.tool_calls,
         logprobs,
     )
-    meter = state.meter
-    headers = None if meter is None else meter.headers(chat.model, prompt_tokens + (chat.max_tokens or 0))
+    headers = limit_headers(state, chat.model, prompt_tokens + (chat.max_tokens or 0))
     return web.Response(body=body, content_type="application/json", headers=headers)
 
 
@@ -161,12 +167,9 @@ async def _stream(
     tokens, finish_reason, calls = answer.tokens, answer.finish_reason, answer.tool_calls
     with_usage = chat.include_usage or state.settings.usage_chunk == "always"
     usage = (prompt_tokens, len(tokens) * chat.n) if with_usage else None
-    meter = state.meter
-    if meter is None:
-        response = stream_response(request, SSE_HEADERS)
-    else:
-        limits = meter.headers(chat.model, prompt_tokens + (chat.max_tokens or 0))
-        response = stream_response(request, {**SSE_HEADERS, **limits})
+    response = stream_response(
+        request, sse_headers(state, chat.model, prompt_tokens + (chat.max_tokens or 0))
+    )
     capacity = state.settings.channel_capacity
     sender: Sender
     if latency.instant and not calls and not chat.logprobs and request.get(STREAM_FAULT_KEY) is None:

@@ -38,7 +38,14 @@ from llmkit.simulate.openai import (
     usage,
 )
 from llmkit.simulate.openapi import COMPLETIONS_DOC
-from llmkit.simulate.reply import SSE_HEADERS, answer_mode_for, pick_answer, run_stream, wait_or_gone
+from llmkit.simulate.reply import (
+    answer_mode_for,
+    limit_headers,
+    pick_answer,
+    run_stream,
+    sse_headers,
+    wait_or_gone,
+)
 from llmkit.simulate.slot import request_slot
 from llmkit.simulate.state import STATE_KEY, SimulateState
 from llmkit.simulate.stream import INSTANT_CHUNK_TOKENS, StreamPlan, StreamSender, plan_pieces
@@ -261,6 +268,11 @@ def _body(req: CompletionRequest, lanes: list[Lane], prompt_tokens: int) -> dict
     }
 
 
+def _cost(req: CompletionRequest, prompt_tokens: int) -> int:
+    # What the limits count up front (as ratelimit.estimate_tokens): the prompts and max_tokens.
+    return prompt_tokens + req.max_tokens
+
+
 @openapi(**COMPLETIONS_DOC)
 async def completions(request: web.Request) -> web.StreamResponse:
     """OpenAI's legacy text completions, answered from the source on the latency model."""
@@ -282,7 +294,7 @@ async def completions(request: web.Request) -> web.StreamResponse:
             return web.Response(status=499)
         body = _body(req, lanes, prompt_tokens)
         stats.tokens_sent += body["usage"]["completion_tokens"]
-        return json_response(body)
+        return json_response(body, headers=limit_headers(state, req.model, _cost(req, prompt_tokens)))
 
 
 async def _stream(
@@ -313,7 +325,7 @@ async def _stream(
     with_usage = req.include_usage or state.settings.usage_chunk == "always"
     usage_event = writer.usage(prompt_tokens, completion_tokens) if with_usage else None
     plan = StreamPlan([], [], choices, lanes[0].finish_reason, usage_event)
-    response = stream_response(request, SSE_HEADERS)
+    response = stream_response(request, sse_headers(state, req.model, _cost(req, prompt_tokens)))
     capacity = state.settings.channel_capacity
     sender = LaneSender(
         request, response, writer, plan, capacity, lanes=planned, per_lane=req.n, logprobs=logprobs

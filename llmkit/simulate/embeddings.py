@@ -29,7 +29,7 @@ from llmkit.core.tokenizer import count_tokens
 from llmkit.simulate.latency import latency_for
 from llmkit.simulate.openai import check_model, int_param, invalid
 from llmkit.simulate.openapi import EMBEDDINGS_DOC
-from llmkit.simulate.reply import wait_or_gone
+from llmkit.simulate.reply import limit_headers, wait_or_gone
 from llmkit.simulate.slot import request_slot
 from llmkit.simulate.state import STATE_KEY
 
@@ -212,8 +212,9 @@ async def embeddings(request: web.Request) -> web.Response:
     async with request_slot(state, request):
         if not await wait_or_gone(request, state, latency.first_token(state.rng)):
             return web.Response(status=499)
-        state.stats.prompt_tokens += sum(req.token_counts)
-        return json_response(embedding_body(req))
+        tokens = sum(req.token_counts)
+        state.stats.prompt_tokens += tokens
+        return json_response(embedding_body(req), headers=limit_headers(state, req.model, tokens))
 
 
 def add_routes(app: web.Application) -> None:

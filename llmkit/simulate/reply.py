@@ -26,6 +26,19 @@ SSE_HEADERS = {
 }
 
 
+def limit_headers(state: SimulateState, model: str, cost: int) -> dict[str, str] | None:
+    """The x-ratelimit-* headers of an OpenAI-shaped answer for `model` that may cost `cost` tokens when
+    no limit is configured (the limits add their own when one is); None then."""
+    meter = state.meter
+    return None if meter is None else meter.headers(model, cost)
+
+
+def sse_headers(state: SimulateState, model: str, cost: int) -> Mapping[str, str]:
+    """SSE_HEADERS, with the x-ratelimit-* headers of `limit_headers` when there are any."""
+    limits = limit_headers(state, model, cost)
+    return SSE_HEADERS if limits is None else {**SSE_HEADERS, **limits}
+
+
 ANSWER_MODES = ("match", "echo", "random", "lorem")
 ANSWER_MODE_HEADER = istr("x-llmkit-answer-mode")
 _SEED_BITS = (1 << 64) - 1

@@ -18,7 +18,7 @@ from llmkit.core.tokenizer import count_prompt_tokens, tokenize
 from llmkit.simulate.bounds import MAX_TOP_LOGPROBS, bounded_int, check_numbers
 from llmkit.simulate.latency import Latency, latency_for
 from llmkit.simulate.openapi import RESPONSES_DOC
-from llmkit.simulate.reply import SSE_HEADERS, answer_mode_for, pick_answer
+from llmkit.simulate.reply import answer_mode_for, limit_headers, pick_answer, sse_headers
 from llmkit.simulate.shapes import (
     Answer,
     argument_pieces,
@@ -366,7 +366,16 @@ async def create_response(request: web.Request) -> web.StreamResponse:
             return await _stream(request, state, builder, latency, answer)
         if not await wait_whole(request, state, latency, answer):
             return web.Response(status=499)
-        return json_response(builder.body(answer))
+        return json_response(builder.body(answer), headers=_limit_headers(state, req))
+
+
+def _cost(req: ResponsesRequest) -> int:
+    # What the limits count up front (as ratelimit.estimate_tokens): the input and max_output_tokens.
+    return req.prompt_tokens + (req.max_output_tokens or 0)
+
+
+def _limit_headers(state: SimulateState, req: ResponsesRequest) -> dict[str, str] | None:
+    return limit_headers(state, req.model, _cost(req))
 
 
 async def _function_calls(
@@ -387,7 +396,7 @@ async def _function_calls(
     if not req.stream:
         if not await wait_whole(request, state, latency, answer):
             return web.Response(status=499)
-        return json_response(builder.body(answer, calls))
+        return json_response(builder.body(answer, calls), headers=_limit_headers(state, req))
     sequence = 0
 
     def event(kind: str, **fields: Any) -> bytes:
@@ -430,7 +439,7 @@ async def _function_calls(
     def tail() -> list[bytes]:
         return [event("response.completed", response=builder.body(answer, calls))]
 
-    response = stream_response(request, SSE_HEADERS)
+    response = stream_response(request, sse_headers(state, builder.req.model, _cost(builder.req)))
     await send_events(request, state, response, latency, rng, head=head, steps=steps(), tail=tail)
     return response
 
@@ -472,7 +481,7 @@ async def _stream(
             event(f"response.{final['status']}", response=final),
         ]
 
-    response = stream_response(request, SSE_HEADERS)
+    response = stream_response(request, sse_headers(state, builder.req.model, _cost(builder.req)))
     await send_stream(request, state, response, latency, answer, head=head, piece=piece, tail=tail)
     return response
 

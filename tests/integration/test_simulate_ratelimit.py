@@ -156,3 +156,22 @@ def test_the_meter_counts_per_model_and_refills_over_the_minute() -> None:
     assert last["x-ratelimit-remaining-requests"] == "0"
     now[0] += 3600
     assert meter.headers("a", 0)["x-ratelimit-remaining-requests"] == "59"
+
+
+async def test_with_no_limits_every_openai_route_carries_the_headers() -> None:
+    async with real_server(make_settings()) as url:
+        client = openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0)
+        try:
+            answers = [
+                await client.completions.with_raw_response.create(model="m", prompt="hi", max_tokens=5),
+                await client.completions.with_raw_response.create(model="m", prompt="hi", stream=True),
+                await client.responses.with_raw_response.create(model="m", input="hi"),
+                await client.responses.with_raw_response.create(model="m", input="hi", stream=True),
+                await client.embeddings.with_raw_response.create(model="text-embedding-3-small", input="hi"),
+            ]
+        finally:
+            await client.close()
+    for raw in answers:
+        assert raw.headers["x-ratelimit-limit-requests"] == str(OPEN_RPM), raw.http_request.url
+        assert int(raw.headers["x-ratelimit-remaining-tokens"]) < OPEN_TPM
+        assert raw.headers["x-ratelimit-reset-tokens"].endswith("ms")
