@@ -31,7 +31,8 @@ INDONESIAN_STOPWORDS = frozenset(
 )
 STOPWORDS = ENGLISH_STOPWORDS | INDONESIAN_STOPWORDS
 
-_WORD = re.compile(r"[^\W_]+")
+# Runs of two or more letters or digits: single characters say nothing about a topic.
+_WORD = re.compile(r"[^\W_]{2,}")
 
 
 # The last text plain_words split and its words: a prompt the question-answer set does not answer is
@@ -60,7 +61,7 @@ def _split_plain(text: str) -> list[str]:
         # NFKD splits "é" into "e" + a combining accent, which the category filter then drops.
         decomposed = unicodedata.normalize("NFKD", text.casefold())
         plain = "".join(ch for ch in decomposed if not unicodedata.combining(ch))
-    return [w for w in _WORD.findall(plain) if len(w) > 1]
+    return _WORD.findall(plain)
 
 
 def words(text: str) -> list[str]:
