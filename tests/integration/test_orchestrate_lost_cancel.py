@@ -9,7 +9,9 @@ out, the worker waited for its heartbeat for ever, and the job stayed "processin
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -52,9 +54,8 @@ class BeatBackend:
         pass
 
 
-async def test_a_job_ending_as_its_heartbeat_meets_a_dead_master_runs_again_after_its_lease(
-    aiohttp_client: MakeClient, redis_server: RedisServer
-) -> None:
+async def start(aiohttp_client: MakeClient, redis_server: RedisServer) -> tuple[Client, BeatBackend]:
+    """An orchestrator on Redis (one worker, 0.3 s leases) whose first job's result write fails."""
     settings = Settings(
         server=ServerSettings(access_log=False),
         queue=QueueSettings(url=f"{redis_server.url}?prefix=lost-{uuid.uuid4().hex[:8]}"),
@@ -62,10 +63,43 @@ async def test_a_job_ending_as_its_heartbeat_meets_a_dead_master_runs_again_afte
     )
     backend = BeatBackend()
     client = await aiohttp_client(create_app(settings, backend))
-    orchestrator = client.app[ORCHESTRATOR_KEY]
-    queue, store = orchestrator.queue, orchestrator.store
+    store = client.app[ORCHESTRATOR_KEY].store
+    save = store.save
+
+    async def first_result_lost(job: Job) -> None:
+        if job.terminal and backend.calls == 1:
+            raise BackendError("redis job write failed: MasterNotFoundError: No master found for 'mymaster'")
+        await save(job)
+
+    store.save = first_result_lost  # type: ignore[method-assign]
+    return client, backend
+
+
+async def runs_again_after_its_lease(client: Client, backend: BeatBackend) -> None:
+    """A job submitted now completes: its result never written, it runs again once its lease runs out
+    (which the heartbeat, had it beaten on, would have prevented)."""
+    response = await client.post("/api/v1/infer", json={"prompt": "finish me"})
+    assert response.status == 200, await response.text()
+    job_id = (await response.json())["request_id"]
+    response = await client.get(f"/api/v1/result/{job_id}?timeout=10")
+    job = await response.json()
+    assert (job["status"], job["result"], job["attempts"]) == ("completed", "echo: finish me", 2), job
+    assert backend.calls == 2
+    # Acked just after its result was written: the queue is empty a moment later.
+    queue = client.app[ORCHESTRATOR_KEY].queue
+    deadline = time.monotonic() + 5
+    while (stats := await queue.stats()).total or stats.in_flight:
+        assert time.monotonic() < deadline, stats
+        await asyncio.sleep(0.02)
+
+
+async def test_a_beat_whose_cancel_redis_py_lost_then_failed_ends_the_heartbeat(
+    aiohttp_client: MakeClient, redis_server: RedisServer
+) -> None:
+    client, backend = await start(aiohttp_client, redis_server)
+    queue = client.app[ORCHESTRATOR_KEY].queue
     assert isinstance(queue, RedisPriorityQueue)
-    evalsha, save = queue.client.evalsha, store.save
+    evalsha = queue.client.evalsha
 
     async def dying_beat(sha: str, numkeys: int, *keys_and_args: Any) -> Any:
         if sha == EXTEND_SHA and not backend.beating.is_set():
@@ -78,20 +112,26 @@ async def test_a_job_ending_as_its_heartbeat_meets_a_dead_master_runs_again_afte
                 raise redis.exceptions.ConnectionError("Connection closed by server.") from None
         return await evalsha(sha, numkeys, *keys_and_args)
 
-    async def first_result_lost(job: Job) -> None:
-        if job.terminal and backend.calls == 1:
-            raise BackendError("redis job write failed: MasterNotFoundError: No master found for 'mymaster'")
-        await save(job)
-
     queue.client.evalsha = dying_beat  # type: ignore[method-assign]
-    store.save = first_result_lost  # type: ignore[method-assign]
-    response = await client.post("/api/v1/infer", json={"prompt": "finish me"})
-    assert response.status == 200, await response.text()
-    job_id = (await response.json())["request_id"]
-    response = await client.get(f"/api/v1/result/{job_id}?timeout=10")
-    job = await response.json()
-    # Its result never written, the job ran again once its lease ran out: the heartbeat had stopped.
-    assert (job["status"], job["result"], job["attempts"]) == ("completed", "echo: finish me", 2), job
-    assert backend.calls == 2
-    stats = await queue.stats()
-    assert (stats.total, stats.in_flight) == (0, 0)
+    await runs_again_after_its_lease(client, backend)
+
+
+async def test_a_heartbeat_stops_once_its_job_ended_even_if_its_cancel_is_lost(
+    aiohttp_client: MakeClient, redis_server: RedisServer
+) -> None:
+    # Whichever layer loses the cancel (here the queue's extend itself, which then answers), the worker
+    # must not depend on it.
+    client, backend = await start(aiohttp_client, redis_server)
+    queue = client.app[ORCHESTRATOR_KEY].queue
+    extend = queue.extend
+
+    async def losing_cancel(item_id: str, token: str, lease: float) -> bool:
+        if backend.beating.is_set():
+            return await extend(item_id, token, lease)
+        backend.beating.set()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.Event().wait()
+        return True
+
+    queue.extend = losing_cancel  # type: ignore[method-assign]
+    await runs_again_after_its_lease(client, backend)
