@@ -298,14 +298,18 @@ def redis_errors(what: str) -> Iterator[None]:
 
     from redis.exceptions import RedisError
 
+    # Python 3.11's asyncio.wait_for, which redis-py uses to send every command when a socket timeout is
+    # set, drops a cancel that lands just as the send completes (CPython gh-86296, fixed in 3.12). The
+    # task's cancel count still records it: raise it here, or a cancelled worker runs on (and close hangs).
+    # Also when the command then fails (its master just died): as a BackendError the cancel would be lost
+    # on a caller that retries those, as a lease heartbeat does, and beat on for ever.
     task = asyncio.current_task()
     cancels = task.cancelling() if task is not None else 0
     try:
         yield
     except (RedisError, OSError, TimeoutError) as exc:
+        if task is not None and task.cancelling() > cancels:
+            raise asyncio.CancelledError from exc
         raise BackendError(f"redis {what} failed: {type(exc).__name__}: {exc}") from exc
-    # Python 3.11's asyncio.wait_for, which redis-py uses to send every command when a socket timeout is
-    # set, drops a cancel that lands just as the send completes (CPython gh-86296, fixed in 3.12). The
-    # task's cancel count still records it: raise it here, or a cancelled worker runs on (and close hangs).
     if task is not None and task.cancelling() > cancels:
         raise asyncio.CancelledError

@@ -158,10 +158,12 @@ class WorkerPool:
             await self.queue.ack(item.id, item.token)
             return
         self.busy += 1
-        heartbeat = asyncio.create_task(self._heartbeat(item))
+        ended = asyncio.Event()
+        heartbeat = asyncio.create_task(self._heartbeat(item, ended))
         try:
             await self._run(job, item)
         finally:
+            ended.set()
             heartbeat.cancel()
             self.busy -= 1
             # Awaited, so no heartbeat outlives its job (and close() finds no task still running).
@@ -175,11 +177,15 @@ class WorkerPool:
             return True
         return job.status == PROCESSING and deliveries > 1
 
-    async def _heartbeat(self, item: QueueItem) -> None:
+    async def _heartbeat(self, item: QueueItem, ended: asyncio.Event) -> None:
         """Keep the lease while the job runs, however long the backend takes (and through a short blip)."""
         lease = self.settings.lease_s
+        # Until the job has ended, not merely until cancelled: a driver can lose a cancel (redis-py does on
+        # Python 3.11), and a heartbeat beating on would hold the lease of a job no one runs for ever.
         while True:
             await asyncio.sleep(lease / 3)
+            if ended.is_set():
+                return
             try:
                 held = await self.queue.extend(item.id, item.token, lease)
             except BackendError:

@@ -165,9 +165,7 @@ async def test_killing_the_redis_master_under_load_loses_nothing_acknowledged(cl
         o.latency for o in chats.outcomes
     )
     assert row["phases"]["after"]["failed"] == 0, row["errors"]
-    # Checked last (below), so the cache and limit checks run either way.
-    unfinished = {results[job_id]["status"] for job_id in stuck}
-    assert unfinished <= {"processing"}, {job_id: results[job_id] for job_id in stuck}
+    # Every acknowledged job completes: checked last (below), so the cache and limit checks run either way.
     assert events.acknowledged <= stored, len(events.acknowledged - stored)
     assert len(jobs.acknowledged) > 0 and len(events.acknowledged) > 0
 
@@ -190,15 +188,14 @@ async def test_killing_the_redis_master_under_load_loses_nothing_acknowledged(cl
     codes = [status for status, _ in statuses]
     assert codes.count(200) == 5 and codes.count(429) == 10, codes
     if stuck:
-        # Known issue (see docs/ha.md): a job a worker was finishing when the master died can stay
-        # "processing" (attempts 1) after the failover, never delivered again. Whether a worker still
-        # counts it as running (stuck in an await, its heartbeat keeping the lease) tells causes apart.
+        # Whether a worker still counts a stuck job as running tells causes apart (none did, yet the lease
+        # was held, when a heartbeat outlived its job: see docs/ha.md).
         running = []
         async with aiohttp.ClientSession() as session:
             for url in cluster.urls("orchestrate-worker"):
                 async with session.get(f"{url}/stats") as r:
                     running.append((await r.json()).get("running"))
-        pytest.xfail(
-            f"{len(stuck)} acknowledged job(s) stuck processing after the failover: {stuck[:3]}; "
+        raise AssertionError(
+            f"{len(stuck)} acknowledged job(s) unfinished 90 s after the failover: {stuck[:3]}; "
             f"jobs the workers count as running now: {running}"
         )
