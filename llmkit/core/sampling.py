@@ -17,6 +17,14 @@ INT64_MAX = 2**63 - 1
 INT64_MIN = -(2**63)
 # OpenAI's limit on stop sequences.
 MAX_STOP = 4
+# OpenAI's ranges for the sampling numbers (Ollama takes them too): the simulator refuses what is outside
+# in OpenAI's words, the gateway and the orchestrator before an upstream does.
+SAMPLING_RANGES: dict[str, tuple[int, int]] = {
+    "temperature": (0, 2),
+    "top_p": (0, 1),
+    "presence_penalty": (-2, 2),
+    "frequency_penalty": (-2, 2),
+}
 
 
 def is_int(value: Any, low: int = INT64_MIN, high: int = INT64_MAX) -> bool:

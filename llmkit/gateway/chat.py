@@ -12,7 +12,14 @@ import orjson
 from llmkit.core.auth import DEFAULT_TENANT
 from llmkit.core.http import ApiError
 from llmkit.core.queue.base import Priority
-from llmkit.core.sampling import INT64_MAX, MAX_STOP, is_int, is_stop, response_format_problem
+from llmkit.core.sampling import (
+    INT64_MAX,
+    MAX_STOP,
+    SAMPLING_RANGES,
+    is_int,
+    is_stop,
+    response_format_problem,
+)
 from llmkit.gateway.calls import ChatCall
 
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
@@ -32,10 +39,8 @@ SAMPLING = frozenset(
     }
 )
 ALIASES = {"max_completion_tokens": "max_tokens", "num_predict": "max_tokens"}
-# OpenAI's ranges (Ollama takes them too): refused here, so a client gets a 400 naming the field rather
-# than the upstream's 400 relayed as a 502. The simulator's bounds.py and orchestrate's parameters.py hold
-# the same ranges.
-RANGES = {"temperature": (0, 2), "top_p": (0, 1), "presence_penalty": (-2, 2), "frequency_penalty": (-2, 2)}
+# Refused here, so a client gets a 400 naming the field rather than the upstream's 400 relayed as a 502.
+RANGES = SAMPLING_RANGES
 # OpenAI fields the gateway cannot honour: it relays one text answer.
 UNSUPPORTED = ("tools", "functions", "tool_choice", "function_call", "logprobs", "top_logprobs", "audio")
 PRIORITY_NAMES = ", ".join(level.name.lower() for level in Priority)

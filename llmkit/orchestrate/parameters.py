@@ -6,14 +6,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from llmkit.core.http import ApiError
-from llmkit.core.sampling import INT64_MAX, MAX_STOP, is_int, is_stop
+from llmkit.core.sampling import INT64_MAX, MAX_STOP, SAMPLING_RANGES, is_int, is_stop
 
 # name -> (low, high) for numbers; OpenAI's ranges, which the simulator and Ollama accept too.
 NUMBERS: dict[str, tuple[float, float]] = {
-    "temperature": (0.0, 2.0),
-    "top_p": (0.0, 1.0),
-    "presence_penalty": (-2.0, 2.0),
-    "frequency_penalty": (-2.0, 2.0),
+    **{name: (float(low), float(high)) for name, (low, high) in SAMPLING_RANGES.items()},
     "repeat_penalty": (0.0, 100.0),
     "min_p": (0.0, 1.0),
 }

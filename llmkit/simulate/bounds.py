@@ -11,14 +11,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from llmkit.core.http import ApiError
-from llmkit.core.sampling import INT64_MAX, is_int
+from llmkit.core.sampling import INT64_MAX, SAMPLING_RANGES, is_int
 
 # (field, lowest, highest) of the numbers every OpenAI text route bounds.
-NUMBER_BOUNDS: tuple[tuple[str, int, int], ...] = (
-    ("temperature", 0, 2),
-    ("top_p", 0, 1),
-    ("presence_penalty", -2, 2),
-    ("frequency_penalty", -2, 2),
+NUMBER_BOUNDS: tuple[tuple[str, int, int], ...] = tuple(
+    (name, low, high) for name, (low, high) in SAMPLING_RANGES.items()
 )
 # Alternatives per token: chat's and the Responses API's top_logprobs, legacy completions' logprobs.
 MAX_TOP_LOGPROBS = 20
