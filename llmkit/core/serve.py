@@ -25,6 +25,11 @@ from aiohttp import web
 from llmkit.core.workers import PEERS_KEY, Peers
 from llmkit.errors import ConfigError, ListenError, LlmkitError
 
+# The listen queue of each socket (the kernel caps it at net.core.somaxconn). aiohttp's 128 overflows when
+# thousands of clients connect within a second to a busy worker, and the overflow is reset connections;
+# uvicorn and gunicorn ask for 2048 too.
+LISTEN_BACKLOG = 2048
+
 AppFactory = Callable[[], web.Application | Awaitable[web.Application]]
 ReadyCallback = Callable[[str, int], None]
 
@@ -97,13 +102,13 @@ async def running(
     )
     await runner.setup()
     try:
-        site = web.TCPSite(runner, host, port, reuse_port=reuse_port or None)
+        site = web.TCPSite(runner, host, port, backlog=LISTEN_BACKLOG, reuse_port=reuse_port or None)
         try:
             await site.start()
         except OSError as exc:
             raise ListenError.from_os_error(host, port, exc) from exc
         if unix_path is not None:
-            await web.UnixSite(runner, str(unix_path)).start()
+            await web.UnixSite(runner, str(unix_path), backlog=LISTEN_BACKLOG).start()
         yield host, int(runner.addresses[0][1])
     finally:
         stop_requested(app)

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from aiohttp import web
+from aiohttp.http_writer import StreamWriter
 
 from llmkit.simulate.faults import STREAM_FAULT_KEY, in_stream_error_event
 from llmkit.simulate.latency import Latency
@@ -111,33 +112,151 @@ class Ticks:
     """Wakes the sleeping streams of one event loop from one timer per millisecond, not one per token.
 
     5,000 streams at 50 ms between tokens are 100,000 wake-ups a second: with a timer each, the loop's
-    timer heap and the per-sleep objects cost as much as writing the events. Here every sleeper due in the
-    same millisecond waits on its own future (so cancelling one never touches the others) in that
-    millisecond's list, and one `call_at` completes the whole list. A sleeper wakes at most 1 ms late and
-    never early.
+    timer heap and the per-sleep objects cost as much as writing the events. Every sleeper due in the same
+    millisecond is in that millisecond's list, and one `call_at` wakes the whole list. A sleeper is either a
+    future (a task waits on it, so cancelling one never touches the others) or a TokenRun, whose next event
+    is written right here, with no task to wake. A sleeper wakes at most 1 ms late and never early.
     """
 
     __slots__ = ("_loop", "_slots")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
-        self._slots: dict[int, list[asyncio.Future[None]]] = {}
+        self._slots: dict[int, list[asyncio.Future[None] | TokenRun]] = {}
 
-    def until(self, when: float) -> asyncio.Future[None]:
-        """A future that completes at the first millisecond boundary at or after loop time `when`."""
+    def _slot(self, when: float) -> list[asyncio.Future[None] | TokenRun]:
         slot = math.ceil(when * 1000.0)
         waiters = self._slots.get(slot)
         if waiters is None:
             waiters = self._slots[slot] = []
             self._loop.call_at(slot / 1000.0, self._fire, slot)
+        return waiters
+
+    def until(self, when: float) -> asyncio.Future[None]:
+        """A future that completes at the first millisecond boundary at or after loop time `when`."""
         future = self._loop.create_future()
-        waiters.append(future)
+        self._slot(when).append(future)
         return future
 
+    def run_at(self, when: float, run: TokenRun) -> None:
+        """Call `run.tick(now)` at the first millisecond boundary at or after loop time `when`."""
+        self._slot(when).append(run)
+
     def _fire(self, slot: int) -> None:
-        for future in self._slots.pop(slot):
-            if not future.done():  # a cancelled sleeper's future is done already
-                future.set_result(None)
+        now = self._loop.time()
+        for waiter in self._slots.pop(slot):
+            if isinstance(waiter, TokenRun):
+                waiter.tick(now)
+            elif not waiter.done():  # a cancelled sleeper's future is done already
+                waiter.set_result(None)
+
+
+# What ends a TokenRun's wait: all its steps written, the client gone, or a socket to drain first.
+RUN_DONE, RUN_GONE, RUN_DRAIN = 0, 1, 2
+# A run hands back to its task to await the drain once this much waits in the socket's buffer.
+_RUN_HIGH_WATER = 64 * 1024
+
+
+class TokenRun:
+    """Writes steps `k`..`steps - 1` of a stream one inter-token latency apart, from Ticks' timer.
+
+    With one task per stream, each token costs a task wake-up through several coroutines and an await of
+    aiohttp's write; here a token is one call: build its events, frame them as a chunk of the chunked body
+    and hand them to the transport (what aiohttp's StreamWriter does, counted the same). `future` completes
+    with RUN_DONE after the last step, RUN_GONE once the client has closed its connection (checked at least
+    every 50 ms), or RUN_DRAIN when the socket's buffer is full, so that the stream's task awaits the drain
+    and starts a new run. Cancelling the task cancels the future, and the run stops at its next tick.
+    """
+
+    __slots__ = (
+        "sender",
+        "writer",
+        "transport",
+        "latency",
+        "rng",
+        "ticks",
+        "due",
+        "k",
+        "steps",
+        "future",
+        "at_due",
+    )
+
+    def __init__(
+        self,
+        sender: StreamSender,
+        writer: StreamWriter,
+        transport: asyncio.Transport,
+        latency: Latency,
+        rng: random.Random,
+        due: float,
+        k: int,
+        steps: int,
+    ) -> None:
+        self.sender, self.writer, self.transport = sender, writer, transport
+        self.latency, self.rng = latency, rng
+        loop = asyncio.get_running_loop()
+        self.ticks = ticks_of(loop)
+        self.due, self.k, self.steps = due, k, steps
+        self.future: asyncio.Future[int] = loop.create_future()
+        self.at_due = False
+        self._arm(loop.time())
+
+    def _arm(self, now: float) -> None:
+        # Wake at the next token, or sooner to look for a closed connection when the gap is long.
+        due = self.due
+        self.at_due = due - now <= _DISCONNECT_POLL
+        self.ticks.run_at(due if self.at_due else now + _DISCONNECT_POLL, self)
+
+    def tick(self, now: float) -> None:
+        """Write the step that is due (Ticks calls it); never raises, a failure ends the run's future."""
+        future = self.future
+        if future.done():  # the stream's task was cancelled
+            return
+        try:
+            if self.transport.is_closing():
+                future.set_result(RUN_GONE)
+            elif not self.at_due:
+                self._arm(now)
+            else:
+                self._write(now)
+        except Exception as exc:  # handed to the stream's task, which raises it
+            future.set_exception(exc)
+
+    def _write(self, now: float) -> None:
+        sender = self.sender
+        events, tokens = sender._step(self.k)
+        data = b"".join(events)
+        frame = b"%x\r\n%b\r\n" % (len(data), data)
+        writer = self.writer
+        writer.buffer_size += len(frame)
+        writer.output_size += len(frame)
+        self.transport.write(frame)
+        progress = sender.progress
+        progress.chunks += len(events)
+        progress.tokens += tokens
+        self.k += 1
+        if self.k >= self.steps:
+            self.future.set_result(RUN_DONE)
+        elif self.transport.get_write_buffer_size() > _RUN_HIGH_WATER:
+            self.future.set_result(RUN_DRAIN)
+        else:
+            # The stream's own timeline, as next_token keeps it.
+            self.due = max(self.due + self.latency.next_token(self.rng), now)
+            self._arm(now)
+
+
+def pumpable(request: web.Request) -> StreamWriter | None:
+    """The request's StreamWriter when a TokenRun can write to its transport directly: a chunked body,
+    not compressed, with nothing hooked on each chunk sent, its headers on the wire; else None."""
+    writer = request.writer
+    if type(writer) is not StreamWriter or request.transport is None:
+        return None
+    if not writer.chunked or writer.length is not None:
+        return None
+    if getattr(writer, "_compress", None) is not None or getattr(writer, "_on_chunk_sent", None) is not None:
+        return None
+    return writer if getattr(writer, "_headers_written", False) else None
 
 
 _ticks: Ticks | None = None
@@ -265,12 +384,34 @@ class StreamSender:
         due = await first_token(self.request, latency, rng)
         for k in range(steps):
             if k:
+                writer = pumpable(self.request)
+                if writer is not None:
+                    await self._run(writer, latency, rng, due, k, steps)
+                    break
                 due = await next_token(self.request, due, latency, rng)
             events, tokens = self._step(k)
             await self._write([*roles, *events] if k == 0 else events, tokens)
         if not steps and roles:
             await self._write(roles, 0)
         await self._write(self._ending(), 0)
+
+    async def _run(
+        self, writer: StreamWriter, latency: Latency, rng: random.Random, due: float, k: int, steps: int
+    ) -> None:
+        # Steps k.. from Ticks' timer (TokenRun), leaving this task asleep until they are written.
+        transport = self.request.transport
+        while transport is not None:
+            due = max(due + latency.next_token(rng), asyncio.get_running_loop().time())
+            run = TokenRun(self, writer, transport, latency, rng, due, k, steps)
+            outcome = await run.future
+            if outcome == RUN_DONE:
+                return
+            if outcome == RUN_GONE:
+                break
+            k, due = run.k, run.due
+            await writer.drain()
+            transport = self.request.transport
+        raise ConnectionResetError("client disconnected")
 
     async def _send_batched(self, head: list[bytes]) -> None:
         # Nothing to wait for: build the events and send them `capacity` at a time.

@@ -213,6 +213,40 @@ async def test_running_serves_an_app_in_process_on_port_0() -> None:
             assert await get_json(session, f"http://{host}:{port}/hello") == {"hello": "world"}
 
 
+async def test_a_burst_of_connections_to_a_busy_worker_waits_in_the_listen_queue() -> None:
+    """600 clients connect while the worker's loop is busy: all are queued by the kernel (aiohttp's
+    default backlog of 128 would drop the rest, and their connects time out or are reset)."""
+    import resource
+    import threading
+    import time
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 4096:  # both ends of 600 connections are in this process
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(4096, hard) if hard > 0 else 4096, hard))
+
+    app = create_base_app("embedded", ServerSettings())
+    async with running(app, "127.0.0.1", 0) as (host, port):
+        connected: list[socket.socket] = []
+        failed: list[OSError] = []
+
+        def connect_all() -> None:
+            for _ in range(600):
+                try:
+                    connected.append(socket.create_connection((host, port), timeout=0.5))
+                except OSError as exc:
+                    failed.append(exc)
+
+        burst = threading.Thread(target=connect_all)
+        burst.start()
+        time.sleep(1.5)  # the loop is busy: nothing is accepted while the burst connects
+        burst.join()
+        try:
+            assert (len(connected), failed[:1]) == (600, [])
+        finally:
+            for sock in connected:
+                sock.close()
+
+
 async def test_running_reports_a_taken_port_as_listen_error() -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

@@ -202,6 +202,35 @@ async def test_stream_with_itl_sends_one_token_per_chunk(client: Client) -> None
     assert "".join(contents) == ANSWER
 
 
+async def test_paced_stream_is_written_by_token_runs_with_the_same_events_as_an_instant_one(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from llmkit.simulate import stream
+
+    ticked: list[int] = []
+    real_tick = stream.TokenRun.tick
+
+    def spy(run: stream.TokenRun, now: float) -> None:
+        ticked.append(run.k)
+        real_tick(run, now)
+
+    monkeypatch.setattr(stream.TokenRun, "tick", spy)
+    body = chat_body(stream=True, n=2, max_tokens=6, stream_options={"include_usage": True})
+    streams = []
+    for itl in ("0", "1"):
+        response = await client.post("/v1/chat/completions", json=body, headers={"x-llmkit-itl-ms": itl})
+        assert response.status == 200
+        streams.append(decode_chunks(await response.read()))
+    # The paced stream sends a token a chunk; after its first chunk, every step came from a TokenRun.
+    assert ticked and sorted(set(ticked)) == list(range(1, 6))
+    paced = [c for c in streams[1] if c["choices"]]
+    assert all(count_tokens(c["choices"][0]["delta"].get("content") or "") <= 1 for c in paced)
+    for index in (0, 1):
+        assert joined_content(streams[1], index) == joined_content(streams[0], index)
+        assert count_tokens(joined_content(streams[1], index)) == 6
+    assert streams[1][-1]["usage"] == streams[0][-1]["usage"]
+
+
 async def test_stream_n_choices_and_max_tokens(client: Client) -> None:
     body = chat_body(stream=True, n=3, max_tokens=7, stream_options={"include_usage": True})
     chunks = decode_chunks(await (await client.post("/v1/chat/completions", json=body)).read())
