@@ -25,11 +25,6 @@ from aiohttp import web
 from llmkit.core.workers import PEERS_KEY, Peers
 from llmkit.errors import ConfigError, ListenError, LlmkitError
 
-# The listen queue of each socket (the kernel caps it at net.core.somaxconn). aiohttp's 128 overflows when
-# thousands of clients connect within a second to a busy worker, and the overflow is reset connections;
-# uvicorn and gunicorn ask for 2048 too.
-LISTEN_BACKLOG = 2048
-
 AppFactory = Callable[[], web.Application | Awaitable[web.Application]]
 ReadyCallback = Callable[[str, int], None]
 
@@ -90,6 +85,7 @@ async def running(
     # access_log=None: llmkit's middleware writes the access log, aiohttp's would duplicate it.
     from llmkit.core.connections import GuardedAppRunner
     from llmkit.core.http import cancels_on_disconnect, server_settings_of
+    from llmkit.core.listen import LISTEN_BACKLOG, listening_site
 
     server = server_settings_of(app)
     runner = GuardedAppRunner(
@@ -102,7 +98,7 @@ async def running(
     )
     await runner.setup()
     try:
-        site = web.TCPSite(runner, host, port, backlog=LISTEN_BACKLOG, reuse_port=reuse_port or None)
+        site = listening_site(runner, host, port, reuse_port=reuse_port)
         try:
             await site.start()
         except OSError as exc:
