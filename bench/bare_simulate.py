@@ -3,6 +3,8 @@
 `python bench/bare_simulate.py ANSWER_FILE --events N` answers every POST /v1/chat/completions with the
 text of ANSWER_FILE: one JSON body, or with "stream": true a role event, N content events of equal
 length, a finish event and [DONE], joined into one write as llmkit does when no latency is asked for.
+With `--itl-ms MS` a stream is paced instead, as a handler is usually written: the role event, then
+`await asyncio.sleep(MS / 1000)` and one write before each content event.
 Prints `bare listening on http://127.0.0.1:PORT` once it listens.
 """
 
@@ -29,7 +31,7 @@ def split_even(text: str, parts: int) -> list[str]:
     return [text[i : i + size] for i in range(0, len(text), size)]
 
 
-def make_app(answer: str, events: int) -> web.Application:
+def make_app(answer: str, events: int, itl: float = 0.0) -> web.Application:
     pieces = split_even(answer, events)
 
     async def chat(request: web.Request) -> web.StreamResponse:
@@ -71,7 +73,14 @@ def make_app(answer: str, events: int) -> web.Application:
         out += [event({}, "stop"), b"data: [DONE]\n\n"]
         response = web.StreamResponse(headers=SSE_HEADERS)
         await response.prepare(request)
-        await response.write(b"".join(out))
+        if itl > 0:
+            await response.write(out[0])
+            for one in out[1:-2]:
+                await asyncio.sleep(itl)
+                await response.write(one)
+            await response.write(b"".join(out[-2:]))
+        else:
+            await response.write(b"".join(out))
         await response.write_eof()
         return response
 
@@ -80,10 +89,10 @@ def make_app(answer: str, events: int) -> web.Application:
     return app
 
 
-async def serve(answer: str, events: int, port: int = 0) -> None:
-    runner = web.AppRunner(make_app(answer, events), access_log=None)
+async def serve(answer: str, events: int, port: int = 0, itl: float = 0.0) -> None:
+    runner = web.AppRunner(make_app(answer, events, itl), access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", port)
+    site = web.TCPSite(runner, "127.0.0.1", port, backlog=2048)
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     sys.stdout.write(f"bare listening on http://127.0.0.1:{port}\n")
@@ -101,8 +110,9 @@ def main() -> None:
     parser.add_argument("answer", type=Path)
     parser.add_argument("--events", type=int, default=25, help="content events per streamed answer")
     parser.add_argument("--port", type=int, default=0, help="port to listen on (0: a free one)")
+    parser.add_argument("--itl-ms", type=float, default=0.0, help="ms before each content event of a stream")
     args = parser.parse_args()
-    uvloop.run(serve(args.answer.read_text(), args.events, args.port))
+    uvloop.run(serve(args.answer.read_text(), args.events, args.port, args.itl_ms / 1000))
 
 
 if __name__ == "__main__":

@@ -107,9 +107,9 @@ def llmkit_server(
     return PinnedServer(tmp, argv, env, None)
 
 
-def bare_server(tmp: Path, answer_file: Path) -> PinnedServer:
+def bare_server(tmp: Path, answer_file: Path, *flags: str) -> PinnedServer:
     argv = [sys.executable, str(ROOT / "bench" / "bare_simulate.py"), str(answer_file)]
-    return PinnedServer(tmp, [*argv, "--events", str(CONTENT_EVENTS)], {}, BARE_READY)
+    return PinnedServer(tmp, [*argv, "--events", str(CONTENT_EVENTS), *flags], {}, BARE_READY)
 
 
 def aimock_server(tmp: Path, answer: str) -> PinnedServer:
@@ -345,11 +345,19 @@ async def stream_load(url: str, streams: int, seconds: float, ramp: float) -> di
     }
 
 
-def measure_streams(tmp: Path, answers: Path, args: argparse.Namespace, streams: int) -> dict[str, Any]:
-    """`streams` streams at the inter-token latency on one llmkit worker: errors, chunk gaps, peak RSS."""
+def measure_streams(
+    tmp: Path, answers: Path, args: argparse.Namespace, streams: int, bare: bool = False
+) -> dict[str, Any]:
+    """`streams` streams at the inter-token latency on one llmkit worker (or, `bare`, on the bare handler
+    pacing each token with asyncio.sleep, one event a token as llmkit's): errors, chunk gaps, peak RSS."""
     import uvloop
 
-    with llmkit_server(tmp, answers, "--itl-ms", str(args.itl_ms)) as server:
+    if bare:
+        events = str(ANSWER_TOKENS)
+        server = bare_server(tmp, answers / "answer.md", "--itl-ms", str(args.itl_ms), "--events", events)
+    else:
+        server = llmkit_server(tmp, answers, "--itl-ms", str(args.itl_ms))
+    with server:
         server.ready()
         assert server.proc is not None
         rss = PeakRss(server.proc.pid)
@@ -364,7 +372,10 @@ def measure_streams(tmp: Path, answers: Path, args: argparse.Namespace, streams:
             rss.halt.set()
             rss.join()
         wall = time.perf_counter() - wall0
-        result["server_cpu"] = (cpu_seconds(server.proc.pid) - cpu0) / wall
+        server_cpu = cpu_seconds(server.proc.pid) - cpu0
+        result["server_cpu"] = server_cpu / wall
+        events = result["events_per_s"] * result["seconds"]
+        result["cpu_per_event_us"] = server_cpu / events * 1e6 if events else math.nan
         result["client_cpu"] = (time.process_time() - client0) / wall
         result["idle_rss_mb"], result["peak_rss_mb"] = idle_mb, rss.peak_mb
         return result
@@ -456,31 +467,43 @@ def throughput_rows(runs: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-def stream_rows(s: dict[str, Any], itl_ms: float, p99_target: float) -> list[dict[str, Any]]:
+def stream_rows(
+    s: dict[str, Any], bare: dict[str, Any], itl_ms: float, p99_target: float
+) -> list[dict[str, Any]]:
+    """The latency test's rows: llmkit's figures, the bare handler's of the same test as their baseline."""
     n = s["streams"]
     return [
         row(
-            f"{n:,} streams @ {itl_ms:g} ms ITL, one worker: errors",
+            f"{n:,} streams @ {itl_ms:g} ms ITL, one worker: errors (bare: its errors)",
             float(s["errors"]),
-            None,
+            float(bare["errors"]),
             "= 0",
             s["errors"] == 0,
         ),
         row(
             "  p99 gap between chunks (ms)",
             s["gap_ms"]["p99"],
-            itl_ms,
+            bare["gap_ms"]["p99"],
             f"<= {p99_target:g}",
             s["gap_ms"]["p99"] <= p99_target,
             ".1f",
         ),
-        row("  worker peak RSS (MB)", s["peak_rss_mb"], s["idle_rss_mb"], "", None, ".1f"),
+        row("  p50 gap between chunks (ms)", s["gap_ms"]["p50"], bare["gap_ms"]["p50"], "", None, ".1f"),
+        row("  worker peak RSS (MB)", s["peak_rss_mb"], bare["peak_rss_mb"], "", None, ".1f"),
         row(
-            "  events/s delivered (server CPU share)",
+            "  events/s delivered",
             s["events_per_s"],
+            bare["events_per_s"],
+            f"(ITL allows {n * 1000 / itl_ms:,.0f})",
             None,
-            f"cpu {s['server_cpu']:.0%}",
+        ),
+        row(
+            "  server CPU per event (us; share of a core)",
+            s["cpu_per_event_us"],
+            bare["cpu_per_event_us"],
+            f"cpu {s['server_cpu']:.0%} / {bare['server_cpu']:.0%}",
             None,
+            ".1f",
         ),
     ]
 
@@ -541,7 +564,8 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     if unavailable:
         runs["aimock"] = unavailable
     streams = [measure_streams(tmp, answers, args, n) for n in args.streams]
-    return {"throughput": runs, "streams": streams}
+    bare = [measure_streams(tmp, answers, args, n, bare=True) for n in args.streams]
+    return {"throughput": runs, "streams": streams, "streams_bare": bare}
 
 
 def interrupt(signum: int, frame: object) -> None:
@@ -588,7 +612,8 @@ def main() -> int:
     rows = throughput_rows(results["throughput"])
     for streams in results["streams"]:
         # Issue 18: p99 <= 60 ms at 1,000 streams, <= 100 ms at 5,000 (and beyond).
-        rows += stream_rows(streams, args.itl_ms, 60.0 if streams["streams"] <= 1000 else 100.0)
+        bare = next(b for b in results["streams_bare"] if b["streams"] == streams["streams"])
+        rows += stream_rows(streams, bare, args.itl_ms, 60.0 if streams["streams"] <= 1000 else 100.0)
     print_table(rows)
     out = ROOT / "bench" / "results" / "simulate.json"
     out.parent.mkdir(parents=True, exist_ok=True)
