@@ -18,7 +18,15 @@ from llmkit.simulate.latency import Latency
 from llmkit.simulate.openai import cut_answer
 from llmkit.simulate.reply import answer_mode_for, pick_answer, wait_or_gone
 from llmkit.simulate.state import SimulateState
-from llmkit.simulate.stream import INSTANT_CHUNK_TOKENS, first_token, next_token, plan_pieces
+from llmkit.simulate.stream import (
+    INSTANT_CHUNK_TOKENS,
+    Progress,
+    first_token,
+    next_token,
+    plan_pieces,
+    pumpable,
+    run_tokens,
+)
 
 log = logging.getLogger("llmkit.simulate")
 
@@ -187,9 +195,7 @@ async def send_events(
 ) -> None:
     """Stream `head`, then each step (an event and its tokens) on the latency model, then `tail()`."""
     stats = state.stats
-    one_by_one = latency.itl > 0
-    capacity = max(1, state.settings.channel_capacity)
-    sent = 0
+    progress = Progress()
     stats.active_streams += 1
     try:
         await response.prepare(request)
@@ -199,29 +205,69 @@ async def send_events(
         due = await first_token(request, latency, rng)
         if clock is not None:
             clock.mark_first()
-        batch: list[bytes] = []
-        batch_tokens = 0
-        for k, (event, tokens) in enumerate(steps):
-            if one_by_one and k:
-                due = await next_token(request, due, latency, rng)
-            batch.append(event)
-            batch_tokens += tokens
-            if one_by_one or len(batch) >= capacity:
-                await response.write(b"".join(batch))
-                sent += batch_tokens
-                batch, batch_tokens = [], 0
+        rest: list[bytes] = []
+        rest_tokens = 0
+        if latency.itl > 0:
+            await _paced(request, response, latency, rng, due, list(steps), progress)
+        else:
+            capacity = max(1, state.settings.channel_capacity)
+            rest, rest_tokens = await _batched(response, steps, capacity, progress)
         if clock is not None:
             clock.mark_done()
-        batch.extend(tail())
-        await response.write(b"".join(batch))
-        sent += batch_tokens
+        # The last batch goes out with the closing events.
+        await response.write(b"".join([*rest, *tail()]))
+        progress.tokens += rest_tokens
         await response.write_eof()
     except ConnectionResetError:
         # The client went away: stop here; aiohttp closes the connection quietly.
         stats.disconnects += 1
     finally:
         stats.active_streams -= 1
-        stats.tokens_sent += sent
+        stats.tokens_sent += progress.tokens
+
+
+async def _paced(
+    request: web.Request,
+    response: web.StreamResponse,
+    latency: Latency,
+    rng: random.Random,
+    due: float,
+    plan: list[tuple[bytes, int]],
+    progress: Progress,
+) -> None:
+    # One event a token, an inter-token latency apart: after the first, from Ticks' timer (run_tokens).
+    def step(k: int) -> tuple[list[bytes], int]:
+        event, tokens = plan[k]
+        return [event], tokens
+
+    for k in range(len(plan)):
+        if k:
+            writer = pumpable(request)
+            if writer is not None:
+                await run_tokens(request, writer, step, progress, latency, rng, due, k, len(plan))
+                return
+            due = await next_token(request, due, latency, rng)
+        event, tokens = plan[k]
+        await response.write(event)
+        progress.chunks += 1
+        progress.tokens += tokens
+
+
+async def _batched(
+    response: web.StreamResponse, steps: Iterable[tuple[bytes, int]], capacity: int, progress: Progress
+) -> tuple[list[bytes], int]:
+    # Nothing to wait for: `capacity` events a write; the events of a last, partial batch and their tokens.
+    batch: list[bytes] = []
+    batch_tokens = 0
+    for event, tokens in steps:
+        batch.append(event)
+        batch_tokens += tokens
+        if len(batch) >= capacity:
+            await response.write(b"".join(batch))
+            progress.chunks += len(batch)
+            progress.tokens += batch_tokens
+            batch, batch_tokens = [], 0
+    return batch, batch_tokens
 
 
 def argument_pieces(arguments: str, per_chunk: int) -> tuple[list[str], list[int]]:

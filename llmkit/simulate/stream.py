@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import math
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -169,7 +170,8 @@ class TokenRun:
     """
 
     __slots__ = (
-        "sender",
+        "step",
+        "progress",
         "writer",
         "transport",
         "latency",
@@ -184,7 +186,8 @@ class TokenRun:
 
     def __init__(
         self,
-        sender: StreamSender,
+        step: Callable[[int], tuple[list[bytes], int]],
+        progress: Progress,
         writer: StreamWriter,
         transport: asyncio.Transport,
         latency: Latency,
@@ -193,7 +196,8 @@ class TokenRun:
         k: int,
         steps: int,
     ) -> None:
-        self.sender, self.writer, self.transport = sender, writer, transport
+        self.step, self.progress = step, progress
+        self.writer, self.transport = writer, transport
         self.latency, self.rng = latency, rng
         loop = asyncio.get_running_loop()
         self.ticks = ticks_of(loop)
@@ -224,15 +228,14 @@ class TokenRun:
             future.set_exception(exc)
 
     def _write(self, now: float) -> None:
-        sender = self.sender
-        events, tokens = sender._step(self.k)
+        events, tokens = self.step(self.k)
         data = b"".join(events)
         frame = b"%x\r\n%b\r\n" % (len(data), data)
         writer = self.writer
         writer.buffer_size += len(frame)
         writer.output_size += len(frame)
         self.transport.write(frame)
-        progress = sender.progress
+        progress = self.progress
         progress.chunks += len(events)
         progress.tokens += tokens
         self.k += 1
@@ -257,6 +260,34 @@ def pumpable(request: web.Request) -> StreamWriter | None:
     if getattr(writer, "_compress", None) is not None or getattr(writer, "_on_chunk_sent", None) is not None:
         return None
     return writer if getattr(writer, "_headers_written", False) else None
+
+
+async def run_tokens(
+    request: web.Request,
+    writer: StreamWriter,
+    step: Callable[[int], tuple[list[bytes], int]],
+    progress: Progress,
+    latency: Latency,
+    rng: random.Random,
+    due: float,
+    k: int,
+    steps: int,
+) -> None:
+    """Write steps k..steps - 1 of a stream, step k - 1 having been due at `due`, from Ticks' timer
+    (TokenRun) while the calling task sleeps; ConnectionResetError once the client has gone."""
+    transport = request.transport
+    while transport is not None:
+        due = max(due + latency.next_token(rng), asyncio.get_running_loop().time())
+        run = TokenRun(step, progress, writer, transport, latency, rng, due, k, steps)
+        outcome = await run.future
+        if outcome == RUN_DONE:
+            return
+        if outcome == RUN_GONE:
+            break
+        k, due = run.k, run.due
+        await writer.drain()
+        transport = request.transport
+    raise ConnectionResetError("client disconnected")
 
 
 _ticks: Ticks | None = None
@@ -386,7 +417,9 @@ class StreamSender:
             if k:
                 writer = pumpable(self.request)
                 if writer is not None:
-                    await self._run(writer, latency, rng, due, k, steps)
+                    await run_tokens(
+                        self.request, writer, self._step, self.progress, latency, rng, due, k, steps
+                    )
                     break
                 due = await next_token(self.request, due, latency, rng)
             events, tokens = self._step(k)
@@ -394,24 +427,6 @@ class StreamSender:
         if not steps and roles:
             await self._write(roles, 0)
         await self._write(self._ending(), 0)
-
-    async def _run(
-        self, writer: StreamWriter, latency: Latency, rng: random.Random, due: float, k: int, steps: int
-    ) -> None:
-        # Steps k.. from Ticks' timer (TokenRun), leaving this task asleep until they are written.
-        transport = self.request.transport
-        while transport is not None:
-            due = max(due + latency.next_token(rng), asyncio.get_running_loop().time())
-            run = TokenRun(self, writer, transport, latency, rng, due, k, steps)
-            outcome = await run.future
-            if outcome == RUN_DONE:
-                return
-            if outcome == RUN_GONE:
-                break
-            k, due = run.k, run.due
-            await writer.drain()
-            transport = self.request.transport
-        raise ConnectionResetError("client disconnected")
 
     async def _send_batched(self, head: list[bytes]) -> None:
         # Nothing to wait for: build the events and send them `capacity` at a time.

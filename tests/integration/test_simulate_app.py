@@ -231,6 +231,52 @@ async def test_paced_stream_is_written_by_token_runs_with_the_same_events_as_an_
     assert streams[1][-1]["usage"] == streams[0][-1]["usage"]
 
 
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/v1/messages", {"model": "claude-test", "max_tokens": 8, "stream": True}),
+        ("/v1/responses", {"model": "gpt-test", "max_output_tokens": 8, "stream": True}),
+        ("/api/chat", {"model": "llama-test", "options": {"num_predict": 8}}),
+    ],
+)
+async def test_paced_streams_of_the_other_shapes_are_written_by_token_runs_too(
+    client: Client, monkeypatch: pytest.MonkeyPatch, path: str, body: dict[str, Any]
+) -> None:
+    from llmkit.simulate import stream
+
+    ticked: list[int] = []
+    real_tick = stream.TokenRun.tick
+
+    def spy(run: stream.TokenRun, now: float) -> None:
+        ticked.append(run.k)
+        real_tick(run, now)
+
+    monkeypatch.setattr(stream.TokenRun, "tick", spy)
+    messages = [{"role": "user", "content": "Halo, apa kabar?"}]
+    request = (
+        {**body, "input": "Halo, apa kabar?"} if path == "/v1/responses" else {**body, "messages": messages}
+    )
+    texts = []
+    for itl in ("0", "1"):
+        response = await client.post(path, json=request, headers={"x-llmkit-itl-ms": itl})
+        assert response.status == 200
+        raw = await response.read()
+        # Volatile fields (ids, times, durations) aside, the paced stream carries the same text.
+        texts.append(_stream_text(path, raw))
+    assert ticked and max(ticked) >= 2
+    assert texts[1] == texts[0] and texts[0]
+
+
+def _stream_text(path: str, raw: bytes) -> str:
+    if path == "/api/chat":
+        lines = [orjson.loads(line) for line in raw.splitlines() if line]
+        return "".join(line["message"]["content"] for line in lines)
+    events = [orjson.loads(line[len(b"data: ") :]) for line in raw.split(b"\n") if line.startswith(b"data: ")]
+    if path == "/v1/messages":
+        return "".join(e["delta"].get("text", "") for e in events if e["type"] == "content_block_delta")
+    return "".join(e["delta"] for e in events if e["type"] == "response.output_text.delta")
+
+
 async def test_stream_n_choices_and_max_tokens(client: Client) -> None:
     body = chat_body(stream=True, n=3, max_tokens=7, stream_options={"include_usage": True})
     chunks = decode_chunks(await (await client.post("/v1/chat/completions", json=body)).read())

@@ -10,7 +10,7 @@ import pytest
 from aiohttp.http_writer import StreamWriter
 
 from llmkit.simulate.latency import Latency
-from llmkit.simulate.stream import RUN_DONE, RUN_DRAIN, RUN_GONE, Progress, StreamSender, TokenRun
+from llmkit.simulate.stream import RUN_DONE, RUN_DRAIN, RUN_GONE, Progress, TokenRun
 
 
 class Transport:
@@ -52,9 +52,11 @@ def run_of(transport: Transport, steps: int, itl: float, start: int = 1) -> tupl
     loop = asyncio.get_running_loop()
     writer = StreamWriter(cast(Any, Protocol(transport)), loop)
     writer.enable_chunking()
-    sender = cast(StreamSender, Steps())
+    sender = Steps()
     latency = Latency(ttft=0.0, itl=itl)
-    run = TokenRun(sender, writer, cast(Any, transport), latency, random.Random(1), loop.time(), start, steps)
+    rng, now = random.Random(1), loop.time()
+    fake = cast(Any, transport)
+    run = TokenRun(sender._step, sender.progress, writer, fake, latency, rng, now, start, steps)
     return run, writer
 
 
@@ -74,8 +76,7 @@ async def test_a_run_writes_each_step_as_a_chunk_an_itl_apart_and_counts_it() ->
     for k, (at, _) in enumerate(transport.frames):
         assert at >= started + k * 0.01 - 1e-9
     assert writer.output_size == sum(len(data) for _, data in transport.frames)
-    progress = cast(Steps, run.sender).progress
-    assert progress.chunks == 4 and progress.tokens == 4
+    assert run.progress.chunks == 4 and run.progress.tokens == 4
 
 
 async def test_a_run_ends_gone_once_the_client_closes_even_between_long_gaps() -> None:
