@@ -127,6 +127,8 @@ class Cluster:
         if process.role in BEHIND:
             seen = (self.haproxy_servers() if servers is None else servers).get(haproxy_name(process), {})
             row["haproxy"] = seen.get("status", "unknown")
+            # HAProxy's last check of it (L7OK; L7TOUT, L4CON... say why it did not pass).
+            row["haproxy_check"] = seen.get("check_status", "unknown")
             up = up and _passing(seen)
         row["health"] = "up" if up else "down"
         return row

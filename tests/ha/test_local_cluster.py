@@ -95,13 +95,20 @@ async def test_every_front_answers_through_haproxy(cluster: LocalCluster) -> Non
 
 
 def test_status_reports_every_process_healthy(cluster: LocalCluster) -> None:
-    done = cluster.run("status")
+    # A health check that timed out on a busy machine (an earlier test's load) passes again at the next
+    # one, 2 s later: status is asked a few times, and must report everything healthy with exit 0.
+    for _ in range(5):
+        done = cluster.run("status")
+        if done.returncode == 0:
+            break
+        time.sleep(2)
     assert done.returncode == 0, done.stdout + done.stderr
     status = json.loads(done.stdout.strip().splitlines()[-1])
     assert status["front"] == cluster.info["front"] and status["admin_key"] == cluster.info["admin_key"]
     assert [p["pid"] for p in status["processes"]] == cluster.pids()
     assert {p["health"] for p in status["processes"]} == {"up"}
     assert {p["haproxy"] for p in status["processes"] if "haproxy" in p} == {"UP"}
+    assert {p["haproxy_check"] for p in status["processes"] if "haproxy" in p} == {"L7OK"}
 
 
 async def chat(
