@@ -101,6 +101,8 @@ class Matcher:
         for i, ws in enumerate(word_sets):
             for w in ws:
                 self._index.setdefault(w, []).append(i)
+        # The words some candidate has, as a frozenset: intersecting a prompt's words with it gives one.
+        self._vocabulary = frozenset(self._index)
         n = self.size
         self._idf = {w: math.log(1.0 + (n + 1) / (len(ids) + 1)) for w, ids in self._index.items()}
         # A prompt word no candidate has weighs as much as the rarest possible word: it lowers the score.
@@ -153,8 +155,9 @@ class Matcher:
         # The best candidate depends only on the prompt's words that some candidate has and on how many
         # others it has: prompts that differ in words no candidate has (a counter, a name, an id in a
         # load test's template) share one ranking.
-        prompt_words = set(words(prompt))
-        known = frozenset(prompt_words & self._index.keys())
+        prompt_words = set(plain_words(prompt))
+        prompt_words -= STOPWORDS  # set(words(prompt)), in C
+        known = self._vocabulary.intersection(prompt_words)
         key = (known, len(prompt_words) - len(known))
         best = self._by_words.get(key)
         if best is None:
