@@ -97,7 +97,9 @@ async def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 3
     raise RuntimeError("the server did not answer within the timeout")
 
 
-def measure(variant: str, requests: int, warmup: int, tmp: Path, answers: Path, keep: Path | None) -> float:
+def measure(
+    variant: str, requests: int, warmup: int, tmp: Path, answers: Path, keep: Path | None, ready: float = 300
+) -> float:
     """Thousands of instructions per request of one variant's server."""
     port = free_port()
     out = tmp / f"cg-{variant}"
@@ -107,7 +109,7 @@ def measure(variant: str, requests: int, warmup: int, tmp: Path, answers: Path, 
     url = f"http://127.0.0.1:{port}/v1/chat/completions"
     varied = variant != "repeat"
     try:
-        asyncio.run(wait_ready(url, proc))
+        asyncio.run(wait_ready(url, proc, ready))
         asyncio.run(send(url, warmup, 1, varied))
         subprocess.run(["callgrind_control", "-z", str(proc.pid)], check=True, capture_output=True)
         asyncio.run(send(url, requests, warmup + 1, varied))
@@ -135,6 +137,9 @@ def main() -> int:
     parser.add_argument(
         "--variants", default=",".join(VARIANTS), help=f"comma-separated: {', '.join(VARIANTS)}"
     )
+    parser.add_argument(
+        "--ready-timeout", type=float, default=300, help="seconds a server may take to start (busy machine)"
+    )
     parser.add_argument("--keep", type=Path, help="copy the counters' dumps here (for callgrind_annotate)")
     args = parser.parse_args()
     if shutil.which("valgrind") is None:
@@ -149,7 +154,7 @@ def main() -> int:
         tmp = Path(name)
         answers, _ = prepare_answers(tmp)
         for variant in variants:
-            kinstr = measure(variant, args.requests, args.warmup, tmp, answers, args.keep)
+            kinstr = measure(variant, args.requests, args.warmup, tmp, answers, args.keep, args.ready_timeout)
             print(f"{variant:8} {kinstr:9.1f}k instructions per request", flush=True)
     return 0
 

@@ -20,7 +20,7 @@ import sys
 import time
 from typing import IO
 
-from llmkit.core.secrets import SecretsFilter, mask_secrets
+from llmkit.core.secrets import SecretsFilter, mask_secrets, may_hold_secrets
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s pid=%(process)d [%(request_id)s] %(message)s"
 # The name configure_logging gives its handler: the one whose lines this module may write itself.
@@ -32,6 +32,8 @@ MAX_PENDING = 2048
 _CHUNK = 4096
 # (time.time(), method, path, status, elapsed seconds, request id)
 Entry = tuple[float, str, str, int, float, str]
+# The most (method, path) pairs remembered as plain (nothing secret-looking in them).
+_MAX_PLAIN = 4096
 
 access_logger = logging.getLogger(ACCESS_LOGGER)
 
@@ -70,6 +72,10 @@ def _direct_stream() -> logging.StreamHandler[IO[str]] | None:
     return handler
 
 
+def _middle(pid: int) -> str:
+    return f" INFO {ACCESS_LOGGER} pid={pid} ["
+
+
 class AccessLog:
     """The access lines of one process, written in batches (see the module's docstring)."""
 
@@ -79,7 +85,11 @@ class AccessLog:
         self._second = -1
         self._stamp = ""
         self._pid = os.getpid()
+        # What every line has between its time and its request id.
+        self._middle = _middle(self._pid)
         self.written = 0
+        # (method, path) pairs seen in lines with nothing that looks secret (see _may_hold_secrets).
+        self._plain: set[tuple[str, str]] = set()
 
     def add(self, method: str, path: str, status: int, elapsed: float, request_id: str) -> None:
         """Log one request (when `llmkit.access` logs at INFO): at once, or in the next batch."""
@@ -116,7 +126,10 @@ class AccessLog:
             return
         if os.getpid() != self._pid:  # a forked worker: its lines carry its own pid
             self._pid = os.getpid()
-        text = mask_secrets("".join([self._line(*entry) for entry in entries]))
+            self._middle = _middle(self._pid)
+        text = "".join([self._line(*entry) for entry in entries])
+        if self._may_hold_secrets(entries):
+            text = mask_secrets(text)
         handler.acquire()
         try:
             stream = handler.stream
@@ -136,6 +149,21 @@ class AccessLog:
             handler.release()
         self.written += len(entries)
 
+    def _may_hold_secrets(self, entries: list[Entry]) -> bool:
+        """False when the lines of `entries` hold nothing mask_secrets would mask, checked on their
+        request ids, methods and paths only: the rest of a line (time, level, logger, pid, status,
+        duration) has nothing that looks secret, and nothing secret-looking spans two fields but a
+        field's own trailing space ("Basic "). A (method, path) pair found plain is not checked again."""
+        plain = self._plain
+        new = [(e[1], e[2]) for e in entries if (e[1], e[2]) not in plain]
+        for method, path in dict.fromkeys(new):
+            if may_hold_secrets(f"{method} {path} "):
+                return True
+            if len(plain) >= _MAX_PLAIN:
+                plain.clear()
+            plain.add((method, path))
+        return may_hold_secrets(" ".join([e[5] for e in entries]) + " ")
+
     def _line(self, created: float, method: str, path: str, status: int, elapsed: float, rid: str) -> str:
         second = int(created)
         if second != self._second:
@@ -143,8 +171,7 @@ class AccessLog:
             self._second, self._stamp = second, time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second))
         msecs = int((created - second) * 1000)
         return (
-            f"{self._stamp},{msecs:03d} INFO {ACCESS_LOGGER} pid={self._pid} [{rid}] "
-            f"{method} {path} {status} {elapsed * 1000:.1f}ms\n"
+            f"{self._stamp},{msecs:03d}{self._middle}{rid}] {method} {path} {status} {elapsed * 1000:.1f}ms\n"
         )
 
     @staticmethod

@@ -108,6 +108,11 @@ def _mask_url_in_text(match: re.Match[str]) -> str:
     return mask_url(stripped) + url[len(stripped) :]
 
 
+def may_hold_secrets(text: str) -> bool:
+    """False when `mask_secrets(text)` is sure to return `text` unchanged (nothing in it looks secret)."""
+    return _TRIGGER_RE.search(text.lower()) is not None
+
+
 def mask_secrets(text: str) -> str:
     """`text` with every URL's credentials, Bearer tokens and `password=...` assignments masked."""
     if not _TRIGGER_RE.search(text.lower()):

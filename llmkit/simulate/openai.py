@@ -209,6 +209,11 @@ def _messages_fast(messages: Any) -> list[dict[str, Any]] | None:
     return list(messages)
 
 
+# The fields of the plainest body (a load test's, most clients'): one with no others is checked by
+# parse_chat_request without looking up the two dozen optional ones, each absent and hence its default.
+_PLAIN_FIELDS = frozenset({"model", "messages", "stream"})
+
+
 def parse_chat_request(data: Mapping[str, Any]) -> ChatRequest:
     """Validate a chat completion body; raise a 400 ApiError that names the parameter to fix."""
     # Checked in the same order as always, so a body with several faults names the same one; absent
@@ -220,6 +225,14 @@ def parse_chat_request(data: Mapping[str, Any]) -> ChatRequest:
     messages = _messages_fast(get("messages"))
     if messages is None:
         messages = _check_messages(data)
+    if data.keys() <= _PLAIN_FIELDS:
+        stream = get("stream")
+        if stream is not True and stream is not False:
+            stream = check_bool(data, "stream")
+        prompt = last_user_text(messages)
+        return ChatRequest(
+            model, messages, prompt, stream=stream, after_tool=messages[-1].get("role") == "tool"
+        )
     n = 1 if get("n") is None else (bounded_int(data, "n", 1, MAX_N) or 1)
     max_tokens = int_param(data, "max_completion_tokens", 1)
     if max_tokens is None:

@@ -51,6 +51,10 @@ class Scheduler:
         """How much slower than configured each delay is now (1 with one request running)."""
         return 1.0 + self._slope * max(self.running - 1, 0)
 
+    def seat_free(self) -> bool:
+        """Whether `try_enter` would take a seat now."""
+        return self.running < self.max_num_seqs and not self._waiting
+
     def try_enter(self) -> bool:
         """Take a seat at once if one is free and nobody waits for it."""
         if self.running < self.max_num_seqs and not self._waiting:

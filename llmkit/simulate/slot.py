@@ -44,16 +44,21 @@ class RequestSlot:
         self._seated = False
 
     def take_now(self) -> bool:
-        """Take a free slot at once; False, having changed nothing, when `take` must run instead (a fault
-        may be injected, rate limits are on, or no slot is free)."""
+        """Take a free slot (and the scheduler's free seat) at once; False, having changed nothing, when
+        `take` must run instead (a fault may be injected, rate limits are on, or no slot or seat is free)."""
         state = self._state
         if state.rate_limits is not None or state.faults.armed(self._request.headers.get(FAULT_HEADER)):
             return False
-        if state.scheduler is not None:
+        scheduler = state.scheduler
+        if scheduler is not None and not scheduler.seat_free():
             return False
         holder = state.limit.try_acquire()
         if holder is None:
             return False
+        if scheduler is not None:
+            # Nothing awaited since seat_free(): the seat is still there.
+            scheduler.try_enter()
+            self._seated = True
         stats = state.stats
         stats.requests += 1
         stats.in_flight += 1

@@ -10,9 +10,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from llmkit.core import access_log as access_module
 from llmkit.core.access_log import ACCESS_LOGGER, LOG_FORMAT, AccessLog, stderr_handler
+from llmkit.core.secrets import mask_secrets
 
 LINE = re.compile(
     r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} INFO llmkit\.access pid=\d+ \[(?P<rid>[^\]]*)\] "
@@ -142,3 +145,19 @@ async def test_a_batch_whose_handler_was_replaced_goes_to_the_new_handlers(
         log.flush()
         assert stream.getvalue() == ""
         assert [r.getMessage() for r in caplog.records if r.name == ACCESS_LOGGER] == ["GET /late 200 1.0ms"]
+
+
+# Pieces of request ids, methods and paths that do and do not look secret to mask_secrets.
+_PIECES = ["/v1/chat", "token", "Basic", "basic", " ", "x", "://", "u:pw@h", "?password=1", "Bearer", "KEY"]
+_PIECES += ["secret=", "pwd", "passw", "İ", "Σ", "/", "=", ":", "@", "]", "\u212a"]
+_FIELD = st.lists(st.sampled_from(_PIECES), max_size=5).map("".join)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(_FIELD, _FIELD, _FIELD), min_size=1, max_size=4))
+def test_a_batch_skips_masking_only_when_masking_would_change_nothing(fields: list[tuple[str, ...]]) -> None:
+    log = AccessLog()
+    entries = [(1_700_000_000.25, method, path, 200, 0.0012, rid or "r") for method, path, rid in fields]
+    text = "".join([log._line(*entry) for entry in entries])
+    if not log._may_hold_secrets(entries):
+        assert mask_secrets(text) == text

@@ -30,9 +30,14 @@ INDONESIAN_STOPWORDS = frozenset(
     """.split()
 )
 STOPWORDS = ENGLISH_STOPWORDS | INDONESIAN_STOPWORDS
+_ENGLISH_CONTAINS = ENGLISH_STOPWORDS.__contains__
+_INDONESIAN_ONLY_CONTAINS = (INDONESIAN_STOPWORDS - ENGLISH_STOPWORDS).__contains__
 
 # Runs of two or more letters or digits: single characters say nothing about a topic.
 _WORD = re.compile(r"[^\W_]{2,}")
+# The same on lowercased ASCII text, where a letter or digit is one of these: a plain range is cheaper
+# for the regex engine to test than a Unicode category.
+_ASCII_WORD = re.compile(r"[a-z0-9]{2,}")
 
 
 # The last text plain_words split and its words: a prompt the question-answer set does not answer is
@@ -56,11 +61,10 @@ def plain_words(text: str) -> list[str]:
 def _split_plain(text: str) -> list[str]:
     if text.isascii():
         # ASCII has no accents to strip and casefolds to its lowercase: skip the per-character pass.
-        plain = text.lower()
-    else:
-        # NFKD splits "é" into "e" + a combining accent, which the category filter then drops.
-        decomposed = unicodedata.normalize("NFKD", text.casefold())
-        plain = "".join(ch for ch in decomposed if not unicodedata.combining(ch))
+        return _ASCII_WORD.findall(text.lower())
+    # NFKD splits "é" into "e" + a combining accent, which the category filter then drops.
+    decomposed = unicodedata.normalize("NFKD", text.casefold())
+    plain = "".join(ch for ch in decomposed if not unicodedata.combining(ch))
     return _WORD.findall(plain)
 
 
@@ -71,12 +75,9 @@ def words(text: str) -> list[str]:
 
 def language_of(plain: Iterable[str]) -> str | None:
     """The language ("en" or "id") whose stopwords `plain` (from `plain_words`) uses more; None if even."""
-    english = indonesian = 0
-    for w in plain:
-        if w in ENGLISH_STOPWORDS:
-            english += 1
-        elif w in INDONESIAN_STOPWORDS:
-            indonesian += 1
+    # Counted in C: a word in both lists (none so far) counts as English.
+    english = sum(map(_ENGLISH_CONTAINS, plain))
+    indonesian = sum(map(_INDONESIAN_ONLY_CONTAINS, plain))
     if english == indonesian:
         return None
     return "en" if english > indonesian else "id"
@@ -100,6 +101,8 @@ class Matcher:
         for i, ws in enumerate(word_sets):
             for w in ws:
                 self._index.setdefault(w, []).append(i)
+        # The words some candidate has, as a frozenset: intersecting a prompt's words with it gives one.
+        self._vocabulary = frozenset(self._index)
         n = self.size
         self._idf = {w: math.log(1.0 + (n + 1) / (len(ids) + 1)) for w, ids in self._index.items()}
         # A prompt word no candidate has weighs as much as the rarest possible word: it lowers the score.
@@ -152,8 +155,9 @@ class Matcher:
         # The best candidate depends only on the prompt's words that some candidate has and on how many
         # others it has: prompts that differ in words no candidate has (a counter, a name, an id in a
         # load test's template) share one ranking.
-        prompt_words = set(words(prompt))
-        known = frozenset(prompt_words & self._index.keys())
+        prompt_words = set(plain_words(prompt))
+        prompt_words -= STOPWORDS  # set(words(prompt)), in C
+        known = self._vocabulary.intersection(prompt_words)
         key = (known, len(prompt_words) - len(known))
         best = self._by_words.get(key)
         if best is None:

@@ -81,6 +81,11 @@ def question_terms(plain: Sequence[str]) -> list[str]:
             i += 1
         parts = _WORD_TERMS.get(w)
         if parts is None:
+            if w.isdigit():
+                # A number is its own term (no thesaurus entry, stopword or suffix) and a load test's
+                # counter is new every time: not worth remembering.
+                out.append(w)
+                continue
             parts = _WORD_TERMS.put(w, _terms_of_word(w), len(w) + 16)
         out.extend(parts)
     return out
