@@ -206,10 +206,21 @@ class QuotaPlan:
     """What one set of quotas counts, built once per set: its windows in header order (requests, then
     tokens per minute, day, month) and, for each, its header names and limit text."""
 
-    __slots__ = ("quotas", "rpm", "tokens", "windows", "limits", "limit_headers", "names")
+    __slots__ = (
+        "quotas",
+        "rpm",
+        "tokens",
+        "windows",
+        "limits",
+        "limit_headers",
+        "names",
+        "concurrent",
+        "template",
+    )
 
     def __init__(self, quotas: Quotas) -> None:
         self.quotas = quotas
+        self.concurrent = quotas.max_concurrent
         self.rpm = [Window(RPM.window, quotas.rpm, RPM.period)] if quotas.rpm is not None else []
         self.tokens = [
             Window(kind.window, limit, kind.period)
@@ -230,6 +241,16 @@ class QuotaPlan:
             (w.limit, istr(f"x-ratelimit-remaining-{w.name}"), istr(f"x-ratelimit-reset-{w.name}"))
             for w in self.windows
         ]
+        # Every header of an answer in the order it carries them, the counted ones still empty: a copy
+        # of it is filled in place (no insertions, no resizing of the dict).
+        self.template = self.limit_headers.copy()
+        for _, remaining_name, reset_name in self.names:
+            self.template[remaining_name] = self.template[reset_name] = ""
+        if quotas.max_concurrent is not None:
+            self.template[REMAINING_CONCURRENT] = ""
+
+
+REMAINING_CONCURRENT = istr("x-ratelimit-remaining-concurrent")
 
 
 class Counted(Protocol):
@@ -245,20 +266,30 @@ class Counted(Protocol):
 def quota_headers(plan: QuotaPlan, states: Sequence[Counted], in_use: int, now: float) -> dict[str, str]:
     """x-ratelimit-* headers for the plan's windows (`states` in the plan's order) and the requests in
     flight (`in_use` of max_concurrent)."""
-    headers = plan.limit_headers.copy()
+    names = plan.names
+    if len(states) == len(names):
+        headers = plan.template.copy()
+    else:  # never from this module's callers; headers of the windows given, as zip would pair them
+        headers = plan.limit_headers.copy()
+        names = names[: len(states)]
     reset_at, reset = -1.0, ""
-    for (limit, remaining_name, reset_name), state in zip(plan.names, states, strict=False):
+    i = 0
+    # Indexed, not zipped: zip(..., strict=False) parses its keyword on every call, a measurable share
+    # of this function, which every answer comes through.
+    for limit, remaining_name, reset_name in names:
+        state = states[i]
+        i += 1
         used = state.used
         headers[remaining_name] = str(limit - used) if used < limit else "0"
         if state.reset_at != reset_at:  # requests and tokens per minute share their reset
             reset_at = state.reset_at
-            # go_duration, its cache looked up here: every answer comes through this line.
+            # go_duration, its cache looked up here.
             ms = ceil((reset_at - now) * 1000 - 1e-6)
             reset = _DURATIONS.get(ms) or _go_ms(ms)
         headers[reset_name] = reset
-    concurrent = plan.quotas.max_concurrent
+    concurrent = plan.concurrent
     if concurrent is not None:
-        headers["x-ratelimit-remaining-concurrent"] = str(max(0, concurrent - in_use))
+        headers[REMAINING_CONCURRENT] = str(max(0, concurrent - in_use))
     return headers
 
 
@@ -267,9 +298,20 @@ class Admission:
 
     Counted in this process (`live`: the counter's cells), it reads the tenant's counts as they are when
     asked for headers and adds its tokens to the windows current when it settles; counted elsewhere
-    (Redis), it keeps the states the counter answered."""
+    (Redis), it keeps the states the counter answered. `settled` (read it, never set it) tells whether
+    settle() or settle_now() was called: its tokens are counted, its slot given back."""
 
-    __slots__ = ("tenant_id", "plan", "_enforcer", "_states", "_holder", "_in_use", "_settled", "_live")
+    __slots__ = (
+        "tenant_id",
+        "plan",
+        "settled",
+        "_enforcer",
+        "_local",
+        "_states",
+        "_holder",
+        "_in_use",
+        "_live",
+    )
 
     def __init__(
         self,
@@ -283,70 +325,80 @@ class Admission:
     ) -> None:
         self.tenant_id = tenant_id
         self.plan = plan
+        self.settled = False
         self._enforcer = enforcer
+        # The counter's cells are read here only when it counts in this process.
+        self._local = enforcer.local if live is not None else None
         self._states = states  # in the plan's order: the token windows' states are the last ones
         self._holder = holder
         self._in_use = in_use
-        self._settled = False
         self._live = live
-
-    @property
-    def settled(self) -> bool:
-        """Whether settle() was called (its tokens are counted, its slot given back)."""
-        return self._settled
-
-    def _current(self, local: MemoryQuotaCounter, now: float) -> list[Cell]:
-        """The live cells, of the windows current at `now` (the ones admitted in, until one resets)."""
-        live = self._live
-        assert live is not None
-        if now >= live[2]:
-            live = self._live = local.live_cells(self.tenant_id, self.plan.rpm, self.plan.tokens)
-        return live[3]
 
     def _begin_settle(self, tokens: int) -> bool:
         """Check `tokens` and mark the admission settled; False when it already was."""
-        if self._settled:
+        if self.settled:
             return False
         if type(tokens) is not int or tokens < 0:
             check_amount(tokens, "tokens")
-        self._settled = True  # set before any await, so two concurrent settles count once
+        self.settled = True  # set before any await, so two concurrent settles count once
         return True
 
     def _count_here(self, local: MemoryQuotaCounter, tokens: int) -> tuple[list[Cell], float]:
         """Add `tokens` to the token windows current now (an answer that outlived its minute counts in
         the next one); the cells and the time they were read at."""
         now = local.clock()
-        cells = self._current(local, now)
-        plan = self.plan
-        if tokens and plan.tokens:
-            for cell in cells[len(plan.rpm) :]:
-                cell.used += tokens
+        live = self._live
+        assert live is not None
+        if now >= live[2]:  # a window reset since: the cells of the windows current now
+            plan = self.plan
+            live = self._live = local.live_cells(self.tenant_id, plan.rpm, plan.tokens)
+        cells = live[3]
+        if tokens:
+            first = len(self.plan.rpm)
+            if len(cells) > first:
+                for cell in cells[first:]:
+                    cell.used += tokens
         return cells, now
 
     def headers(self) -> dict[str, str]:
         """x-ratelimit-* headers of the tenant's quotas (token counts include a settled answer)."""
-        local = self._enforcer.local
-        if self._live is not None and local is not None:
-            now = local.clock()
-            return quota_headers(self.plan, self._current(local, now), self._in_use, now)
+        local = self._local
+        if local is not None:
+            cells, now = self._count_here(local, 0)
+            return quota_headers(self.plan, cells, self._in_use, now)
         assert self._states is not None
         return quota_headers(self.plan, self._states, self._in_use, self._enforcer.clock())
 
     def settle_now(self, tokens: int) -> dict[str, str] | None:
         """Counted in this process: count the answer's tokens and answer the headers at once, with no
         await; None when it must be settled with `await settle()` (counted elsewhere, or already)."""
-        local = self._enforcer.local
-        if self._live is None or local is None or not self._begin_settle(tokens):
+        local = self._local
+        if local is None or self.settled:
             return None
-        cells, now = self._count_here(local, tokens)
-        return quota_headers(self.plan, cells, 0, now)
+        if type(tokens) is not int or tokens < 0:
+            check_amount(tokens, "tokens")
+        self.settled = True
+        # _count_here, written out: every answer of a tenant with quotas comes through here.
+        now = local.clock()
+        live = self._live
+        assert live is not None
+        plan = self.plan
+        if now >= live[2]:
+            live = self._live = local.live_cells(self.tenant_id, plan.rpm, plan.tokens)
+        cells = live[3]
+        if tokens:
+            first = len(plan.rpm)
+            if len(cells) > first:
+                for cell in cells[first:]:
+                    cell.used += tokens
+        return quota_headers(plan, cells, 0, now)
 
     async def settle(self, tokens: int) -> None:
         """Count the answer's tokens and free the request's slot; later calls do nothing."""
         if not self._begin_settle(tokens):
             return
-        local = self._enforcer.local
-        if self._live is not None and local is not None:  # counted here, no slot held: nothing to await
+        local = self._local
+        if local is not None:  # counted here, no slot held: nothing to await
             self._count_here(local, tokens)
             return
         try:
@@ -388,14 +440,17 @@ class QuotaEnforcer:
         """Admit with no await when counted in this process and the plan holds no slot (raising
         QuotaExceeded as admit does); None when the request must `await admit()`."""
         local = self.local
-        if local is None or plan.quotas.max_concurrent is not None:
+        if local is None or plan.concurrent is not None:
             return None
         live = local.live_cells(tenant_id, plan.rpm, plan.tokens)
         cells = live[3]
-        # rpm takes 1 (room iff used < limit), the token windows must have room left: one test each.
-        for cell, most in zip(cells, plan.limits, strict=False):
-            if cell.used >= most:
+        # rpm takes 1 (room iff used < limit), the token windows must have room left: one test each
+        # (indexed: zip(..., strict=False) would parse its keyword on every request).
+        i = 0
+        for most in plan.limits:
+            if cells[i].used >= most:
                 raise self._counted_refusal(tenant_id, plan, cells)
+            i += 1
         if plan.rpm:
             cells[0].used += 1
         return Admission(self, tenant_id, plan, None, None, 0, live)
@@ -406,7 +461,7 @@ class QuotaEnforcer:
         admitted = self.admit_now(tenant_id, plan)
         if admitted is not None:
             return admitted
-        rpm, token_windows, limit = plan.rpm, plan.tokens, plan.quotas.max_concurrent
+        rpm, token_windows, limit = plan.rpm, plan.tokens, plan.concurrent
         holder = None
         if limit is not None:
             # The slot first: a request refused for it then uses up nothing of the tenant's rpm.

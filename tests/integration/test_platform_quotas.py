@@ -10,6 +10,7 @@ import redis.asyncio as aioredis
 from hypothesis import given
 from hypothesis import strategies as st
 
+from llmkit.core.limiter.base import WindowState
 from llmkit.core.limiter.quota_memory import MemoryQuotaCounter
 from llmkit.core.limiter.quota_redis import RedisQuotaCounter
 from llmkit.errors import ConfigError, RateLimited
@@ -19,9 +20,11 @@ from llmkit.platform.quotas import (
     MemoryTenantSlots,
     QuotaEnforcer,
     QuotaExceeded,
+    QuotaPlan,
     RedisTenantSlots,
     go_duration,
     quota_enforcer_from_url,
+    quota_headers,
 )
 from tests.clock import Clock, epoch
 from tests.servers import RedisServer
@@ -385,6 +388,32 @@ async def test_the_limiter_urls_own_parameters_are_accepted() -> None:
 )
 def test_resets_are_go_durations_like_openai(seconds: float, text: str) -> None:
     assert go_duration(seconds) == text
+
+
+def test_headers_follow_the_plans_order_and_only_the_windows_given() -> None:
+    plan = QuotaPlan(Quotas(rpm=10, tpm=1000, max_concurrent=2))
+    now = epoch(2026, 1, 1)
+    states = [WindowState("requests", 10, 3, 7, now + 1.5), WindowState("tokens", 1000, 1200, 0, now + 1.5)]
+    headers = quota_headers(plan, states, 1, now)
+    assert list(headers.items()) == [
+        ("x-ratelimit-limit-requests", "10"),
+        ("x-ratelimit-limit-tokens", "1000"),
+        ("x-ratelimit-limit-concurrent", "2"),
+        ("x-ratelimit-remaining-requests", "7"),
+        ("x-ratelimit-reset-requests", "1.5s"),
+        ("x-ratelimit-remaining-tokens", "0"),
+        ("x-ratelimit-reset-tokens", "1.5s"),
+        ("x-ratelimit-remaining-concurrent", "1"),
+    ]
+    # Fewer states than windows (as zip pairs them): the counted headers of those only.
+    assert quota_headers(plan, states[:1], 0, now) == {
+        "x-ratelimit-limit-requests": "10",
+        "x-ratelimit-limit-tokens": "1000",
+        "x-ratelimit-limit-concurrent": "2",
+        "x-ratelimit-remaining-requests": "7",
+        "x-ratelimit-reset-requests": "1.5s",
+        "x-ratelimit-remaining-concurrent": "2",
+    }
 
 
 # Quotas.from_dict: what a tenant's JSON may say.

@@ -106,9 +106,11 @@ class MemoryQuotaCounter:
         The in-process quota enforcer counts a request through here without building a decision: the
         cells of a key are kept for as long as all of their windows last, for the same two sequence
         objects (a plan's windows), so the usual call is one dict lookup and a few comparisons."""
-        now = self._now()
+        now = self._clock()
+        if now >= self._next_sweep:
+            self._sweep(now)
         live = self._live.get(key)
-        if live is not None and live[0] is windows and live[1] is checked and now < live[2]:
+        if live is not None and now < live[2] and live[0] is windows and live[1] is checked:
             return live
         cells = self._cells(key, [*windows, *checked], now)
         live = (windows, checked, min((cell.reset_at for cell in cells), default=_INF), cells)
