@@ -209,7 +209,10 @@ async def test_each_answer_mode_and_the_header() -> None:
             session, url, prompt, max_tokens=64, headers={"x-llmkit-answer-mode": "lorem"}
         )
         assert count(lorem) == 64
-        assert set(re.findall("[a-z]+", lorem.lower())) <= set(re.findall("[a-z]+", LOREM.lower()))
+        words, known = re.findall("[a-z]+", lorem.lower()), set(re.findall("[a-z]+", LOREM.lower()))
+        # The 64th token may end inside a word ("reprehende|rit"), as a max_tokens cut does.
+        assert set(words[:-1]) <= known
+        assert any(word.startswith(words[-1]) for word in known)
         random_mode = {"x-llmkit-answer-mode": "random"}
         # random still answers a matching prompt with its match (the behaviour before answer modes).
         assert await _chat_text(session, url, prompt, headers=random_mode) == matched
