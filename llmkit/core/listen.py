@@ -35,8 +35,9 @@ _PRESSURE = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 PRESSURE_PAUSE_S = 1.0
 
 
-def bind_listener(host: str, port: int, *, reuse_port: bool) -> socket.socket:
-    """A non-blocking socket listening on (host, port) with LISTEN_BACKLOG; OSError when it cannot bind."""
+def bound_socket(host: str, port: int, *, reuse_port: bool) -> socket.socket:
+    """A TCP socket bound to (host, port) (its first address), SO_REUSEADDR and, when asked, SO_REUSEPORT;
+    OSError when it cannot bind."""
     family, kind, proto, _, addr = socket.getaddrinfo(
         host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
     )[0]
@@ -48,6 +49,16 @@ def bind_listener(host: str, port: int, *, reuse_port: bool) -> socket.socket:
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         sock.bind(addr)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def bind_listener(host: str, port: int, *, reuse_port: bool) -> socket.socket:
+    """A non-blocking socket listening on (host, port) with LISTEN_BACKLOG; OSError when it cannot bind."""
+    sock = bound_socket(host, port, reuse_port=reuse_port)
+    try:
         sock.listen(LISTEN_BACKLOG)
         sock.setblocking(False)
     except OSError:

@@ -240,18 +240,12 @@ def serve(
 
 def _reserve_port(host: str, port: int) -> socket.socket:
     """Bind (never listen) with SO_REUSEPORT so every worker shares the port, free until they bind it."""
-    family, kind, proto, _, addr = socket.getaddrinfo(
-        host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-    )[0]
-    sock = socket.socket(family, kind, proto)
+    from llmkit.core.listen import bound_socket
+
     try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.bind(addr)
+        return bound_socket(host, port, reuse_port=True)
     except OSError as exc:
-        sock.close()
         raise ListenError.from_os_error(host, port, exc) from exc
-    return sock
 
 
 def _describe(code: int) -> str:

@@ -202,19 +202,25 @@ async def test_stream_with_itl_sends_one_token_per_chunk(client: Client) -> None
     assert "".join(contents) == ANSWER
 
 
-async def test_paced_stream_is_written_by_token_runs_with_the_same_events_as_an_instant_one(
-    client: Client, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture
+def ticked(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The step of every TokenRun tick (llmkit.simulate.stream), in order."""
     from llmkit.simulate import stream
 
-    ticked: list[int] = []
+    steps: list[int] = []
     real_tick = stream.TokenRun.tick
 
     def spy(run: stream.TokenRun, now: float) -> None:
-        ticked.append(run.k)
+        steps.append(run.k)
         real_tick(run, now)
 
     monkeypatch.setattr(stream.TokenRun, "tick", spy)
+    return steps
+
+
+async def test_paced_stream_is_written_by_token_runs_with_the_same_events_as_an_instant_one(
+    client: Client, ticked: list[int]
+) -> None:
     body = chat_body(stream=True, n=2, max_tokens=6, stream_options={"include_usage": True})
     streams = []
     for itl in ("0", "1"):
@@ -240,18 +246,8 @@ async def test_paced_stream_is_written_by_token_runs_with_the_same_events_as_an_
     ],
 )
 async def test_paced_streams_of_the_other_shapes_are_written_by_token_runs_too(
-    client: Client, monkeypatch: pytest.MonkeyPatch, path: str, body: dict[str, Any]
+    client: Client, ticked: list[int], path: str, body: dict[str, Any]
 ) -> None:
-    from llmkit.simulate import stream
-
-    ticked: list[int] = []
-    real_tick = stream.TokenRun.tick
-
-    def spy(run: stream.TokenRun, now: float) -> None:
-        ticked.append(run.k)
-        real_tick(run, now)
-
-    monkeypatch.setattr(stream.TokenRun, "tick", spy)
     messages = [{"role": "user", "content": "Halo, apa kabar?"}]
     request = (
         {**body, "input": "Halo, apa kabar?"} if path == "/v1/responses" else {**body, "messages": messages}
