@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import aiohttp
@@ -97,6 +98,23 @@ async def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 3
     raise RuntimeError("the server did not answer within the timeout")
 
 
+def counted(pid: int, out: Path, work: Callable[[], object], keep: Path | None) -> int:
+    """Instructions (all threads) the callgrind'd process `pid`, writing its dumps to `out`.PID.*, runs
+    while `work()` runs: counters zeroed before, dumped and summed after; the dumps copied to `keep`."""
+    subprocess.run(["callgrind_control", "-z", str(pid)], check=True, capture_output=True)
+    work()
+    for old in out.parent.glob(f"{out.name}.{pid}*"):
+        old.unlink()
+    subprocess.run(["callgrind_control", "-d", str(pid)], check=True, capture_output=True)
+    dumps = sorted(out.parent.glob(f"{out.name}.{pid}.*"))
+    total = sum(int(m.group(1)) for d in dumps for m in _TOTALS.finditer(d.read_text(errors="replace")))
+    if keep is not None:
+        keep.mkdir(parents=True, exist_ok=True)
+        for dump in dumps:
+            shutil.copy(dump, keep / dump.name)
+    return total
+
+
 def measure(
     variant: str, requests: int, warmup: int, tmp: Path, answers: Path, keep: Path | None, ready: float = 300
 ) -> float:
@@ -111,17 +129,7 @@ def measure(
     try:
         asyncio.run(wait_ready(url, proc, ready))
         asyncio.run(send(url, warmup, 1, varied))
-        subprocess.run(["callgrind_control", "-z", str(proc.pid)], check=True, capture_output=True)
-        asyncio.run(send(url, requests, warmup + 1, varied))
-        for old in tmp.glob(f"cg-{variant}.{proc.pid}*"):
-            old.unlink()
-        subprocess.run(["callgrind_control", "-d", str(proc.pid)], check=True, capture_output=True)
-        dumps = sorted(tmp.glob(f"cg-{variant}.{proc.pid}.*"))
-        total = sum(int(m.group(1)) for d in dumps for m in _TOTALS.finditer(d.read_text(errors="replace")))
-        if keep is not None:
-            keep.mkdir(parents=True, exist_ok=True)
-            for dump in dumps:
-                shutil.copy(dump, keep / dump.name)
+        total = counted(proc.pid, out, lambda: asyncio.run(send(url, requests, warmup + 1, varied)), keep)
     finally:
         proc.terminate()
         proc.wait(timeout=60)

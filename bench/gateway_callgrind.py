@@ -19,9 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import re
 import shutil
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -31,11 +29,11 @@ import aiohttp
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.callgrind import counted  # noqa: E402
 from bench.gateway import body, simulate_server  # noqa: E402
 from bench.gateway_platform import ONE, PAIR, ROUTE, gateway, make_keys  # noqa: E402
 
 VARIANTS = ("off", "on", "on_rpm")
-_TOTALS = re.compile(r"^summary: (\d+)", re.M)
 
 
 def serve(slow: float, argv: list[str]) -> None:
@@ -84,17 +82,7 @@ def measure(
         pid = server.proc.pid
         keys = [] if variant == "off" else make_keys(url, PAIR if variant == "on" else ONE)
         asyncio.run(send(url + ROUTE, warmup, 1, keys))
-        subprocess.run(["callgrind_control", "-z", str(pid)], check=True, capture_output=True)
-        asyncio.run(send(url + ROUTE, requests, warmup + 1, keys))
-        for old in tmp.glob(f"cg-{variant}.{pid}*"):
-            old.unlink()
-        subprocess.run(["callgrind_control", "-d", str(pid)], check=True, capture_output=True)
-        dumps = sorted(tmp.glob(f"cg-{variant}.{pid}.*"))
-        total = sum(int(m.group(1)) for d in dumps for m in _TOTALS.finditer(d.read_text(errors="replace")))
-        if keep is not None:
-            keep.mkdir(parents=True, exist_ok=True)
-            for dump in dumps:
-                shutil.copy(dump, keep / dump.name)
+        total = counted(pid, out, lambda: asyncio.run(send(url + ROUTE, requests, warmup + 1, keys)), keep)
     return total / requests / 1000
 
 
