@@ -1,10 +1,10 @@
-"""What every platform store provides: tenants and API keys (later webhooks, documents, jobs)."""
+"""What every platform store provides: tenants, API keys and documents (later webhooks, jobs)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from llmkit.errors import ConfigError, LlmkitError
 from llmkit.platform.quota_types import Quotas
@@ -38,6 +38,41 @@ class ApiKey:
     expires_at: float | None = None
     revoked_at: float | None = None
     last_used_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Document:
+    """A tenant's document; its id is unique within the tenant only (another tenant may use the same id)."""
+
+    id: str
+    tenant_id: str
+    title: str
+    content: str
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+    created_at: float = 0.0
+    updated_at: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    """A piece of a document that search answers: its place, text, size and the headings above it."""
+
+    ordinal: int
+    text: str
+    tokens: int
+    headings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class SearchHit:
+    """One ranked chunk: higher scores are better; highlights are snippets with <mark>ed terms."""
+
+    document_id: str
+    title: str
+    ordinal: int
+    text: str
+    score: float
+    highlights: tuple[str, ...] = ()
 
 
 class StoreConflict(LlmkitError):
@@ -81,7 +116,8 @@ class PlatformStore(Protocol):
         ...
 
     async def delete_tenant(self, tenant_id: str, at: float) -> int | None:
-        """Delete the tenant and revoke its keys in one transaction: the keys revoked, None when missing."""
+        """Delete the tenant and its documents and revoke its keys in one transaction: the keys revoked, None
+        when missing."""
         ...
 
     async def add_key(self, key: ApiKey) -> None:
@@ -100,4 +136,34 @@ class PlatformStore(Protocol):
 
     async def touch_keys(self, used: Mapping[str, float]) -> None:
         """Record when keys were last used, many at once (written off the request path)."""
+        ...
+
+    async def add_document(self, document: Document, chunks: Sequence[Chunk]) -> None:
+        """Store a new document and its chunks in one transaction; StoreConflict on an id the tenant has."""
+        ...
+
+    async def replace_document(self, document: Document, chunks: Sequence[Chunk]) -> bool:
+        """Replace title, content, metadata and chunks (created_at kept); False when it does not exist."""
+        ...
+
+    async def document(self, tenant_id: str, document_id: str) -> Document | None: ...
+
+    async def documents(
+        self, tenant_id: str, limit: int = 50, offset: int = 0, filters: Mapping[str, Any] | None = None
+    ) -> list[Document]:
+        """A page of the tenant's documents, oldest first, whose metadata has every key of `filters` equal."""
+        ...
+
+    async def document_chunks(self, tenant_id: str, document_id: str) -> list[Chunk]:
+        """The document's chunks in order (none when it does not exist)."""
+        ...
+
+    async def delete_document(self, tenant_id: str, document_id: str) -> bool:
+        """Delete the document, its chunks and their index rows; False when it does not exist."""
+        ...
+
+    async def keyword_search(
+        self, tenant_id: str, query: str, limit: int = 10, filters: Mapping[str, Any] | None = None
+    ) -> list[SearchHit]:
+        """The tenant's chunks matching any word of `query`, best first; no hits for a query without words."""
         ...

@@ -1,12 +1,14 @@
 """The platform schema, versioned, and the statements both stores run (SQL SQLite and PostgreSQL accept).
 
 Parameters are written `$1, $2, ...` (asyncpg's); the SQLite store turns them into `?1, ?2, ...`.
+A migration is one statement list for both databases, or a `Dialects` where their DDL differs.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from llmkit.platform.quota_types import Quotas
@@ -16,8 +18,37 @@ SCHEMA_TABLE = "CREATE TABLE IF NOT EXISTS llmkit_schema (version INTEGER NOT NU
 READ_VERSION = "SELECT max(version) FROM llmkit_schema"
 WRITE_VERSION = "INSERT INTO llmkit_schema (version) VALUES ($1)"
 
+
+@dataclass(frozen=True, slots=True)
+class Dialects:
+    """A migration whose statements differ by database: each store runs the list named by its `kind`."""
+
+    sqlite: tuple[str, ...]
+    postgresql: tuple[str, ...]
+
+    def statements(self, kind: str) -> tuple[str, ...]:
+        """The statements for a store of `kind` ("sqlite" or "postgresql")."""
+        if kind == "sqlite":
+            return self.sqlite
+        if kind == "postgresql":
+            return self.postgresql
+        raise ValueError(f"no migration statements for a {kind!r} store")
+
+
+_DOCUMENTS = """CREATE TABLE documents (
+    tenant_id TEXT NOT NULL,
+    id TEXT NOT NULL,
+    title TEXT NOT NULL,
+    content TEXT NOT NULL,
+    metadata TEXT NOT NULL,
+    created_at DOUBLE PRECISION NOT NULL,
+    updated_at DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (tenant_id, id)
+)"""
+_DOCUMENTS_BY_AGE = "CREATE INDEX documents_tenant_created ON documents (tenant_id, created_at, id)"
+
 # Version N is MIGRATIONS[N - 1]. Append only: a released migration never changes, a new one follows it.
-MIGRATIONS: tuple[tuple[str, ...], ...] = (
+MIGRATIONS: tuple[tuple[str, ...] | Dialects, ...] = (
     (
         """CREATE TABLE tenants (
             id TEXT PRIMARY KEY,
@@ -39,6 +70,51 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             last_used_at DOUBLE PRECISION
         )""",
         "CREATE INDEX api_keys_tenant ON api_keys (tenant_id)",
+    ),
+    # 2: documents and their chunks, with a keyword index over chunk text. Both indexes split words the
+    # same way (lower case, no stemming, no stop words, accents kept) so the two databases match alike.
+    Dialects(
+        sqlite=(
+            _DOCUMENTS,
+            _DOCUMENTS_BY_AGE,
+            # seq aliases the rowid, which FTS5's external content points at: VACUUM never renumbers it.
+            """CREATE TABLE document_chunks (
+                seq INTEGER PRIMARY KEY,
+                tenant_id TEXT NOT NULL,
+                document_id TEXT NOT NULL,
+                ordinal INTEGER NOT NULL,
+                heading TEXT NOT NULL,
+                text TEXT NOT NULL,
+                tokens INTEGER NOT NULL,
+                UNIQUE (tenant_id, document_id, ordinal)
+            )""",
+            """CREATE VIRTUAL TABLE document_chunks_fts USING fts5(
+                text, content='document_chunks', content_rowid='seq',
+                tokenize='unicode61 remove_diacritics 0'
+            )""",
+            """CREATE TRIGGER document_chunks_indexed AFTER INSERT ON document_chunks BEGIN
+                INSERT INTO document_chunks_fts (rowid, text) VALUES (new.seq, new.text);
+            END""",
+            """CREATE TRIGGER document_chunks_unindexed AFTER DELETE ON document_chunks BEGIN
+                INSERT INTO document_chunks_fts (document_chunks_fts, rowid, text)
+                VALUES ('delete', old.seq, old.text);
+            END""",
+        ),
+        postgresql=(
+            _DOCUMENTS,
+            _DOCUMENTS_BY_AGE,
+            """CREATE TABLE document_chunks (
+                tenant_id TEXT NOT NULL,
+                document_id TEXT NOT NULL,
+                ordinal INTEGER NOT NULL,
+                heading TEXT NOT NULL,
+                text TEXT NOT NULL,
+                tokens INTEGER NOT NULL,
+                words tsvector GENERATED ALWAYS AS (to_tsvector('simple', text)) STORED,
+                PRIMARY KEY (tenant_id, document_id, ordinal)
+            )""",
+            "CREATE INDEX document_chunks_words ON document_chunks USING GIN (words)",
+        ),
     ),
 )
 LATEST = len(MIGRATIONS)
@@ -72,14 +148,20 @@ def qmark(sql: str) -> str:
     return _DOLLAR.sub(r"?\1", sql)
 
 
-def pending(version: int, where: str) -> tuple[tuple[int, tuple[str, ...]], ...]:
-    """The migrations a database at `version` still needs; SchemaTooNew when it is ahead of this code."""
+def pending(version: int, where: str, kind: str) -> tuple[tuple[int, tuple[str, ...]], ...]:
+    """The migrations (with a `kind` store's statements) a database at `version` still needs; SchemaTooNew
+    when it is ahead of this code."""
     if version > LATEST:
         raise SchemaTooNew(
             f"platform store {where} has schema version {version}, newer than this llmkit knows "
             f"({LATEST}); upgrade llmkit, or point gateway.platform_url at another database"
         )
-    return tuple((n, MIGRATIONS[n - 1]) for n in range(version + 1, LATEST + 1))
+    return tuple((n, statements_of(MIGRATIONS[n - 1], kind)) for n in range(version + 1, LATEST + 1))
+
+
+def statements_of(migration: tuple[str, ...] | Dialects, kind: str) -> tuple[str, ...]:
+    """What a store of `kind` runs for one migration."""
+    return migration.statements(kind) if isinstance(migration, Dialects) else migration
 
 
 def tenant_row(tenant: Tenant) -> tuple[Any, ...]:

@@ -1,9 +1,10 @@
-"""PostgresPlatformStore: tenants and keys in PostgreSQL through an asyncpg pool, shared by replicas."""
+"""PostgresPlatformStore: tenants, keys and documents in PostgreSQL through an asyncpg pool, shared by
+replicas; keyword search on a tsvector GIN index (ts_rank)."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -11,8 +12,9 @@ import asyncpg
 
 from llmkit.core.secrets import mask_secrets, mask_url
 from llmkit.errors import BackendError, ConfigError
+from llmkit.platform.store import documents_sql as ds
 from llmkit.platform.store import migrations as m
-from llmkit.platform.store.base import ApiKey, StoreConflict, Tenant
+from llmkit.platform.store.base import ApiKey, Chunk, Document, SearchHit, StoreConflict, Tenant
 
 if TYPE_CHECKING:
     from asyncpg import Connection, Pool
@@ -98,7 +100,7 @@ class PostgresPlatformStore:
             await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
             await conn.execute(m.SCHEMA_TABLE)
             version = await conn.fetchval(m.READ_VERSION)
-            for number, statements in m.pending(int(version or 0), self.where):
+            for number, statements in m.pending(int(version or 0), self.where, self.kind):
                 for statement in statements:
                     await conn.execute(statement)
                 await conn.execute(m.WRITE_VERSION, number)
@@ -153,6 +155,9 @@ class PostgresPlatformStore:
         async with self._errors() as pool, pool.acquire() as conn, conn.transaction():
             if rowcount(await conn.execute(m.DELETE_TENANT, tenant_id)) == 0:
                 return None
+            # A tenant created later with the same id must not inherit these.
+            await conn.execute(ds.DELETE_TENANT_CHUNKS, tenant_id)
+            await conn.execute(ds.DELETE_TENANT_DOCUMENTS, tenant_id)
             return rowcount(await conn.execute(m.REVOKE_TENANT_KEYS, tenant_id, at))
 
     async def add_key(self, key: ApiKey) -> None:
@@ -178,3 +183,47 @@ class PostgresPlatformStore:
             return
         async with self._errors() as pool:
             await pool.executemany(m.TOUCH_KEY, list(used.items()))
+
+    async def add_document(self, document: Document, chunks: Sequence[Chunk]) -> None:
+        async with self._errors() as pool, pool.acquire() as conn, conn.transaction():
+            await conn.execute(ds.INSERT_DOCUMENT, *ds.document_row(document))
+            await conn.executemany(ds.INSERT_CHUNK, ds.chunk_rows(document.tenant_id, document.id, chunks))
+
+    async def replace_document(self, document: Document, chunks: Sequence[Chunk]) -> bool:
+        row = ds.document_row(document)
+        key = (document.tenant_id, document.id)
+        async with self._errors() as pool, pool.acquire() as conn, conn.transaction():
+            if rowcount(await conn.execute(ds.UPDATE_DOCUMENT, *key, *row[2:5], document.updated_at)) == 0:
+                return False
+            await conn.execute(ds.DELETE_CHUNKS, *key)
+            await conn.executemany(ds.INSERT_CHUNK, ds.chunk_rows(*key, chunks))
+        return True
+
+    async def document(self, tenant_id: str, document_id: str) -> Document | None:
+        row = await self._one(ds.SELECT_DOCUMENT, tenant_id, document_id)
+        return ds.document_of(row) if row else None
+
+    async def documents(
+        self, tenant_id: str, limit: int = 50, offset: int = 0, filters: Mapping[str, Any] | None = None
+    ) -> list[Document]:
+        sql = ds.list_statement(self.kind, filters)
+        rows = await self._all(sql, tenant_id, limit, offset, *ds.postgres_filter_args(filters))
+        return [ds.document_of(row) for row in rows]
+
+    async def document_chunks(self, tenant_id: str, document_id: str) -> list[Chunk]:
+        return [ds.chunk_of(row) for row in await self._all(ds.SELECT_CHUNKS, tenant_id, document_id)]
+
+    async def delete_document(self, tenant_id: str, document_id: str) -> bool:
+        async with self._errors() as pool, pool.acquire() as conn, conn.transaction():
+            await conn.execute(ds.DELETE_CHUNKS, tenant_id, document_id)
+            return rowcount(await conn.execute(ds.DELETE_DOCUMENT, tenant_id, document_id)) > 0
+
+    async def keyword_search(
+        self, tenant_id: str, query: str, limit: int = 10, filters: Mapping[str, Any] | None = None
+    ) -> list[SearchHit]:
+        words = ds.query_words(query)
+        if not words or limit < 1:
+            return []
+        sql, match = ds.search_statement(self.kind, words, filters)
+        rows = await self._all(sql, match, tenant_id, limit, *ds.postgres_filter_args(filters))
+        return [ds.hit_of(row) for row in rows]

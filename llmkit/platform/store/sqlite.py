@@ -1,24 +1,31 @@
-"""SqlitePlatformStore: tenants and keys in one SQLite file (WAL), through aiosqlite's one connection."""
+"""SqlitePlatformStore: tenants, keys and documents in one SQLite file (WAL), through aiosqlite's one
+connection; keyword search on FTS5 (BM25)."""
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from llmkit.core.sqlite import use_wal, while_locked
 from llmkit.errors import BackendError
+from llmkit.platform.store import documents_sql as ds
 from llmkit.platform.store import migrations as m
-from llmkit.platform.store.base import ApiKey, StoreConflict, Tenant
+from llmkit.platform.store.base import ApiKey, Chunk, Document, SearchHit, StoreConflict, Tenant
 
 if TYPE_CHECKING:
     import aiosqlite
 
 BUSY_TIMEOUT_MS = 10_000
 # Every statement, numbered for SQLite once at import rather than per call.
-Q = {n: m.qmark(sql) for n in dir(m) if n.isupper() and isinstance(sql := getattr(m, n), str)}
+Q = {
+    n: m.qmark(sql)
+    for module in (m, ds)
+    for n in dir(module)
+    if n.isupper() and isinstance(sql := getattr(module, n), str)
+}
 
 
 def conflict_message(exc: Exception) -> str:
@@ -82,7 +89,7 @@ class SqlitePlatformStore:
             async with db.execute(m.READ_VERSION) as cursor:
                 row = await cursor.fetchone()
             for version, statements in m.pending(
-                int(row[0]) if row and row[0] is not None else 0, self.where
+                int(row[0]) if row and row[0] is not None else 0, self.where, self.kind
             ):
                 for statement in statements:
                     await db.execute(statement)
@@ -130,20 +137,28 @@ class SqlitePlatformStore:
         row = m.tenant_row(tenant)
         return await self._write(Q["UPDATE_TENANT"], (*row[:7], tenant.updated_at)) > 0
 
-    async def delete_tenant(self, tenant_id: str, at: float) -> int | None:
+    @asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
         async with self._errors() as db:
             await db.execute("BEGIN IMMEDIATE")
             try:
-                async with db.execute(Q["DELETE_TENANT"], (tenant_id,)) as cursor:
-                    deleted = cursor.rowcount
-                revoked = 0
-                if deleted:
-                    async with db.execute(Q["REVOKE_TENANT_KEYS"], (tenant_id, at)) as cursor:
-                        revoked = cursor.rowcount
+                yield db
                 await db.execute("COMMIT")
             except BaseException:
                 await db.execute("ROLLBACK")
                 raise
+
+    async def delete_tenant(self, tenant_id: str, at: float) -> int | None:
+        async with self._transaction() as db:
+            async with db.execute(Q["DELETE_TENANT"], (tenant_id,)) as cursor:
+                deleted = cursor.rowcount
+            revoked = 0
+            if deleted:
+                async with db.execute(Q["REVOKE_TENANT_KEYS"], (tenant_id, at)) as cursor:
+                    revoked = cursor.rowcount
+                # A tenant created later with the same id must not inherit these.
+                await db.execute(Q["DELETE_TENANT_CHUNKS"], (tenant_id,))
+                await db.execute(Q["DELETE_TENANT_DOCUMENTS"], (tenant_id,))
         return revoked if deleted else None
 
     async def add_key(self, key: ApiKey) -> None:
@@ -169,3 +184,50 @@ class SqlitePlatformStore:
             return
         async with self._errors() as db:
             await db.executemany(Q["TOUCH_KEY"], list(used.items()))
+
+    async def add_document(self, document: Document, chunks: Sequence[Chunk]) -> None:
+        async with self._transaction() as db:
+            await db.execute(Q["INSERT_DOCUMENT"], ds.document_row(document))
+            await db.executemany(Q["INSERT_CHUNK"], ds.chunk_rows(document.tenant_id, document.id, chunks))
+
+    async def replace_document(self, document: Document, chunks: Sequence[Chunk]) -> bool:
+        row = ds.document_row(document)
+        key = (document.tenant_id, document.id)
+        async with self._transaction() as db:
+            async with db.execute(Q["UPDATE_DOCUMENT"], (*key, *row[2:5], document.updated_at)) as cursor:
+                if cursor.rowcount == 0:
+                    return False
+            # The delete trigger takes the old words out of the index before the new chunks go in.
+            await db.execute(Q["DELETE_CHUNKS"], key)
+            await db.executemany(Q["INSERT_CHUNK"], ds.chunk_rows(*key, chunks))
+        return True
+
+    async def document(self, tenant_id: str, document_id: str) -> Document | None:
+        row = await self._one(Q["SELECT_DOCUMENT"], (tenant_id, document_id))
+        return ds.document_of(row) if row else None
+
+    async def documents(
+        self, tenant_id: str, limit: int = 50, offset: int = 0, filters: Mapping[str, Any] | None = None
+    ) -> list[Document]:
+        sql = m.qmark(ds.list_statement(self.kind, filters))
+        rows = await self._all(sql, (tenant_id, limit, offset, *ds.filter_args(filters)))
+        return [ds.document_of(row) for row in rows]
+
+    async def document_chunks(self, tenant_id: str, document_id: str) -> list[Chunk]:
+        return [ds.chunk_of(row) for row in await self._all(Q["SELECT_CHUNKS"], (tenant_id, document_id))]
+
+    async def delete_document(self, tenant_id: str, document_id: str) -> bool:
+        async with self._transaction() as db:
+            await db.execute(Q["DELETE_CHUNKS"], (tenant_id, document_id))
+            async with db.execute(Q["DELETE_DOCUMENT"], (tenant_id, document_id)) as cursor:
+                return cursor.rowcount > 0
+
+    async def keyword_search(
+        self, tenant_id: str, query: str, limit: int = 10, filters: Mapping[str, Any] | None = None
+    ) -> list[SearchHit]:
+        words = ds.query_words(query)
+        if not words or limit < 1:
+            return []
+        sql, match = ds.search_statement(self.kind, words, filters)
+        rows = await self._all(m.qmark(sql), (match, tenant_id, limit, *ds.filter_args(filters)))
+        return [ds.hit_of(row) for row in rows]

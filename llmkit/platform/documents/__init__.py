@@ -1,0 +1,1 @@
+"""Documents: chunking for the keyword index (routes, indexing jobs and embeddings come later)."""

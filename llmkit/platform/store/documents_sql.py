@@ -1,0 +1,188 @@
+"""The document statements both stores run, the per-database keyword search, and rows to dataclasses.
+
+Parameters are written `$1, $2, ...` as in `migrations.py`; the SQLite store numbers them `?1, ?2, ...`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import unicodedata
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from llmkit.platform.store.base import Chunk, Document, SearchHit
+
+_COLUMNS = "d.id, d.tenant_id, d.title, d.content, d.metadata, d.created_at, d.updated_at"
+INSERT_DOCUMENT = """INSERT INTO documents (id, tenant_id, title, content, metadata, created_at, updated_at)
+    VALUES ($1, $2, $3, $4, $5, $6, $7)"""
+SELECT_DOCUMENT = f"SELECT {_COLUMNS} FROM documents d WHERE d.tenant_id = $1 AND d.id = $2"
+UPDATE_DOCUMENT = """UPDATE documents SET title = $3, content = $4, metadata = $5, updated_at = $6
+    WHERE tenant_id = $1 AND id = $2"""
+DELETE_DOCUMENT = "DELETE FROM documents WHERE tenant_id = $1 AND id = $2"
+DELETE_TENANT_DOCUMENTS = "DELETE FROM documents WHERE tenant_id = $1"
+INSERT_CHUNK = """INSERT INTO document_chunks (tenant_id, document_id, ordinal, heading, text, tokens)
+    VALUES ($1, $2, $3, $4, $5, $6)"""
+SELECT_CHUNKS = """SELECT ordinal, text, tokens, heading FROM document_chunks
+    WHERE tenant_id = $1 AND document_id = $2 ORDER BY ordinal"""
+DELETE_CHUNKS = "DELETE FROM document_chunks WHERE tenant_id = $1 AND document_id = $2"
+DELETE_TENANT_CHUNKS = "DELETE FROM document_chunks WHERE tenant_id = $1"
+
+# A query is cut to its first words: each one is a term of the index lookup.
+MAX_QUERY_WORDS = 64
+# Letters and digits only: what survives can be quoted into an FTS5 or tsquery expression as it is, so no
+# query text (quotes, *, NEAR(, :, &|!) ever reaches either parser as syntax.
+_WORD = re.compile(r"[^\W_]+")
+
+_SQLITE_SEARCH = """SELECT c.document_id, d.title, c.ordinal, c.text, -bm25(document_chunks_fts),
+        snippet(document_chunks_fts, 0, '<mark>', '</mark>', '…', 16)
+    FROM document_chunks_fts
+    JOIN document_chunks c ON c.seq = document_chunks_fts.rowid
+    JOIN documents d ON d.tenant_id = c.tenant_id AND d.id = c.document_id
+    WHERE document_chunks_fts MATCH $1 AND c.tenant_id = $2{filters}
+    ORDER BY bm25(document_chunks_fts), c.document_id, c.ordinal
+    LIMIT $3"""
+# ts_rank with normalization 1 divides by 1 + log(chunk length), as BM25 favours short chunks; the
+# headline (costly) is made for the hits on the page only.
+_POSTGRES_SEARCH = """WITH q AS (SELECT to_tsquery('simple', $1) AS query),
+    hits AS (
+        SELECT c.document_id, d.title, c.ordinal, c.text, ts_rank(c.words, q.query, 1) AS score
+        FROM document_chunks c
+        JOIN documents d ON d.tenant_id = c.tenant_id AND d.id = c.document_id
+        CROSS JOIN q
+        WHERE c.tenant_id = $2 AND c.words @@ q.query{filters}
+        ORDER BY score DESC, c.document_id, c.ordinal
+        LIMIT $3
+    )
+    SELECT h.document_id, h.title, h.ordinal, h.text, h.score,
+        ts_headline('simple', h.text, q.query,
+            'StartSel=<mark>, StopSel=</mark>, MaxWords=24, MinWords=8, MaxFragments=1')
+    FROM hits h CROSS JOIN q
+    ORDER BY h.score DESC, h.document_id, h.ordinal"""
+_LIST = f"""SELECT {_COLUMNS} FROM documents d WHERE d.tenant_id = $1{{filters}}
+    ORDER BY d.created_at, d.id LIMIT $2 OFFSET $3"""
+
+
+def query_words(query: str) -> list[str]:
+    """The distinct lower-case words of a user's query, in order, at most MAX_QUERY_WORDS."""
+    words = dict.fromkeys(w.lower() for w in _WORD.findall(unicodedata.normalize("NFC", query)))
+    return list(words)[:MAX_QUERY_WORDS]
+
+
+def search_statement(kind: str, words: Sequence[str], filters: Mapping[str, Any] | None) -> tuple[str, str]:
+    """The keyword search for a store of `kind` and its match expression ($1): chunks with any of `words`."""
+    clause = filter_clause(kind, filters, first=4)
+    if kind == "sqlite":
+        return _SQLITE_SEARCH.format(filters=clause), " OR ".join(f'"{w}"' for w in words)
+    return _POSTGRES_SEARCH.format(filters=clause), " | ".join(f"'{w}'" for w in words)
+
+
+def list_statement(kind: str, filters: Mapping[str, Any] | None) -> str:
+    """A page of a tenant's documents ($1 tenant, $2 limit, $3 offset, then the filters' parameters)."""
+    return _LIST.format(filters=filter_clause(kind, filters, first=4))
+
+
+def filter_args(filters: Mapping[str, Any] | None) -> tuple[Any, ...]:
+    """The parameters `filter_clause` numbered: each key, then its value (JSON for PostgreSQL's jsonb)."""
+    args: list[Any] = []
+    for key, value in (filters or {}).items():
+        args += [key, value]
+    return tuple(args)
+
+
+def postgres_filter_args(filters: Mapping[str, Any] | None) -> tuple[Any, ...]:
+    """`filter_args` with each value as JSON text, which PostgreSQL compares as jsonb."""
+    args: list[Any] = []
+    for key, value in (filters or {}).items():
+        args += [key, json.dumps(value)]
+    return tuple(args)
+
+
+def _sqlite_types(value: Any) -> str:
+    # json_each's atom loses the JSON type (true is 1), so the type is compared too.
+    if value is None:
+        return "'null'"
+    if isinstance(value, bool):
+        return "'true', 'false'"
+    if isinstance(value, int | float):
+        return "'integer', 'real'"
+    return "'text'"
+
+
+def filter_clause(kind: str, filters: Mapping[str, Any] | None, first: int) -> str:
+    """` AND ...` keeping documents `d` whose metadata has each top-level key equal to the filter's value
+    (strings, numbers, booleans, null), its parameters (`filter_args`) numbered from `first`."""
+    clause = ""
+    n = first
+    for value in (filters or {}).values():
+        if not (value is None or isinstance(value, str | int | float | bool)):
+            raise ValueError("metadata filters compare strings, numbers, booleans or null")
+        key, val = f"${n}", f"${n + 1}"
+        if kind == "sqlite":
+            match = f"{val} IS NULL" if value is None else f"j.atom = {val}"
+            clause += (
+                f" AND EXISTS (SELECT 1 FROM json_each(d.metadata) j WHERE j.key = {key}"
+                f" AND j.type IN ({_sqlite_types(value)}) AND {match})"
+            )
+        else:
+            clause += f" AND (d.metadata::jsonb -> {key}::text) = {val}::text::jsonb"
+        n += 2
+    return clause
+
+
+def document_row(document: Document) -> tuple[Any, ...]:
+    """A document as INSERT_DOCUMENT's parameters (metadata as JSON text)."""
+    return (
+        document.id,
+        document.tenant_id,
+        document.title,
+        document.content,
+        json.dumps(dict(document.metadata), ensure_ascii=False),
+        document.created_at,
+        document.updated_at,
+    )
+
+
+def document_of(row: Sequence[Any]) -> Document:
+    """A SELECT_DOCUMENT row as a Document."""
+    return Document(
+        id=row[0],
+        tenant_id=row[1],
+        title=row[2],
+        content=row[3],
+        metadata=json.loads(row[4]),
+        created_at=row[5],
+        updated_at=row[6],
+    )
+
+
+def chunk_rows(tenant_id: str, document_id: str, chunks: Sequence[Chunk]) -> list[tuple[Any, ...]]:
+    """Chunks as INSERT_CHUNK's parameters (the heading path as a JSON array)."""
+    return [
+        (
+            tenant_id,
+            document_id,
+            c.ordinal,
+            json.dumps(list(c.headings), ensure_ascii=False),
+            c.text,
+            c.tokens,
+        )
+        for c in chunks
+    ]
+
+
+def chunk_of(row: Sequence[Any]) -> Chunk:
+    """A SELECT_CHUNKS row as a Chunk."""
+    return Chunk(ordinal=row[0], text=row[1], tokens=row[2], headings=tuple(json.loads(row[3])))
+
+
+def hit_of(row: Sequence[Any]) -> SearchHit:
+    """A search row as a SearchHit."""
+    return SearchHit(
+        document_id=row[0],
+        title=row[1],
+        ordinal=row[2],
+        text=row[3],
+        score=float(row[4]),
+        highlights=(row[5],) if row[5] else (),
+    )
