@@ -75,6 +75,28 @@ class SearchHit:
     highlights: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True, slots=True)
+class Job:
+    """Background work of a tenant (store/jobs_sql.py says how its state moves): `kind` names the work,
+    `subject` what it works on (a document id), `payload` its arguments."""
+
+    id: str
+    tenant_id: str
+    kind: str
+    subject: str
+    payload: Mapping[str, Any] = field(default_factory=dict)
+    state: str = "queued"
+    attempts: int = 0
+    max_attempts: int = 5
+    run_at: float = 0.0  # not before
+    lease_until: float | None = None
+    worker: str | None = None
+    error: str | None = None
+    created_at: float = 0.0
+    started_at: float | None = None
+    finished_at: float | None = None
+
+
 class StoreConflict(LlmkitError):
     """The row exists already (an id or a unique name)."""
 
@@ -166,4 +188,43 @@ class PlatformStore(Protocol):
         self, tenant_id: str, query: str, limit: int = 10, filters: Mapping[str, Any] | None = None
     ) -> list[SearchHit]:
         """The tenant's chunks matching any word of `query`, best first; no hits for a query without words."""
+        ...
+
+    async def add_job(self, job: Job) -> None:
+        """Store a new job; StoreConflict when its id is taken."""
+        ...
+
+    async def job(self, job_id: str, tenant_id: str | None = None) -> Job | None:
+        """The job (only if it is `tenant_id`'s, when given); None when missing."""
+        ...
+
+    async def jobs(
+        self, state: str | None = None, tenant_id: str | None = None, limit: int = 50, offset: int = 0
+    ) -> list[Job]:
+        """A page of jobs, newest first, of one state and one tenant when given."""
+        ...
+
+    async def claim_job(self, worker: str, now: float, lease: float) -> Job | None:
+        """Take the oldest due job for `worker` (running, attempts + 1, leased until now + lease), or None.
+        Jobs left running by a gone worker are due again, or failed when their attempts are spent."""
+        ...
+
+    async def extend_job(self, job_id: str, worker: str, lease_until: float) -> bool:
+        """Renew the worker's lease; False when it no longer holds the job."""
+        ...
+
+    async def finish_job(self, job_id: str, worker: str, now: float) -> bool:
+        """Mark the worker's job completed; False when it no longer holds it."""
+        ...
+
+    async def fail_job(
+        self, job_id: str, worker: str, now: float, error: str, retry_at: float | None = None
+    ) -> bool:
+        """Record the worker's failure: queued again for `retry_at`, or failed for good when None; False
+        when the worker no longer holds the job."""
+        ...
+
+    async def requeue_job(self, job_id: str, now: float, tenant_id: str | None = None) -> bool:
+        """Queue a failed job again with fresh attempts (only `tenant_id`'s, when given); False when it is
+        missing or not failed."""
         ...

@@ -116,6 +116,28 @@ MIGRATIONS: tuple[tuple[str, ...] | Dialects, ...] = (
             "CREATE INDEX document_chunks_words ON document_chunks USING GIN (words)",
         ),
     ),
+    # 3: background jobs (store/jobs_sql.py): one row each, claimed by the worker that runs it.
+    (
+        """CREATE TABLE jobs (
+            id TEXT PRIMARY KEY,
+            tenant_id TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            subject TEXT NOT NULL,
+            payload TEXT NOT NULL,
+            state TEXT NOT NULL,
+            attempts INTEGER NOT NULL,
+            max_attempts INTEGER NOT NULL,
+            run_at DOUBLE PRECISION NOT NULL,
+            lease_until DOUBLE PRECISION,
+            worker TEXT,
+            error TEXT,
+            created_at DOUBLE PRECISION NOT NULL,
+            started_at DOUBLE PRECISION,
+            finished_at DOUBLE PRECISION
+        )""",
+        "CREATE INDEX jobs_due ON jobs (state, run_at)",
+        "CREATE INDEX jobs_tenant ON jobs (tenant_id, created_at)",
+    ),
 )
 LATEST = len(MIGRATIONS)
 

@@ -13,8 +13,9 @@ import asyncpg
 from llmkit.core.secrets import mask_secrets, mask_url
 from llmkit.errors import BackendError, ConfigError
 from llmkit.platform.store import documents_sql as ds
+from llmkit.platform.store import jobs_sql as js
 from llmkit.platform.store import migrations as m
-from llmkit.platform.store.base import ApiKey, Chunk, Document, SearchHit, StoreConflict, Tenant
+from llmkit.platform.store.base import ApiKey, Chunk, Document, Job, SearchHit, StoreConflict, Tenant
 
 if TYPE_CHECKING:
     from asyncpg import Connection, Pool
@@ -158,6 +159,7 @@ class PostgresPlatformStore:
             # A tenant created later with the same id must not inherit these.
             await conn.execute(ds.DELETE_TENANT_CHUNKS, tenant_id)
             await conn.execute(ds.DELETE_TENANT_DOCUMENTS, tenant_id)
+            await conn.execute(js.DELETE_TENANT_JOBS, tenant_id)
             return rowcount(await conn.execute(m.REVOKE_TENANT_KEYS, tenant_id, at))
 
     async def add_key(self, key: ApiKey) -> None:
@@ -227,3 +229,44 @@ class PostgresPlatformStore:
         sql, match = ds.search_statement(self.kind, words, filters)
         rows = await self._all(sql, match, tenant_id, limit, *ds.postgres_filter_args(filters))
         return [ds.hit_of(row) for row in rows]
+
+    async def add_job(self, job: Job) -> None:
+        await self._write(js.INSERT_JOB, *js.job_row(job))
+
+    async def job(self, job_id: str, tenant_id: str | None = None) -> Job | None:
+        if tenant_id is None:
+            row = await self._one(js.SELECT_JOB, job_id)
+        else:
+            row = await self._one(js.SELECT_TENANT_JOB, job_id, tenant_id)
+        return js.job_of(row) if row else None
+
+    async def jobs(
+        self, state: str | None = None, tenant_id: str | None = None, limit: int = 50, offset: int = 0
+    ) -> list[Job]:
+        sql, _ = js.list_statement(state, tenant_id)
+        filters = tuple(v for v in (state, tenant_id) if v is not None)
+        return [js.job_of(row) for row in await self._all(sql, *filters, limit, offset)]
+
+    async def claim_job(self, worker: str, now: float, lease: float) -> Job | None:
+        async with self._errors() as pool, pool.acquire() as conn, conn.transaction():
+            await conn.execute(js.EXPIRE_JOBS, now, js.LEASE_LOST)
+            row = await conn.fetchrow(js.CLAIM_JOB_POSTGRES, now, now + lease, worker)
+        return js.job_of(row) if row else None
+
+    async def extend_job(self, job_id: str, worker: str, lease_until: float) -> bool:
+        return await self._write(js.EXTEND_JOB, job_id, worker, lease_until) > 0
+
+    async def finish_job(self, job_id: str, worker: str, now: float) -> bool:
+        return await self._write(js.FINISH_JOB, job_id, worker, now) > 0
+
+    async def fail_job(
+        self, job_id: str, worker: str, now: float, error: str, retry_at: float | None = None
+    ) -> bool:
+        if retry_at is None:
+            return await self._write(js.FAIL_JOB, job_id, worker, now, error) > 0
+        return await self._write(js.RETRY_LATER, job_id, worker, retry_at, error) > 0
+
+    async def requeue_job(self, job_id: str, now: float, tenant_id: str | None = None) -> bool:
+        if tenant_id is None:
+            return await self._write(js.REQUEUE_JOB, job_id, now) > 0
+        return await self._write(js.REQUEUE_TENANT_JOB, job_id, now, tenant_id) > 0

@@ -3,6 +3,7 @@ connection; keyword search on FTS5 (BM25)."""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -12,8 +13,9 @@ from typing import TYPE_CHECKING, Any
 from llmkit.core.sqlite import use_wal, while_locked
 from llmkit.errors import BackendError
 from llmkit.platform.store import documents_sql as ds
+from llmkit.platform.store import jobs_sql as js
 from llmkit.platform.store import migrations as m
-from llmkit.platform.store.base import ApiKey, Chunk, Document, SearchHit, StoreConflict, Tenant
+from llmkit.platform.store.base import ApiKey, Chunk, Document, Job, SearchHit, StoreConflict, Tenant
 
 if TYPE_CHECKING:
     import aiosqlite
@@ -22,7 +24,7 @@ BUSY_TIMEOUT_MS = 10_000
 # Every statement, numbered for SQLite once at import rather than per call.
 Q = {
     n: m.qmark(sql)
-    for module in (m, ds)
+    for module in (m, ds, js)
     for n in dir(module)
     if n.isupper() and isinstance(sql := getattr(module, n), str)
 }
@@ -45,17 +47,22 @@ class SqlitePlatformStore:
         self.path = path
         self.where = str(path)
         self._db: aiosqlite.Connection | None = None
+        # One connection serves every task: a statement of one task between another's BEGIN and COMMIT
+        # would join (and roll back with) that transaction, and a second BEGIN would fail. Each use of
+        # the connection (one statement, or one transaction) holds it alone.
+        self._turn = asyncio.Lock()
 
     @asynccontextmanager
     async def _errors(self) -> AsyncIterator[aiosqlite.Connection]:
-        if self._db is None:
-            raise BackendError(f"platform store {self.where} is not open")
-        try:
-            yield self._db
-        except sqlite3.IntegrityError as exc:
-            raise StoreConflict(conflict_message(exc)) from exc
-        except sqlite3.Error as exc:
-            raise BackendError(f"platform store {self.where}: {exc}") from exc
+        async with self._turn:
+            if self._db is None:
+                raise BackendError(f"platform store {self.where} is not open")
+            try:
+                yield self._db
+            except sqlite3.IntegrityError as exc:
+                raise StoreConflict(conflict_message(exc)) from exc
+            except sqlite3.Error as exc:
+                raise BackendError(f"platform store {self.where}: {exc}") from exc
 
     async def open(self) -> None:
         """Create the file's directory, connect and migrate in one transaction per version."""
@@ -159,6 +166,7 @@ class SqlitePlatformStore:
                 # A tenant created later with the same id must not inherit these.
                 await db.execute(Q["DELETE_TENANT_CHUNKS"], (tenant_id,))
                 await db.execute(Q["DELETE_TENANT_DOCUMENTS"], (tenant_id,))
+                await db.execute(Q["DELETE_TENANT_JOBS"], (tenant_id,))
         return revoked if deleted else None
 
     async def add_key(self, key: ApiKey) -> None:
@@ -231,3 +239,45 @@ class SqlitePlatformStore:
         sql, match = ds.search_statement(self.kind, words, filters)
         rows = await self._all(m.qmark(sql), (match, tenant_id, limit, *ds.filter_args(filters)))
         return [ds.hit_of(row) for row in rows]
+
+    async def add_job(self, job: Job) -> None:
+        await self._write(Q["INSERT_JOB"], js.job_row(job))
+
+    async def job(self, job_id: str, tenant_id: str | None = None) -> Job | None:
+        if tenant_id is None:
+            row = await self._one(Q["SELECT_JOB"], (job_id,))
+        else:
+            row = await self._one(Q["SELECT_TENANT_JOB"], (job_id, tenant_id))
+        return js.job_of(row) if row else None
+
+    async def jobs(
+        self, state: str | None = None, tenant_id: str | None = None, limit: int = 50, offset: int = 0
+    ) -> list[Job]:
+        sql, _ = js.list_statement(state, tenant_id)
+        filters = tuple(v for v in (state, tenant_id) if v is not None)
+        return [js.job_of(row) for row in await self._all(m.qmark(sql), (*filters, limit, offset))]
+
+    async def claim_job(self, worker: str, now: float, lease: float) -> Job | None:
+        async with self._transaction() as db:
+            await db.execute(Q["EXPIRE_JOBS"], (now, js.LEASE_LOST))
+            async with db.execute(Q["CLAIM_JOB_SQLITE"], (now, now + lease, worker)) as cursor:
+                row = await cursor.fetchone()
+        return js.job_of(row) if row else None
+
+    async def extend_job(self, job_id: str, worker: str, lease_until: float) -> bool:
+        return await self._write(Q["EXTEND_JOB"], (job_id, worker, lease_until)) > 0
+
+    async def finish_job(self, job_id: str, worker: str, now: float) -> bool:
+        return await self._write(Q["FINISH_JOB"], (job_id, worker, now)) > 0
+
+    async def fail_job(
+        self, job_id: str, worker: str, now: float, error: str, retry_at: float | None = None
+    ) -> bool:
+        if retry_at is None:
+            return await self._write(Q["FAIL_JOB"], (job_id, worker, now, error)) > 0
+        return await self._write(Q["RETRY_LATER"], (job_id, worker, retry_at, error)) > 0
+
+    async def requeue_job(self, job_id: str, now: float, tenant_id: str | None = None) -> bool:
+        if tenant_id is None:
+            return await self._write(Q["REQUEUE_JOB"], (job_id, now)) > 0
+        return await self._write(Q["REQUEUE_TENANT_JOB"], (job_id, now, tenant_id)) > 0
