@@ -18,11 +18,13 @@ from llmkit.platform.analytics import analytics_store_from_url
 from llmkit.platform.analytics.base import AnalyticsStore
 from llmkit.platform.analytics.offload import OffloadedStore
 from llmkit.platform.analytics.writer import AnalyticsWriter
+from llmkit.platform.documents.index_job import INDEX_DOCUMENT, index_document
+from llmkit.platform.jobs import JobRunner
 from llmkit.platform.keys import MISS, KeyVerifier
 from llmkit.platform.quota_types import Quotas
 from llmkit.platform.quotas import PLANS_MAX, Admission, QuotaEnforcer, QuotaPlan, quota_enforcer_from_url
 from llmkit.platform.store import platform_store_from_url
-from llmkit.platform.store.base import PlatformStore, Tenant
+from llmkit.platform.store.base import Job, PlatformStore, Tenant
 from llmkit.settings import Settings
 
 log = logging.getLogger("llmkit.platform")
@@ -98,6 +100,8 @@ class Platform:
                     config.analytics_url, self.analytics, pool_size=config.pool_size
                 )
         self._flusher: asyncio.Task[None] | None = None
+        # Background jobs (document indexing): every replica runs them; the store gives each to one.
+        self.jobs: JobRunner | None = None
 
     async def open(self) -> None:
         """Connect and migrate the store, open analytics, start the background writers."""
@@ -111,6 +115,13 @@ class Platform:
             self.writer = AnalyticsWriter(self.analytics, retention_days=self.config.retention_days)
             self.writer.start()
         self._flusher = asyncio.create_task(self._flush_usage(), name="llmkit-key-usage")
+        store = self.store
+
+        async def index(job: Job) -> None:
+            await index_document(store, job)
+
+        self.jobs = JobRunner(store, {INDEX_DOCUMENT: index})
+        self.jobs.start()
         if not self.quotas_shared:
             log.warning(
                 "limiter.url %s with server.workers %d: each worker counts tenant quotas on its own, so a "
@@ -134,6 +145,9 @@ class Platform:
 
     async def close(self) -> None:
         """Flush what is buffered, then close everything this platform opened."""
+        if self.jobs is not None:
+            await self.jobs.close()  # its running jobs are queued again for the next start or replica
+            self.jobs = None
         if self._flusher is not None:
             self._flusher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -186,14 +200,18 @@ class Platform:
         return state
 
     async def health(self) -> dict[str, Any]:
-        """The store's state and the analytics writer's figures."""
+        """The store's state, the analytics writer's figures and the job runner's."""
         state: dict[str, Any] = {"kind": self.store.kind, "where": self.store.where}
         try:
             await self.store.ping()
             state["ok"] = True
         except BackendError as exc:
             state.update(ok=False, error=str(exc))
-        return {"store": state, "analytics": self.writer.stats() if self.writer is not None else None}
+        return {
+            "store": state,
+            "analytics": self.writer.stats() if self.writer is not None else None,
+            "jobs": self.jobs.stats() if self.jobs is not None else None,
+        }
 
 
 PLATFORM_KEY = web.AppKey("llmkit_platform", Platform)

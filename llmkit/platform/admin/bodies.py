@@ -11,7 +11,8 @@ from typing import Any
 from llmkit.core.http import ApiError
 from llmkit.platform.keys import KEY_PREFIX, check_scopes
 from llmkit.platform.quota_types import Quotas
-from llmkit.platform.store.base import ApiKey, Tenant
+from llmkit.platform.store.base import ApiKey, Job, Tenant
+from llmkit.platform.store.jobs_sql import JOB_STATES
 
 TENANT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 MAX_NAME = 200
@@ -162,3 +163,45 @@ def key_view(key: ApiKey, now: float) -> dict[str, Any]:
         "expires_at": iso(key.expires_at),
         "revoked_at": iso(key.revoked_at),
     }
+
+
+def job_view(job: Job) -> dict[str, Any]:
+    """A job as the admin API shows it (times in ISO 8601; the worker holding it while it runs)."""
+    return {
+        "id": job.id,
+        "tenant_id": job.tenant_id,
+        "kind": job.kind,
+        "subject": job.subject,
+        "state": job.state,
+        "attempts": job.attempts,
+        "max_attempts": job.max_attempts,
+        "error": job.error,
+        "worker": job.worker if job.state == "running" else None,
+        "created_at": iso(job.created_at),
+        "run_at": iso(job.run_at) if job.state == "queued" else None,
+        "started_at": iso(job.started_at),
+        "finished_at": iso(job.finished_at),
+    }
+
+
+def job_list_query(query: Mapping[str, str]) -> dict[str, Any]:
+    """`state`, `limit` (1..500, default 50) and `offset` of GET /api/admin/jobs; 400 naming a bad one."""
+    state = query.get("state")
+    if state is not None and state not in JOB_STATES:
+        raise invalid("state", f"state must be one of {', '.join(JOB_STATES)}; got {state!r}", 400)
+    out: dict[str, Any] = {"state": state}
+    for name, default, most in (("limit", 50, 500), ("offset", 0, None)):
+        raw = query.get(name)
+        if raw is None:
+            out[name] = default
+            continue
+        try:
+            value = int(raw)
+        except ValueError:
+            raise invalid(name, f"{name} must be an integer; got {raw!r}", 400) from None
+        low = 1 if name == "limit" else 0
+        if value < low or (most is not None and value > most):
+            bound = f"between {low} and {most}" if most is not None else f"at least {low}"
+            raise invalid(name, f"{name} must be {bound}; got {value}", 400)
+        out[name] = value
+    return out

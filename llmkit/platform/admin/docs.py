@@ -43,6 +43,22 @@ _TENANT: dict[str, Any] = {
     },
 }
 
+_JOB_PROPERTIES: dict[str, Any] = {
+    "id": {"type": "string"},
+    "tenant_id": {"type": "string"},
+    "kind": {"type": "string", "description": "the work: index_document"},
+    "subject": {"type": "string", "description": "what it works on (a document id)"},
+    "state": {"type": "string", "enum": ["queued", "running", "completed", "failed"]},
+    "attempts": {"type": "integer", "minimum": 0},
+    "max_attempts": {"type": "integer", "minimum": 1},
+    "error": {"type": "string", "nullable": True, "description": "the last failed attempt's error"},
+    "worker": {"type": "string", "nullable": True, "description": "who runs it, while it runs"},
+    "created_at": {"type": "string", "format": "date-time"},
+    "run_at": {**_TIME, "description": "not before (a queued job, a retry's backoff)"},
+    "started_at": _TIME,
+    "finished_at": _TIME,
+}
+
 SCHEMAS: dict[str, dict[str, Any]] = {
     **ANALYTICS_SCHEMAS,
     "ApiKey": {"type": "object", "required": list(_KEY_PROPERTIES), "properties": _KEY_PROPERTIES},
@@ -55,6 +71,7 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         },
     },
     "Tenant": _TENANT,
+    "Job": {"type": "object", "required": list(_JOB_PROPERTIES), "properties": _JOB_PROPERTIES},
 }
 
 _ADMIN_ERRORS = [401, 403, 503]
@@ -199,4 +216,46 @@ ADMIN_HEALTH: dict[str, Any] = {
         "503": answer("the platform store is down", {"type": "object"}),
     },
     "errors": [401, 403],
+}
+LIST_JOBS: dict[str, Any] = {
+    "tags": ["admin"],
+    "parameters": [
+        query(
+            "state",
+            "only jobs in this state",
+            {"type": "string", "enum": ["queued", "running", "completed", "failed"]},
+        ),
+        _TENANT_QUERY,
+        query(
+            "limit",
+            "at most this many (1-500, default 50)",
+            {"type": "integer", "minimum": 1, "maximum": 500},
+        ),
+        query("offset", "skip this many (default 0)", {"type": "integer", "minimum": 0}),
+    ],
+    "responses": {
+        "200": answer(
+            "the jobs, newest first",
+            {
+                "type": "object",
+                "required": ["jobs", "limit", "offset"],
+                "properties": {
+                    "jobs": {"type": "array", "items": ref("Job")},
+                    "limit": {"type": "integer"},
+                    "offset": {"type": "integer"},
+                },
+            },
+        )
+    },
+    "errors": [400, *_ADMIN_ERRORS],
+}
+GET_JOB: dict[str, Any] = {
+    "tags": ["admin"],
+    "responses": {"200": answer("the job", ref("Job"))},
+    "errors": [404, *_ADMIN_ERRORS],
+}
+RETRY_JOB: dict[str, Any] = {
+    "tags": ["admin"],
+    "responses": {"200": answer("the job, queued again with fresh attempts", ref("Job"))},
+    "errors": [404, 409, *_ADMIN_ERRORS],
 }

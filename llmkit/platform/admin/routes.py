@@ -1,4 +1,4 @@
-"""/api/admin/*: API keys, tenants, analytics, stats and health, for admin keys only.
+"""/api/admin/*: API keys, tenants, background jobs, analytics, stats and health, for admin keys only.
 
 An admin key of no tenant (and the bootstrap admin key) administers every tenant; an admin key of a
 tenant sees and changes only its own tenant's keys, tenant and analytics.
@@ -16,7 +16,7 @@ from aiohttp import web
 from llmkit.core.auth import ADMIN, Identity
 from llmkit.core.http import ApiError, add_route, identity_of, json_response, openapi, read_json
 from llmkit.platform.admin import docs
-from llmkit.platform.admin.bodies import key_view
+from llmkit.platform.admin.bodies import job_list_query, job_view, key_view
 from llmkit.platform.admin.operations import StoreAdmin
 from llmkit.platform.analytics import queries
 from llmkit.platform.service import PLATFORM_KEY, Platform
@@ -144,6 +144,60 @@ async def delete_tenant(request: web.Request) -> web.Response:
     return json_response(view)
 
 
+# -- background jobs ----------------------------------------------------------------------------------
+
+
+async def _job(request: web.Request) -> tuple[Platform, str | None, str]:
+    """The platform, the tenant the caller may see jobs of (None: any) and the job id of the path."""
+    platform, identity = _platform(request)
+    return platform, None if identity.platform_admin else identity.tenant_id, request.match_info["job_id"]
+
+
+def _no_job(job_id: str) -> ApiError:
+    # Another tenant's job is "not found" too: its id tells nothing.
+    return ApiError(404, "job_not_found", f"no job {job_id!r}")
+
+
+@openapi(**docs.LIST_JOBS)
+async def list_jobs(request: web.Request) -> web.Response:
+    """Background jobs (indexing), newest first; filter by state (a tenant's admin: its tenant's only)."""
+    platform, identity = _platform(request)
+    params = job_list_query(request.query)
+    tenant_id = _own_tenant(identity, request.query.get("tenant_id"))
+    jobs = await platform.store.jobs(params["state"], tenant_id, params["limit"], params["offset"])
+    return json_response(
+        {"jobs": [job_view(j) for j in jobs], "limit": params["limit"], "offset": params["offset"]}
+    )
+
+
+@openapi(**docs.GET_JOB)
+async def get_job(request: web.Request) -> web.Response:
+    """One job: its state, attempts, last error and times."""
+    platform, own, job_id = await _job(request)
+    job = await platform.store.job(job_id, own)
+    if job is None:
+        raise _no_job(job_id)
+    return json_response(job_view(job))
+
+
+@openapi(**docs.RETRY_JOB)
+async def retry_job(request: web.Request) -> web.Response:
+    """Queue a failed job again with fresh attempts (409 for a job that has not failed)."""
+    platform, own, job_id = await _job(request)
+    if not await platform.store.requeue_job(job_id, time.time(), own):
+        job = await platform.store.job(job_id, own)
+        if job is None:
+            raise _no_job(job_id)
+        raise ApiError(
+            409, "job_not_failed", f"job {job_id!r} is {job.state}; only a failed job can be retried"
+        )
+    if platform.jobs is not None:
+        platform.jobs.wake()
+    job = await platform.store.job(job_id, own)
+    assert job is not None
+    return json_response(job_view(job))
+
+
 # -- analytics, stats, health ----------------------------------------------------------------------------
 
 
@@ -207,6 +261,9 @@ def add_routes(app: web.Application, hooks: AdminHooks) -> None:
     add(app, "GET", "/api/admin/tenants/{tenant_id}", get_tenant, scope=ADMIN)
     add(app, "PATCH", "/api/admin/tenants/{tenant_id}", patch_tenant, scope=ADMIN)
     add(app, "DELETE", "/api/admin/tenants/{tenant_id}", delete_tenant, scope=ADMIN)
+    add(app, "GET", "/api/admin/jobs", list_jobs, scope=ADMIN)
+    add(app, "GET", "/api/admin/jobs/{job_id}", get_job, scope=ADMIN)
+    add(app, "POST", "/api/admin/jobs/{job_id}/retry", retry_job, scope=ADMIN)
     for method, parse in (
         ("popular", queries.parse_popular),
         ("trending", queries.parse_trending),

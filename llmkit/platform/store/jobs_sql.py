@@ -31,6 +31,9 @@ SELECT_TENANT_JOB = f"SELECT {_COLUMNS} FROM jobs WHERE id = $1 AND tenant_id = 
 # Due: queued and its time has come, or running with a lease that ran out and an attempt left.
 _DUE = """(state = 'queued' AND run_at <= $1)
         OR (state = 'running' AND lease_until < $1 AND attempts < max_attempts)"""
+# A read first, so an idle runner's polls never take the write lock: any job to claim or to expire?
+ANY_DUE = """SELECT 1 FROM jobs WHERE (state = 'queued' AND run_at <= $1)
+    OR (state = 'running' AND lease_until < $1) LIMIT 1"""
 _CLAIM = f"""UPDATE jobs SET state = 'running', attempts = attempts + 1, lease_until = $2, worker = $3,
         started_at = $1
     WHERE id = (SELECT id FROM jobs WHERE {_DUE} ORDER BY run_at, created_at, id LIMIT 1{{lock}})

@@ -248,6 +248,8 @@ class PostgresPlatformStore:
         return [js.job_of(row) for row in await self._all(sql, *filters, limit, offset)]
 
     async def claim_job(self, worker: str, now: float, lease: float) -> Job | None:
+        if await self._one(js.ANY_DUE, now) is None:
+            return None
         async with self._errors() as pool, pool.acquire() as conn, conn.transaction():
             await conn.execute(js.EXPIRE_JOBS, now, js.LEASE_LOST)
             row = await conn.fetchrow(js.CLAIM_JOB_POSTGRES, now, now + lease, worker)

@@ -258,6 +258,8 @@ class SqlitePlatformStore:
         return [js.job_of(row) for row in await self._all(m.qmark(sql), (*filters, limit, offset))]
 
     async def claim_job(self, worker: str, now: float, lease: float) -> Job | None:
+        if await self._one(Q["ANY_DUE"], (now,)) is None:
+            return None
         async with self._transaction() as db:
             await db.execute(Q["EXPIRE_JOBS"], (now, js.LEASE_LOST))
             async with db.execute(Q["CLAIM_JOB_SQLITE"], (now, now + lease, worker)) as cursor:
