@@ -44,6 +44,8 @@ from llmkit.gateway.state import GATEWAY_KEY
 from llmkit.platform.admin import routes as admin_routes
 from llmkit.platform.admin.docs import SCHEMAS as ADMIN_SCHEMAS
 from llmkit.platform.admin.routes import AdminHooks
+from llmkit.platform.documents import routes as document_routes
+from llmkit.platform.documents.docs import SCHEMAS as DOCUMENT_SCHEMAS
 from llmkit.platform.service import PLATFORM_KEY, Platform, PlatformConfig
 from llmkit.settings import Settings
 
@@ -228,7 +230,7 @@ async def seed_stats(request: web.Request) -> web.Response:
 
 def create_app(settings: Settings, pool: Any = None) -> web.Application:
     """The gateway: the seed's routes, OpenAI's /v1/chat/completions and /v1/models, /health /stats,
-    and the platform (keys, tenants, quotas, analytics, /api/admin/*)."""
+    and the platform (keys, tenants, quotas, analytics, /api/admin/*, documents and search)."""
     gateway_box: dict[str, Gateway] = {}
     platform = Platform(PlatformConfig.from_settings(settings))
 
@@ -277,6 +279,7 @@ def create_app(settings: Settings, pool: Any = None) -> web.Application:
 
     app[OPENAPI_SCHEMAS_KEY].update(SCHEMAS)
     app[OPENAPI_SCHEMAS_KEY].update(ADMIN_SCHEMAS)
+    app[OPENAPI_SCHEMAS_KEY].update(DOCUMENT_SCHEMAS)
     app[PLATFORM_KEY] = platform
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
@@ -303,4 +306,5 @@ def create_app(settings: Settings, pool: Any = None) -> web.Application:
     queued.add_routes(app)
     openai_face.add_routes(app)
     admin_routes.add_routes(app, AdminHooks(stats=stats, health=dependencies))
+    document_routes.add_routes(app)
     return app

@@ -9,6 +9,8 @@ from llmkit.core.openapi import answer, json_body, query, ref
 from llmkit.platform.analytics.queries import SCHEMAS as ANALYTICS_SCHEMAS
 
 _TIME = {"type": "string", "format": "date-time", "nullable": True}
+# Names must hold some non-blank text (bodies.py strips them).
+_NONBLANK = "\\S"
 _QUOTA = {"type": "integer", "minimum": 1, "nullable": True}
 _QUOTA_NAMES = ["rpm", "tpm", "max_concurrent", "daily_tokens", "monthly_tokens"]
 _QUOTAS: dict[str, Any] = {
@@ -100,7 +102,7 @@ CREATE_KEY: dict[str, Any] = {
             "required": ["name"],
             "additionalProperties": False,
             "properties": {
-                "name": {"type": "string", "minLength": 1, "maxLength": 200},
+                "name": {"type": "string", "minLength": 1, "maxLength": 200, "pattern": _NONBLANK},
                 "description": {"type": "string", "maxLength": 2000, "nullable": True},
                 "tenant_id": {"type": "string", "nullable": True, "description": "an existing tenant's id"},
                 "scopes": _SCOPES,
@@ -144,7 +146,7 @@ CREATE_TENANT: dict[str, Any] = {
             "additionalProperties": False,
             "properties": {
                 "id": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"},
-                "name": {"type": "string", "minLength": 1, "maxLength": 200},
+                "name": {"type": "string", "minLength": 1, "maxLength": 200, "pattern": _NONBLANK},
                 "quotas": {**_QUOTAS, "nullable": True},
             },
         },
@@ -166,7 +168,7 @@ PATCH_TENANT: dict[str, Any] = {
             "additionalProperties": False,
             "minProperties": 1,
             "properties": {
-                "name": {"type": "string", "minLength": 1, "maxLength": 200},
+                "name": {"type": "string", "minLength": 1, "maxLength": 200, "pattern": _NONBLANK},
                 "quotas": {**_QUOTAS, "nullable": True, "description": "only the quotas given change"},
             },
         },

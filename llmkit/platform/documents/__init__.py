@@ -1,1 +1,1 @@
-"""Documents: chunking for the keyword index (routes, indexing jobs and embeddings come later)."""
+"""Documents: chunking and the /api/documents and /api/search routes (indexing jobs, embeddings later)."""

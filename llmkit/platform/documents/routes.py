@@ -1,0 +1,254 @@
+"""/api/documents and /api/search: a tenant's documents, chunked and indexed inline, and keyword search.
+
+Every route needs the `search` scope and acts in the caller's tenant only: another tenant's document is a
+404 like a missing one, so ids say nothing about other tenants.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from typing import Any
+
+from aiohttp import web
+
+from llmkit.core.auth import SEARCH
+from llmkit.core.http import ApiError, add_route, identity_of, json_response, openapi, read_json
+from llmkit.core.ids import fresh_hex
+from llmkit.platform.documents import docs
+from llmkit.platform.documents.bodies import (
+    DOCUMENT_ID,
+    DocumentRequest,
+    batch_request,
+    created_view,
+    document_request,
+    document_view,
+    hit_view,
+    list_query,
+    search_request,
+    summary_view,
+)
+from llmkit.platform.documents.chunking import chunk_markdown
+from llmkit.platform.service import PLATFORM_KEY
+from llmkit.platform.store.base import Document, PlatformStore, StoreConflict
+
+_TEXT_TYPES = ("text/markdown", "text/plain", "text/x-markdown")
+_TITLE_HEADER = "X-Document-Title"
+
+
+def _store_and_tenant(request: web.Request) -> tuple[PlatformStore, str]:
+    return request.app[PLATFORM_KEY].store, identity_of(request).tenant_id
+
+
+def _not_found(document_id: str) -> ApiError:
+    return ApiError(404, "document_not_found", f"no document {document_id[:130]!r} in this tenant")
+
+
+def _conflict(document_id: str, param: str) -> ApiError:
+    return ApiError(
+        409,
+        "document_exists",
+        f"this tenant has a document {document_id!r} already; PUT /api/documents/{document_id} replaces it",
+        param=param,
+    )
+
+
+def _path_id(request: web.Request) -> str:
+    document_id = request.match_info["document_id"]
+    # An id no document can have is missing like any other (and never reaches the store).
+    if not DOCUMENT_ID.fullmatch(document_id):
+        raise _not_found(document_id)
+    return document_id
+
+
+def _decoded(raw: bytes) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ApiError(
+            400, "invalid_body", f"the text body is not UTF-8: {exc.reason} at byte {exc.start}"
+        ) from None
+
+
+def _no_text_params(request: web.Request) -> None:
+    # ?title= and ?id= describe a text body; with JSON they would be silently ignored.
+    for name in ("title", "id"):
+        if name in request.query:
+            raise ApiError(
+                400,
+                "invalid_parameter",
+                f"{name}: only with a text/markdown or text/plain body; a JSON body gives its own {name}",
+                param=name,
+            )
+
+
+def _text_title(request: web.Request) -> str | None:
+    if "title" in request.query:
+        return request.query["title"]
+    return request.headers.get(_TITLE_HEADER)
+
+
+def _text_upload(request: web.Request, raw: bytes) -> DocumentRequest:
+    """A text/markdown or text/plain body: the content; title in ?title= or X-Document-Title."""
+    content = _decoded(raw)
+    title = _text_title(request)
+    if title is None:
+        raise ApiError(
+            422,
+            "invalid_field",
+            f"title: a text upload needs a title: ?title=... or the {_TITLE_HEADER} header",
+            param="title",
+        )
+    body: dict[str, Any] = {"title": title, "content": content}
+    if "id" in request.query:
+        body["id"] = request.query["id"]
+    return document_request(body)
+
+
+async def _documents_of(request: web.Request) -> tuple[list[DocumentRequest], bool]:
+    """The documents a POST carries and whether it was a batch."""
+    if request.content_type in _TEXT_TYPES:
+        return [_text_upload(request, await request.read())], False
+    _no_text_params(request)
+    body = await read_json(request)
+    if "documents" in body:
+        return batch_request(body), True
+    return [document_request(body)], False
+
+
+def _document(tenant_id: str, req: DocumentRequest, document_id: str, now: float) -> Document:
+    return Document(document_id, tenant_id, req.title, req.content, req.metadata, now, now)
+
+
+@openapi(**docs.CREATE_DOCUMENTS)
+async def create_documents(request: web.Request) -> web.Response:
+    """Add documents: one as JSON or a text/markdown body, or a batch; each is chunked and indexed."""
+    store, tenant_id = _store_and_tenant(request)
+    reqs, batch = await _documents_of(request)
+    for i, req in enumerate(reqs):
+        if req.id is not None and await store.document(tenant_id, req.id) is not None:
+            raise _conflict(req.id, f"documents[{i}].id" if batch else "id")
+    made: list[dict[str, Any]] = []
+    now = time.time()
+    try:
+        for req in reqs:
+            document = _document(tenant_id, req, req.id or fresh_hex(), now)
+            # Chunking runs inline in this step; indexing jobs move it off the request path.
+            chunks = chunk_markdown(document.content)
+            await store.add_document(document, chunks)
+            made.append(created_view(document, len(chunks)))
+    except Exception as exc:
+        # A batch is all or nothing: what this request stored before the failure goes again (best effort
+        # when the store itself is failing).
+        with contextlib.suppress(Exception):
+            for view in made:
+                await store.delete_document(tenant_id, view["id"])
+        if isinstance(exc, StoreConflict):
+            # Another request took the id between the check and the insert.
+            failed = len(made)
+            raise _conflict(reqs[failed].id or "", f"documents[{failed}].id" if batch else "id") from None
+        raise
+    return json_response({"documents": made} if batch else made[0], status=201)
+
+
+@openapi(**docs.LIST_DOCUMENTS)
+async def list_documents(request: web.Request) -> web.Response:
+    """A page of the tenant's documents, oldest first, filtered by metadata."""
+    store, tenant_id = _store_and_tenant(request)
+    limit, offset, filters = list_query(request.query)
+    # One more than asked says whether there is a next page.
+    page = await store.documents(tenant_id, limit + 1, offset, filters)
+    more = len(page) > limit
+    return json_response(
+        {
+            "documents": [summary_view(d) for d in page[:limit]],
+            "limit": limit,
+            "offset": offset,
+            "next_offset": offset + limit if more else None,
+        }
+    )
+
+
+@openapi(**docs.GET_DOCUMENT)
+async def get_document(request: web.Request) -> web.Response:
+    """One document with its content and chunks."""
+    store, tenant_id = _store_and_tenant(request)
+    document_id = _path_id(request)
+    document = await store.document(tenant_id, document_id)
+    if document is None:
+        raise _not_found(document_id)
+    return json_response(document_view(document, await store.document_chunks(tenant_id, document_id)))
+
+
+@openapi(**docs.REPLACE_DOCUMENT)
+async def replace_document(request: web.Request) -> web.Response:
+    """Replace a document's title, content and metadata; it is chunked and indexed again."""
+    store, tenant_id = _store_and_tenant(request)
+    document_id = _path_id(request)
+    if request.content_type in _TEXT_TYPES:
+        raw = await request.read()
+        existing = await store.document(tenant_id, document_id)
+        if existing is None:
+            raise _not_found(document_id)
+        # A text body without a title keeps the document's.
+        fields = {"title": _text_title(request) or existing.title, "content": _decoded(raw)}
+        req = document_request(fields, with_id=False)
+    else:
+        _no_text_params(request)
+        req = document_request(await read_json(request), with_id=False)
+        existing = await store.document(tenant_id, document_id)
+        if existing is None:
+            raise _not_found(document_id)
+    now = time.time()
+    document = Document(
+        document_id, tenant_id, req.title, req.content, req.metadata, existing.created_at, now
+    )
+    chunks = chunk_markdown(document.content)
+    if not await store.replace_document(document, chunks):
+        raise _not_found(document_id)
+    return json_response(created_view(document, len(chunks)))
+
+
+@openapi(**docs.DELETE_DOCUMENT)
+async def delete_document(request: web.Request) -> web.Response:
+    """Delete a document, its chunks and their index entries."""
+    store, tenant_id = _store_and_tenant(request)
+    document_id = _path_id(request)
+    if not await store.delete_document(tenant_id, document_id):
+        raise _not_found(document_id)
+    return web.Response(status=204)
+
+
+@openapi(**docs.SEARCH)
+async def search(request: web.Request) -> web.Response:
+    """Ranked chunks of the tenant's documents: keyword (BM25) now; semantic and hybrid need embeddings."""
+    store, tenant_id = _store_and_tenant(request)
+    started = time.perf_counter()
+    req = search_request(await read_json(request))
+    if req.type != "keyword":
+        raise ApiError(
+            400,
+            "embeddings_not_configured",
+            f"{req.type} search needs embeddings: set gateway.embeddings_url (an OpenAI-compatible "
+            "/v1/embeddings upstream); type keyword works without",
+            param="type",
+        )
+    hits = await store.keyword_search(tenant_id, req.query, req.limit, req.filters)
+    return json_response(
+        {
+            "query": req.query,
+            "type": req.type,
+            "hits": [hit_view(h) for h in hits],
+            "took_ms": round((time.perf_counter() - started) * 1000, 3),
+        }
+    )
+
+
+def add_routes(app: web.Application) -> None:
+    """Mount the documents and search routes on a server whose app holds a Platform under PLATFORM_KEY."""
+    add_route(app, "POST", "/api/documents", create_documents, scope=SEARCH)
+    add_route(app, "GET", "/api/documents", list_documents, scope=SEARCH)
+    add_route(app, "GET", "/api/documents/{document_id}", get_document, scope=SEARCH)
+    add_route(app, "PUT", "/api/documents/{document_id}", replace_document, scope=SEARCH)
+    add_route(app, "DELETE", "/api/documents/{document_id}", delete_document, scope=SEARCH)
+    add_route(app, "POST", "/api/search", search, scope=SEARCH)
