@@ -1,4 +1,6 @@
-"""Fixtures shared by integration tests: a real simulator app, real orchestrator processes."""
+"""Fixtures shared by integration tests: a real simulator app, real orchestrator processes, platform stores
+(`store_url` / `store`: the platform store contracts run on SQLite, then a real PostgreSQL; a module
+defining its own fixture of that name, as the analytics and aggregator contracts do, uses its own)."""
 
 from __future__ import annotations
 
@@ -7,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from llmkit.platform.store import platform_store_from_url
+from llmkit.platform.store.base import PlatformStore
 from tests.integration.test_simulate_app import make_settings, real_server
 from tests.serve_process import ServerProcess
 
@@ -45,3 +49,20 @@ def orchestrate_process(tmp_path: Path) -> Iterator[StartOrchestrate]:
     yield run
     for process in started:
         process.close()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh store's URL: a SQLite file in the test's directory, or a new PostgreSQL database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/platform.db"
+    return str(request.getfixturevalue("postgres_url"))
+
+
+@pytest.fixture
+async def store(store_url: str) -> AsyncIterator[PlatformStore]:
+    """The store at `store_url`, open (migrated) for the test."""
+    s = platform_store_from_url(store_url)
+    await s.open()
+    yield s
+    await s.close()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
@@ -14,21 +13,6 @@ from llmkit.platform.quota_types import Quotas
 from llmkit.platform.store import platform_store_from_url
 from llmkit.platform.store.base import ApiKey, Document, PlatformStore, StoreConflict, Tenant
 from llmkit.platform.store.migrations import LATEST, MIGRATIONS, statements_of
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path}/platform.db"
-    return str(request.getfixturevalue("postgres_url"))
-
-
-@pytest.fixture
-async def store(store_url: str) -> AsyncIterator[PlatformStore]:
-    s = platform_store_from_url(store_url)
-    await s.open()
-    yield s
-    await s.close()
 
 
 def doc(

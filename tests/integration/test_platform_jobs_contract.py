@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
@@ -12,21 +10,6 @@ from llmkit.platform.quota_types import Quotas
 from llmkit.platform.store import platform_store_from_url
 from llmkit.platform.store.base import Job, PlatformStore, StoreConflict, Tenant
 from llmkit.platform.store.jobs_sql import LEASE_LOST
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path}/platform.db"
-    return str(request.getfixturevalue("postgres_url"))
-
-
-@pytest.fixture
-async def store(store_url: str) -> AsyncIterator[PlatformStore]:
-    s = platform_store_from_url(store_url)
-    await s.open()
-    yield s
-    await s.close()
 
 
 def job(jid: str = "j1", tenant_id: str = "t1", created: float = 100.0, **kw: object) -> Job:

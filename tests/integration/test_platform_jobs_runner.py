@@ -4,31 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
+from collections.abc import Awaitable, Callable
 from typing import Any
-
-import pytest
 
 from llmkit.errors import BackendError
 from llmkit.platform.jobs import SHUTDOWN, JobRunner, backoff, error_text
 from llmkit.platform.store import platform_store_from_url
 from llmkit.platform.store.base import Job, PlatformStore
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path}/platform.db"
-    return str(request.getfixturevalue("postgres_url"))
-
-
-@pytest.fixture
-async def store(store_url: str) -> AsyncIterator[PlatformStore]:
-    s = platform_store_from_url(store_url)
-    await s.open()
-    yield s
-    await s.close()
 
 
 def job(jid: str, kind: str = "index", max_attempts: int = 3, **kw: Any) -> Job:

@@ -6,7 +6,6 @@ import asyncio
 import sqlite3
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
@@ -19,21 +18,6 @@ from llmkit.platform.store.base import ApiKey, PlatformStore, SchemaTooNew, Stor
 from llmkit.platform.store.migrations import LATEST
 from llmkit.platform.store.postgres import PostgresPlatformStore
 from tests.postgres import PostgresServer
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path}/platform.db"
-    return str(request.getfixturevalue("postgres_url"))
-
-
-@pytest.fixture
-async def store(store_url: str) -> AsyncIterator[PlatformStore]:
-    s = platform_store_from_url(store_url)
-    await s.open()
-    yield s
-    await s.close()
 
 
 def tenant(tid: str = "t1", name: str = "Acme", **quotas: int | None) -> Tenant:
