@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
+from pathlib import Path
 
 import pytest
 
@@ -190,3 +192,23 @@ async def test_concurrent_transactions_on_one_store_neither_fail_nor_mix(store: 
     )
     assert sorted(r for r in results[:20] if r is not None) == [f"j{i:02d}" for i in range(20)]
     assert len(await store.jobs(state="queued", limit=100)) == 10
+
+
+async def test_a_sqlite_claim_gives_way_to_another_writer_holding_the_file(tmp_path: Path) -> None:
+    # Another connection (the analytics writer may share the file) holds the write lock: a claim must not
+    # hold this store's one connection for the full busy timeout and fail; it leaves the job to the next poll.
+    url = f"sqlite:///{tmp_path}/platform.db"
+    store = platform_store_from_url(url)
+    await store.open()
+    try:
+        await store.add_job(job("j1"))
+        other = sqlite3.connect(tmp_path / "platform.db", isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+        assert await store.claim_job("w1", now=1000.0, lease=30.0) is None  # not a "database is locked"
+        other.execute("ROLLBACK")
+        other.close()
+        claimed = await store.claim_job("w1", now=1000.0, lease=30.0)
+        assert claimed is not None and claimed.id == "j1"
+        assert await store.job("j1") == claimed  # the store works on afterwards
+    finally:
+        await store.close()

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     import aiosqlite
 
 BUSY_TIMEOUT_MS = 10_000
+CLAIM_BUSY_TIMEOUT_MS = 200
 # Every statement, numbered for SQLite once at import rather than per call.
 Q = {
     n: m.qmark(sql)
@@ -260,10 +261,27 @@ class SqlitePlatformStore:
     async def claim_job(self, worker: str, now: float, lease: float) -> Job | None:
         if await self._one(Q["ANY_DUE"], (now,)) is None:
             return None
-        async with self._transaction() as db:
-            await db.execute(Q["EXPIRE_JOBS"], (now, js.LEASE_LOST))
-            async with db.execute(Q["CLAIM_JOB_SQLITE"], (now, now + lease, worker)) as cursor:
-                row = await cursor.fetchone()
+        async with self._errors() as db:
+            # Another connection writing the file (the analytics writer may share it) would make BEGIN
+            # wait the full busy timeout, holding this store's one connection (key lookups) all along:
+            # a claim waits briefly, then leaves the job to the next poll.
+            await db.execute(f"PRAGMA busy_timeout = {CLAIM_BUSY_TIMEOUT_MS}")
+            try:
+                await db.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                if "locked" in str(exc) or "busy" in str(exc):
+                    return None
+                raise
+            finally:
+                await db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            try:
+                await db.execute(Q["EXPIRE_JOBS"], (now, js.LEASE_LOST))
+                async with db.execute(Q["CLAIM_JOB_SQLITE"], (now, now + lease, worker)) as cursor:
+                    row = await cursor.fetchone()
+                await db.execute("COMMIT")
+            except BaseException:
+                await db.execute("ROLLBACK")
+                raise
         return js.job_of(row) if row else None
 
     async def extend_job(self, job_id: str, worker: str, lease_until: float) -> bool:
