@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -24,7 +25,7 @@ from llmkit.platform.keys import MISS, KeyVerifier
 from llmkit.platform.quota_types import Quotas
 from llmkit.platform.quotas import PLANS_MAX, Admission, QuotaEnforcer, QuotaPlan, quota_enforcer_from_url
 from llmkit.platform.store import platform_store_from_url
-from llmkit.platform.store.base import Job, PlatformStore, Tenant
+from llmkit.platform.store.base import PlatformStore, Tenant
 from llmkit.settings import Settings
 
 log = logging.getLogger("llmkit.platform")
@@ -115,12 +116,7 @@ class Platform:
             self.writer = AnalyticsWriter(self.analytics, retention_days=self.config.retention_days)
             self.writer.start()
         self._flusher = asyncio.create_task(self._flush_usage(), name="llmkit-key-usage")
-        store = self.store
-
-        async def index(job: Job) -> None:
-            await index_document(store, job)
-
-        self.jobs = JobRunner(store, {INDEX_DOCUMENT: index})
+        self.jobs = JobRunner(self.store, {INDEX_DOCUMENT: functools.partial(index_document, self.store)})
         self.jobs.start()
         if not self.quotas_shared:
             log.warning(

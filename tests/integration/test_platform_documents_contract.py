@@ -275,3 +275,14 @@ async def test_a_version_one_database_migrates_keeping_tenants_and_keys(
         assert len(await migrated.keyword_search("t1", "migration")) == 1
     finally:
         await migrated.close()
+
+
+async def test_a_batch_with_a_taken_id_stores_none_of_its_documents(store: PlatformStore) -> None:
+    await add(store, doc("taken", "first words"))
+    batch = [doc("new1", "fresh words"), doc("taken", "other words"), doc("new2", "more words")]
+    with pytest.raises(StoreConflict):
+        await store.add_documents([(d, chunk_markdown(d.content)) for d in batch])
+    assert await store.document("t1", "new1") is None and await store.document("t1", "new2") is None
+    assert [h.document_id for h in await store.keyword_search("t1", "fresh more first")] == ["taken"]
+    await store.add_documents([(d, chunk_markdown(d.content)) for d in (batch[0], batch[2])])
+    assert {d.id for d in await store.documents("t1")} == {"taken", "new1", "new2"}

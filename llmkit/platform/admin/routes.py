@@ -147,7 +147,7 @@ async def delete_tenant(request: web.Request) -> web.Response:
 # -- background jobs ----------------------------------------------------------------------------------
 
 
-async def _job(request: web.Request) -> tuple[Platform, str | None, str]:
+def _job(request: web.Request) -> tuple[Platform, str | None, str]:
     """The platform, the tenant the caller may see jobs of (None: any) and the job id of the path."""
     platform, identity = _platform(request)
     return platform, None if identity.platform_admin else identity.tenant_id, request.match_info["job_id"]
@@ -173,7 +173,7 @@ async def list_jobs(request: web.Request) -> web.Response:
 @openapi(**docs.GET_JOB)
 async def get_job(request: web.Request) -> web.Response:
     """One job: its state, attempts, last error and times."""
-    platform, own, job_id = await _job(request)
+    platform, own, job_id = _job(request)
     job = await platform.store.job(job_id, own)
     if job is None:
         raise _no_job(job_id)
@@ -183,7 +183,7 @@ async def get_job(request: web.Request) -> web.Response:
 @openapi(**docs.RETRY_JOB)
 async def retry_job(request: web.Request) -> web.Response:
     """Queue a failed job again with fresh attempts (409 for a job that has not failed)."""
-    platform, own, job_id = await _job(request)
+    platform, own, job_id = _job(request)
     if not await platform.store.requeue_job(job_id, time.time(), own):
         job = await platform.store.job(job_id, own)
         if job is None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from llmkit.core.openapi import JSON, answer, query, ref
+from llmkit.core.openapi import answer, json_body, query, ref
 from llmkit.platform.documents.bodies import (
     DEFAULT_HITS,
     DEFAULT_PAGE,
@@ -134,36 +134,31 @@ CREATE_DOCUMENTS: dict[str, Any] = {
         f"{MAX_CONTENT} characters. A batch is stored all or nothing. 409 when the tenant has the id."
     ),
     "parameters": _TEXT_PARAMS,
-    "requestBody": {
-        "required": True,
-        "content": {
-            JSON: {
-                "schema": {
-                    "oneOf": [
-                        ref("NewDocument"),
-                        {
-                            "type": "object",
-                            "required": ["documents"],
-                            "additionalProperties": False,
-                            "properties": {
-                                "documents": {
-                                    "type": "array",
-                                    "minItems": 1,
-                                    "maxItems": MAX_BATCH,
-                                    "items": ref("NewDocument"),
-                                }
-                            },
-                        },
-                    ]
+    "requestBody": json_body(
+        {
+            "oneOf": [
+                ref("NewDocument"),
+                {
+                    "type": "object",
+                    "required": ["documents"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "documents": {
+                            "type": "array",
+                            "minItems": 1,
+                            "maxItems": MAX_BATCH,
+                            "items": ref("NewDocument"),
+                        }
+                    },
                 },
-                "example": {
-                    "title": "Guide",
-                    "content": "# Install\n\npip install llmkit",
-                    "metadata": {"source": "docs"},
-                },
-            },
+            ]
         },
-    },
+        example={
+            "title": "Guide",
+            "content": "# Install\n\npip install llmkit",
+            "metadata": {"source": "docs"},
+        },
+    ),
     "responses": {
         "201": answer(
             "stored and indexed: the document (a batch: {documents: [...]})",
@@ -220,20 +215,15 @@ REPLACE_DOCUMENT: dict[str, Any] = {
         "JSON {title, content, metadata?} (metadata not given is cleared), or a text/markdown or text/plain "
         "body as the new content, titled by ?title= or X-Document-Title (else the document keeps its title)."
     ),
-    "requestBody": {
-        "required": True,
-        "content": {
-            JSON: {
-                "schema": {
-                    "type": "object",
-                    "required": ["title", "content"],
-                    "additionalProperties": False,
-                    "properties": _FIELDS,
-                },
-                "example": {"title": "Guide", "content": "# Install\n\npip install llmkit"},
-            },
+    "requestBody": json_body(
+        {
+            "type": "object",
+            "required": ["title", "content"],
+            "additionalProperties": False,
+            "properties": _FIELDS,
         },
-    },
+        example={"title": "Guide", "content": "# Install\n\npip install llmkit"},
+    ),
     "responses": {"200": answer("replaced and indexed again", ref("StoredDocument"))},
     "errors": [404, 422, *_ERRORS],
 }
@@ -248,36 +238,31 @@ SEARCH: dict[str, Any] = {
         "keyword: BM25 over the chunks (SQLite FTS5, PostgreSQL full-text ranking), any word of the query "
         "matching. semantic and hybrid answer 400 until gateway.embeddings_url is set."
     ),
-    "requestBody": {
-        "required": True,
-        "content": {
-            JSON: {
-                "schema": {
-                    "type": "object",
-                    "required": ["query"],
-                    "additionalProperties": False,
-                    "properties": {
-                        "query": {"type": "string", "minLength": 1, "maxLength": MAX_QUERY},
-                        "type": {"type": "string", "enum": list(SEARCH_TYPES), "default": "keyword"},
-                        "limit": {
-                            "type": "integer",
-                            "minimum": 1,
-                            "maximum": MAX_HITS,
-                            "default": DEFAULT_HITS,
-                        },
-                        "filters": {
-                            "type": "object",
-                            "nullable": True,
-                            "maxProperties": MAX_FILTERS,
-                            "additionalProperties": _SCALAR,
-                            "description": "metadata keys each hit's document must have equal",
-                        },
-                    },
+    "requestBody": json_body(
+        {
+            "type": "object",
+            "required": ["query"],
+            "additionalProperties": False,
+            "properties": {
+                "query": {"type": "string", "minLength": 1, "maxLength": MAX_QUERY},
+                "type": {"type": "string", "enum": list(SEARCH_TYPES), "default": "keyword"},
+                "limit": {
+                    "type": "integer",
+                    "minimum": 1,
+                    "maximum": MAX_HITS,
+                    "default": DEFAULT_HITS,
                 },
-                "example": {"query": "install", "type": "keyword", "limit": 5},
-            }
+                "filters": {
+                    "type": "object",
+                    "nullable": True,
+                    "maxProperties": MAX_FILTERS,
+                    "additionalProperties": _SCALAR,
+                    "description": "metadata keys each hit's document must have equal",
+                },
+            },
         },
-    },
+        example={"query": "install", "type": "keyword", "limit": 5},
+    ),
     "responses": {
         "200": answer(
             "the hits, best first",

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 
 from llmkit.core.ids import fresh_hex
-from llmkit.platform.documents.chunking import chunk_markdown
+from llmkit.platform.documents.chunking import chunked
 from llmkit.platform.store.base import Job, PlatformStore
 
 INDEX_DOCUMENT = "index_document"
@@ -35,4 +35,5 @@ async def index_document(store: PlatformStore, job: Job) -> None:
     document = await store.document(job.tenant_id, job.subject)
     if document is None:
         return  # deleted since it was queued
-    await store.replace_document(document, chunk_markdown(document.content))
+    [chunks] = await chunked([document.content])
+    await store.replace_document(document, chunks)

@@ -1,4 +1,5 @@
-"""/api/documents and /api/search: a tenant's documents, chunked and indexed inline, and keyword search.
+"""/api/documents and /api/search: a tenant's documents, chunked (in a thread) and indexed as they are
+stored, and keyword search.
 
 Every route needs the `search` scope and acts in the caller's tenant only: another tenant's document is a
 404 like a missing one, so ids say nothing about other tenants.
@@ -6,7 +7,6 @@ Every route needs the `search` scope and acts in the caller's tenant only: anoth
 
 from __future__ import annotations
 
-import contextlib
 import time
 from typing import Any
 
@@ -28,7 +28,7 @@ from llmkit.platform.documents.bodies import (
     search_request,
     summary_view,
 )
-from llmkit.platform.documents.chunking import chunk_markdown
+from llmkit.platform.documents.chunking import chunked
 from llmkit.platform.service import PLATFORM_KEY
 from llmkit.platform.store.base import Document, PlatformStore, StoreConflict
 
@@ -125,29 +125,19 @@ async def create_documents(request: web.Request) -> web.Response:
     """Add documents: one as JSON or a text/markdown body, or a batch; each is chunked and indexed."""
     store, tenant_id = _store_and_tenant(request)
     reqs, batch = await _documents_of(request)
-    for i, req in enumerate(reqs):
-        if req.id is not None and await store.document(tenant_id, req.id) is not None:
-            raise _conflict(req.id, f"documents[{i}].id" if batch else "id")
-    made: list[dict[str, Any]] = []
     now = time.time()
+    documents = [_document(tenant_id, req, req.id or fresh_hex(), now) for req in reqs]
+    chunks = await chunked([d.content for d in documents])
     try:
-        for req in reqs:
-            document = _document(tenant_id, req, req.id or fresh_hex(), now)
-            # Chunking runs inline in this step; indexing jobs move it off the request path.
-            chunks = chunk_markdown(document.content)
-            await store.add_document(document, chunks)
-            made.append(created_view(document, len(chunks)))
-    except Exception as exc:
-        # A batch is all or nothing: what this request stored before the failure goes again (best effort
-        # when the store itself is failing).
-        with contextlib.suppress(Exception):
-            for view in made:
-                await store.delete_document(tenant_id, view["id"])
-        if isinstance(exc, StoreConflict):
-            # Another request took the id between the check and the insert.
-            failed = len(made)
-            raise _conflict(reqs[failed].id or "", f"documents[{failed}].id" if batch else "id") from None
+        # One transaction: a batch is stored whole or not at all.
+        await store.add_documents(list(zip(documents, chunks, strict=True)))
+    except StoreConflict:
+        # Nothing of this request was stored: the id the tenant has already is the one to name.
+        for i, document in enumerate(documents):
+            if await store.document(tenant_id, document.id) is not None:
+                raise _conflict(document.id, f"documents[{i}].id" if batch else "id") from None
         raise
+    made = [created_view(d, len(c)) for d, c in zip(documents, chunks, strict=True)]
     return json_response({"documents": made} if batch else made[0], status=201)
 
 
@@ -203,7 +193,7 @@ async def replace_document(request: web.Request) -> web.Response:
     document = Document(
         document_id, tenant_id, req.title, req.content, req.metadata, existing.created_at, now
     )
-    chunks = chunk_markdown(document.content)
+    [chunks] = await chunked([document.content])
     if not await store.replace_document(document, chunks):
         raise _not_found(document_id)
     return json_response(created_view(document, len(chunks)))

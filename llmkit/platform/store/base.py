@@ -164,6 +164,11 @@ class PlatformStore(Protocol):
         """Store a new document and its chunks in one transaction; StoreConflict on an id the tenant has."""
         ...
 
+    async def add_documents(self, items: Sequence[tuple[Document, Sequence[Chunk]]]) -> None:
+        """Store documents with their chunks in one transaction: all of them, or (StoreConflict on an id
+        the tenant has) none."""
+        ...
+
     async def replace_document(self, document: Document, chunks: Sequence[Chunk]) -> bool:
         """Replace title, content, metadata and chunks (created_at kept); False when it does not exist."""
         ...

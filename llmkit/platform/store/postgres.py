@@ -187,9 +187,15 @@ class PostgresPlatformStore:
             await pool.executemany(m.TOUCH_KEY, list(used.items()))
 
     async def add_document(self, document: Document, chunks: Sequence[Chunk]) -> None:
+        await self.add_documents([(document, chunks)])
+
+    async def add_documents(self, items: Sequence[tuple[Document, Sequence[Chunk]]]) -> None:
         async with self._errors() as pool, pool.acquire() as conn, conn.transaction():
-            await conn.execute(ds.INSERT_DOCUMENT, *ds.document_row(document))
-            await conn.executemany(ds.INSERT_CHUNK, ds.chunk_rows(document.tenant_id, document.id, chunks))
+            for document, chunks in items:
+                await conn.execute(ds.INSERT_DOCUMENT, *ds.document_row(document))
+                await conn.executemany(
+                    ds.INSERT_CHUNK, ds.chunk_rows(document.tenant_id, document.id, chunks)
+                )
 
     async def replace_document(self, document: Document, chunks: Sequence[Chunk]) -> bool:
         row = ds.document_row(document)

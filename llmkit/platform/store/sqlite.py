@@ -195,9 +195,15 @@ class SqlitePlatformStore:
             await db.executemany(Q["TOUCH_KEY"], list(used.items()))
 
     async def add_document(self, document: Document, chunks: Sequence[Chunk]) -> None:
+        await self.add_documents([(document, chunks)])
+
+    async def add_documents(self, items: Sequence[tuple[Document, Sequence[Chunk]]]) -> None:
         async with self._transaction() as db:
-            await db.execute(Q["INSERT_DOCUMENT"], ds.document_row(document))
-            await db.executemany(Q["INSERT_CHUNK"], ds.chunk_rows(document.tenant_id, document.id, chunks))
+            for document, chunks in items:
+                await db.execute(Q["INSERT_DOCUMENT"], ds.document_row(document))
+                await db.executemany(
+                    Q["INSERT_CHUNK"], ds.chunk_rows(document.tenant_id, document.id, chunks)
+                )
 
     async def replace_document(self, document: Document, chunks: Sequence[Chunk]) -> bool:
         row = ds.document_row(document)
