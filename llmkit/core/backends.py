@@ -291,12 +291,22 @@ def _sentinel_pool(url: BackendURL, timeout: float, common: dict[str, Any]) -> a
     return BlockingSentinelPool(url.service, manager, **common)
 
 
+def driver_failure(exc: BaseException) -> bool:
+    """Whether `exc` is the Redis driver failing (what becomes BackendError): its own errors, socket errors,
+    timeouts, and uvloop's RuntimeError for a write to a connection that closed under redis-py (a master
+    crashing between connect and the first command: "unable to perform operation on <TCPTransport
+    closed=True ...>; the handler is closed"), which redis-py passes on as it is."""
+    from redis.exceptions import RedisError
+
+    if isinstance(exc, RedisError | OSError | TimeoutError):
+        return True
+    return isinstance(exc, RuntimeError) and "the handler is closed" in str(exc)
+
+
 @contextmanager
 def redis_errors(what: str) -> Iterator[None]:
     """Driver, socket and timeout errors -> BackendError naming the operation; a lost cancel is re-raised."""
     import asyncio
-
-    from redis.exceptions import RedisError
 
     # Python 3.11's asyncio.wait_for, which redis-py uses to send every command when a socket timeout is
     # set, drops a cancel that lands just as the send completes (CPython gh-86296, fixed in 3.12). The
@@ -307,7 +317,9 @@ def redis_errors(what: str) -> Iterator[None]:
     cancels = task.cancelling() if task is not None else 0
     try:
         yield
-    except (RedisError, OSError, TimeoutError) as exc:
+    except Exception as exc:
+        if not driver_failure(exc):
+            raise
         if task is not None and task.cancelling() > cancels:
             raise asyncio.CancelledError from exc
         raise BackendError(f"redis {what} failed: {type(exc).__name__}: {exc}") from exc

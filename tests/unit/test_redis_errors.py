@@ -39,3 +39,38 @@ async def test_a_cancel_the_driver_lost_is_raised_whether_the_command_answers_or
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+
+
+CLOSED = "unable to perform operation on <TCPTransport closed=True reading=False 0x55>; the handler is closed"
+
+
+async def test_uvloops_write_to_a_closed_connection_is_a_driver_failure_too() -> None:
+    # redis-py passes it on as it is when the master dies between connect and its first command: it was
+    # answered as a 500 where every other outage is a 503.
+    with pytest.raises(BackendError, match="redis job write failed: RuntimeError: unable to perform"):
+        with redis_errors("job write"):
+            raise RuntimeError(CLOSED)
+
+
+async def test_other_runtime_errors_are_not_hidden_as_outages() -> None:
+    with pytest.raises(RuntimeError, match="a bug"):
+        with redis_errors("job write"):
+            raise RuntimeError("a bug")
+
+
+async def test_the_redis_cache_maps_a_closed_connection_to_a_backend_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import redis.asyncio as aioredis
+
+    from llmkit.core.cache.redis import RedisCache
+
+    async def closed(*_: object) -> None:
+        raise RuntimeError(CLOSED)
+
+    client = aioredis.Redis(host="127.0.0.1", port=1)  # never connected: its GET is replaced
+    monkeypatch.setattr(client, "get", closed)
+    cache = RedisCache(client, timeout=1.0)
+    with pytest.raises(BackendError, match="redis cache at redis://127.0.0.1:1/0: GET failed"):
+        await cache.get("k")
+    await client.aclose()

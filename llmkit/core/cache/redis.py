@@ -8,8 +8,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from redis.asyncio import BlockingConnectionPool
-from redis.exceptions import RedisError
 
+from llmkit.core.backends import driver_failure
 from llmkit.core.cache.base import as_bytes, effective_ttl, hit_rate
 from llmkit.errors import BackendError
 
@@ -18,8 +18,6 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-# What the driver raises when Redis is down, slow or confused; all of it becomes BackendError.
-_DRIVER_ERRORS = (RedisError, OSError, asyncio.TimeoutError)
 _GLOB_SPECIALS = "\\*?[]"
 
 
@@ -94,7 +92,9 @@ class RedisCache:
                 # The coroutine is made only once a slot is held, so a timeout never leaves one unawaited.
                 async with self._slots:
                     return await method(*args, **kwargs)
-        except _DRIVER_ERRORS as exc:
+        except Exception as exc:
+            if not driver_failure(exc):
+                raise
             reason = f"timed out after {self.timeout}s" if isinstance(exc, TimeoutError) else _one_line(exc)
             raise BackendError(f"redis cache at {self.address}: {what} failed: {reason}") from exc
 
