@@ -24,7 +24,7 @@ from llmkit.platform.store.base import Job, PlatformStore
 log = logging.getLogger("llmkit.platform.jobs")
 
 # What runs a job of one kind: raises to fail the attempt (its message is recorded on the job).
-Handler = Callable[[Job], Awaitable[None]]
+Handler = Callable[[Job], Awaitable[object]]
 
 LEASE_S = 30.0
 POLL_S = 0.5

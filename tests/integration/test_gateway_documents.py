@@ -3,6 +3,7 @@ tenant isolation, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
@@ -55,10 +56,25 @@ async def tenant_key(client: Client, name: str, scopes: list[str] | None = None)
     return str((await key.json())["key"])
 
 
+async def indexed(client: Client, doc_id: str, headers: dict[str, str] | None = None) -> dict[str, Any]:
+    """The document once its latest index job has finished (completed or failed)."""
+    for _ in range(400):
+        got = await client.get(f"/api/documents/{doc_id}", headers=headers)
+        assert got.status == 200, await got.text()
+        body: dict[str, Any] = await got.json()
+        if body["index"]["state"] in ("completed", "failed"):
+            return body
+        await asyncio.sleep(0.025)
+    raise AssertionError(f"{doc_id} was not indexed within 10 s: {body['index']}")
+
+
 async def add(client: Client, headers: dict[str, str] | None = None, **doc: Any) -> dict[str, Any]:
+    """Add a document (202) and wait until it is indexed."""
     got = await client.post("/api/documents", json={"title": "T", "content": "text", **doc}, headers=headers)
-    assert got.status == 201, await got.text()
+    assert got.status == 202, await got.text()
     body: dict[str, Any] = await got.json()
+    assert body["index"]["state"] == "queued" and body["index"]["job_id"]
+    assert (await indexed(client, body["id"], headers))["index"]["state"] == "completed"
     return body
 
 
@@ -76,12 +92,13 @@ async def error_of(response: Any, status: int) -> dict[str, Any]:
 
 async def test_each_route_round_trips(client: Client) -> None:
     made = await add(client, title="Guide", content=GUIDE, metadata={"source": "docs"})
-    assert set(made) == {"id", "title", "chunks", "created_at", "updated_at"}
-    assert made["title"] == "Guide" and made["chunks"] >= 1 and len(made["id"]) == 32
+    assert set(made) == {"id", "title", "index", "created_at", "updated_at"}
+    assert made["title"] == "Guide" and len(made["id"]) == 32
     doc_id = made["id"]
     got = await (await client.get(f"/api/documents/{doc_id}")).json()
     assert got["content"] == GUIDE and got["metadata"] == {"source": "docs"} and got["size"] == len(GUIDE)
-    assert len(got["chunks"]) == made["chunks"]
+    assert got["index"]["job_id"] == made["index"]["job_id"] and got["index"]["finished_at"]
+    assert len(got["chunks"]) == 2
     assert got["chunks"][0]["headings"] == ["Install"] and "pip install" in got["chunks"][0]["text"]
     listed = await (await client.get("/api/documents")).json()
     assert [d["id"] for d in listed["documents"]] == [doc_id] and "content" not in listed["documents"][0]
@@ -90,9 +107,11 @@ async def test_each_route_round_trips(client: Client) -> None:
     replaced = await client.put(
         f"/api/documents/{doc_id}", json={"title": "New", "content": "# Only\n\nzebra"}
     )
-    assert replaced.status == 200
+    assert replaced.status == 202
     body = await replaced.json()
-    assert body["title"] == "New" and body["chunks"] == 1 and body["created_at"] == made["created_at"]
+    assert body["title"] == "New" and body["created_at"] == made["created_at"]
+    assert body["index"]["state"] == "queued" and body["index"]["job_id"] != made["index"]["job_id"]
+    assert len((await indexed(client, doc_id))["chunks"]) == 1
     assert (await search(client, "pip"))["hits"] == []
     assert [h["document_id"] for h in (await search(client, "zebra"))["hits"]] == [doc_id]
 
@@ -116,8 +135,11 @@ async def test_a_chosen_id_is_kept_and_a_second_one_is_409(client: Client) -> No
 async def test_a_batch_is_stored_whole_or_not_at_all(client: Client) -> None:
     docs = [{"title": f"D{i}", "content": f"batch word{i}", "id": f"b{i}"} for i in range(3)]
     got = await client.post("/api/documents", json={"documents": docs})
-    assert got.status == 201
-    assert [d["id"] for d in (await got.json())["documents"]] == ["b0", "b1", "b2"]
+    assert got.status == 202
+    made = (await got.json())["documents"]
+    assert [d["id"] for d in made] == ["b0", "b1", "b2"] and len({d["index"]["job_id"] for d in made}) == 3
+    for i in range(3):
+        assert (await indexed(client, f"b{i}"))["chunks"][0]["text"] == f"batch word{i}"
     clash = [{"title": "new", "content": "x", "id": "n1"}, {"title": "old", "content": "y", "id": "b1"}]
     error = await error_of(await client.post("/api/documents", json={"documents": clash}), 409)
     assert error["param"] == "documents[1].id" and "b1" in error["message"]
@@ -135,8 +157,8 @@ async def test_markdown_and_text_uploads_take_their_title_from_the_query_or_a_he
 ) -> None:
     markdown = {"Content-Type": "text/markdown"}
     got = await client.post("/api/documents?title=Guide&id=md1", data=GUIDE.encode(), headers=markdown)
-    assert got.status == 201 and (await got.json())["id"] == "md1"
-    assert (await (await client.get("/api/documents/md1")).json())["content"] == GUIDE
+    assert got.status == 202 and (await got.json())["id"] == "md1"
+    assert (await indexed(client, "md1"))["content"] == GUIDE
     headed = await client.post(
         "/api/documents", data=b"plain words", headers={**markdown, "X-Document-Title": "Header title"}
     )
@@ -149,9 +171,9 @@ async def test_markdown_and_text_uploads_take_their_title_from_the_query_or_a_he
     plain = {"Content-Type": "text/plain"}
     assert (await client.post("/api/documents?title=p", data=b"x", headers=plain)).status == 415
     keyed = await client.post("/api/documents?title=p", data=b"plain text", headers={**plain, **AS_ADMIN})
-    assert keyed.status == 201
+    assert keyed.status == 202
     put = await client.put("/api/documents/md1?title=Again", data=b"# New\n\nbody", headers=markdown)
-    assert put.status == 200 and (await put.json())["title"] == "Again"
+    assert put.status == 202 and (await put.json())["title"] == "Again"
     kept = await client.put("/api/documents/md1", data=b"# Newer\n\nbody", headers=markdown)
     assert (await kept.json())["title"] == "Again"
     # ?title= and ?id= belong to text bodies: with JSON they are refused, not ignored.
@@ -257,7 +279,8 @@ async def test_content_is_bounded_and_the_limit_is_said(client: Client) -> None:
     body = {"title": "big", "content": "a " * (MAX_CONTENT // 2 + 1)}
     error = await error_of(await client.post("/api/documents", json=body), 422)
     assert error["param"] == "content" and str(MAX_CONTENT) in error["message"]
-    assert (await add(client, content="word " * (MAX_CONTENT // 5)))["chunks"] > 1
+    made = await add(client, content="word " * (MAX_CONTENT // 5))
+    assert len((await indexed(client, made["id"]))["chunks"]) > 1
 
 
 @pytest.mark.parametrize(
@@ -337,7 +360,7 @@ async def test_every_route_needs_the_search_scope(aiohttp_client: MakeClient, pl
         assert error["code"] == "insufficient_scope" and "search scope" in error["message"], (method, path)
         cross = await client.request(method, path, json=body, headers={"Origin": "https://evil.example"})
         assert cross.status in (401, 403), (method, path)
-    ok = [200, 200, 200, 200, 204, 200]
+    ok = [202, 200, 200, 202, 204, 200]
     for (method, path, body), status in zip(ROUTES[1:], ok[1:], strict=True):
         got = await client.request(method, path, json=body, headers=bearer(searcher))
         assert got.status == status, (method, path, await got.text())

@@ -9,6 +9,7 @@ import asyncpg
 import pytest
 
 from llmkit.platform.documents.chunking import chunk_markdown
+from llmkit.platform.documents.index_job import INDEX_DOCUMENT, index_job
 from llmkit.platform.quota_types import Quotas
 from llmkit.platform.store import platform_store_from_url
 from llmkit.platform.store.base import ApiKey, Document, PlatformStore, StoreConflict, Tenant
@@ -115,16 +116,52 @@ async def test_search_filters_by_metadata(store: PlatformStore) -> None:
     ]
 
 
-async def test_replacing_updates_the_index(store: PlatformStore) -> None:
+async def test_updating_keeps_the_old_chunks_until_the_new_version_is_indexed(store: PlatformStore) -> None:
     await add(store, doc(content="zebra stripes", at=100.0))
     replaced = doc(content="giraffe necks", title="New", metadata={"v": 2}, at=200.0)
-    assert await store.replace_document(replaced, chunk_markdown(replaced.content)) is True
-    assert await store.keyword_search("t1", "zebra") == []
-    assert [h.title for h in await store.keyword_search("t1", "giraffe")] == ["New"]
+    assert await store.update_document(replaced) is True
     got = await store.document("t1", "d1")
     assert got is not None and (got.created_at, got.updated_at, got.metadata) == (100.0, 200.0, {"v": 2})
-    assert await store.replace_document(doc("missing"), []) is False
+    # The old words are found (under the new title) until the new chunks replace them.
+    assert [h.title for h in await store.keyword_search("t1", "zebra")] == ["New"]
+    assert await store.replace_chunks("t1", "d1", 200.0, chunk_markdown(replaced.content)) is True
+    assert await store.keyword_search("t1", "zebra") == []
+    assert [h.title for h in await store.keyword_search("t1", "giraffe")] == ["New"]
+    assert await store.update_document(doc("missing")) is False
     assert await store.document("t1", "missing") is None
+    assert await store.replace_chunks("t1", "missing", 100.0, chunk_markdown("x")) is False
+
+
+async def test_chunks_of_a_version_that_was_replaced_are_not_written(store: PlatformStore) -> None:
+    # A job read version 100; a PUT made version 200 before the job finished: its chunks are stale.
+    await add(store, doc(content="first words", at=100.0))
+    assert await store.update_document(doc(content="second words", at=200.0)) is True
+    assert await store.replace_chunks("t1", "d1", 100.0, chunk_markdown("first words")) is False
+    assert await store.replace_chunks("t1", "d1", 200.0, chunk_markdown("second words")) is True
+    assert await store.replace_chunks("t1", "d1", 100.0, chunk_markdown("first words")) is False
+    assert [c.text for c in await store.document_chunks("t1", "d1")] == ["second words"]
+    assert await store.replace_chunks("t2", "d1", 200.0, chunk_markdown("other tenant")) is False
+
+
+async def test_documents_and_their_jobs_are_stored_together_and_the_latest_job_is_found(
+    store: PlatformStore,
+) -> None:
+    jobs = [index_job("t1", "a", 10.0), index_job("t1", "b", 10.0)]
+    await store.add_documents([(doc("a"), ()), (doc("b"), ())], jobs)
+    latest = await store.latest_jobs("t1", INDEX_DOCUMENT, ["a", "b", "c"])
+    assert {k: v.id for k, v in latest.items()} == {"a": jobs[0].id, "b": jobs[1].id}
+    newer = index_job("t1", "a", 20.0)
+    assert await store.update_document(doc("a", "changed", at=20.0), newer) is True
+    latest = await store.latest_jobs("t1", INDEX_DOCUMENT, ["a"])
+    assert latest["a"].id == newer.id and latest["a"].state == "queued"
+    assert await store.latest_jobs("t2", INDEX_DOCUMENT, ["a"]) == {}
+    assert await store.latest_jobs("t1", "other_kind", ["a"]) == {}
+    assert await store.latest_jobs("t1", INDEX_DOCUMENT, []) == {}
+    # A conflict stores neither the documents nor their jobs.
+    clash = index_job("t1", "c", 30.0)
+    with pytest.raises(StoreConflict):
+        await store.add_documents([(doc("c"), ()), (doc("a"), ())], [clash])
+    assert await store.job(clash.id) is None and await store.document("t1", "c") is None
 
 
 async def test_deleting_removes_the_document_from_search(store: PlatformStore) -> None:
@@ -149,7 +186,7 @@ async def test_a_tenant_never_sees_finds_or_deletes_another_tenants_document(sto
     assert await store.document_chunks("B", "same") == chunk_markdown("public beta notes", 64, 8)
     assert await store.delete_document("B", "same") is True
     assert await store.delete_document("B", "same") is False
-    assert await store.replace_document(doc("same", "overwrite", tenant_id="B"), []) is False
+    assert await store.update_document(doc("same", "overwrite", tenant_id="B")) is False
     kept = await store.document("A", "same")
     assert kept is not None and kept.content == "secret alpha plans"
     assert [h.title for h in await store.keyword_search("A", "secret")] == ["A's"]

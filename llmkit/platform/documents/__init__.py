@@ -1,1 +1,1 @@
-"""Documents: chunking and the /api/documents and /api/search routes (indexing jobs, embeddings later)."""
+"""Documents: chunking, the index job and the /api/documents and /api/search routes (embeddings later)."""

@@ -10,7 +10,7 @@ from typing import Any
 
 from llmkit.core.http import ApiError
 from llmkit.platform.admin.bodies import invalid, iso
-from llmkit.platform.store.base import Chunk, Document, SearchHit
+from llmkit.platform.store.base import Chunk, Document, Job, SearchHit
 
 # A document id: what a URL path carries as it is (no '/', '%', spaces).
 DOCUMENT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
@@ -231,18 +231,32 @@ def search_request(body: Mapping[str, Any]) -> SearchRequest:
     return SearchRequest(query, kind, limit, search_filters(body.get("filters")))
 
 
-def created_view(document: Document, chunks: int) -> dict[str, Any]:
-    """What POST and PUT answer for a stored document."""
+def index_view(job: Job | None) -> dict[str, Any]:
+    """Where a document's indexing is: the state of its latest index job (a document stored with its
+    chunks, with no job, is indexed)."""
+    if job is None:
+        return {"state": "completed", "job_id": None, "attempts": 0, "error": None, "finished_at": None}
     return {
-        "id": document.id,
-        "title": document.title,
-        "chunks": chunks,
-        "created_at": iso(document.created_at),
-        "updated_at": iso(document.updated_at),
+        "state": job.state,
+        "job_id": job.id,
+        "attempts": job.attempts,
+        "error": job.error if job.state != "completed" else None,
+        "finished_at": iso(job.finished_at),
     }
 
 
-def summary_view(document: Document) -> dict[str, Any]:
+def created_view(document: Document, job: Job) -> dict[str, Any]:
+    """What POST and PUT answer for a stored document: its id and the job indexing it."""
+    return {
+        "id": document.id,
+        "title": document.title,
+        "created_at": iso(document.created_at),
+        "updated_at": iso(document.updated_at),
+        "index": index_view(job),
+    }
+
+
+def summary_view(document: Document, job: Job | None) -> dict[str, Any]:
     """A document in a list: no content, its size instead."""
     return {
         "id": document.id,
@@ -251,13 +265,15 @@ def summary_view(document: Document) -> dict[str, Any]:
         "size": len(document.content),
         "created_at": iso(document.created_at),
         "updated_at": iso(document.updated_at),
+        "index": index_view(job),
     }
 
 
-def document_view(document: Document, chunks: list[Chunk]) -> dict[str, Any]:
-    """One document with its content and chunks."""
+def document_view(document: Document, job: Job | None, chunks: list[Chunk]) -> dict[str, Any]:
+    """One document with its content and the chunks indexed (the previous version's until a new job
+    completes)."""
     return {
-        **summary_view(document),
+        **summary_view(document, job),
         "content": document.content,
         "chunks": [
             {"ordinal": c.ordinal, "text": c.text, "tokens": c.tokens, "headings": list(c.headings)}

@@ -49,6 +49,18 @@ _NEW_DOCUMENT: dict[str, Any] = {
         "id": {**_ID, "nullable": True, "description": "unique in the tenant; a fresh id when absent"},
     },
 }
+_INDEX: dict[str, Any] = {
+    "type": "object",
+    "required": ["state", "job_id", "attempts", "error", "finished_at"],
+    "description": "the document's latest index job: search finds its new content once it is completed",
+    "properties": {
+        "state": {"type": "string", "enum": ["queued", "running", "completed", "failed"]},
+        "job_id": {"type": "string", "nullable": True, "description": "see GET /api/admin/jobs/{id}"},
+        "attempts": {"type": "integer", "minimum": 0},
+        "error": {"type": "string", "nullable": True, "description": "why the last attempt failed"},
+        "finished_at": {**_TIME, "nullable": True},
+    },
+}
 _SUMMARY_PROPERTIES: dict[str, Any] = {
     "id": {"type": "string"},
     "title": {"type": "string"},
@@ -56,6 +68,7 @@ _SUMMARY_PROPERTIES: dict[str, Any] = {
     "size": {"type": "integer", "minimum": 0, "description": "characters of content"},
     "created_at": _TIME,
     "updated_at": _TIME,
+    "index": _INDEX,
 }
 _CHUNK = {
     "type": "object",
@@ -72,13 +85,13 @@ SCHEMAS: dict[str, dict[str, Any]] = {
     "NewDocument": _NEW_DOCUMENT,
     "StoredDocument": {
         "type": "object",
-        "required": ["id", "title", "chunks", "created_at", "updated_at"],
+        "required": ["id", "title", "created_at", "updated_at", "index"],
         "properties": {
             "id": {"type": "string"},
             "title": {"type": "string"},
-            "chunks": {"type": "integer", "minimum": 0, "description": "how many chunks were indexed"},
             "created_at": _TIME,
             "updated_at": _TIME,
+            "index": _INDEX,
         },
     },
     "DocumentSummary": {
@@ -92,7 +105,11 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         "properties": {
             **_SUMMARY_PROPERTIES,
             "content": {"type": "string"},
-            "chunks": {"type": "array", "items": _CHUNK},
+            "chunks": {
+                "type": "array",
+                "items": _CHUNK,
+                "description": "the chunks indexed: the previous content's until the index job completes",
+            },
         },
     },
     "SearchHit": {
@@ -131,7 +148,8 @@ CREATE_DOCUMENTS: dict[str, Any] = {
         f'JSON: one document, or a batch {{"documents": [...]}} of 1 to {MAX_BATCH}. A text/markdown or '
         "text/plain body is one document's content, titled by ?title= or X-Document-Title (?id= its id); "
         "text/plain needs an API key (a web page could send it cross-site). Content is at most "
-        f"{MAX_CONTENT} characters. A batch is stored all or nothing. 409 when the tenant has the id."
+        f"{MAX_CONTENT} characters. A batch is stored all or nothing. 409 when the tenant has the id. "
+        "Each document is indexed by a job (its index.state; GET /api/documents/{id} follows it)."
     ),
     "parameters": _TEXT_PARAMS,
     "requestBody": json_body(
@@ -160,8 +178,8 @@ CREATE_DOCUMENTS: dict[str, Any] = {
         },
     ),
     "responses": {
-        "201": answer(
-            "stored and indexed: the document (a batch: {documents: [...]})",
+        "202": answer(
+            "stored, with its index job queued: the document (a batch: {documents: [...]})",
             {
                 "oneOf": [
                     ref("StoredDocument"),
@@ -213,7 +231,8 @@ REPLACE_DOCUMENT: dict[str, Any] = {
     "tags": ["documents"],
     "description": (
         "JSON {title, content, metadata?} (metadata not given is cleared), or a text/markdown or text/plain "
-        "body as the new content, titled by ?title= or X-Document-Title (else the document keeps its title)."
+        "body as the new content, titled by ?title= or X-Document-Title (else the document keeps its title). "
+        "Search finds the previous content until the new index job completes."
     ),
     "requestBody": json_body(
         {
@@ -224,7 +243,7 @@ REPLACE_DOCUMENT: dict[str, Any] = {
         },
         example={"title": "Guide", "content": "# Install\n\npip install llmkit"},
     ),
-    "responses": {"200": answer("replaced and indexed again", ref("StoredDocument"))},
+    "responses": {"202": answer("replaced, with a job queued to index it again", ref("StoredDocument"))},
     "errors": [404, 422, *_ERRORS],
 }
 DELETE_DOCUMENT: dict[str, Any] = {

@@ -1,7 +1,8 @@
 """The `index_document` job: chunk a stored document and put its chunks in the keyword index.
 
-Idempotent, as a job must be (jobs.py): it indexes the document as it is when the job runs, so a job
-queued before a replace indexes the new content, and one whose document was deleted since does nothing.
+Idempotent, as a job must be (jobs.py): it indexes the document as it is when the job runs, and writes
+its chunks only if the document is still that version (`replace_chunks`), so a job that read content a
+later PUT replaced leaves the index to that PUT's job, and one whose document was deleted does nothing.
 """
 
 from __future__ import annotations
@@ -30,10 +31,11 @@ def index_job(tenant_id: str, document_id: str, now: float | None = None) -> Job
     )
 
 
-async def index_document(store: PlatformStore, job: Job) -> None:
-    """Chunk the job's document and store its chunks (the index follows them in the same transaction)."""
+async def index_document(store: PlatformStore, job: Job) -> bool:
+    """Chunk the job's document and store its chunks (the index follows them in the same transaction):
+    False when there was nothing to do (the document is gone or changed while it was chunked)."""
     document = await store.document(job.tenant_id, job.subject)
     if document is None:
-        return  # deleted since it was queued
+        return False  # deleted since it was queued
     [chunks] = await chunked([document.content])
-    await store.replace_document(document, chunks)
+    return await store.replace_chunks(document.tenant_id, document.id, document.updated_at, chunks)

@@ -1,5 +1,5 @@
-"""/api/documents and /api/search: a tenant's documents, chunked (in a thread) and indexed as they are
-stored, and keyword search.
+"""/api/documents and /api/search: a tenant's documents, stored with a job that indexes them (index_job.py),
+and keyword search.
 
 Every route needs the `search` scope and acts in the caller's tenant only: another tenant's document is a
 404 like a missing one, so ids say nothing about other tenants.
@@ -28,12 +28,14 @@ from llmkit.platform.documents.bodies import (
     search_request,
     summary_view,
 )
-from llmkit.platform.documents.chunking import chunked
+from llmkit.platform.documents.index_job import INDEX_DOCUMENT, index_job
 from llmkit.platform.service import PLATFORM_KEY
 from llmkit.platform.store.base import Document, PlatformStore, StoreConflict
 
 _TEXT_TYPES = ("text/markdown", "text/plain", "text/x-markdown")
 _TITLE_HEADER = "X-Document-Title"
+# The least a replaced document's updated_at moves on (time.time() may repeat within a microsecond).
+VERSION_STEP_S = 1e-5
 
 
 def _store_and_tenant(request: web.Request) -> tuple[PlatformStore, str]:
@@ -120,38 +122,48 @@ def _document(tenant_id: str, req: DocumentRequest, document_id: str, now: float
     return Document(document_id, tenant_id, req.title, req.content, req.metadata, now, now)
 
 
+def _queued(request: web.Request) -> None:
+    """Jobs were just queued: this process's runner claims them now, not at its next poll."""
+    runner = request.app[PLATFORM_KEY].jobs
+    if runner is not None:
+        runner.wake()
+
+
 @openapi(**docs.CREATE_DOCUMENTS)
 async def create_documents(request: web.Request) -> web.Response:
-    """Add documents: one as JSON or a text/markdown body, or a batch; each is chunked and indexed."""
+    """Add documents: one as JSON or a text/markdown body, or a batch; each is indexed by a job (202)."""
     store, tenant_id = _store_and_tenant(request)
     reqs, batch = await _documents_of(request)
     now = time.time()
     documents = [_document(tenant_id, req, req.id or fresh_hex(), now) for req in reqs]
-    chunks = await chunked([d.content for d in documents])
+    jobs = [index_job(tenant_id, d.id, now) for d in documents]
     try:
-        # One transaction: a batch is stored whole or not at all.
-        await store.add_documents(list(zip(documents, chunks, strict=True)))
+        # One transaction: a batch and its jobs are stored whole or not at all.
+        await store.add_documents([(d, ()) for d in documents], jobs)
     except StoreConflict:
         # Nothing of this request was stored: the id the tenant has already is the one to name.
         for i, document in enumerate(documents):
             if await store.document(tenant_id, document.id) is not None:
                 raise _conflict(document.id, f"documents[{i}].id" if batch else "id") from None
         raise
-    made = [created_view(d, len(c)) for d, c in zip(documents, chunks, strict=True)]
-    return json_response({"documents": made} if batch else made[0], status=201)
+    _queued(request)
+    made = [created_view(d, j) for d, j in zip(documents, jobs, strict=True)]
+    return json_response({"documents": made} if batch else made[0], status=202)
 
 
 @openapi(**docs.LIST_DOCUMENTS)
 async def list_documents(request: web.Request) -> web.Response:
-    """A page of the tenant's documents, oldest first, filtered by metadata."""
+    """A page of the tenant's documents, oldest first, filtered by metadata, with their indexing state."""
     store, tenant_id = _store_and_tenant(request)
     limit, offset, filters = list_query(request.query)
     # One more than asked says whether there is a next page.
     page = await store.documents(tenant_id, limit + 1, offset, filters)
     more = len(page) > limit
+    page = page[:limit]
+    jobs = await store.latest_jobs(tenant_id, INDEX_DOCUMENT, [d.id for d in page])
     return json_response(
         {
-            "documents": [summary_view(d) for d in page[:limit]],
+            "documents": [summary_view(d, jobs.get(d.id)) for d in page],
             "limit": limit,
             "offset": offset,
             "next_offset": offset + limit if more else None,
@@ -161,18 +173,21 @@ async def list_documents(request: web.Request) -> web.Response:
 
 @openapi(**docs.GET_DOCUMENT)
 async def get_document(request: web.Request) -> web.Response:
-    """One document with its content and chunks."""
+    """One document with its content, its indexing state and its chunks."""
     store, tenant_id = _store_and_tenant(request)
     document_id = _path_id(request)
     document = await store.document(tenant_id, document_id)
     if document is None:
         raise _not_found(document_id)
-    return json_response(document_view(document, await store.document_chunks(tenant_id, document_id)))
+    jobs = await store.latest_jobs(tenant_id, INDEX_DOCUMENT, [document_id])
+    chunks = await store.document_chunks(tenant_id, document_id)
+    return json_response(document_view(document, jobs.get(document_id), chunks))
 
 
 @openapi(**docs.REPLACE_DOCUMENT)
 async def replace_document(request: web.Request) -> web.Response:
-    """Replace a document's title, content and metadata; it is chunked and indexed again."""
+    """Replace a document's title, content and metadata; a job indexes it again (202), and until it
+    completes search finds the previous chunks."""
     store, tenant_id = _store_and_tenant(request)
     document_id = _path_id(request)
     if request.content_type in _TEXT_TYPES:
@@ -189,14 +204,16 @@ async def replace_document(request: web.Request) -> web.Response:
         existing = await store.document(tenant_id, document_id)
         if existing is None:
             raise _not_found(document_id)
-    now = time.time()
+    # Each version has its own updated_at: the index job writes chunks only for the version it read.
+    now = max(time.time(), existing.updated_at + VERSION_STEP_S)
     document = Document(
         document_id, tenant_id, req.title, req.content, req.metadata, existing.created_at, now
     )
-    [chunks] = await chunked([document.content])
-    if not await store.replace_document(document, chunks):
+    job = index_job(tenant_id, document_id, now)
+    if not await store.update_document(document, job):
         raise _not_found(document_id)
-    return json_response(created_view(document, len(chunks)))
+    _queued(request)
+    return json_response(created_view(document, job), status=202)
 
 
 @openapi(**docs.DELETE_DOCUMENT)

@@ -164,13 +164,23 @@ class PlatformStore(Protocol):
         """Store a new document and its chunks in one transaction; StoreConflict on an id the tenant has."""
         ...
 
-    async def add_documents(self, items: Sequence[tuple[Document, Sequence[Chunk]]]) -> None:
-        """Store documents with their chunks in one transaction: all of them, or (StoreConflict on an id
-        the tenant has) none."""
+    async def add_documents(
+        self, items: Sequence[tuple[Document, Sequence[Chunk]]], jobs: Sequence[Job] = ()
+    ) -> None:
+        """Store documents with their chunks (and the jobs that index them) in one transaction: all of
+        them, or (StoreConflict on an id the tenant has) none."""
         ...
 
-    async def replace_document(self, document: Document, chunks: Sequence[Chunk]) -> bool:
-        """Replace title, content, metadata and chunks (created_at kept); False when it does not exist."""
+    async def update_document(self, document: Document, job: Job | None = None) -> bool:
+        """Replace title, content and metadata (created_at kept) and queue `job` in one transaction; the
+        chunks stay, still searchable, until replace_chunks. False when it does not exist."""
+        ...
+
+    async def replace_chunks(
+        self, tenant_id: str, document_id: str, updated_at: float, chunks: Sequence[Chunk]
+    ) -> bool:
+        """Put these chunks in place of the document's, if it is still the version of `updated_at`; False
+        (and nothing written) when it changed since or is gone."""
         ...
 
     async def document(self, tenant_id: str, document_id: str) -> Document | None: ...
@@ -197,6 +207,10 @@ class PlatformStore(Protocol):
 
     async def add_job(self, job: Job) -> None:
         """Store a new job; StoreConflict when its id is taken."""
+        ...
+
+    async def latest_jobs(self, tenant_id: str, kind: str, subjects: Sequence[str]) -> dict[str, Job]:
+        """The newest job of `kind` on each of `subjects` (subject -> job) that has one."""
         ...
 
     async def job(self, job_id: str, tenant_id: str | None = None) -> Job | None:

@@ -26,6 +26,10 @@ INSERT_CHUNK = """INSERT INTO document_chunks (tenant_id, document_id, ordinal, 
 SELECT_CHUNKS = """SELECT ordinal, text, tokens, heading FROM document_chunks
     WHERE tenant_id = $1 AND document_id = $2 ORDER BY ordinal"""
 DELETE_CHUNKS = "DELETE FROM document_chunks WHERE tenant_id = $1 AND document_id = $2"
+# The chunks an index job made are written only while the document is the one it read ($3 its
+# updated_at): a job that read older content finds a newer one (or none) and leaves it to the newer job.
+DOCUMENT_UNCHANGED = "SELECT 1 FROM documents WHERE tenant_id = $1 AND id = $2 AND updated_at = $3"
+DOCUMENT_UNCHANGED_LOCKED = f"{DOCUMENT_UNCHANGED} FOR UPDATE"
 DELETE_TENANT_CHUNKS = "DELETE FROM document_chunks WHERE tenant_id = $1"
 
 # A query is cut to its first words: each one is a term of the index lookup.

@@ -59,6 +59,17 @@ REQUEUE_TENANT_JOB = """UPDATE jobs SET state = 'queued', run_at = $2, attempts 
 DELETE_TENANT_JOBS = "DELETE FROM jobs WHERE tenant_id = $1"
 
 
+def latest_statement(subjects: int) -> str:
+    """The latest job of one kind ($2) of a tenant ($1) on each of `subjects` subjects ($3...)."""
+    marks = ", ".join(f"${n}" for n in range(3, 3 + subjects))
+    columns = ", ".join(f"j.{c}" for c in _COLUMNS.split(", "))
+    return f"""SELECT {columns} FROM jobs j
+    WHERE j.tenant_id = $1 AND j.kind = $2 AND j.subject IN ({marks})
+        AND NOT EXISTS (SELECT 1 FROM jobs n WHERE n.tenant_id = j.tenant_id AND n.subject = j.subject
+            AND n.kind = j.kind
+            AND (n.created_at > j.created_at OR (n.created_at = j.created_at AND n.id > j.id)))"""
+
+
 def list_statement(state: str | None, tenant_id: str | None) -> tuple[str, int]:
     """Jobs newest first, optionally of one state and one tenant: the statement and the number of its
     filter parameters ($1.. the filters, then limit, offset)."""
@@ -114,3 +125,8 @@ def job_of(row: Sequence[Any]) -> Job:
         started_at=None if row[13] is None else float(row[13]),
         finished_at=None if row[14] is None else float(row[14]),
     )
+
+
+def latest_of(rows: Sequence[Sequence[Any]]) -> dict[str, Job]:
+    """latest_statement's rows by subject."""
+    return {row[3]: job_of(row) for row in rows}

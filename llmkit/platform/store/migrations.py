@@ -138,6 +138,8 @@ MIGRATIONS: tuple[tuple[str, ...] | Dialects, ...] = (
         "CREATE INDEX jobs_due ON jobs (state, run_at)",
         "CREATE INDEX jobs_tenant ON jobs (tenant_id, created_at)",
     ),
+    # 4: a document's indexing state is its latest job: found by subject.
+    ("CREATE INDEX jobs_subject ON jobs (tenant_id, subject, created_at)",),
 )
 LATEST = len(MIGRATIONS)
 

@@ -189,19 +189,34 @@ class PostgresPlatformStore:
     async def add_document(self, document: Document, chunks: Sequence[Chunk]) -> None:
         await self.add_documents([(document, chunks)])
 
-    async def add_documents(self, items: Sequence[tuple[Document, Sequence[Chunk]]]) -> None:
+    async def add_documents(
+        self, items: Sequence[tuple[Document, Sequence[Chunk]]], jobs: Sequence[Job] = ()
+    ) -> None:
         async with self._errors() as pool, pool.acquire() as conn, conn.transaction():
             for document, chunks in items:
                 await conn.execute(ds.INSERT_DOCUMENT, *ds.document_row(document))
                 await conn.executemany(
                     ds.INSERT_CHUNK, ds.chunk_rows(document.tenant_id, document.id, chunks)
                 )
+            await conn.executemany(js.INSERT_JOB, [js.job_row(job) for job in jobs])
 
-    async def replace_document(self, document: Document, chunks: Sequence[Chunk]) -> bool:
+    async def update_document(self, document: Document, job: Job | None = None) -> bool:
         row = ds.document_row(document)
-        key = (document.tenant_id, document.id)
         async with self._errors() as pool, pool.acquire() as conn, conn.transaction():
-            if rowcount(await conn.execute(ds.UPDATE_DOCUMENT, *key, *row[2:5], document.updated_at)) == 0:
+            args = (document.tenant_id, document.id, *row[2:5], document.updated_at)
+            if rowcount(await conn.execute(ds.UPDATE_DOCUMENT, *args)) == 0:
+                return False
+            if job is not None:
+                await conn.execute(js.INSERT_JOB, *js.job_row(job))
+        return True
+
+    async def replace_chunks(
+        self, tenant_id: str, document_id: str, updated_at: float, chunks: Sequence[Chunk]
+    ) -> bool:
+        key = (tenant_id, document_id)
+        async with self._errors() as pool, pool.acquire() as conn, conn.transaction():
+            # The row lock makes a concurrent update wait until these chunks are in (or see them fail).
+            if await conn.fetchval(ds.DOCUMENT_UNCHANGED_LOCKED, *key, updated_at) is None:
                 return False
             await conn.execute(ds.DELETE_CHUNKS, *key)
             await conn.executemany(ds.INSERT_CHUNK, ds.chunk_rows(*key, chunks))
@@ -238,6 +253,11 @@ class PostgresPlatformStore:
 
     async def add_job(self, job: Job) -> None:
         await self._write(js.INSERT_JOB, *js.job_row(job))
+
+    async def latest_jobs(self, tenant_id: str, kind: str, subjects: Sequence[str]) -> dict[str, Job]:
+        if not subjects:
+            return {}
+        return js.latest_of(await self._all(js.latest_statement(len(subjects)), tenant_id, kind, *subjects))
 
     async def job(self, job_id: str, tenant_id: str | None = None) -> Job | None:
         if tenant_id is None:

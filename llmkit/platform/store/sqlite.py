@@ -197,20 +197,35 @@ class SqlitePlatformStore:
     async def add_document(self, document: Document, chunks: Sequence[Chunk]) -> None:
         await self.add_documents([(document, chunks)])
 
-    async def add_documents(self, items: Sequence[tuple[Document, Sequence[Chunk]]]) -> None:
+    async def add_documents(
+        self, items: Sequence[tuple[Document, Sequence[Chunk]]], jobs: Sequence[Job] = ()
+    ) -> None:
         async with self._transaction() as db:
             for document, chunks in items:
                 await db.execute(Q["INSERT_DOCUMENT"], ds.document_row(document))
                 await db.executemany(
                     Q["INSERT_CHUNK"], ds.chunk_rows(document.tenant_id, document.id, chunks)
                 )
+            await db.executemany(Q["INSERT_JOB"], [js.job_row(job) for job in jobs])
 
-    async def replace_document(self, document: Document, chunks: Sequence[Chunk]) -> bool:
+    async def update_document(self, document: Document, job: Job | None = None) -> bool:
         row = ds.document_row(document)
-        key = (document.tenant_id, document.id)
         async with self._transaction() as db:
-            async with db.execute(Q["UPDATE_DOCUMENT"], (*key, *row[2:5], document.updated_at)) as cursor:
+            args = (document.tenant_id, document.id, *row[2:5], document.updated_at)
+            async with db.execute(Q["UPDATE_DOCUMENT"], args) as cursor:
                 if cursor.rowcount == 0:
+                    return False
+            if job is not None:
+                await db.execute(Q["INSERT_JOB"], js.job_row(job))
+        return True
+
+    async def replace_chunks(
+        self, tenant_id: str, document_id: str, updated_at: float, chunks: Sequence[Chunk]
+    ) -> bool:
+        key = (tenant_id, document_id)
+        async with self._transaction() as db:
+            async with db.execute(Q["DOCUMENT_UNCHANGED"], (*key, updated_at)) as cursor:
+                if await cursor.fetchone() is None:
                     return False
             # The delete trigger takes the old words out of the index before the new chunks go in.
             await db.execute(Q["DELETE_CHUNKS"], key)
@@ -249,6 +264,12 @@ class SqlitePlatformStore:
 
     async def add_job(self, job: Job) -> None:
         await self._write(Q["INSERT_JOB"], js.job_row(job))
+
+    async def latest_jobs(self, tenant_id: str, kind: str, subjects: Sequence[str]) -> dict[str, Job]:
+        if not subjects:
+            return {}
+        sql = m.qmark(js.latest_statement(len(subjects)))
+        return js.latest_of(await self._all(sql, (tenant_id, kind, *subjects)))
 
     async def job(self, job_id: str, tenant_id: str | None = None) -> Job | None:
         if tenant_id is None:
