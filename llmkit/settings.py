@@ -314,6 +314,18 @@ class GatewaySettings:
     # Batches are written by a child process (the serving process only hands them over); false: by a
     # thread of this process, for where a child cannot be started.
     analytics_writer_process: bool = True
+    # Embeddings for semantic and hybrid search, made by the index job: an OpenAI-compatible upstream
+    # (http://host:port, .../v1 or .../v1/embeddings; `llmkit simulate` serves one). Empty: keyword only.
+    embeddings_url: str = ""
+    embeddings_model: str = "text-embedding-3-small"
+    embeddings_api_key: str = field(default="", metadata={"secret": True})
+    # The vector width asked for (text-embedding-3 models shorten theirs; 0: the model's own).
+    embeddings_dimensions: int = field(default=0, metadata={"min": 0, "max": 3072})
+    # Texts per /v1/embeddings call, and how long one call may take.
+    embeddings_batch: int = field(default=64, metadata={"min": 1, "max": 2048})
+    embeddings_timeout_s: float = field(default=30.0, metadata={"min": 0.001})
+    # Seconds before a failed background job (document indexing) runs again; doubled at each failure.
+    jobs_backoff_s: float = field(default=1.0, metadata={"min": 0.001})
 
 
 # The one table of sections; a system adds its dataclass here.

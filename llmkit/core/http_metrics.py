@@ -16,6 +16,26 @@ from prometheus_client.utils import floatToGoString
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
 
 
+def new_latency() -> list[float]:
+    """Latency counts: one per bucket of LATENCY_BUCKETS, one above the last, then the sum of seconds."""
+    return [0.0] * (len(LATENCY_BUCKETS) + 2)
+
+
+def observe_latency(latency: list[float], seconds: float) -> None:
+    """Count one duration in `new_latency()` counts."""
+    latency[bisect_left(LATENCY_BUCKETS, seconds)] += 1
+    latency[-1] += seconds
+
+
+def histogram_buckets(counts: list[float]) -> list[tuple[str, float]]:
+    """`new_latency()` counts as a Prometheus histogram's cumulative (bound, count) buckets."""
+    cumulative, buckets = 0.0, []
+    for bound, in_bucket in zip((*LATENCY_BUCKETS, math.inf), counts, strict=False):
+        cumulative += in_bucket
+        buckets.append((floatToGoString(bound), cumulative))
+    return buckets
+
+
 class RouteMetrics:
     """The answers of one route by (method, status), and their latency by method."""
 
@@ -40,9 +60,8 @@ class RouteMetrics:
                 method = "OTHER"
                 key = (method, status)
             answers[key] = answers.get(key, 0) + 1
-            latency = self.latency.setdefault(method, [0.0] * (len(LATENCY_BUCKETS) + 2))
-        latency[bisect_left(LATENCY_BUCKETS, seconds)] += 1
-        latency[-1] += seconds
+            latency = self.latency.setdefault(method, new_latency())
+        observe_latency(latency, seconds)
 
 
 class HttpMetrics:
@@ -92,11 +111,7 @@ class HttpMetrics:
             for (method, status), count in list(route.answers.items()):
                 requests.add_metric([method, route.label, str(status)], count)
             for method, counts in list(route.latency.items()):
-                cumulative, buckets = 0.0, []
-                for bound, in_bucket in zip((*LATENCY_BUCKETS, math.inf), counts, strict=False):
-                    cumulative += in_bucket
-                    buckets.append((floatToGoString(bound), cumulative))
-                latency.add_metric([method, route.label], buckets, counts[-1])
+                latency.add_metric([method, route.label], histogram_buckets(counts), counts[-1])
         in_flight.add_metric([], self.active)
         yield from families
 

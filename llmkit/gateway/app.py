@@ -281,6 +281,7 @@ def create_app(settings: Settings, pool: Any = None) -> web.Application:
     app[OPENAPI_SCHEMAS_KEY].update(ADMIN_SCHEMAS)
     app[OPENAPI_SCHEMAS_KEY].update(DOCUMENT_SCHEMAS)
     app[PLATFORM_KEY] = platform
+    app[METRICS_KEY].registry.register(platform.search_metrics)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         await platform.open()
@@ -289,6 +290,7 @@ def create_app(settings: Settings, pool: Any = None) -> web.Application:
             gateway_box["gateway"] = gateway
             app[GATEWAY_KEY] = gateway
             app[METRICS_KEY].registry.register(gateway)
+            platform.search_cache = gateway.search_cache
             book = queued.install(app, gateway)
             try:
                 yield

@@ -33,6 +33,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("llmkit.gateway")
 RESPONSE_PREFIX = "gateway:resp:"
+# Search answers (platform/documents/routes.py) share the cache under their own prefix.
+SEARCH_PREFIX = "gateway:search:"
 CONVERSATION_PREFIX = "gateway:conv:"
 NEW_CONVERSATION_PREFIX = "gateway:conv:new:"
 
@@ -141,9 +143,13 @@ class Gateway:
         self.pool = pool
         self.cache_ttl = settings.cache.ttl
         self.cache: Cache | None = None
+        # A view of the same cache (closed with it).
+        self.search_cache: Cache | None = None
         if gw.cache_enabled:
             url = sized_url(settings.cache.url, gw.cache_max_size_mb)
-            self.cache = PrefixedCache(cache_from_url(url, default_ttl=settings.cache.ttl), RESPONSE_PREFIX)
+            shared = cache_from_url(url, default_ttl=settings.cache.ttl)
+            self.cache = PrefixedCache(shared, RESPONSE_PREFIX)
+            self.search_cache = PrefixedCache(shared, SEARCH_PREFIX)
         self.conversations = conversation_cache(settings) if gw.conversation_enabled else None
         self.slots = UpstreamSlots(MemoryPriorityQueue("gateway", gw.max_queue_size), gw.max_concurrent)
         self.counters = Counters()

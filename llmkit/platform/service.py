@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
 
 from llmkit.core.auth import DEFAULT_TENANT, Guard, Identity
+from llmkit.core.cache.base import Cache
 from llmkit.core.limiter.base import Window
 from llmkit.core.secrets import mask_url
 from llmkit.errors import BackendError
@@ -19,17 +20,23 @@ from llmkit.platform.analytics import analytics_store_from_url
 from llmkit.platform.analytics.base import AnalyticsStore
 from llmkit.platform.analytics.offload import OffloadedStore
 from llmkit.platform.analytics.writer import AnalyticsWriter
+from llmkit.platform.documents.embeddings import EmbeddingsClient, EmbeddingsConfig
 from llmkit.platform.documents.index_job import INDEX_DOCUMENT, index_document
-from llmkit.platform.jobs import JobRunner
+from llmkit.platform.documents.metrics import SearchMetrics
+from llmkit.platform.documents.search import Searcher, SearchVersions
+from llmkit.platform.documents.vectors import VectorIndex
+from llmkit.platform.jobs import BACKOFF_BASE_S, JobRunner
 from llmkit.platform.keys import MISS, KeyVerifier
 from llmkit.platform.quota_types import Quotas
 from llmkit.platform.quotas import PLANS_MAX, Admission, QuotaEnforcer, QuotaPlan, quota_enforcer_from_url
 from llmkit.platform.store import platform_store_from_url
-from llmkit.platform.store.base import PlatformStore, Tenant
+from llmkit.platform.store.base import Job, PlatformStore, Tenant
 from llmkit.settings import Settings
 
 log = logging.getLogger("llmkit.platform")
 
+# The most of a search query an analytics record keeps before its batch normalises it.
+MAX_RECORDED_QUERY = 4096
 # How often last-used times of keys go to the store.
 USAGE_FLUSH_S = 5.0
 NO_QUOTAS = Quotas()
@@ -52,6 +59,8 @@ class PlatformConfig:
     retention_days: int
     workers: int = 1
     analytics_writer_process: bool = True
+    embeddings: EmbeddingsConfig | None = None
+    jobs_backoff_s: float = BACKOFF_BASE_S
 
     @classmethod
     def from_settings(cls, settings: Settings) -> PlatformConfig:
@@ -69,6 +78,8 @@ class PlatformConfig:
             retention_days=g.analytics_retention_days,
             workers=settings.server.workers,
             analytics_writer_process=g.analytics_writer_process,
+            embeddings=EmbeddingsConfig.from_settings(settings),
+            jobs_backoff_s=g.jobs_backoff_s,
         )
 
 
@@ -103,6 +114,14 @@ class Platform:
         self._flusher: asyncio.Task[None] | None = None
         # Background jobs (document indexing): every replica runs them; the store gives each to one.
         self.jobs: JobRunner | None = None
+        # Search: embeddings and the vector index only with an embeddings upstream.
+        self.embeddings = EmbeddingsClient(config.embeddings) if config.embeddings is not None else None
+        vectors = VectorIndex(self.store, self.embeddings.model) if self.embeddings is not None else None
+        self.searcher = Searcher(self.store, self.embeddings, vectors)
+        self.search_versions = SearchVersions(self.store)
+        self.search_metrics = SearchMetrics()
+        # Where search answers are cached (the gateway's shared cache, set by the server that has one).
+        self.search_cache: Cache | None = None
 
     async def open(self) -> None:
         """Connect and migrate the store, open analytics, start the background writers."""
@@ -116,7 +135,9 @@ class Platform:
             self.writer = AnalyticsWriter(self.analytics, retention_days=self.config.retention_days)
             self.writer.start()
         self._flusher = asyncio.create_task(self._flush_usage(), name="llmkit-key-usage")
-        self.jobs = JobRunner(self.store, {INDEX_DOCUMENT: functools.partial(index_document, self.store)})
+        self.jobs = JobRunner(
+            self.store, {INDEX_DOCUMENT: self._index}, backoff_base=self.config.jobs_backoff_s
+        )
         self.jobs.start()
         if not self.quotas_shared:
             log.warning(
@@ -132,6 +153,39 @@ class Platform:
             self.store.kind,
             "required" if self.config.require_api_key else "optional",
             self.analytics.kind if self.analytics is not None else "off",
+        )
+
+    async def _index(self, job: Job) -> bool:
+        """The index_document job; this process's searches see its chunks at once."""
+        try:
+            return await index_document(self.store, self.embeddings, job)
+        finally:
+            self.search_versions.changed(job.tenant_id)
+
+    def record_search(
+        self, identity: Identity, kind: str, query: str, status: int, started: float, cached: bool
+    ) -> None:
+        """Record a search in the analytics like a chat request (route /api/search, model `search:<type>`):
+        buffered, never blocking; nothing when analytics are off."""
+        if self.writer is None:
+            return
+        self.writer.record(
+            (
+                time.time(),
+                identity.tenant_id,
+                identity.key_id or "",
+                "/api/search",
+                f"search:{kind}",
+                query[:MAX_RECORDED_QUERY],
+                status,
+                (time.perf_counter() - started) * 1000,
+                None,
+                0,
+                0,
+                cached,
+                False,
+                "",
+            )
         )
 
     async def _flush_usage(self) -> None:
@@ -155,6 +209,8 @@ class Platform:
         if self.analytics is not None:
             await self.analytics.close()
         await self.quotas.close()
+        if self.embeddings is not None:
+            await self.embeddings.close()
         await self.store.close()
 
     async def admit(self, identity: Identity) -> Admission | None:
@@ -207,6 +263,18 @@ class Platform:
             "store": state,
             "analytics": self.writer.stats() if self.writer is not None else None,
             "jobs": self.jobs.stats() if self.jobs is not None else None,
+            "embeddings": self._embeddings_health(),
+        }
+
+    def _embeddings_health(self) -> dict[str, Any] | None:
+        """The embeddings upstream's figures (None: not configured): its last error says why jobs fail."""
+        if self.embeddings is None:
+            return None
+        return {
+            "url": mask_url(self.embeddings.config.url),
+            "model": self.embeddings.model,
+            **self.embeddings.counts,
+            "last_error": self.embeddings.last_error,
         }
 
 

@@ -120,7 +120,10 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             "title": {"type": "string"},
             "chunk": {"type": "integer", "minimum": 0, "description": "the chunk's ordinal in its document"},
             "text": {"type": "string"},
-            "score": {"type": "number", "description": "higher is better (BM25 for keyword search)"},
+            "score": {
+                "type": "number",
+                "description": "higher is better: BM25 (keyword), cosine (semantic), 1/(60+rank) summed (hybrid)",
+            },
             "highlights": {
                 "type": "array",
                 "items": {"type": "string"},
@@ -255,7 +258,10 @@ SEARCH: dict[str, Any] = {
     "tags": ["documents"],
     "description": (
         "keyword: BM25 over the chunks (SQLite FTS5, PostgreSQL full-text ranking), any word of the query "
-        "matching. semantic and hybrid answer 400 until gateway.embeddings_url is set."
+        "matching. semantic: cosine between the query's embedding and the chunks'. hybrid: reciprocal rank "
+        "fusion (k = 60) of the two. semantic and hybrid answer 400 until gateway.embeddings_url is set, "
+        "503 while the embeddings upstream fails. Answers are cached per tenant until its documents change "
+        "(cached: true)."
     ),
     "requestBody": json_body(
         {
@@ -287,15 +293,16 @@ SEARCH: dict[str, Any] = {
             "the hits, best first",
             {
                 "type": "object",
-                "required": ["query", "type", "hits", "took_ms"],
+                "required": ["query", "type", "hits", "cached", "took_ms"],
                 "properties": {
                     "query": {"type": "string"},
                     "type": {"type": "string", "enum": list(SEARCH_TYPES)},
                     "hits": {"type": "array", "items": ref("SearchHit")},
+                    "cached": {"type": "boolean", "description": "answered from the search cache"},
                     "took_ms": {"type": "number"},
                 },
             },
         )
     },
-    "errors": [422, *_ERRORS],
+    "errors": [400, 422, *_ERRORS],
 }

@@ -1,4 +1,6 @@
-"""The `index_document` job: chunk a stored document and put its chunks in the keyword index.
+"""The `index_document` job: chunk a stored document, embed its chunks (when an embeddings upstream is
+configured) and put both in the index: the keyword index follows the chunks, the vectors are stored with
+them. An embeddings outage fails the attempt; the runner retries it with backoff (jobs.py).
 
 Idempotent, as a job must be (jobs.py): it indexes the document as it is when the job runs, and writes
 its chunks only if the document is still that version (`replace_chunks`), so a job that read content a
@@ -11,7 +13,8 @@ import time
 
 from llmkit.core.ids import fresh_hex
 from llmkit.platform.documents.chunking import chunked
-from llmkit.platform.store.base import Job, PlatformStore
+from llmkit.platform.documents.embeddings import EmbeddingsClient
+from llmkit.platform.store.base import Chunk, ChunkVectors, Document, Job, PlatformStore
 
 INDEX_DOCUMENT = "index_document"
 INDEX_ATTEMPTS = 5
@@ -31,11 +34,20 @@ def index_job(tenant_id: str, document_id: str, now: float | None = None) -> Job
     )
 
 
-async def index_document(store: PlatformStore, job: Job) -> bool:
-    """Chunk the job's document and store its chunks (the index follows them in the same transaction):
-    False when there was nothing to do (the document is gone or changed while it was chunked)."""
+def embedded_text(document: Document, chunk: Chunk) -> str:
+    """What a chunk's vector is of: its document's title and headings give the words around it."""
+    return "\n".join([document.title, " > ".join(chunk.headings), chunk.text]).strip()
+
+
+async def index_document(store: PlatformStore, embeddings: EmbeddingsClient | None, job: Job) -> bool:
+    """Chunk (and embed) the job's document and store its chunks (the keyword index follows them in the
+    same transaction): False when there was nothing to do (the document is gone or changed meanwhile)."""
     document = await store.document(job.tenant_id, job.subject)
     if document is None:
         return False  # deleted since it was queued
     [chunks] = await chunked([document.content])
-    return await store.replace_chunks(document.tenant_id, document.id, document.updated_at, chunks)
+    vectors = None
+    if embeddings is not None and chunks:
+        rows = await embeddings.embed([embedded_text(document, c) for c in chunks])
+        vectors = ChunkVectors(embeddings.model, [row.astype("<f4").tobytes() for row in rows])
+    return await store.replace_chunks(document.tenant_id, document.id, document.updated_at, chunks, vectors)

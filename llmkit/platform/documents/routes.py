@@ -7,18 +7,23 @@ Every route needs the `search` scope and acts in the caller's tenant only: anoth
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import time
 from typing import Any
 
+import orjson
 from aiohttp import web
 
 from llmkit.core.auth import SEARCH
 from llmkit.core.http import ApiError, add_route, identity_of, json_response, openapi, read_json
 from llmkit.core.ids import fresh_hex
+from llmkit.errors import BackendError
 from llmkit.platform.documents import docs
 from llmkit.platform.documents.bodies import (
     DOCUMENT_ID,
     DocumentRequest,
+    SearchRequest,
     batch_request,
     created_view,
     document_request,
@@ -29,7 +34,7 @@ from llmkit.platform.documents.bodies import (
     summary_view,
 )
 from llmkit.platform.documents.index_job import INDEX_DOCUMENT, index_job
-from llmkit.platform.service import PLATFORM_KEY
+from llmkit.platform.service import PLATFORM_KEY, Platform
 from llmkit.platform.store.base import Document, PlatformStore, StoreConflict
 
 _TEXT_TYPES = ("text/markdown", "text/plain", "text/x-markdown")
@@ -122,11 +127,13 @@ def _document(tenant_id: str, req: DocumentRequest, document_id: str, now: float
     return Document(document_id, tenant_id, req.title, req.content, req.metadata, now, now)
 
 
-def _queued(request: web.Request) -> None:
-    """Jobs were just queued: this process's runner claims them now, not at its next poll."""
-    runner = request.app[PLATFORM_KEY].jobs
-    if runner is not None:
-        runner.wake()
+def _changed(request: web.Request, tenant_id: str) -> None:
+    """The tenant's documents changed (and jobs may be queued): this process's next search reads the new
+    search version, and its runner claims the jobs now, not at its next poll."""
+    platform = request.app[PLATFORM_KEY]
+    platform.search_versions.changed(tenant_id)
+    if platform.jobs is not None:
+        platform.jobs.wake()
 
 
 @openapi(**docs.CREATE_DOCUMENTS)
@@ -146,7 +153,7 @@ async def create_documents(request: web.Request) -> web.Response:
             if await store.document(tenant_id, document.id) is not None:
                 raise _conflict(document.id, f"documents[{i}].id" if batch else "id") from None
         raise
-    _queued(request)
+    _changed(request, tenant_id)
     made = [created_view(d, j) for d, j in zip(documents, jobs, strict=True)]
     return json_response({"documents": made} if batch else made[0], status=202)
 
@@ -212,7 +219,7 @@ async def replace_document(request: web.Request) -> web.Response:
     job = index_job(tenant_id, document_id, now)
     if not await store.update_document(document, job):
         raise _not_found(document_id)
-    _queued(request)
+    _changed(request, tenant_id)
     return json_response(created_view(document, job), status=202)
 
 
@@ -223,32 +230,64 @@ async def delete_document(request: web.Request) -> web.Response:
     document_id = _path_id(request)
     if not await store.delete_document(tenant_id, document_id):
         raise _not_found(document_id)
+    _changed(request, tenant_id)
     return web.Response(status=204)
 
 
 @openapi(**docs.SEARCH)
 async def search(request: web.Request) -> web.Response:
-    """Ranked chunks of the tenant's documents: keyword (BM25) now; semantic and hybrid need embeddings."""
-    store, tenant_id = _store_and_tenant(request)
+    """Ranked chunks of the tenant's documents (keyword, semantic or hybrid), from the cache when the same
+    search of the same documents was answered before; recorded in analytics and search_duration_seconds."""
+    platform = request.app[PLATFORM_KEY]
+    identity = identity_of(request)
     started = time.perf_counter()
     req = search_request(await read_json(request))
-    if req.type != "keyword":
+    if req.type != "keyword" and not platform.searcher.semantic:
         raise ApiError(
             400,
             "embeddings_not_configured",
             f"{req.type} search needs embeddings: set gateway.embeddings_url (an OpenAI-compatible "
-            "/v1/embeddings upstream); type keyword works without",
+            "/v1/embeddings upstream, e.g. llmkit simulate's http://127.0.0.1:4545/v1); type keyword "
+            "works without",
             param="type",
         )
-    hits = await store.keyword_search(tenant_id, req.query, req.limit, req.filters)
-    return json_response(
-        {
-            "query": req.query,
-            "type": req.type,
-            "hits": [hit_view(h) for h in hits],
-            "took_ms": round((time.perf_counter() - started) * 1000, 3),
-        }
+    try:
+        hits, cached = await _search(platform, identity.tenant_id, req)
+    except BackendError:
+        platform.record_search(identity, req.type, req.query, 503, started, False)
+        raise
+    took = time.perf_counter() - started
+    platform.search_metrics.observe(req.type, cached, took)
+    platform.record_search(identity, req.type, req.query, 200, started, cached)
+    body = {"query": req.query, "type": req.type, "hits": hits, "cached": cached}
+    return json_response({**body, "took_ms": round(took * 1000, 3)})
+
+
+async def _search(platform: Platform, tenant_id: str, req: SearchRequest) -> tuple[list[Any], bool]:
+    """The hits as answered (and whether the cache had them): the cache key names the tenant's search
+    version, so any change to its documents makes a new key and old answers are never served."""
+    version = await platform.search_versions.get(tenant_id)
+    cache = platform.search_cache
+    key = search_key(tenant_id, version, req, platform.searcher.model)
+    if cache is not None:
+        with contextlib.suppress(BackendError):  # a cache outage costs speed, not answers
+            found = await cache.get(key)
+            if found is not None:
+                return orjson.loads(found), True
+    found_hits = await platform.searcher.search(
+        tenant_id, version, req.type, req.query, req.limit, req.filters
     )
+    hits = [hit_view(h) for h in found_hits]
+    if cache is not None:
+        with contextlib.suppress(BackendError):
+            await cache.set(key, orjson.dumps(hits))
+    return hits, False
+
+
+def search_key(tenant_id: str, version: int, req: SearchRequest, model: str) -> str:
+    """A search's cache key: the tenant, its search version, the embeddings model and the request."""
+    request = orjson.dumps([req.type, req.query, req.limit, req.filters, model], option=orjson.OPT_SORT_KEYS)
+    return f"{tenant_id}:{version}:{hashlib.sha256(request).hexdigest()}"
 
 
 def add_routes(app: web.Application) -> None:

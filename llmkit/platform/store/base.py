@@ -64,6 +64,15 @@ class Chunk:
 
 
 @dataclass(frozen=True, slots=True)
+class ChunkVectors:
+    """A document's chunk vectors from one embedding model: one float32 little-endian row per chunk, in
+    the chunks' order."""
+
+    model: str
+    rows: Sequence[bytes]
+
+
+@dataclass(frozen=True, slots=True)
 class SearchHit:
     """One ranked chunk: higher scores are better; highlights are snippets with <mark>ed terms."""
 
@@ -177,10 +186,40 @@ class PlatformStore(Protocol):
         ...
 
     async def replace_chunks(
-        self, tenant_id: str, document_id: str, updated_at: float, chunks: Sequence[Chunk]
+        self,
+        tenant_id: str,
+        document_id: str,
+        updated_at: float,
+        chunks: Sequence[Chunk],
+        vectors: ChunkVectors | None = None,
     ) -> bool:
-        """Put these chunks in place of the document's, if it is still the version of `updated_at`; False
-        (and nothing written) when it changed since or is gone."""
+        """Put these chunks (with their vectors) in place of the document's, if it is still the version of
+        `updated_at`; False (and nothing written) when it changed since or is gone."""
+        ...
+
+    async def search_version(self, tenant_id: str) -> int:
+        """A number every write that changes the tenant's search answers moves on (0 before the first)."""
+        ...
+
+    async def vector_versions(self, tenant_id: str, model: str) -> dict[str, float]:
+        """Document id -> the version (updated_at) its chunk vectors are of, for the documents whose
+        vectors came from `model`."""
+        ...
+
+    async def chunk_vectors(
+        self, tenant_id: str, document_ids: Sequence[str]
+    ) -> list[tuple[str, int, bytes]]:
+        """(document id, ordinal, vector) of these documents' chunks that have one (at most 500 ids a call:
+        each is a statement parameter)."""
+        ...
+
+    async def chunk_hits(
+        self,
+        tenant_id: str,
+        keys: Sequence[tuple[str, int]],
+        filters: Mapping[str, Any] | None = None,
+    ) -> list[SearchHit]:
+        """The chunks named by (document id, ordinal) whose documents pass `filters`, unscored, any order."""
         ...
 
     async def document(self, tenant_id: str, document_id: str) -> Document | None: ...

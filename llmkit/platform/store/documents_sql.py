@@ -21,8 +21,8 @@ UPDATE_DOCUMENT = """UPDATE documents SET title = $3, content = $4, metadata = $
     WHERE tenant_id = $1 AND id = $2"""
 DELETE_DOCUMENT = "DELETE FROM documents WHERE tenant_id = $1 AND id = $2"
 DELETE_TENANT_DOCUMENTS = "DELETE FROM documents WHERE tenant_id = $1"
-INSERT_CHUNK = """INSERT INTO document_chunks (tenant_id, document_id, ordinal, heading, text, tokens)
-    VALUES ($1, $2, $3, $4, $5, $6)"""
+INSERT_CHUNK = """INSERT INTO document_chunks
+    (tenant_id, document_id, ordinal, heading, text, tokens, embedding) VALUES ($1, $2, $3, $4, $5, $6, $7)"""
 SELECT_CHUNKS = """SELECT ordinal, text, tokens, heading FROM document_chunks
     WHERE tenant_id = $1 AND document_id = $2 ORDER BY ordinal"""
 DELETE_CHUNKS = "DELETE FROM document_chunks WHERE tenant_id = $1 AND document_id = $2"
@@ -31,6 +31,13 @@ DELETE_CHUNKS = "DELETE FROM document_chunks WHERE tenant_id = $1 AND document_i
 DOCUMENT_UNCHANGED = "SELECT 1 FROM documents WHERE tenant_id = $1 AND id = $2 AND updated_at = $3"
 DOCUMENT_UNCHANGED_LOCKED = f"{DOCUMENT_UNCHANGED} FOR UPDATE"
 DELETE_TENANT_CHUNKS = "DELETE FROM document_chunks WHERE tenant_id = $1"
+# Which version of a document its chunks are of, and the model of their vectors (NULL: none).
+MARK_INDEXED = "UPDATE documents SET indexed_at = $3, embedding_model = $4 WHERE tenant_id = $1 AND id = $2"
+SELECT_VECTOR_VERSIONS = """SELECT id, indexed_at FROM documents
+    WHERE tenant_id = $1 AND embedding_model = $2 AND indexed_at IS NOT NULL"""
+BUMP_SEARCH_VERSION = """INSERT INTO search_versions (tenant_id, version) VALUES ($1, 1)
+    ON CONFLICT (tenant_id) DO UPDATE SET version = search_versions.version + 1"""
+SELECT_SEARCH_VERSION = "SELECT version FROM search_versions WHERE tenant_id = $1"
 
 # A query is cut to its first words: each one is a term of the index lookup.
 MAX_QUERY_WORDS = 64
@@ -65,6 +72,23 @@ _POSTGRES_SEARCH = """WITH q AS (SELECT to_tsquery('simple', $1) AS query),
     ORDER BY h.score DESC, h.document_id, h.ordinal"""
 _LIST = f"""SELECT {_COLUMNS} FROM documents d WHERE d.tenant_id = $1{{filters}}
     ORDER BY d.created_at, d.id LIMIT $2 OFFSET $3"""
+
+
+def vectors_statement(documents: int) -> str:
+    """The vectors of a tenant's ($1) chunks of `documents` documents ($2...), by document and ordinal."""
+    marks = ", ".join(f"${n}" for n in range(2, 2 + documents))
+    return f"""SELECT document_id, ordinal, embedding FROM document_chunks
+    WHERE tenant_id = $1 AND document_id IN ({marks}) AND embedding IS NOT NULL
+    ORDER BY document_id, ordinal"""
+
+
+def chunk_hits_statement(kind: str, keys: int, filters: Mapping[str, Any] | None) -> str:
+    """A tenant's ($1) chunks named by `keys` (document id, ordinal) pairs ($2, $3, ...) whose documents
+    pass `filters` (their parameters after the pairs), as search rows with no score or highlight."""
+    pairs = " OR ".join(f"(c.document_id = ${n} AND c.ordinal = ${n + 1})" for n in range(2, 2 + 2 * keys, 2))
+    return f"""SELECT c.document_id, d.title, c.ordinal, c.text, 0, NULL FROM document_chunks c
+    JOIN documents d ON d.tenant_id = c.tenant_id AND d.id = c.document_id
+    WHERE c.tenant_id = $1 AND ({pairs}){filter_clause(kind, filters, first=2 + 2 * keys)}"""
 
 
 def query_words(query: str) -> list[str]:
@@ -160,8 +184,12 @@ def document_of(row: Sequence[Any]) -> Document:
     )
 
 
-def chunk_rows(tenant_id: str, document_id: str, chunks: Sequence[Chunk]) -> list[tuple[Any, ...]]:
-    """Chunks as INSERT_CHUNK's parameters (the heading path as a JSON array)."""
+def chunk_rows(
+    tenant_id: str, document_id: str, chunks: Sequence[Chunk], vectors: Sequence[bytes] | None = None
+) -> list[tuple[Any, ...]]:
+    """Chunks as INSERT_CHUNK's parameters (the heading path as a JSON array), each with its vector."""
+    if vectors is not None and len(vectors) != len(chunks):
+        raise ValueError(f"{len(vectors)} vectors for {len(chunks)} chunks")
     return [
         (
             tenant_id,
@@ -170,8 +198,9 @@ def chunk_rows(tenant_id: str, document_id: str, chunks: Sequence[Chunk]) -> lis
             json.dumps(list(c.headings), ensure_ascii=False),
             c.text,
             c.tokens,
+            None if vectors is None else vectors[i],
         )
-        for c in chunks
+        for i, c in enumerate(chunks)
     ]
 
 

@@ -47,6 +47,12 @@ _DOCUMENTS = """CREATE TABLE documents (
 )"""
 _DOCUMENTS_BY_AGE = "CREATE INDEX documents_tenant_created ON documents (tenant_id, created_at, id)"
 
+_INDEXED_VERSION = (
+    "ALTER TABLE documents ADD COLUMN indexed_at DOUBLE PRECISION",
+    "ALTER TABLE documents ADD COLUMN embedding_model TEXT",
+    "CREATE TABLE search_versions (tenant_id TEXT PRIMARY KEY, version BIGINT NOT NULL)",
+)
+
 # Version N is MIGRATIONS[N - 1]. Append only: a released migration never changes, a new one follows it.
 MIGRATIONS: tuple[tuple[str, ...] | Dialects, ...] = (
     (
@@ -140,6 +146,19 @@ MIGRATIONS: tuple[tuple[str, ...] | Dialects, ...] = (
     ),
     # 4: a document's indexing state is its latest job: found by subject.
     ("CREATE INDEX jobs_subject ON jobs (tenant_id, subject, created_at)",),
+    # 5: embeddings. Each chunk's vector (float32, little-endian); a document's indexed version and the
+    # model of its vectors (what a process's vector index loads); a tenant's search version, moved on by
+    # every write that changes what its searches answer (cache keys and vector indexes follow it).
+    Dialects(
+        sqlite=(
+            "ALTER TABLE document_chunks ADD COLUMN embedding BLOB",
+            *_INDEXED_VERSION,
+        ),
+        postgresql=(
+            "ALTER TABLE document_chunks ADD COLUMN embedding BYTEA",
+            *_INDEXED_VERSION,
+        ),
+    ),
 )
 LATEST = len(MIGRATIONS)
 

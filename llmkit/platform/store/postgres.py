@@ -15,7 +15,16 @@ from llmkit.errors import BackendError, ConfigError
 from llmkit.platform.store import documents_sql as ds
 from llmkit.platform.store import jobs_sql as js
 from llmkit.platform.store import migrations as m
-from llmkit.platform.store.base import ApiKey, Chunk, Document, Job, SearchHit, StoreConflict, Tenant
+from llmkit.platform.store.base import (
+    ApiKey,
+    Chunk,
+    ChunkVectors,
+    Document,
+    Job,
+    SearchHit,
+    StoreConflict,
+    Tenant,
+)
 
 if TYPE_CHECKING:
     from asyncpg import Connection, Pool
@@ -160,6 +169,7 @@ class PostgresPlatformStore:
             await conn.execute(ds.DELETE_TENANT_CHUNKS, tenant_id)
             await conn.execute(ds.DELETE_TENANT_DOCUMENTS, tenant_id)
             await conn.execute(js.DELETE_TENANT_JOBS, tenant_id)
+            await conn.execute(ds.BUMP_SEARCH_VERSION, tenant_id)
             return rowcount(await conn.execute(m.REVOKE_TENANT_KEYS, tenant_id, at))
 
     async def add_key(self, key: ApiKey) -> None:
@@ -199,6 +209,8 @@ class PostgresPlatformStore:
                     ds.INSERT_CHUNK, ds.chunk_rows(document.tenant_id, document.id, chunks)
                 )
             await conn.executemany(js.INSERT_JOB, [js.job_row(job) for job in jobs])
+            for tenant_id in sorted({document.tenant_id for document, _ in items}):
+                await conn.execute(ds.BUMP_SEARCH_VERSION, tenant_id)
 
     async def update_document(self, document: Document, job: Job | None = None) -> bool:
         row = ds.document_row(document)
@@ -208,19 +220,57 @@ class PostgresPlatformStore:
                 return False
             if job is not None:
                 await conn.execute(js.INSERT_JOB, *js.job_row(job))
+            await conn.execute(ds.BUMP_SEARCH_VERSION, document.tenant_id)
         return True
 
     async def replace_chunks(
-        self, tenant_id: str, document_id: str, updated_at: float, chunks: Sequence[Chunk]
+        self,
+        tenant_id: str,
+        document_id: str,
+        updated_at: float,
+        chunks: Sequence[Chunk],
+        vectors: ChunkVectors | None = None,
     ) -> bool:
         key = (tenant_id, document_id)
+        rows = ds.chunk_rows(*key, chunks, None if vectors is None else vectors.rows)
         async with self._errors() as pool, pool.acquire() as conn, conn.transaction():
             # The row lock makes a concurrent update wait until these chunks are in (or see them fail).
             if await conn.fetchval(ds.DOCUMENT_UNCHANGED_LOCKED, *key, updated_at) is None:
                 return False
             await conn.execute(ds.DELETE_CHUNKS, *key)
-            await conn.executemany(ds.INSERT_CHUNK, ds.chunk_rows(*key, chunks))
+            await conn.executemany(ds.INSERT_CHUNK, rows)
+            model = None if vectors is None else vectors.model
+            await conn.execute(ds.MARK_INDEXED, *key, updated_at, model)
+            await conn.execute(ds.BUMP_SEARCH_VERSION, tenant_id)
         return True
+
+    async def search_version(self, tenant_id: str) -> int:
+        row = await self._one(ds.SELECT_SEARCH_VERSION, tenant_id)
+        return int(row[0]) if row else 0
+
+    async def vector_versions(self, tenant_id: str, model: str) -> dict[str, float]:
+        return {row[0]: row[1] for row in await self._all(ds.SELECT_VECTOR_VERSIONS, tenant_id, model)}
+
+    async def chunk_vectors(
+        self, tenant_id: str, document_ids: Sequence[str]
+    ) -> list[tuple[str, int, bytes]]:
+        if not document_ids:
+            return []
+        rows = await self._all(ds.vectors_statement(len(document_ids)), tenant_id, *document_ids)
+        return [(row[0], row[1], bytes(row[2])) for row in rows]
+
+    async def chunk_hits(
+        self,
+        tenant_id: str,
+        keys: Sequence[tuple[str, int]],
+        filters: Mapping[str, Any] | None = None,
+    ) -> list[SearchHit]:
+        if not keys:
+            return []
+        sql = ds.chunk_hits_statement(self.kind, len(keys), filters)
+        pairs = [v for key in keys for v in key]
+        rows = await self._all(sql, tenant_id, *pairs, *ds.postgres_filter_args(filters))
+        return [ds.hit_of(row) for row in rows]
 
     async def document(self, tenant_id: str, document_id: str) -> Document | None:
         row = await self._one(ds.SELECT_DOCUMENT, tenant_id, document_id)
@@ -239,7 +289,10 @@ class PostgresPlatformStore:
     async def delete_document(self, tenant_id: str, document_id: str) -> bool:
         async with self._errors() as pool, pool.acquire() as conn, conn.transaction():
             await conn.execute(ds.DELETE_CHUNKS, tenant_id, document_id)
-            return rowcount(await conn.execute(ds.DELETE_DOCUMENT, tenant_id, document_id)) > 0
+            if rowcount(await conn.execute(ds.DELETE_DOCUMENT, tenant_id, document_id)) == 0:
+                return False
+            await conn.execute(ds.BUMP_SEARCH_VERSION, tenant_id)
+            return True
 
     async def keyword_search(
         self, tenant_id: str, query: str, limit: int = 10, filters: Mapping[str, Any] | None = None

@@ -15,7 +15,16 @@ from llmkit.errors import BackendError
 from llmkit.platform.store import documents_sql as ds
 from llmkit.platform.store import jobs_sql as js
 from llmkit.platform.store import migrations as m
-from llmkit.platform.store.base import ApiKey, Chunk, Document, Job, SearchHit, StoreConflict, Tenant
+from llmkit.platform.store.base import (
+    ApiKey,
+    Chunk,
+    ChunkVectors,
+    Document,
+    Job,
+    SearchHit,
+    StoreConflict,
+    Tenant,
+)
 
 if TYPE_CHECKING:
     import aiosqlite
@@ -168,6 +177,7 @@ class SqlitePlatformStore:
                 await db.execute(Q["DELETE_TENANT_CHUNKS"], (tenant_id,))
                 await db.execute(Q["DELETE_TENANT_DOCUMENTS"], (tenant_id,))
                 await db.execute(Q["DELETE_TENANT_JOBS"], (tenant_id,))
+                await db.execute(Q["BUMP_SEARCH_VERSION"], (tenant_id,))
         return revoked if deleted else None
 
     async def add_key(self, key: ApiKey) -> None:
@@ -207,6 +217,8 @@ class SqlitePlatformStore:
                     Q["INSERT_CHUNK"], ds.chunk_rows(document.tenant_id, document.id, chunks)
                 )
             await db.executemany(Q["INSERT_JOB"], [js.job_row(job) for job in jobs])
+            for tenant_id in sorted({document.tenant_id for document, _ in items}):
+                await db.execute(Q["BUMP_SEARCH_VERSION"], (tenant_id,))
 
     async def update_document(self, document: Document, job: Job | None = None) -> bool:
         row = ds.document_row(document)
@@ -217,19 +229,29 @@ class SqlitePlatformStore:
                     return False
             if job is not None:
                 await db.execute(Q["INSERT_JOB"], js.job_row(job))
+            await db.execute(Q["BUMP_SEARCH_VERSION"], (document.tenant_id,))
         return True
 
     async def replace_chunks(
-        self, tenant_id: str, document_id: str, updated_at: float, chunks: Sequence[Chunk]
+        self,
+        tenant_id: str,
+        document_id: str,
+        updated_at: float,
+        chunks: Sequence[Chunk],
+        vectors: ChunkVectors | None = None,
     ) -> bool:
         key = (tenant_id, document_id)
+        rows = ds.chunk_rows(*key, chunks, None if vectors is None else vectors.rows)
         async with self._transaction() as db:
             async with db.execute(Q["DOCUMENT_UNCHANGED"], (*key, updated_at)) as cursor:
                 if await cursor.fetchone() is None:
                     return False
             # The delete trigger takes the old words out of the index before the new chunks go in.
             await db.execute(Q["DELETE_CHUNKS"], key)
-            await db.executemany(Q["INSERT_CHUNK"], ds.chunk_rows(*key, chunks))
+            await db.executemany(Q["INSERT_CHUNK"], rows)
+            model = None if vectors is None else vectors.model
+            await db.execute(Q["MARK_INDEXED"], (*key, updated_at, model))
+            await db.execute(Q["BUMP_SEARCH_VERSION"], (tenant_id,))
         return True
 
     async def document(self, tenant_id: str, document_id: str) -> Document | None:
@@ -250,7 +272,40 @@ class SqlitePlatformStore:
         async with self._transaction() as db:
             await db.execute(Q["DELETE_CHUNKS"], (tenant_id, document_id))
             async with db.execute(Q["DELETE_DOCUMENT"], (tenant_id, document_id)) as cursor:
-                return cursor.rowcount > 0
+                if cursor.rowcount == 0:
+                    return False
+            await db.execute(Q["BUMP_SEARCH_VERSION"], (tenant_id,))
+            return True
+
+    async def search_version(self, tenant_id: str) -> int:
+        row = await self._one(Q["SELECT_SEARCH_VERSION"], (tenant_id,))
+        return int(row[0]) if row else 0
+
+    async def vector_versions(self, tenant_id: str, model: str) -> dict[str, float]:
+        rows = await self._all(Q["SELECT_VECTOR_VERSIONS"], (tenant_id, model))
+        return {row[0]: row[1] for row in rows}
+
+    async def chunk_vectors(
+        self, tenant_id: str, document_ids: Sequence[str]
+    ) -> list[tuple[str, int, bytes]]:
+        if not document_ids:
+            return []
+        sql = m.qmark(ds.vectors_statement(len(document_ids)))
+        rows = await self._all(sql, (tenant_id, *document_ids))
+        return [(row[0], row[1], bytes(row[2])) for row in rows]
+
+    async def chunk_hits(
+        self,
+        tenant_id: str,
+        keys: Sequence[tuple[str, int]],
+        filters: Mapping[str, Any] | None = None,
+    ) -> list[SearchHit]:
+        if not keys:
+            return []
+        sql = m.qmark(ds.chunk_hits_statement(self.kind, len(keys), filters))
+        pairs = [v for key in keys for v in key]
+        rows = await self._all(sql, (tenant_id, *pairs, *ds.filter_args(filters)))
+        return [ds.hit_of(row) for row in rows]
 
     async def keyword_search(
         self, tenant_id: str, query: str, limit: int = 10, filters: Mapping[str, Any] | None = None
