@@ -122,7 +122,7 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             "text": {"type": "string"},
             "score": {
                 "type": "number",
-                "description": "higher is better: BM25 (keyword), cosine (semantic), 1/(60+rank) summed (hybrid)",
+                "description": "higher is better: BM25 (keyword), cosine (semantic), RRF (hybrid)",
             },
             "highlights": {
                 "type": "array",
