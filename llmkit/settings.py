@@ -324,6 +324,9 @@ class GatewaySettings:
     # Texts per /v1/embeddings call, and how long one call may take.
     embeddings_batch: int = field(default=64, metadata={"min": 1, "max": 2048})
     embeddings_timeout_s: float = field(default=30.0, metadata={"min": 0.001})
+    # Ground every chat answer in the tenant's documents unless a request says "rag": false: "" (off),
+    # or TYPE[:TOP_K] (keyword, semantic or hybrid; e.g. hybrid:4). A request's "rag" object overrides it.
+    rag_default: str = ""
     # Seconds before a failed background job (document indexing) runs again; doubled at each failure.
     jobs_backoff_s: float = field(default=1.0, metadata={"min": 0.001})
 

@@ -57,6 +57,12 @@ def running(name: str, tmp: Path) -> Iterator[str]:
         if name == "gateway":
             upstream = stack.enter_context(ServerProcess(tmp, "--port", "0", command="simulate", env=env))
             simulator_url = upstream.wait_listening()
+            # The simulator's /v1/embeddings too: semantic and hybrid search and rag answer.
+            env = {
+                **env,
+                "LLMKIT_GATEWAY_EMBEDDINGS_URL": simulator_url,
+                "LLMKIT_GATEWAY_EMBEDDINGS_DIMENSIONS": "64",
+            }
         server = stack.enter_context(
             ServerProcess(tmp, *server_args(name, tmp, simulator_url), command=name, env=env)
         )

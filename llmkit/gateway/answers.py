@@ -19,6 +19,7 @@ from llmkit.gateway.calls import Outcome
 from llmkit.gateway.chat import ChatRequest, build_request, with_messages
 from llmkit.gateway.conversations import Conversation
 from llmkit.gateway.flights import Ticket
+from llmkit.gateway.rag import ground, parse_rag, rag_default
 from llmkit.gateway.service import Gateway
 from llmkit.platform.analytics.record import MAX_BUFFERED_QUERY
 from llmkit.platform.quotas import Admission, QuotaExceeded
@@ -50,20 +51,25 @@ async def chat_request(
     *,
     tells_id: bool = True,
     tenant_id: str = DEFAULT_TENANT,
+    platform: Platform | None = None,
     **overrides: Any,
 ) -> tuple[ChatRequest, Conversation | None]:
     """The validated request over the whole conversation, and the conversation (None when off).
 
     `tells_id=False`: the answer has no place for a conversation id, so a request without one starts no
     conversation (nobody could continue it by an id it never saw, and its whole history comes each time).
-    Both the cache key and the conversation are the tenant's own.
+    Both the cache key and the conversation are the tenant's own. With `platform`, a request asking for
+    `rag` (or any request, with gateway.rag_default) is grounded in the tenant's documents (rag.py).
     """
     req = build_request(body, gateway.config.model, tenant_id=tenant_id, **overrides)
-    if not tells_id and req.conversation_id is None:
-        return req, None
-    conversation, messages = await gateway.converse(req.conversation_id, req.call.messages, tenant_id)
-    if messages is not req.call.messages:
-        req = with_messages(req, messages)
+    spec = parse_rag(body.get("rag"), rag_default(gateway.config.rag_default)) if platform else None
+    conversation = None
+    if tells_id or req.conversation_id is not None:
+        conversation, messages = await gateway.converse(req.conversation_id, req.call.messages, tenant_id)
+        if messages is not req.call.messages:
+            req = with_messages(req, messages)
+    if spec is not None and platform is not None:
+        req = await ground(platform, req, spec)
     return req, conversation
 
 
@@ -219,7 +225,7 @@ async def answer(
             outcome = await ticket.result()
         finally:
             ticket.close()
-        await gateway.remember(conversation, req.call.messages, outcome.content)
+        await gateway.remember(conversation, req.remembered, outcome.content)
         if admission is not None and served is not None:
             # Settled now so the remaining counts include this answer (settling again is harmless).
             tokens = served.tokens(ticket, outcome)
@@ -232,7 +238,10 @@ async def answer(
         else:
             headers = {CACHE_HEADER: cache_state(ticket)}
         status = 200
-        return json_response(render(outcome, ticket, conversation), headers=headers)
+        body = render(outcome, ticket, conversation)
+        if req.sources:
+            body["sources"] = list(req.sources)  # an extra field OpenAI SDKs keep in model_extra
+        return json_response(body, headers=headers)
     except UpstreamError as exc:
         status = exc.status
         raise

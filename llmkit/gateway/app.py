@@ -39,6 +39,7 @@ from llmkit.gateway.conversations import Conversation
 from llmkit.gateway.flights import Ticket
 from llmkit.gateway.openapi import CACHE_ACTION_DOC, CACHE_STATS_DOC, CHAT_OPTIMIZED_DOC, SCHEMAS
 from llmkit.gateway.pool import pool_from_settings
+from llmkit.gateway.rag import rag_default
 from llmkit.gateway.service import Gateway
 from llmkit.gateway.state import GATEWAY_KEY
 from llmkit.platform.admin import routes as admin_routes
@@ -70,7 +71,8 @@ async def chat_optimized(request: web.Request) -> web.StreamResponse:
     """
     gateway = request.app[GATEWAY_KEY]
     body = await read_json(request, lenient=True)
-    req, conversation = await chat_request(gateway, body, tenant_id=identity_of(request).tenant_id)
+    tenant_id, platform = identity_of(request).tenant_id, request.app[PLATFORM_KEY]
+    req, conversation = await chat_request(gateway, body, tenant_id=tenant_id, platform=platform)
     return await answer(request, gateway, req, conversation, _seed_stream, _seed_body)
 
 
@@ -105,8 +107,10 @@ async def _seed_stream(
         return response
     if response is None:
         response = await prepare_sse(request, ticket)
-    await gateway.remember(conversation, req.call.messages, outcome.content)
-    done = {"done": True, "cached": cached, "conversation_id": conversation_id(conversation)}
+    await gateway.remember(conversation, req.remembered, outcome.content)
+    done: dict[str, Any] = {"done": True, "cached": cached, "conversation_id": conversation_id(conversation)}
+    if req.sources:
+        done["sources"] = list(req.sources)
     await response.write(_seed_event(done))
     await response.write_eof()
     return response
@@ -232,6 +236,7 @@ def create_app(settings: Settings, pool: Any = None) -> web.Application:
     """The gateway: the seed's routes, OpenAI's /v1/chat/completions and /v1/models, /health /stats,
     and the platform (keys, tenants, quotas, analytics, /api/admin/*, documents and search)."""
     gateway_box: dict[str, Gateway] = {}
+    rag_default(settings.gateway.rag_default)  # ConfigError (exit 2) for a bad setting, before serving
     platform = Platform(PlatformConfig.from_settings(settings))
 
     async def stats() -> dict[str, Any]:

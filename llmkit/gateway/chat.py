@@ -60,6 +60,15 @@ class ChatRequest:
     include_usage: bool = False
     # Whose request it is: part of the cache key, so no tenant is served another tenant's answer.
     tenant_id: str = DEFAULT_TENANT
+    # A request grounded in documents (gateway/rag.py): the messages without the retrieved context (what
+    # the conversation remembers), and the chunks it was given.
+    history: tuple[Mapping[str, Any], ...] | None = None
+    sources: tuple[dict[str, Any], ...] = ()
+
+    @property
+    def remembered(self) -> tuple[Mapping[str, Any], ...]:
+        """The messages a conversation keeps of this request (never the retrieved context)."""
+        return self.call.messages if self.history is None else self.history
 
 
 def bad(message: str, param: str | None = None) -> ApiError:

@@ -30,6 +30,7 @@ from llmkit.gateway.flights import Ticket
 from llmkit.gateway.openapi import CHAT_COMPLETIONS_DOC, MODELS_DOC
 from llmkit.gateway.service import Gateway
 from llmkit.gateway.state import GATEWAY_KEY
+from llmkit.platform.service import PLATFORM_KEY
 
 log = logging.getLogger("llmkit.gateway")
 # How long the model list read from the upstream is reused.
@@ -116,7 +117,12 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     # OpenAI's answer has no field for a conversation id: only a client that sent one continues by it.
     tenant_id = identity_of(request).tenant_id
     req, conversation = await chat_request(
-        gateway, body, tells_id=False, tenant_id=tenant_id, **_overrides(request, body)
+        gateway,
+        body,
+        tells_id=False,
+        tenant_id=tenant_id,
+        platform=request.app[PLATFORM_KEY],
+        **_overrides(request, body),
     )
     return await answer(request, gateway, req, conversation, _stream, _completion)
 
@@ -156,8 +162,10 @@ async def _stream(
     if response is None:
         response = await prepare_sse(request, ticket)
         await response.write(writer.event({"role": "assistant", "content": ""}))
-    await gateway.remember(conversation, req.call.messages, outcome.content)
-    tail = writer.event({}, outcome.finish_reason or "stop")
+    await gateway.remember(conversation, req.remembered, outcome.content)
+    # The sources ride on the last chunk, an extra field SDKs keep in model_extra.
+    extra = {"sources": list(req.sources)} if req.sources else {}
+    tail = writer.event({}, outcome.finish_reason or "stop", **extra)
     if req.include_usage:
         tail += writer.usage(outcome.usage)
     await response.write(tail + _DONE)

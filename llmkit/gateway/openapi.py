@@ -60,6 +60,25 @@ CHAT_SCHEMA: dict[str, Any] = {
             "oneOf": [{"type": "number"}, {"type": "string", "enum": _NAMES}],
         },
         "conversation_id": {"type": "string", "nullable": True},
+        "rag": {
+            "nullable": True,
+            "description": (
+                "ground the answer in the tenant's documents (search scope not needed): the chunks found "
+                "for the last user message go in a system message and the answer lists them as sources; "
+                "true for gateway.rag_default or hybrid:4, false for none"
+            ),
+            "oneOf": [
+                {"type": "boolean"},
+                {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "properties": {
+                        "top_k": {"type": "integer", "minimum": 1, "maximum": 20, "default": 4},
+                        "type": {"type": "string", "enum": ["keyword", "semantic", "hybrid"]},
+                    },
+                },
+            ],
+        },
         "n": {"type": "integer", "enum": [1, None], "nullable": True},
         "stream_options": {"description": "OpenAI's {include_usage: true} adds a last chunk with usage"},
         "options": {
@@ -71,7 +90,25 @@ CHAT_SCHEMA: dict[str, Any] = {
         **SAMPLING_PROPERTIES,
     },
 }
-SCHEMAS: dict[str, Any] = {"GatewayMessage": MESSAGE_SCHEMA, "GatewayChat": CHAT_SCHEMA}
+_SOURCES: dict[str, Any] = {
+    "type": "array",
+    "description": "with rag: the chunks the answer was given, best first",
+    "items": {
+        "type": "object",
+        "required": ["id", "title", "chunk", "score"],
+        "properties": {
+            "id": {"type": "string", "description": "the document id"},
+            "title": {"type": "string"},
+            "chunk": {"type": "integer", "minimum": 0},
+            "score": {"type": "number"},
+        },
+    },
+}
+SCHEMAS: dict[str, Any] = {
+    "GatewayMessage": MESSAGE_SCHEMA,
+    "GatewayChat": CHAT_SCHEMA,
+    "RagSources": _SOURCES,
+}
 
 _CACHE_HEADER = {
     "X-Gateway-Cache": {
@@ -92,6 +129,7 @@ _SEED_ANSWER = {
         },
         "cached": {"type": "boolean"},
         "conversation_id": {"type": "string", "nullable": True},
+        "sources": ref("RagSources"),
     },
 }
 
@@ -116,6 +154,7 @@ _COMPLETION = {
         "model": {"type": "string"},
         "choices": {"type": "array", "items": {"type": "object"}},
         "usage": {"type": "object", "nullable": True},
+        "sources": ref("RagSources"),
     },
 }
 CHAT_COMPLETIONS_DOC: dict[str, Any] = {

@@ -81,7 +81,9 @@ class QueueBook:
 
     async def submit(self, body: Mapping[str, Any], identity: Identity) -> QueuedRequest:
         """Open the chat (quotas, cache, coalescing, queue) and listen for its answer in the background."""
-        req, conversation = await chat_request(self.gateway, dict(body), tenant_id=identity.tenant_id)
+        req, conversation = await chat_request(
+            self.gateway, dict(body), tenant_id=identity.tenant_id, platform=self.platform
+        )
         if req.stream:
             # Nobody reads a queued request's pieces: its upstream call need not stream.
             req = replace(req, stream=False, call=replace(req.call, stream=False))
@@ -122,7 +124,7 @@ class QueueBook:
                 "cached": record.ticket.hit,
                 "conversation_id": None if conversation is None else conversation.id,
             }
-            await self.gateway.remember(conversation, served.req.call.messages, outcome.content)
+            await self.gateway.remember(conversation, served.req.remembered, outcome.content)
         finally:
             await served.finish(self.platform, ROUTE, record.ticket, outcome, status)
             record.ticket.close()
