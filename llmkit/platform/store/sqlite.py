@@ -4,6 +4,7 @@ connection; keyword search on FTS5 (BM25)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -41,6 +42,14 @@ Q = {
     for n in dir(module)
     if n.isupper() and isinstance(sql := getattr(module, n), str)
 }
+
+
+async def rollback(db: aiosqlite.Connection) -> None:
+    """Undo the open transaction, if one is: a COMMIT cancelled while aiosqlite's thread ran it leaves none,
+    and then the cancellation (not a "no transaction is active" error in its place) must propagate."""
+    if db.in_transaction:
+        with contextlib.suppress(sqlite3.Error):
+            await db.execute("ROLLBACK")
 
 
 def conflict_message(exc: Exception) -> str:
@@ -165,7 +174,7 @@ class SqlitePlatformStore:
                 yield db
                 await db.execute("COMMIT")
             except BaseException:
-                await db.execute("ROLLBACK")
+                await rollback(db)
                 raise
 
     async def delete_tenant(self, tenant_id: str, at: float) -> int | None:
@@ -320,7 +329,7 @@ class SqlitePlatformStore:
                 yield db
                 await db.execute("COMMIT")
             except BaseException:
-                await db.execute("ROLLBACK")
+                await rollback(db)
                 raise
 
     async def claim_job(self, worker: str, now: float, lease: float) -> Job | None:
