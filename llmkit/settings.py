@@ -329,6 +329,15 @@ class GatewaySettings:
     rag_default: str = ""
     # Seconds before a failed background job (document indexing) runs again; doubled at each failure.
     jobs_backoff_s: float = field(default=1.0, metadata={"min": 0.001})
+    # Webhooks (docs/webhooks.md): a delivery's POST gives up after webhooks_timeout_s; timeouts,
+    # connection errors, 429 and 5xx are retried with backoff (Retry-After honoured) up to
+    # webhooks_max_attempts attempts in all; a rotated secret still signs for webhooks_rotation_grace_s.
+    # Targets on private networks (10/8, 172.16/12, 192.168/16, fc00::/7, 100.64/10) only with
+    # webhooks_allow_private; link-local and cloud metadata addresses never, loopback always.
+    webhooks_timeout_s: float = field(default=10.0, metadata={"min": 0.001, "max": 300})
+    webhooks_max_attempts: int = field(default=8, metadata={"min": 1, "max": 100})
+    webhooks_rotation_grace_s: float = field(default=86400.0, metadata={"min": 0})
+    webhooks_allow_private: bool = False
 
 
 # The one table of sections; a system adds its dataclass here.

@@ -25,6 +25,8 @@ log = logging.getLogger("llmkit.platform.jobs")
 
 # What runs a job of one kind: raises to fail the attempt (its message is recorded on the job).
 Handler = Callable[[Job], Awaitable[object]]
+# Told of a job that failed for good, with its error (the platform emits job.failed).
+FailureHook = Callable[[Job, str], Awaitable[object]]
 
 LEASE_S = 30.0
 POLL_S = 0.5
@@ -63,6 +65,7 @@ class JobRunner:
         outage_wait: float = OUTAGE_WAIT_S,
         clock: Callable[[], float] = time.time,
         worker: str | None = None,
+        on_failure: FailureHook | None = None,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be >= 1")
@@ -76,6 +79,7 @@ class JobRunner:
         self.outage_wait = outage_wait
         self.clock = clock
         self.worker = worker or f"worker-{fresh_hex()[:16]}"
+        self.on_failure = on_failure
         self.counts = {"claimed": 0, "completed": 0, "retried": 0, "failed": 0, "lost": 0}
         self.last_error: str | None = None
         self._slots = asyncio.Semaphore(concurrency)
@@ -200,6 +204,11 @@ class JobRunner:
         if retry_at is None:
             self.counts["failed"] += 1
             log.warning("jobs: %s %s failed after %d attempts: %s", job.kind, job.id, job.attempts, error)
+            if self.on_failure is not None:
+                try:
+                    await self.on_failure(job, error)
+                except Exception:
+                    log.exception("jobs: the failure hook of %s raised", job.id)
         else:
             self.counts["retried"] += 1
             log.info(

@@ -1,4 +1,5 @@
-"""The platform one gateway process runs: the store, key verification, tenant quotas and analytics."""
+"""The platform one gateway process runs: the store, key verification, tenant quotas, analytics, background
+jobs and webhooks."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,9 +30,18 @@ from llmkit.platform.documents.vectors import VectorIndex
 from llmkit.platform.jobs import BACKOFF_BASE_S, JobRunner
 from llmkit.platform.keys import MISS, KeyVerifier
 from llmkit.platform.quota_types import Quotas
-from llmkit.platform.quotas import PLANS_MAX, Admission, QuotaEnforcer, QuotaPlan, quota_enforcer_from_url
+from llmkit.platform.quotas import (
+    PLANS_MAX,
+    Admission,
+    QuotaEnforcer,
+    QuotaExceeded,
+    QuotaPlan,
+    quota_enforcer_from_url,
+)
 from llmkit.platform.store import platform_store_from_url
 from llmkit.platform.store.base import Job, PlatformStore, Tenant
+from llmkit.platform.webhooks.delivery import DeliveryWorker
+from llmkit.platform.webhooks.events import WebhookDirectory, deliveries_of
 from llmkit.settings import Settings
 
 log = logging.getLogger("llmkit.platform")
@@ -42,6 +53,9 @@ USAGE_FLUSH_S = 5.0
 NO_QUOTAS = Quotas()
 # What /api/admin/health reads (and never counts in) to see that the quota counters answer.
 HEALTH_WINDOW = Window("health", 1, "minute")
+# quota.exceeded: at most one event per tenant and quota per this many seconds in a process (a tenant over
+# its rpm would otherwise send one per refused request).
+QUOTA_EVENT_EVERY_S = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +75,10 @@ class PlatformConfig:
     analytics_writer_process: bool = True
     embeddings: EmbeddingsConfig | None = None
     jobs_backoff_s: float = BACKOFF_BASE_S
+    webhooks_timeout_s: float = 10.0
+    webhooks_max_attempts: int = 8
+    webhooks_rotation_grace_s: float = 86400.0
+    webhooks_allow_private: bool = False
 
     @classmethod
     def from_settings(cls, settings: Settings) -> PlatformConfig:
@@ -80,6 +98,10 @@ class PlatformConfig:
             analytics_writer_process=g.analytics_writer_process,
             embeddings=EmbeddingsConfig.from_settings(settings),
             jobs_backoff_s=g.jobs_backoff_s,
+            webhooks_timeout_s=g.webhooks_timeout_s,
+            webhooks_max_attempts=g.webhooks_max_attempts,
+            webhooks_rotation_grace_s=g.webhooks_rotation_grace_s,
+            webhooks_allow_private=g.webhooks_allow_private,
         )
 
 
@@ -122,6 +144,11 @@ class Platform:
         self.search_metrics = SearchMetrics()
         # Where search answers are cached (the gateway's shared cache, set by the server that has one).
         self.search_cache: Cache | None = None
+        # Webhooks: events go to the store's outbox (emit), every replica's worker sends them.
+        self.webhook_directory = WebhookDirectory(self.store)
+        self.deliveries: DeliveryWorker | None = None
+        self._quota_events: dict[tuple[str, str], float] = {}
+        self._emitting: set[asyncio.Task[int]] = set()
 
     async def open(self) -> None:
         """Connect and migrate the store, open analytics, start the background writers."""
@@ -136,9 +163,20 @@ class Platform:
             self.writer.start()
         self._flusher = asyncio.create_task(self._flush_usage(), name="llmkit-key-usage")
         self.jobs = JobRunner(
-            self.store, {INDEX_DOCUMENT: self._index}, backoff_base=self.config.jobs_backoff_s
+            self.store,
+            {INDEX_DOCUMENT: self._index},
+            backoff_base=self.config.jobs_backoff_s,
+            on_failure=self._job_failed,
         )
         self.jobs.start()
+        self.deliveries = DeliveryWorker(
+            self.store,
+            self.webhook_directory,
+            timeout_s=self.config.webhooks_timeout_s,
+            max_attempts=self.config.webhooks_max_attempts,
+            allow_private=self.config.webhooks_allow_private,
+        )
+        self.deliveries.start()
         if not self.quotas_shared:
             log.warning(
                 "limiter.url %s with server.workers %d: each worker counts tenant quotas on its own, so a "
@@ -198,6 +236,11 @@ class Platform:
         if self.jobs is not None:
             await self.jobs.close()  # its running jobs are queued again for the next start or replica
             self.jobs = None
+        if self._emitting:
+            await asyncio.wait(set(self._emitting))
+        if self.deliveries is not None:
+            await self.deliveries.close()  # what it could not send waits in the outbox
+            self.deliveries = None
         if self._flusher is not None:
             self._flusher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -233,8 +276,50 @@ class Platform:
         plan = known[1]
         if plan is None:
             return None
-        # Counted in this process (the usual single server): admitted with no await.
-        return self.quotas.admit_now(tenant_id, plan) or await self.quotas.admit(tenant_id, plan)
+        try:
+            # Counted in this process (the usual single server): admitted with no await.
+            return self.quotas.admit_now(tenant_id, plan) or await self.quotas.admit(tenant_id, plan)
+        except QuotaExceeded as exc:
+            self._quota_exceeded(exc)
+            raise
+
+    async def emit(self, event_type: str, data: Mapping[str, Any], tenant_id: str | None = None) -> int:
+        """Queue an event for every enabled webhook that takes it (the tenant's and the every-tenant ones):
+        one outbox row each, sent by the delivery worker; the rows queued. No webhook: no query (the list
+        is read at most once a second). A store that fails is logged, never raised: the caller's work is
+        done and must not fail for an event."""
+        try:
+            hooks = await self.webhook_directory.wanting(event_type, tenant_id)
+            if not hooks:
+                return 0
+            await self.store.add_deliveries(deliveries_of(hooks, event_type, data, tenant_id, time.time()))
+        except BackendError as exc:
+            log.warning("webhooks: event %s of tenant %s not queued: %s", event_type, tenant_id, exc)
+            return 0
+        if self.deliveries is not None:
+            self.deliveries.wake()
+        return len(hooks)
+
+    def emit_soon(self, event_type: str, data: Mapping[str, Any], tenant_id: str | None = None) -> None:
+        """emit() in the background, for a caller on the request path that must not wait for the store."""
+        task = asyncio.create_task(self.emit(event_type, data, tenant_id), name=f"llmkit-emit-{event_type}")
+        self._emitting.add(task)
+        task.add_done_callback(self._emitting.discard)
+
+    def _quota_exceeded(self, exc: QuotaExceeded) -> None:
+        now = time.monotonic()
+        key = (exc.tenant_id, exc.quota)
+        if now - self._quota_events.get(key, -QUOTA_EVENT_EVERY_S) < QUOTA_EVENT_EVERY_S:
+            return
+        if len(self._quota_events) >= PLANS_MAX:
+            self._quota_events.clear()
+        self._quota_events[key] = now
+        data = {"tenant_id": exc.tenant_id, "quota": exc.quota, "retry_after_s": exc.retry_after}
+        self.emit_soon("quota.exceeded", data, exc.tenant_id)
+
+    async def _job_failed(self, job: Job, error: str) -> None:
+        data = {"job_id": job.id, "kind": job.kind, "subject": job.subject, "attempts": job.attempts}
+        await self.emit("job.failed", {**data, "error": error}, job.tenant_id)
 
     @property
     def quotas_shared(self) -> bool:
@@ -264,6 +349,7 @@ class Platform:
             "analytics": self.writer.stats() if self.writer is not None else None,
             "jobs": self.jobs.stats() if self.jobs is not None else None,
             "embeddings": self._embeddings_health(),
+            "webhooks": self.deliveries.stats() if self.deliveries is not None else None,
         }
 
     def _embeddings_health(self) -> dict[str, Any] | None:

@@ -7,6 +7,7 @@ from typing import Any
 from llmkit.core.auth import KEY_SCOPES
 from llmkit.core.openapi import answer, json_body, query, ref
 from llmkit.platform.analytics.queries import SCHEMAS as ANALYTICS_SCHEMAS
+from llmkit.platform.webhooks.docs import SCHEMAS as WEBHOOK_SCHEMAS
 
 _TIME = {"type": "string", "format": "date-time", "nullable": True}
 # Names must hold some non-blank text (bodies.py strips them).
@@ -63,6 +64,7 @@ _JOB_PROPERTIES: dict[str, Any] = {
 
 SCHEMAS: dict[str, dict[str, Any]] = {
     **ANALYTICS_SCHEMAS,
+    **WEBHOOK_SCHEMAS,
     "ApiKey": {"type": "object", "required": list(_KEY_PROPERTIES), "properties": _KEY_PROPERTIES},
     "NewApiKey": {
         "type": "object",

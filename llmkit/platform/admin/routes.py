@@ -1,4 +1,5 @@
-"""/api/admin/*: API keys, tenants, background jobs, analytics, stats and health, for admin keys only.
+"""/api/admin/*: API keys, tenants, background jobs, webhooks, analytics, stats and health, for admin keys
+only.
 
 An admin key of no tenant (and the bootstrap admin key) administers every tenant; an admin key of a
 tenant sees and changes only its own tenant's keys, tenant and analytics.
@@ -20,6 +21,7 @@ from llmkit.platform.admin.bodies import job_list_query, job_view, key_view
 from llmkit.platform.admin.operations import StoreAdmin
 from llmkit.platform.analytics import queries
 from llmkit.platform.service import PLATFORM_KEY, Platform
+from llmkit.platform.webhooks import routes as webhook_routes
 
 Report = Callable[[], Awaitable[dict[str, Any]]]
 
@@ -80,7 +82,11 @@ async def create_key(request: web.Request) -> web.Response:
             identity, body.get("tenant_id") if isinstance(body.get("tenant_id"), str) else None
         )
         body = {**body, "tenant_id": tenant_id}
-    return json_response(await _admin(platform).create_key(body), status=201)
+    made = await _admin(platform).create_key(body)
+    # The event carries the key's view, never its text.
+    view = {k: v for k, v in made.items() if k != "key"}
+    await platform.emit("key.created", view, view["tenant_id"])
+    return json_response(made, status=201)
 
 
 @openapi(**docs.REVOKE_KEY)
@@ -91,6 +97,7 @@ async def revoke_key(request: web.Request) -> web.Response:
     own = None if identity.platform_admin else identity.tenant_id
     view = await _admin(platform).revoke_key(key_id, own)
     platform.verifier.forget_key(key_id)
+    await platform.emit("key.revoked", view, view["tenant_id"])
     return json_response(view)
 
 
@@ -264,6 +271,7 @@ def add_routes(app: web.Application, hooks: AdminHooks) -> None:
     add(app, "GET", "/api/admin/jobs", list_jobs, scope=ADMIN)
     add(app, "GET", "/api/admin/jobs/{job_id}", get_job, scope=ADMIN)
     add(app, "POST", "/api/admin/jobs/{job_id}/retry", retry_job, scope=ADMIN)
+    webhook_routes.add_routes(app)
     for method, parse in (
         ("popular", queries.parse_popular),
         ("trending", queries.parse_trending),

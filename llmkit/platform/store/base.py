@@ -1,4 +1,4 @@
-"""What every platform store provides: tenants, API keys and documents (later webhooks, jobs)."""
+"""What every platform store provides: tenants, API keys, documents, jobs and webhooks."""
 
 from __future__ import annotations
 
@@ -104,6 +104,77 @@ class Job:
     created_at: float = 0.0
     started_at: float | None = None
     finished_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Webhook:
+    """A target for events (store/webhooks_sql.py): `tenant_id` None receives every tenant's; `events` the
+    types it wants (`*`: all). Its secrets sign deliveries (never shown but at creation and rotation); the
+    previous secret still signs until `previous_until`."""
+
+    id: str
+    url: str
+    events: tuple[str, ...]
+    secret: str = field(repr=False)
+    tenant_id: str | None = None
+    description: str = ""
+    previous_secret: str | None = field(default=None, repr=False)
+    previous_until: float | None = None
+    disabled_at: float | None = None
+    disabled_reason: str | None = None
+    created_at: float = 0.0
+    updated_at: float = 0.0
+
+    def wants(self, event_type: str, tenant_id: str | None) -> bool:
+        """Whether an event of this type and tenant goes to this webhook."""
+        if self.disabled_at is not None:
+            return False
+        if self.tenant_id is not None and self.tenant_id != tenant_id:
+            return False
+        return "*" in self.events or event_type in self.events
+
+    def secrets(self, now: float) -> tuple[str, ...]:
+        """The secrets that sign a delivery now: the current one, and the previous one while it is valid."""
+        if self.previous_secret is not None and self.previous_until is not None and now < self.previous_until:
+            return (self.secret, self.previous_secret)
+        return (self.secret,)
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One event for one webhook in the outbox: `pending` (due at `next_at`; leased to a worker while it
+    is sent) -> `delivered`, or `failed` once its attempts are spent or the webhook is gone. `id` is the
+    `webhook-id` header: the same on every retry."""
+
+    id: str
+    webhook_id: str
+    event_id: str
+    event_type: str
+    payload: bytes
+    tenant_id: str | None = None
+    state: str = "pending"
+    attempts: int = 0
+    next_at: float = 0.0
+    lease_until: float | None = None
+    worker: str | None = None
+    last_status: int | None = None
+    last_error: str | None = None
+    created_at: float = 0.0
+    finished_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryAttempt:
+    """One POST of a delivery, as the delivery log shows it: its HTTP status (None: no answer), time taken
+    and error."""
+
+    delivery_id: str
+    webhook_id: str
+    attempt: int
+    at: float
+    status: int | None
+    duration_ms: float
+    error: str | None = None
 
 
 class StoreConflict(LlmkitError):
@@ -285,4 +356,55 @@ class PlatformStore(Protocol):
     async def requeue_job(self, job_id: str, now: float, tenant_id: str | None = None) -> bool:
         """Queue a failed job again with fresh attempts (only `tenant_id`'s, when given); False when it is
         missing or not failed."""
+        ...
+
+    async def add_webhook(self, webhook: Webhook) -> None:
+        """Store a new webhook; StoreConflict when its id is taken."""
+        ...
+
+    async def webhook(self, webhook_id: str, tenant_id: str | None = None) -> Webhook | None:
+        """The webhook (only if it is `tenant_id`'s, when given); None when missing."""
+        ...
+
+    async def webhooks(self, tenant_id: str | None = None) -> list[Webhook]:
+        """Every webhook (with `tenant_id`: only that tenant's own), oldest first."""
+        ...
+
+    async def delete_webhook(self, webhook_id: str, tenant_id: str | None = None) -> bool:
+        """Delete the webhook with its outbox and log; False when missing (or not `tenant_id`'s)."""
+        ...
+
+    async def rotate_webhook_secret(
+        self, webhook_id: str, secret: str, previous_until: float, now: float, tenant_id: str | None = None
+    ) -> Webhook | None:
+        """Make `secret` the webhook's, the current one its previous (valid until `previous_until`); the
+        webhook as changed, None when missing."""
+        ...
+
+    async def disable_webhook(self, webhook_id: str, reason: str, at: float) -> bool:
+        """Stop deliveries to the webhook (a 410 Gone), keeping the first reason; False when missing."""
+        ...
+
+    async def add_deliveries(self, deliveries: Sequence[Delivery]) -> None:
+        """Put deliveries in the outbox, all in one transaction."""
+        ...
+
+    async def claim_deliveries(self, worker: str, now: float, lease: float, limit: int) -> list[Delivery]:
+        """Lease up to `limit` due pending deliveries (oldest first) to `worker` until now + lease; a lease
+        that ran out (its worker died) is due again. No two claims get one delivery."""
+        ...
+
+    async def record_attempt(
+        self, attempt: DeliveryAttempt, worker: str, state: str, next_at: float | None = None
+    ) -> bool:
+        """Log one attempt and move the worker's delivery to `state` (pending again at `next_at`,
+        delivered or failed), in one transaction; False (nothing written) when the worker lost it."""
+        ...
+
+    async def deliveries(self, webhook_id: str, limit: int = 50, offset: int = 0) -> list[Delivery]:
+        """A page of the webhook's deliveries, newest first."""
+        ...
+
+    async def delivery_attempts(self, delivery_ids: Sequence[str]) -> list[DeliveryAttempt]:
+        """The attempts of these deliveries, in the order they were made."""
         ...

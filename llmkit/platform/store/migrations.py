@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from llmkit.platform.quota_types import Quotas
+from llmkit.platform.store import webhooks_sql
 from llmkit.platform.store.base import ApiKey, SchemaTooNew, Tenant
 
 SCHEMA_TABLE = "CREATE TABLE IF NOT EXISTS llmkit_schema (version INTEGER NOT NULL)"
@@ -159,6 +160,8 @@ MIGRATIONS: tuple[tuple[str, ...] | Dialects, ...] = (
             *_INDEXED_VERSION,
         ),
     ),
+    # 6: webhooks, their outbox of deliveries and the delivery log (store/webhooks_sql.py).
+    webhooks_sql.MIGRATION,
 )
 LATEST = len(MIGRATIONS)
 

@@ -15,15 +15,19 @@ from llmkit.errors import BackendError, ConfigError
 from llmkit.platform.store import documents_sql as ds
 from llmkit.platform.store import jobs_sql as js
 from llmkit.platform.store import migrations as m
+from llmkit.platform.store import webhooks_sql as ws
 from llmkit.platform.store.base import (
     ApiKey,
     Chunk,
     ChunkVectors,
+    Delivery,
+    DeliveryAttempt,
     Document,
     Job,
     SearchHit,
     StoreConflict,
     Tenant,
+    Webhook,
 )
 
 if TYPE_CHECKING:
@@ -170,6 +174,8 @@ class PostgresPlatformStore:
             await conn.execute(ds.DELETE_TENANT_DOCUMENTS, tenant_id)
             await conn.execute(js.DELETE_TENANT_JOBS, tenant_id)
             await conn.execute(ds.BUMP_SEARCH_VERSION, tenant_id)
+            for sql in (ws.DELETE_TENANT_ATTEMPTS, ws.DELETE_TENANT_OUTBOX, ws.DELETE_TENANT_WEBHOOKS):
+                await conn.execute(sql, tenant_id)
             return rowcount(await conn.execute(m.REVOKE_TENANT_KEYS, tenant_id, at))
 
     async def add_key(self, key: ApiKey) -> None:
@@ -351,3 +357,78 @@ class PostgresPlatformStore:
         if tenant_id is None:
             return await self._write(js.REQUEUE_JOB, job_id, now) > 0
         return await self._write(js.REQUEUE_TENANT_JOB, job_id, now, tenant_id) > 0
+
+    async def add_webhook(self, webhook: Webhook) -> None:
+        await self._write(ws.INSERT_WEBHOOK, *ws.webhook_row(webhook))
+
+    async def webhook(self, webhook_id: str, tenant_id: str | None = None) -> Webhook | None:
+        if tenant_id is None:
+            row = await self._one(ws.SELECT_WEBHOOK, webhook_id)
+        else:
+            row = await self._one(ws.SELECT_TENANT_WEBHOOK, webhook_id, tenant_id)
+        return ws.webhook_of(row) if row else None
+
+    async def webhooks(self, tenant_id: str | None = None) -> list[Webhook]:
+        if tenant_id is None:
+            rows = await self._all(ws.SELECT_WEBHOOKS)
+        else:
+            rows = await self._all(ws.SELECT_TENANT_WEBHOOKS, tenant_id)
+        return [ws.webhook_of(row) for row in rows]
+
+    async def delete_webhook(self, webhook_id: str, tenant_id: str | None = None) -> bool:
+        async with self._errors() as pool, pool.acquire() as conn, conn.transaction():
+            if tenant_id is None:
+                status = await conn.execute(ws.DELETE_WEBHOOK, webhook_id)
+            else:
+                status = await conn.execute(ws.DELETE_TENANT_WEBHOOK, webhook_id, tenant_id)
+            if rowcount(status) == 0:
+                return False
+            await conn.execute(ws.DELETE_WEBHOOK_OUTBOX, webhook_id)
+            await conn.execute(ws.DELETE_WEBHOOK_ATTEMPTS, webhook_id)
+        return True
+
+    async def rotate_webhook_secret(
+        self, webhook_id: str, secret: str, previous_until: float, now: float, tenant_id: str | None = None
+    ) -> Webhook | None:
+        if tenant_id is None:
+            changed = await self._write(ws.ROTATE_WEBHOOK, webhook_id, secret, previous_until, now)
+        else:
+            args = (webhook_id, secret, previous_until, now, tenant_id)
+            changed = await self._write(ws.ROTATE_TENANT_WEBHOOK, *args)
+        return await self.webhook(webhook_id) if changed else None
+
+    async def disable_webhook(self, webhook_id: str, reason: str, at: float) -> bool:
+        return await self._write(ws.DISABLE_WEBHOOK, webhook_id, reason, at) > 0
+
+    async def add_deliveries(self, deliveries: Sequence[Delivery]) -> None:
+        if not deliveries:
+            return
+        async with self._errors() as pool, pool.acquire() as conn, conn.transaction():
+            await conn.executemany(ws.INSERT_DELIVERY, [ws.delivery_row(d) for d in deliveries])
+
+    async def claim_deliveries(self, worker: str, now: float, lease: float, limit: int) -> list[Delivery]:
+        if limit < 1 or await self._one(ws.ANY_DELIVERY_DUE, now) is None:
+            return []
+        rows = await self._all(ws.CLAIM_DELIVERIES_POSTGRES, now, now + lease, worker, limit)
+        return ws.claimed(rows)
+
+    async def record_attempt(
+        self, attempt: DeliveryAttempt, worker: str, state: str, next_at: float | None = None
+    ) -> bool:
+        finished = None if state == "pending" else attempt.at
+        args = (attempt.delivery_id, worker, state, next_at or attempt.at, attempt.status, attempt.error)
+        async with self._errors() as pool, pool.acquire() as conn, conn.transaction():
+            if rowcount(await conn.execute(ws.RECORD_DELIVERY, *args, finished)) == 0:
+                return False
+            await conn.execute(ws.INSERT_ATTEMPT, *ws.attempt_row(attempt))
+        return True
+
+    async def deliveries(self, webhook_id: str, limit: int = 50, offset: int = 0) -> list[Delivery]:
+        rows = await self._all(ws.SELECT_DELIVERIES, webhook_id, limit, offset)
+        return [ws.delivery_of(row) for row in rows]
+
+    async def delivery_attempts(self, delivery_ids: Sequence[str]) -> list[DeliveryAttempt]:
+        if not delivery_ids:
+            return []
+        rows = await self._all(ws.attempts_statement(len(delivery_ids)), *delivery_ids)
+        return [ws.attempt_of(row) for row in rows]

@@ -4,6 +4,7 @@ connection; keyword search on FTS5 (BM25)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -15,15 +16,19 @@ from llmkit.errors import BackendError
 from llmkit.platform.store import documents_sql as ds
 from llmkit.platform.store import jobs_sql as js
 from llmkit.platform.store import migrations as m
+from llmkit.platform.store import webhooks_sql as ws
 from llmkit.platform.store.base import (
     ApiKey,
     Chunk,
     ChunkVectors,
+    Delivery,
+    DeliveryAttempt,
     Document,
     Job,
     SearchHit,
     StoreConflict,
     Tenant,
+    Webhook,
 )
 
 if TYPE_CHECKING:
@@ -34,10 +39,18 @@ CLAIM_BUSY_TIMEOUT_MS = 200
 # Every statement, numbered for SQLite once at import rather than per call.
 Q = {
     n: m.qmark(sql)
-    for module in (m, ds, js)
+    for module in (m, ds, js, ws)
     for n in dir(module)
     if n.isupper() and isinstance(sql := getattr(module, n), str)
 }
+
+
+async def rollback(db: aiosqlite.Connection) -> None:
+    """Undo the open transaction, if one is: a COMMIT cancelled while aiosqlite's thread ran it leaves none,
+    and then the cancellation (not a "no transaction is active" error in its place) must propagate."""
+    if db.in_transaction:
+        with contextlib.suppress(sqlite3.Error):
+            await db.execute("ROLLBACK")
 
 
 def conflict_message(exc: Exception) -> str:
@@ -162,7 +175,7 @@ class SqlitePlatformStore:
                 yield db
                 await db.execute("COMMIT")
             except BaseException:
-                await db.execute("ROLLBACK")
+                await rollback(db)
                 raise
 
     async def delete_tenant(self, tenant_id: str, at: float) -> int | None:
@@ -178,6 +191,8 @@ class SqlitePlatformStore:
                 await db.execute(Q["DELETE_TENANT_DOCUMENTS"], (tenant_id,))
                 await db.execute(Q["DELETE_TENANT_JOBS"], (tenant_id,))
                 await db.execute(Q["BUMP_SEARCH_VERSION"], (tenant_id,))
+                for name in ("DELETE_TENANT_ATTEMPTS", "DELETE_TENANT_OUTBOX", "DELETE_TENANT_WEBHOOKS"):
+                    await db.execute(Q[name], (tenant_id,))
         return revoked if deleted else None
 
     async def add_key(self, key: ApiKey) -> None:
@@ -340,30 +355,39 @@ class SqlitePlatformStore:
         filters = tuple(v for v in (state, tenant_id) if v is not None)
         return [js.job_of(row) for row in await self._all(m.qmark(sql), (*filters, limit, offset))]
 
-    async def claim_job(self, worker: str, now: float, lease: float) -> Job | None:
-        if await self._one(Q["ANY_DUE"], (now,)) is None:
-            return None
+    @asynccontextmanager
+    async def _claim_transaction(self) -> AsyncIterator[aiosqlite.Connection | None]:
+        """BEGIN IMMEDIATE, waiting at most CLAIM_BUSY_TIMEOUT_MS; None (no transaction) when busy."""
         async with self._errors() as db:
             # Another connection writing the file (the analytics writer may share it) would make BEGIN
             # wait the full busy timeout, holding this store's one connection (key lookups) all along:
-            # a claim waits briefly, then leaves the job to the next poll.
+            # a claim waits briefly, then leaves the work to the next poll.
             await db.execute(f"PRAGMA busy_timeout = {CLAIM_BUSY_TIMEOUT_MS}")
             try:
                 await db.execute("BEGIN IMMEDIATE")
             except sqlite3.OperationalError as exc:
                 if "locked" in str(exc) or "busy" in str(exc):
-                    return None
+                    yield None
+                    return
                 raise
             finally:
                 await db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             try:
-                await db.execute(Q["EXPIRE_JOBS"], (now, js.LEASE_LOST))
-                async with db.execute(Q["CLAIM_JOB_SQLITE"], (now, now + lease, worker)) as cursor:
-                    row = await cursor.fetchone()
+                yield db
                 await db.execute("COMMIT")
             except BaseException:
-                await db.execute("ROLLBACK")
+                await rollback(db)
                 raise
+
+    async def claim_job(self, worker: str, now: float, lease: float) -> Job | None:
+        if await self._one(Q["ANY_DUE"], (now,)) is None:
+            return None
+        async with self._claim_transaction() as db:
+            if db is None:
+                return None
+            await db.execute(Q["EXPIRE_JOBS"], (now, js.LEASE_LOST))
+            async with db.execute(Q["CLAIM_JOB_SQLITE"], (now, now + lease, worker)) as cursor:
+                row = await cursor.fetchone()
         return js.job_of(row) if row else None
 
     async def extend_job(self, job_id: str, worker: str, lease_until: float) -> bool:
@@ -383,3 +407,84 @@ class SqlitePlatformStore:
         if tenant_id is None:
             return await self._write(Q["REQUEUE_JOB"], (job_id, now)) > 0
         return await self._write(Q["REQUEUE_TENANT_JOB"], (job_id, now, tenant_id)) > 0
+
+    async def add_webhook(self, webhook: Webhook) -> None:
+        await self._write(Q["INSERT_WEBHOOK"], ws.webhook_row(webhook))
+
+    async def webhook(self, webhook_id: str, tenant_id: str | None = None) -> Webhook | None:
+        if tenant_id is None:
+            row = await self._one(Q["SELECT_WEBHOOK"], (webhook_id,))
+        else:
+            row = await self._one(Q["SELECT_TENANT_WEBHOOK"], (webhook_id, tenant_id))
+        return ws.webhook_of(row) if row else None
+
+    async def webhooks(self, tenant_id: str | None = None) -> list[Webhook]:
+        if tenant_id is None:
+            rows = await self._all(Q["SELECT_WEBHOOKS"], ())
+        else:
+            rows = await self._all(Q["SELECT_TENANT_WEBHOOKS"], (tenant_id,))
+        return [ws.webhook_of(row) for row in rows]
+
+    async def delete_webhook(self, webhook_id: str, tenant_id: str | None = None) -> bool:
+        async with self._transaction() as db:
+            if tenant_id is None:
+                cursor = await db.execute(Q["DELETE_WEBHOOK"], (webhook_id,))
+            else:
+                cursor = await db.execute(Q["DELETE_TENANT_WEBHOOK"], (webhook_id, tenant_id))
+            if cursor.rowcount == 0:
+                return False
+            await db.execute(Q["DELETE_WEBHOOK_OUTBOX"], (webhook_id,))
+            await db.execute(Q["DELETE_WEBHOOK_ATTEMPTS"], (webhook_id,))
+        return True
+
+    async def rotate_webhook_secret(
+        self, webhook_id: str, secret: str, previous_until: float, now: float, tenant_id: str | None = None
+    ) -> Webhook | None:
+        if tenant_id is None:
+            changed = await self._write(Q["ROTATE_WEBHOOK"], (webhook_id, secret, previous_until, now))
+        else:
+            args = (webhook_id, secret, previous_until, now, tenant_id)
+            changed = await self._write(Q["ROTATE_TENANT_WEBHOOK"], args)
+        return await self.webhook(webhook_id) if changed else None
+
+    async def disable_webhook(self, webhook_id: str, reason: str, at: float) -> bool:
+        return await self._write(Q["DISABLE_WEBHOOK"], (webhook_id, reason, at)) > 0
+
+    async def add_deliveries(self, deliveries: Sequence[Delivery]) -> None:
+        if not deliveries:
+            return
+        async with self._transaction() as db:
+            await db.executemany(Q["INSERT_DELIVERY"], [ws.delivery_row(d) for d in deliveries])
+
+    async def claim_deliveries(self, worker: str, now: float, lease: float, limit: int) -> list[Delivery]:
+        if limit < 1 or await self._one(Q["ANY_DELIVERY_DUE"], (now,)) is None:
+            return []
+        async with self._claim_transaction() as db:
+            if db is None:
+                return []
+            args = (now, now + lease, worker, limit)
+            async with db.execute(Q["CLAIM_DELIVERIES_SQLITE"], args) as cursor:
+                rows = list(await cursor.fetchall())
+        return ws.claimed(rows)
+
+    async def record_attempt(
+        self, attempt: DeliveryAttempt, worker: str, state: str, next_at: float | None = None
+    ) -> bool:
+        finished = None if state == "pending" else attempt.at
+        args = (attempt.delivery_id, worker, state, next_at or attempt.at, attempt.status, attempt.error)
+        async with self._transaction() as db:
+            async with db.execute(Q["RECORD_DELIVERY"], (*args, finished)) as cursor:
+                if cursor.rowcount == 0:
+                    return False
+            await db.execute(Q["INSERT_ATTEMPT"], ws.attempt_row(attempt))
+        return True
+
+    async def deliveries(self, webhook_id: str, limit: int = 50, offset: int = 0) -> list[Delivery]:
+        rows = await self._all(Q["SELECT_DELIVERIES"], (webhook_id, limit, offset))
+        return [ws.delivery_of(row) for row in rows]
+
+    async def delivery_attempts(self, delivery_ids: Sequence[str]) -> list[DeliveryAttempt]:
+        if not delivery_ids:
+            return []
+        sql = m.qmark(ws.attempts_statement(len(delivery_ids)))
+        return [ws.attempt_of(row) for row in await self._all(sql, tuple(delivery_ids))]

@@ -1,0 +1,1 @@
+"""Signed webhooks: Standard Webhooks signatures, target URL checks, delivery from the store's outbox."""
