@@ -13,10 +13,10 @@ from aiohttp import web
 
 from llmkit.core.auth import DEFAULT_TENANT, Identity
 from llmkit.core.http import identity_of, json_response, request_key, stream_response
-from llmkit.core.tokenizer import content_text, count_prompt_tokens, count_tokens
+from llmkit.core.tokenizer import count_prompt_tokens, count_tokens
 from llmkit.errors import UpstreamError
 from llmkit.gateway.calls import Outcome
-from llmkit.gateway.chat import ChatRequest, build_request, with_messages
+from llmkit.gateway.chat import ChatRequest, build_request, last_user_text, with_messages
 from llmkit.gateway.conversations import Conversation
 from llmkit.gateway.flights import Ticket
 from llmkit.gateway.rag import ground, parse_rag, rag_default
@@ -275,14 +275,6 @@ def usage_of(req: ChatRequest, outcome: Outcome) -> dict[str, int]:
     prompt = count_prompt_tokens(req.call.messages)
     completion = count_tokens(outcome.content)
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
-
-
-def last_user_text(messages: Any) -> str:
-    """The question a chat request asks: its last user message's text."""
-    for message in reversed(messages):
-        if message.get("role") == "user":
-            return content_text(message.get("content"))
-    return ""
 
 
 async def prepare_sse(request: web.Request, ticket: Ticket) -> web.StreamResponse:

@@ -20,6 +20,7 @@ from llmkit.core.sampling import (
     is_stop,
     response_format_problem,
 )
+from llmkit.core.tokenizer import content_text
 from llmkit.gateway.calls import ChatCall
 
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
@@ -241,6 +242,14 @@ def build_request(
         include_usage=include_usage,
         tenant_id=tenant_id,
     )
+
+
+def last_user_text(messages: Any) -> str:
+    """The question a chat request asks: its last user message's text."""
+    for message in reversed(messages):
+        if message.get("role") == "user":
+            return content_text(message.get("content"))
+    return ""
 
 
 def with_messages(req: ChatRequest, messages: tuple[Mapping[str, Any], ...]) -> ChatRequest:

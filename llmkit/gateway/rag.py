@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from llmkit.errors import ConfigError
-from llmkit.gateway.chat import ChatRequest, bad, cache_key
+from llmkit.gateway.chat import ChatRequest, bad, cache_key, last_user_text
 from llmkit.platform.documents.bodies import SEARCH_TYPES
 from llmkit.platform.documents.embeddings import EmbeddingsError
 from llmkit.platform.service import Platform
@@ -100,18 +100,10 @@ def sources_of(hits: Sequence[SearchHit]) -> tuple[dict[str, Any], ...]:
     )
 
 
-def question_of(messages: Sequence[Mapping[str, Any]]) -> str:
-    """The last user message's text: what is searched for."""
-    for message in reversed(messages):
-        if message.get("role") == "user":
-            return str(message.get("content") or "")
-    return ""
-
-
 async def ground(platform: Platform, req: ChatRequest, spec: RagSpec) -> ChatRequest:
     """The request with the retrieved chunks before its messages and its sources; unchanged (no sources)
     when the question finds nothing."""
-    question = question_of(req.call.messages)
+    question = last_user_text(req.call.messages)
     if not question.strip():
         return req
     kind = spec.type

@@ -53,9 +53,11 @@ class Switch:
         self.target = target
         self.down = False
         self.calls = 0
+        self.authorization: set[str | None] = set()
 
     async def handle(self, request: web.Request) -> web.Response:
         self.calls += 1
+        self.authorization.add(request.headers.get("Authorization"))
         if self.down:
             return web.json_response({"error": {"message": "embedding model is loading"}}, status=503)
         async with aiohttp.ClientSession() as session:
@@ -188,7 +190,8 @@ async def test_a_failing_embeddings_upstream_fails_the_job_and_the_retry_indexes
     aiohttp_client: MakeClient, platform_url: str, switch: tuple[Switch, str]
 ) -> None:
     proxy, url = switch
-    client = await start(aiohttp_client, platform_url, url)
+    secret = "sk-embeddings-secret-0123456789"
+    client = await start(aiohttp_client, platform_url, url, embeddings_api_key=secret)
     proxy.down = True
     made = await client.post("/api/documents", json={"id": "d", "title": "Cats", "content": "cats purr"})
     assert made.status == 202
@@ -203,6 +206,9 @@ async def test_a_failing_embeddings_upstream_fails_the_job_and_the_retry_indexes
     assert (await search(client, "cats"))["hits"] == []
     health = await (await client.get("/api/admin/health", headers=AS_ADMIN)).json()
     assert "503" in str(health)
+    # gateway.embeddings_api_key goes to the upstream as a Bearer token, and nowhere else.
+    assert proxy.authorization == {f"Bearer {secret}"}
+    assert secret not in str(health) and secret not in str(failed) and secret not in error["message"]
     proxy.down = False
     retried = await client.post(f"/api/admin/jobs/{index['job_id']}/retry", headers=AS_ADMIN)
     assert retried.status == 200, await retried.text()

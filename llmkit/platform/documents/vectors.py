@@ -122,24 +122,16 @@ class VectorIndex:
         version: int,
         query: np.ndarray,
         limit: int,
-        documents: set[str] | None = None,
     ) -> list[tuple[str, int, float]]:
-        """The `limit` chunks (document id, ordinal, cosine) nearest `query` (a unit vector), best first,
-        among `documents` when given."""
+        """The `limit` chunks (document id, ordinal, cosine) nearest `query` (a unit vector), best first
+        (metadata filters are the caller's: search.py reads the hits back through them)."""
         held = await self._fresh(tenant_id, version)
         if held.matrix is None or held.owners is None or held.ordinals is None or limit < 1:
             return []
         if query.shape[0] != held.matrix.shape[1]:
             return []  # the query's model answers another width than the stored vectors: reindex
         scores = held.matrix @ query
-        if documents is not None:
-            allowed = np.array([name in documents for name in held.names], dtype=bool)
-            scores = np.where(allowed[held.owners], scores, -np.inf)
         k = min(limit, len(scores))
         top = np.argpartition(-scores, k - 1)[:k]
         top = top[np.lexsort((held.ordinals[top], held.owners[top], -scores[top]))]
-        return [
-            (held.names[held.owners[r]], int(held.ordinals[r]), float(scores[r]))
-            for r in top
-            if np.isfinite(scores[r])
-        ]
+        return [(held.names[held.owners[r]], int(held.ordinals[r]), float(scores[r])) for r in top]
