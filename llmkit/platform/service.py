@@ -232,7 +232,22 @@ class Platform:
             await self.verifier.flush_usage()
 
     async def close(self) -> None:
-        """Flush what is buffered, then close everything this platform opened."""
+        """Flush what is buffered, then close everything this platform opened (all of it, even when one
+        step fails: the first failure is raised once the rest is closed)."""
+        async with contextlib.AsyncExitStack() as closing:
+            closing.push_async_callback(self.store.close)
+            if self.embeddings is not None:
+                closing.push_async_callback(self.embeddings.close)
+            closing.push_async_callback(self.quotas.close)
+            if self.analytics is not None:
+                closing.push_async_callback(self.analytics.close)
+            if self.writer is not None:
+                closing.push_async_callback(self.writer.close)
+            await self._stop_workers()
+            with contextlib.suppress(BackendError):
+                await self.verifier.flush_usage()
+
+    async def _stop_workers(self) -> None:
         if self.jobs is not None:
             await self.jobs.close()  # its running jobs are queued again for the next start or replica
             self.jobs = None
@@ -245,16 +260,6 @@ class Platform:
             self._flusher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._flusher
-        with contextlib.suppress(BackendError):
-            await self.verifier.flush_usage()
-        if self.writer is not None:
-            await self.writer.close()
-        if self.analytics is not None:
-            await self.analytics.close()
-        await self.quotas.close()
-        if self.embeddings is not None:
-            await self.embeddings.close()
-        await self.store.close()
 
     async def admit(self, identity: Identity) -> Admission | None:
         """Take the request out of its tenant's quotas (QuotaExceeded: 429); None when it has none."""

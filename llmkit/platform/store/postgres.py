@@ -38,7 +38,15 @@ if TYPE_CHECKING:
 MIGRATION_LOCK = 0x6C6C6D6B_69740001  # "llmkit" + 1
 CONNECT_TIMEOUT_S = 10.0
 # What asyncpg raises when the server is unreachable, refuses us or fails a statement.
-_DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
+# InternalClientError: asyncpg's protocol state machine, e.g. a pool resetting a connection whose query a
+# cancellation interrupted (MagicStack/asyncpg#784).
+_DRIVER_ERRORS = (
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    OSError,
+    TimeoutError,
+)
 
 
 def conflict_message(exc: asyncpg.UniqueViolationError) -> str:
@@ -86,6 +94,11 @@ class PostgresPlatformStore:
         except asyncpg.UniqueViolationError as exc:
             raise StoreConflict(conflict_message(exc)) from exc
         except _DRIVER_ERRORS as exc:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                # The driver failed while a cancellation unwound (a shutdown stopping a worker mid-query):
+                # the task stays cancelled, so whoever cancelled it sees what it asked for.
+                raise asyncio.CancelledError from exc
             raise self._backend_error("", exc) from exc
 
     async def open(self) -> None:
