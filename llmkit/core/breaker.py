@@ -9,6 +9,8 @@ Semantics (shared by the orchestrator's ResilientBackend and the gateway's Upstr
   while the others get CircuitOpen; the trial's answer closes the breaker, its failure reopens it for a
   full period. A trial that ends with neither (`release`) frees the way for the next trial.
 - `threshold=0` turns the breaker off.
+- `on_change(name, state)`, when set, hears each time the breaker opens from closed ("open") and each time
+  a trial closes it ("closed"): a reopen after a failed trial is not news.
 - `guard` runs one call under these rules and counts how it ended (CallCounts): an answer is a success or a
   PermanentError (the request was at fault); a failure is a RetryableError, or a cancel when the caller says
   so (the orchestrator cuts a hanging upstream with its job timeout; the gateway cancels when every
@@ -70,6 +72,7 @@ class CircuitBreaker:
         "_trial",
         "failures_in_row",
         "name",
+        "on_change",
         "opened",
         "rejected",
         "reset_s",
@@ -95,6 +98,7 @@ class CircuitBreaker:
         self.failures_in_row = 0
         self.rejected = 0  # CircuitOpen raised
         self.opened = 0  # times the breaker opened
+        self.on_change: Callable[[str, str], None] | None = None
 
     @property
     def state(self) -> str:
@@ -144,14 +148,19 @@ class CircuitBreaker:
         self.failures_in_row = 0
         if trial:
             self._state, self._trial = CLOSED, False
+            if self.on_change is not None:
+                self.on_change(self.name, CLOSED)
 
     def failed(self, trial: bool) -> None:
         """The call failed on the upstream's side (5xx, timeout, lost connection)."""
         self.failures_in_row += 1
         threshold = self.threshold
         if trial or (self._state == CLOSED and threshold and self.failures_in_row >= threshold):
+            was = self._state
             self._state, self._opened_at = OPEN, self._clock()
             self.opened += 1
+            if was == CLOSED and self.on_change is not None:
+                self.on_change(self.name, OPEN)
         if trial:
             self._trial = False
 

@@ -296,6 +296,7 @@ def create_app(settings: Settings, pool: Any = None) -> web.Application:
             app[GATEWAY_KEY] = gateway
             app[METRICS_KEY].registry.register(gateway)
             platform.search_cache = gateway.search_cache
+            gateway.pool.watch_circuits(platform.upstream_circuit)
             book = queued.install(app, gateway)
             try:
                 yield

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -144,6 +145,11 @@ class UpstreamPool:
         self._session = session
         self._rng = rng or random.Random()
         self._total_weight = sum(m.weight for m in members)
+
+    def watch_circuits(self, on_change: Callable[[str, str], None]) -> None:
+        """Tell `on_change(upstream_url, "open"|"closed")` when an upstream's circuit opens or recovers."""
+        for member in self.members:
+            member.breaker.on_change = on_change
 
     def pick(self, exclude: Any = ()) -> Member | None:
         """The next upstream by smooth weighted round-robin among those that may be called now."""

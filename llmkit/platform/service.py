@@ -193,18 +193,41 @@ class Platform:
             self.analytics.kind if self.analytics is not None else "off",
         )
 
-    async def _index(self, job: Job) -> bool:
-        """The index_document job; this process's searches see its chunks at once."""
+    async def _index(self, job: Job) -> None:
+        """The index_document job; this process's searches see its chunks at once; document.indexed once
+        they are stored (its id derives from the job, so a job run again after a crash queues it once)."""
         try:
-            return await index_document(self.store, self.embeddings, job)
+            indexed = await index_document(self.store, self.embeddings, job)
         finally:
             self.search_versions.changed(job.tenant_id)
+        if indexed is not None:
+            doc = indexed.document
+            data = {
+                "id": doc.id,
+                "title": doc.title,
+                "chunks": indexed.chunks,
+                "embedding_model": indexed.embedding_model,
+                "job_id": job.id,
+                "updated_at": doc.updated_at,
+            }
+            await self.emit("document.indexed", data, job.tenant_id, event_key=job.id)
 
     def record_search(
-        self, identity: Identity, kind: str, query: str, status: int, started: float, cached: bool
+        self,
+        identity: Identity,
+        kind: str,
+        query: str,
+        status: int,
+        started: float,
+        cached: bool,
+        hits: int = 0,
     ) -> None:
         """Record a search in the analytics like a chat request (route /api/search, model `search:<type>`):
-        buffered, never blocking; nothing when analytics are off."""
+        buffered, never blocking; nothing when analytics are off. An answered search is also the
+        search.performed event, for the webhooks that take it."""
+        if status == 200:
+            data = {"type": kind, "query": query[:MAX_RECORDED_QUERY], "hits": hits, "cached": cached}
+            self.emit_soon("search.performed", {**data, "key_id": identity.key_id}, identity.tenant_id)
         if self.writer is None:
             return
         self.writer.record(
@@ -288,16 +311,25 @@ class Platform:
             self._quota_exceeded(exc)
             raise
 
-    async def emit(self, event_type: str, data: Mapping[str, Any], tenant_id: str | None = None) -> int:
+    async def emit(
+        self,
+        event_type: str,
+        data: Mapping[str, Any],
+        tenant_id: str | None = None,
+        event_key: str | None = None,
+    ) -> int:
         """Queue an event for every enabled webhook that takes it (the tenant's and the every-tenant ones):
-        one outbox row each, sent by the delivery worker; the rows queued. No webhook: no query (the list
-        is read at most once a second). A store that fails is logged, never raised: the caller's work is
-        done and must not fail for an event."""
+        one outbox row each, sent by the delivery worker; the rows queued. An `event_key` makes the ids
+        stable, so the same event emitted twice (a job rerun) is queued once (see deliveries_of). No
+        webhook: no query (the list is read at most once a second). A store that fails is logged, never
+        raised: the caller's work is done and must not fail for an event."""
         try:
             hooks = await self.webhook_directory.wanting(event_type, tenant_id)
             if not hooks:
                 return 0
-            await self.store.add_deliveries(deliveries_of(hooks, event_type, data, tenant_id, time.time()))
+            await self.store.add_deliveries(
+                deliveries_of(hooks, event_type, data, tenant_id, time.time(), event_key)
+            )
         except BackendError as exc:
             log.warning("webhooks: event %s of tenant %s not queued: %s", event_type, tenant_id, exc)
             return 0
@@ -306,7 +338,11 @@ class Platform:
         return len(hooks)
 
     def emit_soon(self, event_type: str, data: Mapping[str, Any], tenant_id: str | None = None) -> None:
-        """emit() in the background, for a caller on the request path that must not wait for the store."""
+        """emit() in the background, for a caller on the request path that must not wait for the store
+        (nothing at all when the webhooks read within the second take no such event)."""
+        hooks = self.webhook_directory.fresh()
+        if hooks is not None and not any(h.wants(event_type, tenant_id) for h in hooks.values()):
+            return
         task = asyncio.create_task(self.emit(event_type, data, tenant_id), name=f"llmkit-emit-{event_type}")
         self._emitting.add(task)
         task.add_done_callback(self._emitting.discard)
@@ -325,6 +361,15 @@ class Platform:
     async def _job_failed(self, job: Job, error: str) -> None:
         data = {"job_id": job.id, "kind": job.kind, "subject": job.subject, "attempts": job.attempts}
         await self.emit("job.failed", {**data, "error": error}, job.tenant_id)
+        if job.kind == INDEX_DOCUMENT:
+            failed = {"id": job.subject, "job_id": job.id, "attempts": job.attempts, "error": error}
+            await self.emit("document.failed", failed, job.tenant_id, event_key=f"{job.id}.failed")
+
+    def upstream_circuit(self, upstream: str, state: str) -> None:
+        """The gateway's breaker for `upstream` opened or closed again: upstream.circuit_open|recovered, to
+        the every-tenant webhooks (each replica has its own breakers, so each tells its own)."""
+        event = "upstream.circuit_open" if state == "open" else "upstream.recovered"
+        self.emit_soon(event, {"upstream": mask_url(upstream), "state": state})
 
     @property
     def quotas_shared(self) -> bool:

@@ -57,6 +57,9 @@ class HeldPool:
         usage = {"prompt_tokens": 1, "completion_tokens": len(words), "total_tokens": len(words) + 1}
         return Outcome("".join(words), call.model, "stop", usage, "held")
 
+    def watch_circuits(self, on_change: Any) -> None:
+        """No breakers here: nothing ever opens."""
+
     async def warm(self, model: str) -> dict[str, Any]:
         return {"model": model, "upstream": "held", "load_ms": 0.0}
 

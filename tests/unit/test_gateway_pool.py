@@ -213,3 +213,21 @@ def test_pool_from_settings_builds_the_kind_with_weights_and_timeouts() -> None:
     ]
     assert p.retries == 4
     assert p.members[0].upstream.http.timeouts.first_byte == 7  # type: ignore[attr-defined]
+
+
+def test_the_watcher_hears_an_open_and_a_recovery_but_not_a_failed_trial() -> None:
+    now = [0.0]
+    heard: list[tuple[str, str]] = []
+    breaker = CircuitBreaker("http://a", 2, 10, clock=lambda: now[0])
+    p = UpstreamPool([Member(Scripted("http://a", []), 1, breaker)])
+    p.watch_circuits(lambda name, state: heard.append((name, state)))
+    breaker.failed(False)
+    assert heard == []
+    breaker.failed(False)
+    assert heard == [("http://a", "open")]
+    now[0] = 11
+    breaker.failed(breaker.admit())  # the trial fails: open again, no news
+    now[0] = 22
+    breaker.answered(breaker.admit())
+    breaker.failed(False)  # one failure of a closed breaker under the threshold
+    assert heard == [("http://a", "open"), ("http://a", "closed")]

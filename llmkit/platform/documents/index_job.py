@@ -10,6 +10,7 @@ later PUT replaced leaves the index to that PUT's job, and one whose document wa
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 from llmkit.core.ids import fresh_hex
 from llmkit.platform.documents.chunking import chunked
@@ -39,15 +40,28 @@ def embedded_text(document: Document, chunk: Chunk) -> str:
     return "\n".join([document.title, " > ".join(chunk.headings), chunk.text]).strip()
 
 
-async def index_document(store: PlatformStore, embeddings: EmbeddingsClient | None, job: Job) -> bool:
+@dataclass(frozen=True, slots=True)
+class Indexed:
+    """What an index job stored: the document as it read it, its chunk count, the embedding model."""
+
+    document: Document
+    chunks: int
+    embedding_model: str | None
+
+
+async def index_document(
+    store: PlatformStore, embeddings: EmbeddingsClient | None, job: Job
+) -> Indexed | None:
     """Chunk (and embed) the job's document and store its chunks (the keyword index follows them in the
-    same transaction): False when there was nothing to do (the document is gone or changed meanwhile)."""
+    same transaction): None when there was nothing to do (the document is gone or changed meanwhile)."""
     document = await store.document(job.tenant_id, job.subject)
     if document is None:
-        return False  # deleted since it was queued
+        return None  # deleted since it was queued
     [chunks] = await chunked([document.content])
     vectors = None
     if embeddings is not None and chunks:
         rows = await embeddings.embed([embedded_text(document, c) for c in chunks])
         vectors = ChunkVectors(embeddings.model, [row.astype("<f4").tobytes() for row in rows])
-    return await store.replace_chunks(document.tenant_id, document.id, document.updated_at, chunks, vectors)
+    if not await store.replace_chunks(document.tenant_id, document.id, document.updated_at, chunks, vectors):
+        return None
+    return Indexed(document, len(chunks), vectors.model if vectors is not None else None)

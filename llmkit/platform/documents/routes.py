@@ -258,7 +258,7 @@ async def search(request: web.Request) -> web.Response:
         raise
     took = time.perf_counter() - started
     platform.search_metrics.observe(req.type, cached, took)
-    platform.record_search(identity, req.type, req.query, 200, started, cached)
+    platform.record_search(identity, req.type, req.query, 200, started, cached, len(hits))
     body = {"query": req.query, "type": req.type, "hits": hits, "cached": cached}
     return json_response({**body, "took_ms": round(took * 1000, 3)})
 

@@ -97,8 +97,10 @@ _COLUMNS = (
     "id, webhook_id, event_id, event_type, payload, tenant_id, state, attempts, next_at, lease_until, "
     "worker, last_status, last_error, created_at, finished_at"
 )
+# A message already queued (the same stable id: an event emitted again by a rerun) stays as it is.
 INSERT_DELIVERY = f"""INSERT INTO webhook_outbox ({_COLUMNS})
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"""
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+    ON CONFLICT (id) DO NOTHING"""
 _DUE = "state = 'pending' AND next_at <= $1 AND (lease_until IS NULL OR lease_until < $1)"
 # A read first, so an idle worker's polls never take the write lock.
 ANY_DELIVERY_DUE = f"SELECT 1 FROM webhook_outbox WHERE {_DUE} LIMIT 1"

@@ -5,6 +5,7 @@ query)."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
@@ -42,15 +43,32 @@ def event_body(
     )
 
 
+def stable_hex(*parts: str) -> str:
+    """32 hex digits that are the same for the same parts (an id a rerun derives again)."""
+    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
+
+
 def deliveries_of(
-    hooks: list[Webhook], event_type: str, data: Mapping[str, Any], tenant_id: str | None, now: float
+    hooks: list[Webhook],
+    event_type: str,
+    data: Mapping[str, Any],
+    tenant_id: str | None,
+    now: float,
+    event_key: str | None = None,
 ) -> list[Delivery]:
-    """One outbox row per webhook for an event (the same body for each)."""
-    event_id = f"evt_{fresh_hex()}"
+    """One outbox row per webhook for an event (the same body for each). With an `event_key` (what makes
+    the event itself, e.g. the job it reports) the event and message ids derive from it, so an event a
+    rerun emits again (a job run again after a crash) is the same outbox row, stored once."""
+    if event_key is None:
+        event_id = f"evt_{fresh_hex()}"
+        message_ids = [f"msg_{fresh_hex()}" for _ in hooks]
+    else:
+        event_id = f"evt_{stable_hex(event_type, event_key)}"
+        message_ids = [f"msg_{stable_hex(event_id, hook.id)}" for hook in hooks]
     body = event_body(event_id, event_type, data, tenant_id, now)
     return [
         Delivery(
-            id=f"msg_{fresh_hex()}",
+            id=message_id,
             webhook_id=hook.id,
             event_id=event_id,
             event_type=event_type,
@@ -59,7 +77,7 @@ def deliveries_of(
             next_at=now,
             created_at=now,
         )
-        for hook in hooks
+        for hook, message_id in zip(hooks, message_ids, strict=True)
     ]
 
 
