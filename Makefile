@@ -52,6 +52,7 @@ bench: install services
 	$(PY) bench/gateway.py
 	$(PY) bench/gateway_platform.py
 	$(PY) bench/analytics.py
+	$(PY) bench/webhooks.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

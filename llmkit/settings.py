@@ -332,11 +332,14 @@ class GatewaySettings:
     # Webhooks (docs/webhooks.md): a delivery's POST gives up after webhooks_timeout_s; timeouts,
     # connection errors, 429 and 5xx are retried with backoff (Retry-After honoured) up to
     # webhooks_max_attempts attempts in all; a rotated secret still signs for webhooks_rotation_grace_s.
+    # A delivery is leased for webhooks_timeout_s + webhooks_lease_margin_s: a replica that died holding
+    # it frees it after that, and it is sent again (receivers deduplicate by webhook-id).
     # Targets on private networks (10/8, 172.16/12, 192.168/16, fc00::/7, 100.64/10) only with
     # webhooks_allow_private; link-local and cloud metadata addresses never, loopback always.
     webhooks_timeout_s: float = field(default=10.0, metadata={"min": 0.001, "max": 300})
     webhooks_max_attempts: int = field(default=8, metadata={"min": 1, "max": 100})
     webhooks_rotation_grace_s: float = field(default=86400.0, metadata={"min": 0})
+    webhooks_lease_margin_s: float = field(default=30.0, metadata={"min": 0.1, "max": 3600})
     webhooks_allow_private: bool = False
 
 

@@ -78,6 +78,7 @@ class PlatformConfig:
     webhooks_timeout_s: float = 10.0
     webhooks_max_attempts: int = 8
     webhooks_rotation_grace_s: float = 86400.0
+    webhooks_lease_margin_s: float = 30.0
     webhooks_allow_private: bool = False
 
     @classmethod
@@ -101,6 +102,7 @@ class PlatformConfig:
             webhooks_timeout_s=g.webhooks_timeout_s,
             webhooks_max_attempts=g.webhooks_max_attempts,
             webhooks_rotation_grace_s=g.webhooks_rotation_grace_s,
+            webhooks_lease_margin_s=g.webhooks_lease_margin_s,
             webhooks_allow_private=g.webhooks_allow_private,
         )
 
@@ -175,6 +177,7 @@ class Platform:
             timeout_s=self.config.webhooks_timeout_s,
             max_attempts=self.config.webhooks_max_attempts,
             allow_private=self.config.webhooks_allow_private,
+            lease_margin=self.config.webhooks_lease_margin_s,
         )
         self.deliveries.start()
         if not self.quotas_shared:

@@ -37,6 +37,8 @@ CONCURRENCY = 32
 POLL_S = 1.0
 OUTAGE_WAIT_S = 1.0
 BACKOFF_BASE_S = 2.0
+# A lease is the POST's timeout plus this (gateway.webhooks_lease_margin_s): room to record the attempt.
+LEASE_MARGIN_S = 30.0
 BACKOFF_MAX_S = 3600.0
 # The longest Retry-After obeyed (a receiver asking for a day waits an hour, then is asked again).
 RETRY_AFTER_MAX_S = 3600.0
@@ -101,6 +103,7 @@ class DeliveryWorker:
         timeout_s: float = 10.0,
         max_attempts: int = 8,
         allow_private: bool = False,
+        lease_margin: float = LEASE_MARGIN_S,
         concurrency: int = CONCURRENCY,
         batch: int = BATCH,
         poll_interval: float = POLL_S,
@@ -121,7 +124,7 @@ class DeliveryWorker:
         self.backoff_max = backoff_max
         self.clock = clock
         # A lease outlives one attempt with room to record it; a worker that died frees its rows after it.
-        self.lease = timeout_s + 30.0
+        self.lease = timeout_s + lease_margin
         self.worker = worker or f"webhooks-{fresh_hex()[:16]}"
         self.counts = {"attempts": 0, "delivered": 0, "retried": 0, "failed": 0, "lost": 0, "disabled": 0}
         self.last_error: str | None = None
