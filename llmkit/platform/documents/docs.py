@@ -257,11 +257,11 @@ DELETE_DOCUMENT: dict[str, Any] = {
 SEARCH: dict[str, Any] = {
     "tags": ["documents"],
     "description": (
-        "keyword: BM25 over the chunks (SQLite FTS5, PostgreSQL full-text ranking), any word of the query "
-        "matching. semantic: cosine between the query's embedding and the chunks'. hybrid: reciprocal rank "
-        "fusion (k = 60) of the two. semantic and hybrid answer 400 until gateway.embeddings_url is set, "
-        "503 while the embeddings upstream fails. Answers are cached per tenant until its documents change "
-        "(cached: true)."
+        "keyword: BM25 over the chunks (SQLite FTS5; PostgreSQL the same formula over the same words), "
+        "any word of the query matching. semantic: cosine between the query's embedding and the chunks'. "
+        "hybrid: reciprocal rank fusion (k = 60) of the two. semantic and hybrid answer 400 until "
+        "gateway.embeddings_url is set, 503 while the embeddings upstream fails. Answers are cached per "
+        "tenant until its documents change (cached: true)."
     ),
     "requestBody": json_body(
         {

@@ -23,6 +23,10 @@ DELETE_DOCUMENT = "DELETE FROM documents WHERE tenant_id = $1 AND id = $2"
 DELETE_TENANT_DOCUMENTS = "DELETE FROM documents WHERE tenant_id = $1"
 INSERT_CHUNK = """INSERT INTO document_chunks
     (tenant_id, document_id, ordinal, heading, text, tokens, embedding) VALUES ($1, $2, $3, $4, $5, $6, $7)"""
+# PostgreSQL also stores the chunk's words as FTS5 splits them (its tsvector is made of these), counted.
+INSERT_CHUNK_POSTGRES = """INSERT INTO document_chunks
+    (tenant_id, document_id, ordinal, heading, text, tokens, embedding, terms, word_count)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"""
 SELECT_CHUNKS = """SELECT ordinal, text, tokens, heading FROM document_chunks
     WHERE tenant_id = $1 AND document_id = $2 ORDER BY ordinal"""
 DELETE_CHUNKS = "DELETE FROM document_chunks WHERE tenant_id = $1 AND document_id = $2"
@@ -51,25 +55,48 @@ _SQLITE_SEARCH = """SELECT c.document_id, d.title, c.ordinal, c.text, -bm25(docu
     JOIN document_chunks c ON c.seq = document_chunks_fts.rowid
     JOIN documents d ON d.tenant_id = c.tenant_id AND d.id = c.document_id
     WHERE document_chunks_fts MATCH $1 AND c.tenant_id = $2{filters}
-    ORDER BY bm25(document_chunks_fts), c.document_id, c.ordinal
+    ORDER BY round(bm25(document_chunks_fts), 9), c.document_id, c.ordinal
     LIMIT $3"""
-# ts_rank with normalization 1 divides by 1 + log(chunk length), as BM25 favours short chunks; the
-# headline (costly) is made for the hits on the page only.
-_POSTGRES_SEARCH = """WITH q AS (SELECT to_tsquery('simple', $1) AS query),
+# BM25 as SQLite's FTS5 computes it (k1 = 1.2, b = 0.75, idf = ln((N - n + 0.5) / (n + 0.5)), at least
+# 1e-6), over the tenant's chunks: the words of both are split alike (text_words), so both stores rank
+# the same chunks first. Each query word's chunk count n comes from the GIN index; a chunk's term
+# frequencies from its tsvector's positions. Both order by the score to 9 decimals, then document and
+# ordinal: equal scores the two compute a last bit apart tie, and ties break alike. The headline (costly)
+# is made for the hits on the page only.
+_POSTGRES_SEARCH = """WITH q AS MATERIALIZED (SELECT to_tsquery('simple', $1) AS query),
+    stats AS MATERIALIZED (
+        SELECT count(*)::float8 AS n, greatest(coalesce(avg(word_count), 0), 1)::float8 AS avgdl
+        FROM document_chunks WHERE tenant_id = $2
+    ),
+    terms AS MATERIALIZED (
+        SELECT btrim(w, chr(39)) AS term, greatest(ln((s.n - f.n + 0.5) / (f.n + 0.5)), 1e-6) AS idf
+        FROM unnest(string_to_array($1, ' | ')) AS w
+        CROSS JOIN stats s
+        CROSS JOIN LATERAL (
+            SELECT count(*) AS n FROM document_chunks c
+            WHERE c.tenant_id = $2 AND c.words @@ to_tsquery('simple', w)
+        ) f
+    ),
     hits AS (
-        SELECT c.document_id, d.title, c.ordinal, c.text, ts_rank(c.words, q.query, 1) AS score
+        SELECT c.document_id, d.title, c.ordinal, c.text, r.score
         FROM document_chunks c
         JOIN documents d ON d.tenant_id = c.tenant_id AND d.id = c.document_id
         CROSS JOIN q
+        CROSS JOIN stats s
+        CROSS JOIN LATERAL (
+            SELECT sum(t.idf * array_length(u.positions, 1) * 2.2 / (array_length(u.positions, 1)
+                    + 1.2 * (0.25 + 0.75 * coalesce(c.word_count, length(c.words)) / s.avgdl))) AS score
+            FROM unnest(c.words) u JOIN terms t ON t.term = u.lexeme
+        ) r
         WHERE c.tenant_id = $2 AND c.words @@ q.query{filters}
-        ORDER BY score DESC, c.document_id, c.ordinal
+        ORDER BY round(r.score::numeric, 9) DESC, c.document_id, c.ordinal
         LIMIT $3
     )
     SELECT h.document_id, h.title, h.ordinal, h.text, h.score,
         ts_headline('simple', h.text, q.query,
             'StartSel=<mark>, StopSel=</mark>, MaxWords=24, MinWords=8, MaxFragments=1')
     FROM hits h CROSS JOIN q
-    ORDER BY h.score DESC, h.document_id, h.ordinal"""
+    ORDER BY round(h.score::numeric, 9) DESC, h.document_id, h.ordinal"""
 _LIST = f"""SELECT {_COLUMNS} FROM documents d WHERE d.tenant_id = $1{{filters}}
     ORDER BY d.created_at, d.id LIMIT $2 OFFSET $3"""
 
@@ -91,10 +118,14 @@ def chunk_hits_statement(kind: str, keys: int, filters: Mapping[str, Any] | None
     WHERE c.tenant_id = $1 AND ({pairs}){filter_clause(kind, filters, first=2 + 2 * keys)}"""
 
 
+def text_words(text: str) -> list[str]:
+    """Every lower-case word of a text, in order: letters and digits, as FTS5's unicode61 splits them."""
+    return [w.lower() for w in _WORD.findall(unicodedata.normalize("NFC", text))]
+
+
 def query_words(query: str) -> list[str]:
     """The distinct lower-case words of a user's query, in order, at most MAX_QUERY_WORDS."""
-    words = dict.fromkeys(w.lower() for w in _WORD.findall(unicodedata.normalize("NFC", query)))
-    return list(words)[:MAX_QUERY_WORDS]
+    return list(dict.fromkeys(text_words(query)))[:MAX_QUERY_WORDS]
 
 
 def search_statement(kind: str, words: Sequence[str], filters: Mapping[str, Any] | None) -> tuple[str, str]:
@@ -185,23 +216,26 @@ def document_of(row: Sequence[Any]) -> Document:
 
 
 def chunk_rows(
-    tenant_id: str, document_id: str, chunks: Sequence[Chunk], vectors: Sequence[bytes] | None = None
+    tenant_id: str,
+    document_id: str,
+    chunks: Sequence[Chunk],
+    vectors: Sequence[bytes] | None = None,
+    kind: str = "sqlite",
 ) -> list[tuple[Any, ...]]:
-    """Chunks as INSERT_CHUNK's parameters (the heading path as a JSON array), each with its vector."""
+    """Chunks as INSERT_CHUNK's parameters (the heading path as a JSON array), each with its vector; for
+    PostgreSQL (INSERT_CHUNK_POSTGRES) also its words and their count."""
     if vectors is not None and len(vectors) != len(chunks):
         raise ValueError(f"{len(vectors)} vectors for {len(chunks)} chunks")
-    return [
-        (
-            tenant_id,
-            document_id,
-            c.ordinal,
-            json.dumps(list(c.headings), ensure_ascii=False),
-            c.text,
-            c.tokens,
-            None if vectors is None else vectors[i],
-        )
-        for i, c in enumerate(chunks)
-    ]
+    rows: list[tuple[Any, ...]] = []
+    for i, c in enumerate(chunks):
+        heading = json.dumps(list(c.headings), ensure_ascii=False)
+        vector = None if vectors is None else vectors[i]
+        row: tuple[Any, ...] = (tenant_id, document_id, c.ordinal, heading, c.text, c.tokens, vector)
+        if kind != "sqlite":
+            words = text_words(c.text)
+            row = (*row, " ".join(words), len(words))
+        rows.append(row)
+    return rows
 
 
 def chunk_of(row: Sequence[Any]) -> Chunk:

@@ -162,6 +162,24 @@ MIGRATIONS: tuple[tuple[str, ...] | Dialects, ...] = (
     ),
     # 6: webhooks, their outbox of deliveries and the delivery log (store/webhooks_sql.py).
     webhooks_sql.MIGRATION,
+    # 7: keyword ranking alike on both. SQLite: a view of the keyword index's terms and how many chunks
+    # hold each (fts5vocab, no storage of its own). PostgreSQL: the words are split as FTS5's unicode61
+    # splits them (by documents_sql.text_words, kept in `terms`; a chunk stored before this keeps its text
+    # split by PostgreSQL's parser until it is indexed again) and counted (`word_count`), which BM25 needs.
+    Dialects(
+        sqlite=("CREATE VIRTUAL TABLE document_chunks_vocab USING fts5vocab(document_chunks_fts, 'row')",),
+        postgresql=(
+            "ALTER TABLE document_chunks ADD COLUMN terms TEXT",
+            "ALTER TABLE document_chunks ADD COLUMN word_count INTEGER",
+            "DROP INDEX document_chunks_words",
+            "ALTER TABLE document_chunks DROP COLUMN words",
+            """ALTER TABLE document_chunks ADD COLUMN words tsvector
+                GENERATED ALWAYS AS (to_tsvector('simple', coalesce(terms, text))) STORED""",
+            "CREATE INDEX document_chunks_words ON document_chunks USING GIN (words)",
+            """UPDATE document_chunks
+                SET word_count = (SELECT coalesce(sum(array_length(positions, 1)), 0) FROM unnest(words))""",
+        ),
+    ),
 )
 LATEST = len(MIGRATIONS)
 

@@ -1,5 +1,5 @@
 """PostgresPlatformStore: tenants, keys and documents in PostgreSQL through an asyncpg pool, shared by
-replicas; keyword search on a tsvector GIN index (ts_rank)."""
+replicas; keyword search on a tsvector GIN index, ranked by BM25 as SQLite's FTS5 ranks (documents_sql)."""
 
 from __future__ import annotations
 
@@ -225,7 +225,8 @@ class PostgresPlatformStore:
             for document, chunks in items:
                 await conn.execute(ds.INSERT_DOCUMENT, *ds.document_row(document))
                 await conn.executemany(
-                    ds.INSERT_CHUNK, ds.chunk_rows(document.tenant_id, document.id, chunks)
+                    ds.INSERT_CHUNK_POSTGRES,
+                    ds.chunk_rows(document.tenant_id, document.id, chunks, kind=self.kind),
                 )
             await conn.executemany(js.INSERT_JOB, [js.job_row(job) for job in jobs])
             for tenant_id in sorted({document.tenant_id for document, _ in items}):
@@ -251,13 +252,13 @@ class PostgresPlatformStore:
         vectors: ChunkVectors | None = None,
     ) -> bool:
         key = (tenant_id, document_id)
-        rows = ds.chunk_rows(*key, chunks, None if vectors is None else vectors.rows)
+        rows = ds.chunk_rows(*key, chunks, None if vectors is None else vectors.rows, self.kind)
         async with self._errors() as pool, pool.acquire() as conn, conn.transaction():
             # The row lock makes a concurrent update wait until these chunks are in (or see them fail).
             if await conn.fetchval(ds.DOCUMENT_UNCHANGED_LOCKED, *key, updated_at) is None:
                 return False
             await conn.execute(ds.DELETE_CHUNKS, *key)
-            await conn.executemany(ds.INSERT_CHUNK, rows)
+            await conn.executemany(ds.INSERT_CHUNK_POSTGRES, rows)
             model = None if vectors is None else vectors.model
             await conn.execute(ds.MARK_INDEXED, *key, updated_at, model)
             await conn.execute(ds.BUMP_SEARCH_VERSION, tenant_id)
