@@ -130,3 +130,34 @@ async def test_an_upstream_circuit_that_opens_and_recovers_is_two_events(
     assert all(r.verified and r.event["tenant_id"] is None for r in received)
     assert opened.event["data"] == {"upstream": url, "state": "open"}
     assert received[1].event["data"] == {"upstream": url, "state": "closed"}
+
+
+async def test_a_failing_step_of_shutdown_still_closes_the_rest(tmp_path: Path) -> None:
+    # The CI failure this guards: one step of close() raised, and the store and the embeddings session
+    # after it were never closed (an unclosed aiohttp session, an open database).
+    from llmkit.platform.service import Platform, PlatformConfig
+    from tests.unit.gateway_fakes import gateway_settings
+
+    settings = gateway_settings(
+        platform_url=f"sqlite:///{tmp_path}/p.db",
+        embeddings_url="http://127.0.0.1:1/v1",
+        analytics_enabled=False,
+    )
+    platform = Platform(PlatformConfig.from_settings(settings))
+    await platform.open()
+    assert platform.embeddings is not None
+    store, embeddings = platform.store, platform.embeddings
+    session = embeddings._http()  # opened on first use, as the first index job would
+
+    async def broken() -> None:
+        raise RuntimeError("a quota counter that cannot stop")
+
+    platform.quotas.close = broken  # type: ignore[method-assign]
+    try:
+        await platform.close()
+    except RuntimeError as exc:
+        assert "cannot stop" in str(exc)
+    else:
+        raise AssertionError("the failure was swallowed")
+    assert store._db is None  # type: ignore[attr-defined]
+    assert session.closed
