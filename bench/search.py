@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import datetime
 import json
 import sqlite3
@@ -162,7 +163,8 @@ async def latency(
 
 
 def sqlite_latency(db: Path, questions: list[dict[str, Any]], n: int) -> dict[str, float]:
-    """The same keyword query (the store's FTS5 statement, any word matching) on the same file, raw."""
+    """The same keyword search (the store's statements: the words' chunk counts, then FTS5) on the same
+    file, raw."""
     from llmkit.platform.store import documents_sql as ds
     from llmkit.platform.store.migrations import qmark
 
@@ -171,9 +173,12 @@ def sqlite_latency(db: Path, questions: list[dict[str, Any]], n: int) -> dict[st
     times = []
     for i in range(n):
         words = ds.query_words(f"{questions[i % len(questions)]['question']} r{i}")
-        sql, match = ds.search_statement("sqlite", words, None)
         started = time.perf_counter()
-        conn.execute(qmark(sql), (match, tenant_id, 10)).fetchall()
+        marks = ", ".join("?" for _ in words)
+        counts = conn.execute(ds.SQLITE_DOCUMENT_FREQUENCIES.format(marks=marks), words).fetchall()
+        statement = ds.search_statement("sqlite", tenant_id, words, dict(counts), 10, None)
+        if statement:
+            conn.execute(qmark(statement[0]), statement[1]).fetchall()
         times.append((time.perf_counter() - started) * 1000)
     conn.close()
     return {"p50": pct(times, 0.5), "p99": pct(times, 0.99)}
@@ -301,8 +306,16 @@ def main() -> int:
     )
     parser.add_argument("--searches", type=int, default=300, help="uncached searches per type")
     parser.add_argument("--seconds", type=float, default=5.0, help="each wrk run")
+    parser.add_argument(
+        "--keep", type=Path, help="build the store in this (new) directory and keep it, to inspect after"
+    )
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="llmkit-bench-search-") as tmp:
+    with contextlib.ExitStack() as stack:
+        if args.keep:
+            args.keep.mkdir(parents=True)
+            tmp = str(args.keep)
+        else:
+            tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="llmkit-bench-search-"))
         args.tmp = tmp
         results = asyncio.run(run(args, Path(tmp)))
     print(table(results))

@@ -11,6 +11,7 @@ import pytest
 from llmkit.platform.documents.chunking import chunk_markdown
 from llmkit.platform.documents.index_job import INDEX_DOCUMENT, index_job
 from llmkit.platform.quota_types import Quotas
+from llmkit.platform.store import documents_sql as ds
 from llmkit.platform.store import platform_store_from_url
 from llmkit.platform.store.base import ApiKey, Document, PlatformStore, StoreConflict, Tenant
 from llmkit.platform.store.migrations import LATEST, MIGRATIONS, statements_of
@@ -98,6 +99,52 @@ async def test_search_answers_ranked_hits_with_highlights(store: PlatformStore) 
     assert best.highlights and "<mark>" in best.highlights[0]
     assert "postgres" in best.highlights[0].lower()
     assert len(await store.keyword_search("t1", "postgres", limit=1)) == 1
+
+
+async def test_only_chunks_with_a_rare_query_word_are_ranked_and_every_word_still_scores(
+    store: PlatformStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await add(store, doc("rare-only", "zebra grazes"))
+    await add(store, doc("rare-and-common", "zebra grazes on the plain"))
+    for n in range(4):
+        await add(store, doc(f"common-{n}", "the plain the plain"))
+    monkeypatch.setattr(ds, "CANDIDATE_BUDGET", 10**6)
+    every = {h.document_id: h.score for h in await store.keyword_search("t1", "the zebra plain")}
+    assert len(every) == 6
+    # "zebra" is in 2 chunks, "the" and "plain" in 5: with room for 2 only zebra's chunks are candidates.
+    monkeypatch.setattr(ds, "CANDIDATE_BUDGET", 2)
+    hits = await store.keyword_search("t1", "the zebra plain")
+    assert {h.document_id: h.score for h in hits} == {d: every[d] for d in ("rare-only", "rare-and-common")}
+    marked = {h.document_id: h.highlights for h in hits}
+    assert marked["rare-and-common"] == ("<mark>zebra</mark> grazes on <mark>the</mark> <mark>plain</mark>",)
+    # A query of common words only still finds them (the rarest word always picks candidates).
+    assert {h.document_id for h in await store.keyword_search("t1", "plain the")} == set(every) - {
+        "rare-only"
+    }
+    assert await store.keyword_search("t1", "unicorn") == []
+
+
+async def test_which_words_pick_the_candidates_follows_new_chunks(
+    store: PlatformStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ds, "CANDIDATE_BUDGET", 2)
+    await add(store, doc("z", "zebra"))
+    await add(store, doc("p1", "plain"))
+    await add(store, doc("p2", "plain"))
+    assert [h.document_id for h in await store.keyword_search("t1", "zebra plain")] == ["z"]
+    for n in range(3):  # zebra becomes the common word: plain (2 chunks) picks the candidates now
+        await add(store, doc(f"z{n}", "zebra zebra"))
+    hits = await store.keyword_search("t1", "zebra plain")
+    assert sorted(h.document_id for h in hits) == ["p1", "p2"]
+
+
+async def test_highlights_are_escaped_html_around_the_marks(store: PlatformStore) -> None:
+    await add(store, doc("x", "Use <script>alert(1)</script> & postgres carefully."))
+    [hit] = await store.keyword_search("t1", "postgres script")
+    assert hit.highlights == (
+        "Use &lt;<mark>script</mark>&gt;alert(1)&lt;/<mark>script</mark>&gt; &amp; "
+        "<mark>postgres</mark> carefully",
+    )
 
 
 async def test_any_word_of_the_query_matches_and_more_words_rank_higher(store: PlatformStore) -> None:

@@ -127,7 +127,7 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             "highlights": {
                 "type": "array",
                 "items": {"type": "string"},
-                "description": "snippets with the matched words in <mark></mark>",
+                "description": "snippets with the matched words in <mark></mark>, the rest HTML-escaped",
             },
         },
     },
@@ -258,7 +258,9 @@ SEARCH: dict[str, Any] = {
     "tags": ["documents"],
     "description": (
         "keyword: BM25 over the chunks (SQLite FTS5; PostgreSQL the same formula over the same words), "
-        "any word of the query matching. semantic: cosine between the query's embedding and the chunks'. "
+        "any word of the query matching; only chunks holding one of its rarest words are ranked (those "
+        "whose chunk counts add up to 1,000, always the rarest), scored by every word. semantic: cosine "
+        "between the query's embedding and the chunks'. "
         "hybrid: reciprocal rank fusion (k = 60) of the two. semantic and hybrid answer 400 until "
         "gateway.embeddings_url is set, 503 while the embeddings upstream fails. Answers are cached per "
         "tenant until its documents change (cached: true)."

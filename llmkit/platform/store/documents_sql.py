@@ -5,6 +5,8 @@ Parameters are written `$1, $2, ...` as in `migrations.py`; the SQLite store num
 
 from __future__ import annotations
 
+import bisect
+import html
 import json
 import re
 import unicodedata
@@ -42,6 +44,9 @@ SELECT_VECTOR_VERSIONS = """SELECT id, indexed_at FROM documents
 BUMP_SEARCH_VERSION = """INSERT INTO search_versions (tenant_id, version) VALUES ($1, 1)
     ON CONFLICT (tenant_id) DO UPDATE SET version = search_versions.version + 1"""
 SELECT_SEARCH_VERSION = "SELECT version FROM search_versions WHERE tenant_id = $1"
+# Grows with every change to any tenant's chunks (versions only ever go up): what the SQLite store's
+# copy of the index's word counts is as fresh as.
+SUM_SEARCH_VERSIONS = "SELECT coalesce(sum(version), 0) FROM search_versions"
 
 # A query is cut to its first words: each one is a term of the index lookup.
 MAX_QUERY_WORDS = 64
@@ -49,54 +54,58 @@ MAX_QUERY_WORDS = 64
 # query text (quotes, *, NEAR(, :, &|!) ever reaches either parser as syntax.
 _WORD = re.compile(r"[^\W_]+")
 
-_SQLITE_SEARCH = """SELECT c.document_id, d.title, c.ordinal, c.text, -bm25(document_chunks_fts),
-        snippet(document_chunks_fts, 0, '<mark>', '</mark>', '…', 16)
-    FROM document_chunks_fts
-    JOIN document_chunks c ON c.seq = document_chunks_fts.rowid
+# A keyword search scores only the chunks holding one of the query's rarest words: the words in the
+# fewest chunks, taken while their chunk counts add up to at most this (and always the rarest one). The
+# rest (often "the", "team", "port": in half the chunks, weight ~0) still count in each candidate's
+# score, but a chunk with none of the rare words is not ranked (Elasticsearch's cutoff frequency). Every
+# match of "any word" would be scored otherwise: at 10,000 chunks a question of common words made nearly
+# every chunk a candidate (40 ms); now a search scores about this many. Both stores choose alike.
+CANDIDATE_BUDGET = 1000
+# The candidates' scores come from FTS5's own bm25 over every query word, each word once: the chunks
+# with a rare and a common word match "(rare) AND (common)", those with rare words only "(rare) NOT
+# (common)"; a word a chunk lacks adds nothing, so both are the score "any word" would give.
+_SQLITE_SCORED = "SELECT rowid AS seq, bm25(document_chunks_fts) AS s FROM document_chunks_fts "
+_SQLITE_SEARCH = """WITH f AS MATERIALIZED ({scored})
+    SELECT c.document_id, d.title, c.ordinal, c.text, -f.s, NULL
+    FROM f
+    JOIN document_chunks c ON c.seq = f.seq
     JOIN documents d ON d.tenant_id = c.tenant_id AND d.id = c.document_id
-    WHERE document_chunks_fts MATCH $1 AND c.tenant_id = $2{filters}
-    ORDER BY round(bm25(document_chunks_fts), 9), c.document_id, c.ordinal
+    WHERE c.tenant_id = $2{filters}
+    ORDER BY round(f.s, 9), c.document_id, c.ordinal
     LIMIT $3"""
+SQLITE_DOCUMENT_FREQUENCIES = "SELECT term, doc FROM document_chunks_vocab WHERE term IN ({marks})"
+# The chunks of the tenant ($1) holding each word ($2, an array).
+POSTGRES_DOCUMENT_FREQUENCIES = """SELECT w, (SELECT count(*) FROM document_chunks c
+        WHERE c.tenant_id = $1 AND c.words @@ to_tsquery('simple', quote_literal(w)))
+    FROM unnest($2::text[]) AS w"""
 # BM25 as SQLite's FTS5 computes it (k1 = 1.2, b = 0.75, idf = ln((N - n + 0.5) / (n + 0.5)), at least
 # 1e-6), over the tenant's chunks: the words of both are split alike (text_words), so both stores rank
-# the same chunks first. Each query word's chunk count n comes from the GIN index; a chunk's term
+# the same chunks first. The query words ($4) and their chunk counts ($5) come from
+# POSTGRES_DOCUMENT_FREQUENCIES, the candidates from the rare words' query ($1); a chunk's term
 # frequencies from its tsvector's positions. Both order by the score to 9 decimals, then document and
-# ordinal: equal scores the two compute a last bit apart tie, and ties break alike. The headline (costly)
-# is made for the hits on the page only.
-_POSTGRES_SEARCH = """WITH q AS MATERIALIZED (SELECT to_tsquery('simple', $1) AS query),
-    stats AS MATERIALIZED (
+# ordinal: equal scores the two compute a last bit apart tie, and ties break alike.
+_POSTGRES_SEARCH = """WITH stats AS MATERIALIZED (
         SELECT count(*)::float8 AS n, greatest(coalesce(avg(word_count), 0), 1)::float8 AS avgdl
         FROM document_chunks WHERE tenant_id = $2
     ),
     terms AS MATERIALIZED (
-        SELECT btrim(w, chr(39)) AS term, greatest(ln((s.n - f.n + 0.5) / (f.n + 0.5)), 1e-6) AS idf
-        FROM unnest(string_to_array($1, ' | ')) AS w
-        CROSS JOIN stats s
-        CROSS JOIN LATERAL (
-            SELECT count(*) AS n FROM document_chunks c
-            WHERE c.tenant_id = $2 AND c.words @@ to_tsquery('simple', w)
-        ) f
-    ),
-    hits AS (
-        SELECT c.document_id, d.title, c.ordinal, c.text, r.score
-        FROM document_chunks c
-        JOIN documents d ON d.tenant_id = c.tenant_id AND d.id = c.document_id
-        CROSS JOIN q
-        CROSS JOIN stats s
-        CROSS JOIN LATERAL (
-            SELECT sum(t.idf * array_length(u.positions, 1) * 2.2 / (array_length(u.positions, 1)
-                    + 1.2 * (0.25 + 0.75 * coalesce(c.word_count, length(c.words)) / s.avgdl))) AS score
-            FROM unnest(c.words) u JOIN terms t ON t.term = u.lexeme
-        ) r
-        WHERE c.tenant_id = $2 AND c.words @@ q.query{filters}
-        ORDER BY round(r.score::numeric, 9) DESC, c.document_id, c.ordinal
-        LIMIT $3
+        SELECT t.term, greatest(ln((s.n - t.n + 0.5) / (t.n + 0.5)), 1e-6) AS idf
+        FROM unnest($4::text[], $5::float8[]) AS t(term, n) CROSS JOIN stats s
     )
-    SELECT h.document_id, h.title, h.ordinal, h.text, h.score,
-        ts_headline('simple', h.text, q.query,
-            'StartSel=<mark>, StopSel=</mark>, MaxWords=24, MinWords=8, MaxFragments=1')
-    FROM hits h CROSS JOIN q
-    ORDER BY round(h.score::numeric, 9) DESC, h.document_id, h.ordinal"""
+    SELECT c.document_id, d.title, c.ordinal, c.text, r.score, NULL
+    FROM document_chunks c
+    JOIN documents d ON d.tenant_id = c.tenant_id AND d.id = c.document_id
+    CROSS JOIN stats s
+    CROSS JOIN LATERAL (
+        SELECT sum(t.idf * array_length(u.positions, 1) * 2.2 / (array_length(u.positions, 1)
+                + 1.2 * (0.25 + 0.75 * coalesce(c.word_count, length(c.words)) / s.avgdl))) AS score
+        FROM unnest(c.words) u JOIN terms t ON t.term = u.lexeme
+    ) r
+    WHERE c.tenant_id = $2 AND c.words @@ to_tsquery('simple', $1){filters}
+    ORDER BY round(r.score::numeric, 9) DESC, c.document_id, c.ordinal
+    LIMIT $3"""
+# A highlight is the window of this many words holding the most distinct query words.
+HIGHLIGHT_WORDS = 16
 _LIST = f"""SELECT {_COLUMNS} FROM documents d WHERE d.tenant_id = $1{{filters}}
     ORDER BY d.created_at, d.id LIMIT $2 OFFSET $3"""
 
@@ -128,12 +137,104 @@ def query_words(query: str) -> list[str]:
     return list(dict.fromkeys(text_words(query)))[:MAX_QUERY_WORDS]
 
 
-def search_statement(kind: str, words: Sequence[str], filters: Mapping[str, Any] | None) -> tuple[str, str]:
-    """The keyword search for a store of `kind` and its match expression ($1): chunks with any of `words`."""
-    clause = filter_clause(kind, filters, first=4)
+def rare_words(words: Sequence[str], frequencies: Mapping[str, int]) -> tuple[list[str], list[str]]:
+    """`words` (in order) split into the rare ones, which pick the candidates (CANDIDATE_BUDGET), and the
+    common ones; words in no chunk are in neither."""
+    present = sorted((w for w in words if frequencies.get(w, 0) > 0), key=lambda w: (frequencies[w], w))
+    rare: set[str] = set()
+    total = 0
+    for word in present:
+        if rare and total + frequencies[word] > CANDIDATE_BUDGET:
+            break
+        rare.add(word)
+        total += frequencies[word]
+    return [w for w in words if w in rare], [w for w in present if w not in rare]
+
+
+def search_statement(
+    kind: str,
+    tenant_id: str,
+    words: Sequence[str],
+    frequencies: Mapping[str, int],
+    limit: int,
+    filters: Mapping[str, Any] | None,
+) -> tuple[str, tuple[Any, ...]] | None:
+    """The keyword search for a store of `kind` and its parameters up to the filters' (`filter_args`
+    follow), given how many chunks hold each word; None when no word is in any chunk."""
+    rare, common = rare_words(words, frequencies)
+    if not rare:
+        return None
     if kind == "sqlite":
-        return _SQLITE_SEARCH.format(filters=clause), " OR ".join(f'"{w}"' for w in words)
-    return _POSTGRES_SEARCH.format(filters=clause), " | ".join(f"'{w}'" for w in words)
+        either = " OR ".join(f'"{w}"' for w in rare)
+        if not common:
+            return (
+                _SQLITE_SEARCH.format(
+                    scored=f"{_SQLITE_SCORED}WHERE document_chunks_fts MATCH $1",
+                    filters=filter_clause(kind, filters, first=4),
+                ),
+                (either, tenant_id, limit),
+            )
+        others = " OR ".join(f'"{w}"' for w in common)
+        scored = (
+            f"{_SQLITE_SCORED}WHERE document_chunks_fts MATCH $1 UNION ALL "
+            f"{_SQLITE_SCORED}WHERE document_chunks_fts MATCH $4"
+        )
+        return (
+            _SQLITE_SEARCH.format(scored=scored, filters=filter_clause(kind, filters, first=5)),
+            (f"({either}) AND ({others})", tenant_id, limit, f"({either}) NOT ({others})"),
+        )
+    scored_words = rare + common
+    return (
+        _POSTGRES_SEARCH.format(filters=filter_clause(kind, filters, first=6)),
+        (
+            " | ".join(f"'{w}'" for w in rare),
+            tenant_id,
+            limit,
+            scored_words,
+            [float(frequencies[w]) for w in scored_words],
+        ),
+    )
+
+
+def highlight(text: str, words: Sequence[str]) -> str:
+    """The HIGHLIGHT_WORDS-word window of `text` holding the most distinct `words` (then the most of
+    them, then the first), HTML-escaped, each of those words in <mark></mark>, … where text was cut;
+    empty when it holds none."""
+    text = unicodedata.normalize("NFC", text)
+    tokens = list(_WORD.finditer(text))
+    wanted = set(words)
+    hits = [i for i, t in enumerate(tokens) if t.group().lower() in wanted]
+    if not hits:
+        return ""
+    lowered = [tokens[i].group().lower() for i in hits]
+    best = (0, 0, 0)
+    for at in hits:
+        start = max(0, min(at - 2, len(tokens) - HIGHLIGHT_WORDS))
+        inside = lowered[bisect.bisect_left(hits, start) : bisect.bisect_left(hits, start + HIGHLIGHT_WORDS)]
+        best = max(best, (len(set(inside)), len(inside), -start))
+    start = -best[2]
+    end = min(len(tokens), start + HIGHLIGHT_WORDS)
+    marked = set(hits)
+    out = ["…"] if start > 0 else []
+    at = tokens[start].start()
+    for i in range(start, end):
+        token = tokens[i]
+        out.append(html.escape(text[at : token.start()]))
+        word = html.escape(token.group())
+        out.append(f"<mark>{word}</mark>" if i in marked else word)
+        at = token.end()
+    if end < len(tokens):
+        out.append("…")
+    return "".join(out)
+
+
+def hits_of(rows: Sequence[Sequence[Any]], words: Sequence[str]) -> list[SearchHit]:
+    """Keyword search rows as SearchHits, each highlighted for `words`."""
+    hits = []
+    for row in rows:
+        marked = highlight(row[3], words)
+        hits.append(hit_of((*row[:5], marked)))
+    return hits
 
 
 def list_statement(kind: str, filters: Mapping[str, Any] | None) -> str:

@@ -320,9 +320,13 @@ class PostgresPlatformStore:
         words = ds.query_words(query)
         if not words or limit < 1:
             return []
-        sql, match = ds.search_statement(self.kind, words, filters)
-        rows = await self._all(sql, match, tenant_id, limit, *ds.postgres_filter_args(filters))
-        return [ds.hit_of(row) for row in rows]
+        counts = await self._all(ds.POSTGRES_DOCUMENT_FREQUENCIES, tenant_id, words)
+        statement = ds.search_statement(self.kind, tenant_id, words, dict(counts), limit, filters)
+        if statement is None:
+            return []
+        sql, head = statement
+        rows = await self._all(sql, *head, *ds.postgres_filter_args(filters))
+        return ds.hits_of(rows, words)
 
     async def add_job(self, job: Job) -> None:
         await self._write(js.INSERT_JOB, *js.job_row(job))
