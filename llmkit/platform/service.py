@@ -39,7 +39,7 @@ from llmkit.platform.quotas import (
     quota_enforcer_from_url,
 )
 from llmkit.platform.store import platform_store_from_url
-from llmkit.platform.store.base import Job, PlatformStore, Tenant
+from llmkit.platform.store.base import Delivery, Job, PlatformStore, Tenant
 from llmkit.platform.webhooks.delivery import DeliveryWorker
 from llmkit.platform.webhooks.events import WebhookDirectory, deliveries_of
 from llmkit.settings import Settings
@@ -326,19 +326,38 @@ class Platform:
         stable, so the same event emitted twice (a job rerun) is queued once (see deliveries_of). No
         webhook: no query (the list is read at most once a second). A store that fails is logged, never
         raised: the caller's work is done and must not fail for an event."""
+        deliveries = await self.event_deliveries(event_type, data, tenant_id, event_key)
+        if not deliveries:
+            return 0
         try:
-            hooks = await self.webhook_directory.wanting(event_type, tenant_id)
-            if not hooks:
-                return 0
-            await self.store.add_deliveries(
-                deliveries_of(hooks, event_type, data, tenant_id, time.time(), event_key)
-            )
+            await self.store.add_deliveries(deliveries)
         except BackendError as exc:
             log.warning("webhooks: event %s of tenant %s not queued: %s", event_type, tenant_id, exc)
             return 0
+        self.wake_deliveries()
+        return len(deliveries)
+
+    async def event_deliveries(
+        self,
+        event_type: str,
+        data: Mapping[str, Any],
+        tenant_id: str | None = None,
+        event_key: str | None = None,
+    ) -> list[Delivery]:
+        """The outbox rows of an event (as emit() queues them), for a caller that writes them in the
+        transaction of the change they tell of, then calls wake_deliveries(); none when no webhook takes
+        it or the webhook list cannot be read (logged)."""
+        try:
+            hooks = await self.webhook_directory.wanting(event_type, tenant_id)
+        except BackendError as exc:
+            log.warning("webhooks: event %s of tenant %s not queued: %s", event_type, tenant_id, exc)
+            return []
+        return deliveries_of(hooks, event_type, data, tenant_id, time.time(), event_key) if hooks else []
+
+    def wake_deliveries(self) -> None:
+        """Tell this process's delivery worker that rows were queued (it also polls)."""
         if self.deliveries is not None:
             self.deliveries.wake()
-        return len(hooks)
 
     def emit_soon(self, event_type: str, data: Mapping[str, Any], tenant_id: str | None = None) -> None:
         """emit() in the background, for a caller on the request path that must not wait for the store

@@ -10,6 +10,7 @@ import pytest
 from llmkit.platform.quota_types import Quotas
 from llmkit.platform.store import platform_store_from_url
 from llmkit.platform.store.base import (
+    ApiKey,
     Delivery,
     DeliveryAttempt,
     PlatformStore,
@@ -160,6 +161,23 @@ async def test_deleting_a_webhook_or_its_tenant_drops_its_outbox(store: Platform
     assert await store.deliveries("wh1") == []
     assert await store.delete_webhook("wh2")
     assert await store.deliveries("wh2") == [] and await store.delivery_attempts(["d2"]) == []
+
+
+async def test_a_key_and_its_event_are_written_together_or_not_at_all(store: PlatformStore) -> None:
+    now = 100.0
+    await store.add_tenant(Tenant("t1", "Acme", Quotas(), now, now))
+    await store.add_webhook(hook("wh1", "t1"))
+    key = ApiKey(
+        id="k1", secret_hash="ab" * 32, name="k", description="", tenant_id="t1", scopes=(), created_at=now
+    )
+    await store.add_key(key, [delivery("created")])
+    assert [d.id for d in await store.deliveries("wh1")] == ["created"]
+    with pytest.raises(StoreConflict):  # the key's id is taken: its event is not queued either
+        await store.add_key(key, [delivery("again")])
+    assert await store.revoke_key("nope", 200.0, [delivery("nothing")]) is None
+    revoked = await store.revoke_key("k1", 200.0, [delivery("revoked")])
+    assert revoked is not None and revoked.revoked_at == 200.0
+    assert sorted(d.id for d in await store.deliveries("wh1")) == ["created", "revoked"]
 
 
 async def test_concurrent_claims_from_two_stores_never_share_a_delivery(store_url: str) -> None:

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 from llmkit.core.http import ApiError
@@ -21,7 +22,10 @@ from llmkit.platform.admin.bodies import (
     tenant_view,
 )
 from llmkit.platform.keys import issue_key
-from llmkit.platform.store.base import PlatformStore, StoreConflict, Tenant
+from llmkit.platform.store.base import Delivery, PlatformStore, StoreConflict, Tenant
+
+# The outbox rows of an event (type, data, tenant id): Platform.event_deliveries.
+EventDeliveries = Callable[[str, Mapping[str, Any], str | None], Awaitable[Sequence[Delivery]]]
 
 
 def tenant_not_found(tenant_id: str) -> ApiError:
@@ -32,9 +36,18 @@ def tenant_not_found(tenant_id: str) -> ApiError:
 class StoreAdmin:
     """What /api/admin/api-keys and /api/admin/tenants do (as the platform admin), on a store."""
 
-    def __init__(self, store: PlatformStore, *, pepper: str = "") -> None:
+    def __init__(
+        self, store: PlatformStore, *, pepper: str = "", events: EventDeliveries | None = None
+    ) -> None:
         self.store = store
         self._pepper = pepper
+        # key.created and key.revoked are queued in the key's own transaction: a crash loses neither.
+        self._events = events
+
+    async def _deliveries(
+        self, event_type: str, view: Mapping[str, Any], tenant_id: str | None
+    ) -> Sequence[Delivery]:
+        return await self._events(event_type, view, tenant_id) if self._events is not None else ()
 
     async def create_key(self, body: Mapping[str, Any]) -> dict[str, Any]:
         """The 201 body of POST /api/admin/api-keys: the key's view and, this once, its full text."""
@@ -43,8 +56,9 @@ class StoreAdmin:
         if tenant_id is not None and await self.store.tenant(tenant_id) is None:
             raise invalid("tenant_id", f"no tenant {tenant_id!r}; create it with POST /api/admin/tenants")
         key, text = issue_key(**fields, pepper=self._pepper)
-        await self.store.add_key(key)
-        return {**key_view(key, key.created_at), "key": text}
+        view = key_view(key, key.created_at)
+        await self.store.add_key(key, await self._deliveries("key.created", view, key.tenant_id))
+        return {**view, "key": text}
 
     async def list_keys(self, tenant_id: str | None = None) -> dict[str, Any]:
         """GET /api/admin/api-keys: every key (or a tenant's), never a secret."""
@@ -57,10 +71,16 @@ class StoreAdmin:
         key = await self.store.key(key_id)
         if key is not None and tenant_id is not None and key.tenant_id != tenant_id:
             key = None
-        revoked = await self.store.revoke_key(key_id, time.time()) if key is not None else None
+        revoked = None
+        at = time.time()
+        if key is not None:
+            # The event tells of the key as the revoke leaves it (a second revoke keeps the first time).
+            view = key_view(replace(key, revoked_at=key.revoked_at or at), at)
+            deliveries = await self._deliveries("key.revoked", view, key.tenant_id)
+            revoked = await self.store.revoke_key(key_id, at, deliveries)
         if revoked is None:
             raise ApiError(404, "key_not_found", f"no API key {key_id!r}; GET /api/admin/api-keys lists them")
-        return key_view(revoked, time.time())
+        return key_view(revoked, at)
 
     async def list_tenants(self, tenant_id: str | None = None) -> dict[str, Any]:
         """GET /api/admin/tenants (with `tenant_id`: only that one)."""

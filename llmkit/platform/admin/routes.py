@@ -58,7 +58,7 @@ def _platform_admin(identity: Identity) -> None:
 
 
 def _admin(platform: Platform) -> StoreAdmin:
-    return StoreAdmin(platform.store, pepper=platform.config.key_pepper)
+    return StoreAdmin(platform.store, pepper=platform.config.key_pepper, events=platform.event_deliveries)
 
 
 # -- API keys ----------------------------------------------------------------------------------------
@@ -82,10 +82,9 @@ async def create_key(request: web.Request) -> web.Response:
             identity, body.get("tenant_id") if isinstance(body.get("tenant_id"), str) else None
         )
         body = {**body, "tenant_id": tenant_id}
+    # Its key.created event (the key's view, never its text) is queued with the key.
     made = await _admin(platform).create_key(body)
-    # The event carries the key's view, never its text.
-    view = {k: v for k, v in made.items() if k != "key"}
-    await platform.emit("key.created", view, view["tenant_id"])
+    platform.wake_deliveries()
     return json_response(made, status=201)
 
 
@@ -97,7 +96,7 @@ async def revoke_key(request: web.Request) -> web.Response:
     own = None if identity.platform_admin else identity.tenant_id
     view = await _admin(platform).revoke_key(key_id, own)
     platform.verifier.forget_key(key_id)
-    await platform.emit("key.revoked", view, view["tenant_id"])
+    platform.wake_deliveries()  # its key.revoked event was queued with the revoke
     return json_response(view)
 
 

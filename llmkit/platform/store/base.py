@@ -222,8 +222,9 @@ class PlatformStore(Protocol):
         when missing."""
         ...
 
-    async def add_key(self, key: ApiKey) -> None:
-        """Store a new key; StoreConflict when its id is taken."""
+    async def add_key(self, key: ApiKey, deliveries: Sequence[Delivery] = ()) -> None:
+        """Store a new key and queue `deliveries` (its key.created event) in one transaction; StoreConflict
+        (and nothing queued) when its id is taken."""
         ...
 
     async def key(self, key_id: str) -> ApiKey | None: ...
@@ -232,8 +233,9 @@ class PlatformStore(Protocol):
         """Every key (or a tenant's), oldest first."""
         ...
 
-    async def revoke_key(self, key_id: str, at: float) -> ApiKey | None:
-        """Mark the key revoked at `at` (a second revoke keeps the first time); None when missing."""
+    async def revoke_key(self, key_id: str, at: float, deliveries: Sequence[Delivery] = ()) -> ApiKey | None:
+        """Mark the key revoked at `at` (a second revoke keeps the first time) and queue `deliveries` (its
+        key.revoked event) in one transaction; None (and nothing queued) when missing."""
         ...
 
     async def touch_keys(self, used: Mapping[str, float]) -> None:

@@ -191,8 +191,11 @@ class PostgresPlatformStore:
                 await conn.execute(sql, tenant_id)
             return rowcount(await conn.execute(m.REVOKE_TENANT_KEYS, tenant_id, at))
 
-    async def add_key(self, key: ApiKey) -> None:
-        await self._write(m.INSERT_KEY, *m.key_row(key))
+    async def add_key(self, key: ApiKey, deliveries: Sequence[Delivery] = ()) -> None:
+        async with self._errors() as pool, pool.acquire() as conn, conn.transaction():
+            await conn.execute(m.INSERT_KEY, *m.key_row(key))
+            if deliveries:
+                await conn.executemany(ws.INSERT_DELIVERY, [ws.delivery_row(d) for d in deliveries])
 
     async def key(self, key_id: str) -> ApiKey | None:
         row = await self._one(m.SELECT_KEY, key_id)
@@ -205,9 +208,13 @@ class PostgresPlatformStore:
             rows = await self._all(m.SELECT_TENANT_KEYS, tenant_id)
         return [m.key_of(row) for row in rows]
 
-    async def revoke_key(self, key_id: str, at: float) -> ApiKey | None:
-        await self._write(m.REVOKE_KEY, key_id, at)
-        return await self.key(key_id)
+    async def revoke_key(self, key_id: str, at: float, deliveries: Sequence[Delivery] = ()) -> ApiKey | None:
+        async with self._errors() as pool, pool.acquire() as conn, conn.transaction():
+            await conn.execute(m.REVOKE_KEY, key_id, at)
+            row = await conn.fetchrow(m.SELECT_KEY, key_id)
+            if row is not None and deliveries:
+                await conn.executemany(ws.INSERT_DELIVERY, [ws.delivery_row(d) for d in deliveries])
+        return m.key_of(row) if row else None
 
     async def touch_keys(self, used: Mapping[str, float]) -> None:
         if not used:

@@ -201,8 +201,10 @@ class SqlitePlatformStore:
                     await db.execute(Q[name], (tenant_id,))
         return revoked if deleted else None
 
-    async def add_key(self, key: ApiKey) -> None:
-        await self._write(Q["INSERT_KEY"], m.key_row(key))
+    async def add_key(self, key: ApiKey, deliveries: Sequence[Delivery] = ()) -> None:
+        async with self._transaction() as db:
+            await db.execute(Q["INSERT_KEY"], m.key_row(key))
+            await db.executemany(Q["INSERT_DELIVERY"], [ws.delivery_row(d) for d in deliveries])
 
     async def key(self, key_id: str) -> ApiKey | None:
         row = await self._one(Q["SELECT_KEY"], (key_id,))
@@ -215,9 +217,14 @@ class SqlitePlatformStore:
             rows = await self._all(Q["SELECT_TENANT_KEYS"], (tenant_id,))
         return [m.key_of(row) for row in rows]
 
-    async def revoke_key(self, key_id: str, at: float) -> ApiKey | None:
-        await self._write(Q["REVOKE_KEY"], (key_id, at))
-        return await self.key(key_id)
+    async def revoke_key(self, key_id: str, at: float, deliveries: Sequence[Delivery] = ()) -> ApiKey | None:
+        async with self._transaction() as db:
+            await db.execute(Q["REVOKE_KEY"], (key_id, at))
+            async with db.execute(Q["SELECT_KEY"], (key_id,)) as cursor:
+                row = await cursor.fetchone()
+            if row is not None:
+                await db.executemany(Q["INSERT_DELIVERY"], [ws.delivery_row(d) for d in deliveries])
+        return m.key_of(row) if row else None
 
     async def touch_keys(self, used: Mapping[str, float]) -> None:
         if not used:
