@@ -329,6 +329,9 @@ class GatewaySettings:
     rag_default: str = ""
     # Seconds before a failed background job (document indexing) runs again; doubled at each failure.
     jobs_backoff_s: float = field(default=1.0, metadata={"min": 0.001})
+    # A finished job that a newer one on the same document replaced (or whose document is gone) is
+    # deleted this long after it finished; a document's newest job is kept.
+    jobs_retention_s: float = field(default=604800.0, metadata={"min": 1})
     # Webhooks (docs/webhooks.md): a delivery's POST gives up after webhooks_timeout_s; timeouts,
     # connection errors, 429 and 5xx are retried with backoff (Retry-After honoured) up to
     # webhooks_max_attempts attempts in all; a rotated secret still signs for webhooks_rotation_grace_s.

@@ -33,6 +33,11 @@ POLL_S = 0.5
 BACKOFF_BASE_S = 1.0
 BACKOFF_MAX_S = 300.0
 OUTAGE_WAIT_S = 1.0
+# Finished jobs another job replaced are deleted this long after they finished, checked this often, this
+# many per statement.
+RETENTION_S = 7 * 86400.0
+PRUNE_EVERY_S = 600.0
+PRUNE_BATCH = 1000
 MAX_ERROR_CHARS = 500
 SHUTDOWN = "interrupted: the server stopped while running it"
 
@@ -66,6 +71,8 @@ class JobRunner:
         clock: Callable[[], float] = time.time,
         worker: str | None = None,
         on_failure: FailureHook | None = None,
+        retention: float = RETENTION_S,
+        prune_every: float = PRUNE_EVERY_S,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be >= 1")
@@ -80,7 +87,10 @@ class JobRunner:
         self.clock = clock
         self.worker = worker or f"worker-{fresh_hex()[:16]}"
         self.on_failure = on_failure
-        self.counts = {"claimed": 0, "completed": 0, "retried": 0, "failed": 0, "lost": 0}
+        self.retention = retention
+        self.prune_every = prune_every
+        self._pruned_at = -prune_every  # the first idle moment prunes
+        self.counts = {"claimed": 0, "completed": 0, "retried": 0, "failed": 0, "lost": 0, "pruned": 0}
         self.last_error: str | None = None
         self._slots = asyncio.Semaphore(concurrency)
         self._wake = asyncio.Event()
@@ -132,6 +142,8 @@ class JobRunner:
                 raise
             if job is None:
                 self._slots.release()
+                if time.monotonic() - self._pruned_at >= self.prune_every:
+                    await self.prune()
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self.poll_interval)
@@ -139,6 +151,26 @@ class JobRunner:
             task = asyncio.create_task(self._run(job), name=f"llmkit-job-{job.id}")
             self._running[job.id] = task
             task.add_done_callback(functools.partial(self._done, job.id))
+
+    async def prune(self) -> int:
+        """Delete the finished jobs older than `retention` that newer ones replaced (store.prune_jobs), a
+        batch at a time; how many. A store that fails is logged and tried at the next prune."""
+        self._pruned_at = time.monotonic()
+        before = self.clock() - self.retention
+        pruned = 0
+        try:
+            while True:
+                n = await self.store.prune_jobs(before, PRUNE_BATCH)
+                pruned += n
+                if n < PRUNE_BATCH:
+                    break
+        except BackendError as exc:
+            self.last_error = str(exc)
+            log.warning("jobs: cannot prune old jobs, trying again later: %s", exc)
+        if pruned:
+            self.counts["pruned"] += pruned
+            log.info("jobs: pruned %d finished jobs older than %.0f s", pruned, self.retention)
+        return pruned
 
     def _done(self, job_id: str, _task: asyncio.Task[None]) -> None:
         self._running.pop(job_id, None)

@@ -27,7 +27,7 @@ from llmkit.platform.documents.index_job import INDEX_DOCUMENT, index_document
 from llmkit.platform.documents.metrics import SearchMetrics
 from llmkit.platform.documents.search import Searcher, SearchVersions
 from llmkit.platform.documents.vectors import VectorIndex
-from llmkit.platform.jobs import BACKOFF_BASE_S, JobRunner
+from llmkit.platform.jobs import BACKOFF_BASE_S, RETENTION_S, JobRunner
 from llmkit.platform.keys import MISS, KeyVerifier
 from llmkit.platform.quota_types import Quotas
 from llmkit.platform.quotas import (
@@ -75,6 +75,7 @@ class PlatformConfig:
     analytics_writer_process: bool = True
     embeddings: EmbeddingsConfig | None = None
     jobs_backoff_s: float = BACKOFF_BASE_S
+    jobs_retention_s: float = RETENTION_S
     webhooks_timeout_s: float = 10.0
     webhooks_max_attempts: int = 8
     webhooks_rotation_grace_s: float = 86400.0
@@ -99,6 +100,7 @@ class PlatformConfig:
             analytics_writer_process=g.analytics_writer_process,
             embeddings=EmbeddingsConfig.from_settings(settings),
             jobs_backoff_s=g.jobs_backoff_s,
+            jobs_retention_s=g.jobs_retention_s,
             webhooks_timeout_s=g.webhooks_timeout_s,
             webhooks_max_attempts=g.webhooks_max_attempts,
             webhooks_rotation_grace_s=g.webhooks_rotation_grace_s,
@@ -169,6 +171,7 @@ class Platform:
             {INDEX_DOCUMENT: self._index},
             backoff_base=self.config.jobs_backoff_s,
             on_failure=self._job_failed,
+            retention=self.config.jobs_retention_s,
         )
         self.jobs.start()
         self.deliveries = DeliveryWorker(

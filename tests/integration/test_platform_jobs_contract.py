@@ -15,9 +15,9 @@ from llmkit.platform.store.jobs_sql import LEASE_LOST
 
 
 def job(jid: str = "j1", tenant_id: str = "t1", created: float = 100.0, **kw: object) -> Job:
-    fields: dict[str, object] = {"run_at": created, "payload": {"document": "d1", "n": 1}}
+    fields: dict[str, object] = {"run_at": created, "payload": {"document": "d1", "n": 1}, "subject": "d1"}
     fields.update(kw)
-    return Job(id=jid, tenant_id=tenant_id, kind="index", subject="d1", created_at=created, **fields)  # type: ignore[arg-type]
+    return Job(id=jid, tenant_id=tenant_id, kind="index", created_at=created, **fields)  # type: ignore[arg-type]
 
 
 async def test_a_job_round_trips_and_is_visible_to_its_tenant_only(store: PlatformStore) -> None:
@@ -212,3 +212,44 @@ async def test_a_sqlite_claim_gives_way_to_another_writer_holding_the_file(tmp_p
         assert await store.job("j1") == claimed  # the store works on afterwards
     finally:
         await store.close()
+
+
+async def test_pruning_deletes_old_replaced_jobs_and_keeps_each_subjects_newest(store: PlatformStore) -> None:
+    async def done(j: Job, at: float, failed: bool = False) -> None:
+        await store.add_job(j)
+        claimed = await store.claim_job("w1", now=at, lease=30.0)
+        assert claimed is not None and claimed.id == j.id
+        if failed:
+            assert await store.fail_job(j.id, "w1", now=at, error="boom")
+        else:
+            assert await store.finish_job(j.id, "w1", now=at)
+
+    await done(job("old", created=100.0), 110.0)
+    await done(job("old-failed", created=120.0), 130.0, failed=True)
+    await done(job("newest", created=140.0), 150.0)
+    await done(job("alone", created=100.0, subject="d2"), 110.0)  # its subject's only job
+    await done(job("recent", created=300.0, subject="d3"), 310.0)
+    await done(job("recent-newer", created=320.0, subject="d3"), 330.0)
+    await store.add_job(job("queued", created=100.0, subject="d4"))
+    await store.add_job(job("queued-newer", created=101.0, subject="d4"))
+    assert await store.prune_jobs(before=200.0, limit=1) == 1  # a batch at a time
+    assert await store.prune_jobs(before=200.0, limit=100) == 1
+    assert await store.prune_jobs(before=200.0, limit=100) == 0
+    left = {j.id for j in await store.jobs(limit=100)}
+    assert left == {"newest", "alone", "recent", "recent-newer", "queued", "queued-newer"}
+
+
+async def test_an_index_job_of_a_deleted_document_is_pruned(store: PlatformStore) -> None:
+    from llmkit.platform.store.base import Document
+
+    await store.add_tenant(Tenant("t1", "Acme", Quotas(), 1.0, 1.0))
+    document = Document("d1", "t1", "T", "text", {}, 1.0, 1.0)
+    await store.add_document(document, [])
+    index = Job(id="ix", tenant_id="t1", kind="index_document", subject="d1", created_at=100.0, run_at=100.0)
+    await store.add_job(index)
+    assert await store.claim_job("w1", now=100.0, lease=30.0) is not None
+    assert await store.finish_job("ix", "w1", now=110.0)
+    assert await store.prune_jobs(before=200.0, limit=100) == 0  # the document's indexing state
+    assert await store.delete_document("t1", "d1")
+    assert await store.prune_jobs(before=200.0, limit=100) == 1
+    assert await store.job("ix") is None

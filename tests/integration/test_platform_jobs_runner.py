@@ -230,3 +230,29 @@ def test_error_text_is_one_line_short_and_masks_secrets() -> None:
     text = error_text(ValueError("failed for redis://user:hunter2@host:6379/0\nmore"))
     assert "hunter2" not in text and "\n" not in text and text.startswith("ValueError: ")
     assert len(error_text(RuntimeError("x" * 5000))) <= 500
+
+
+async def test_an_idle_runner_prunes_replaced_jobs_past_their_retention(store: PlatformStore) -> None:
+    async def index(j: Job) -> None:
+        return None
+
+    # Two runs of the same subject: once both are done and the retention has passed, the older goes.
+    r = runner(store, {"index": index}, retention=0.2, prune_every=0.05)
+    r.start()
+    try:
+        await store.add_job(job("first", created_at=1.0, run_at=1.0))
+        r.wake()
+        await until(lambda: _is(store, "first", "completed"))
+        await store.add_job(job("second", created_at=2.0, run_at=2.0))
+        r.wake()
+        await until(lambda: _is(store, "second", "completed"))
+        await until(lambda: _gone(store, "first"))
+        await asyncio.sleep(0.3)  # more prunes pass: the subject's newest job stays
+    finally:
+        await r.close()
+    assert await state_of(store, "second") == "completed"
+    assert r.stats()["pruned"] == 1
+
+
+async def _gone(store: PlatformStore, jid: str) -> bool:
+    return await store.job(jid) is None

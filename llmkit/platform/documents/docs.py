@@ -261,7 +261,8 @@ SEARCH: dict[str, Any] = {
         "any word of the query matching; only chunks holding one of its rarest words are ranked (those "
         "whose chunk counts add up to 1,000, always the rarest), scored by every word. semantic: cosine "
         "between the query's embedding and the chunks'. "
-        "hybrid: reciprocal rank fusion (k = 60) of the two. semantic and hybrid answer 400 until "
+        "hybrid: reciprocal rank fusion (k = 60) of the two, a list holding another chunk of the same "
+        "document counting that document's rank. semantic and hybrid answer 400 until "
         "gateway.embeddings_url is set, 503 while the embeddings upstream fails. Answers are cached per "
         "tenant until its documents change (cached: true)."
     ),

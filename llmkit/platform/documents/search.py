@@ -3,7 +3,8 @@
 keyword: the store's BM25. semantic: the query's embedding against the chunk vectors (vectors.py), the
 hits' text read back from the store (with the metadata filters applied there). hybrid: reciprocal rank
 fusion (k = 60) of the two lists, each taken `HYBRID_DEPTH` deep, so a chunk high in either list ranks
-high and one in both ranks higher.
+high and one in both ranks higher; a list that holds another chunk of the same document counts for it
+at that document's rank (see fuse).
 """
 
 from __future__ import annotations
@@ -35,16 +36,33 @@ Key = tuple[str, int]
 
 
 def fuse(lists: Sequence[Sequence[SearchHit]], limit: int, k: int = RRF_K) -> list[SearchHit]:
-    """Reciprocal rank fusion: each hit scores the sum of 1 / (k + rank) over the lists it is in (rank
-    from 1); ties by document id and ordinal. A hit keeps the first list's highlights that has some."""
+    """Reciprocal rank fusion: each hit scores the sum over the lists of 1 / (k + rank) (rank from 1).
+    A list without the chunk but with another chunk of its document counts that document's best rank:
+    two rankers often pick different chunks of the right document, and per chunk each winner would get
+    one list's vote while a middling chunk both lists hold got two. Ties by document id and ordinal. A
+    hit keeps the first list's highlights that has some."""
     scores: dict[Key, float] = {}
     best: dict[Key, SearchHit] = {}
+    chunk_ranks: list[dict[Key, int]] = []
+    document_ranks: list[dict[str, int]] = []
     for hits in lists:
+        chunks: dict[Key, int] = {}
+        documents: dict[str, int] = {}
         for rank, hit in enumerate(hits, start=1):
             key = (hit.document_id, hit.ordinal)
-            scores[key] = scores.get(key, 0.0) + 1.0 / (k + rank)
+            chunks.setdefault(key, rank)
+            documents.setdefault(hit.document_id, rank)
             if key not in best or (not best[key].highlights and hit.highlights):
                 best[key] = hit
+        chunk_ranks.append(chunks)
+        document_ranks.append(documents)
+    for key in best:
+        total = 0.0
+        for chunks, documents in zip(chunk_ranks, document_ranks, strict=True):
+            at = chunks.get(key) or documents.get(key[0])
+            if at is not None:
+                total += 1.0 / (k + at)
+        scores[key] = total
     ranked = sorted(scores, key=lambda key: (-scores[key], key))[:limit]
     return [replace(best[key], score=scores[key]) for key in ranked]
 

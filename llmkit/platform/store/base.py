@@ -335,6 +335,11 @@ class PlatformStore(Protocol):
         """A page of jobs, newest first, of one state and one tenant when given."""
         ...
 
+    async def prune_jobs(self, before: float, limit: int) -> int:
+        """Delete at most `limit` jobs finished before `before` that a newer job on their subject
+        replaced (or whose document is gone); how many. A subject's newest job stays."""
+        ...
+
     async def claim_job(self, worker: str, now: float, lease: float) -> Job | None:
         """Take the oldest due job for `worker` (running, attempts + 1, leased until now + lease), or None.
         Jobs left running by a gone worker are due again, or failed when their attempts are spent."""

@@ -130,3 +130,17 @@ def job_of(row: Sequence[Any]) -> Job:
 def latest_of(rows: Sequence[Sequence[Any]]) -> dict[str, Job]:
     """latest_statement's rows by subject."""
     return {row[3]: job_of(row) for row in rows}
+
+
+# Finished jobs (completed or failed) before $1 that no longer tell anything: another job on the same
+# subject came after them, or (indexing) their document is gone; at most $2 at a time. A document's
+# newest job, which is its indexing state, is kept however old.
+PRUNE_JOBS = """DELETE FROM jobs WHERE id IN (
+    SELECT j.id FROM jobs j
+    WHERE j.state IN ('completed', 'failed') AND j.finished_at < $1
+        AND (EXISTS (SELECT 1 FROM jobs n WHERE n.tenant_id = j.tenant_id AND n.subject = j.subject
+                AND n.kind = j.kind
+                AND (n.created_at > j.created_at OR (n.created_at = j.created_at AND n.id > j.id)))
+            OR (j.kind = 'index_document' AND NOT EXISTS (
+                SELECT 1 FROM documents d WHERE d.tenant_id = j.tenant_id AND d.id = j.subject)))
+    LIMIT $2)"""

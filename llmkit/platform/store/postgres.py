@@ -335,6 +335,9 @@ class PostgresPlatformStore:
         rows = await self._all(sql, *head, *ds.postgres_filter_args(filters))
         return ds.hits_of(rows, words)
 
+    async def prune_jobs(self, before: float, limit: int) -> int:
+        return await self._write(js.PRUNE_JOBS, before, limit)
+
     async def add_job(self, job: Job) -> None:
         await self._write(js.INSERT_JOB, *js.job_row(job))
 

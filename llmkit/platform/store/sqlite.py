@@ -363,6 +363,9 @@ class SqlitePlatformStore:
             known.update((w, int(counts.get(w, 0))) for w in missing)
         return {w: known[w] for w in words}
 
+    async def prune_jobs(self, before: float, limit: int) -> int:
+        return await self._write(Q["PRUNE_JOBS"], (before, limit))
+
     async def add_job(self, job: Job) -> None:
         await self._write(Q["INSERT_JOB"], js.job_row(job))
 
