@@ -179,7 +179,8 @@ def raw_latency(platform_url: str, questions: list[dict[str, Any]], n: int) -> d
         started = time.perf_counter()
         marks = ", ".join("?" for _ in words)
         counts = conn.execute(ds.SQLITE_DOCUMENT_FREQUENCIES.format(marks=marks), words).fetchall()
-        statement = ds.search_statement("sqlite", tenant_id, words, dict(counts), 10, None)
+        [(n,)] = conn.execute(ds.SQLITE_CHUNKS).fetchall()
+        statement = ds.search_statement("sqlite", tenant_id, words, dict(counts), n, 10, None)
         if statement:
             conn.execute(qmark(statement[0]), statement[1]).fetchall()
         times.append((time.perf_counter() - started) * 1000)
@@ -199,8 +200,9 @@ async def _postgres_latency(url: str, questions: list[dict[str, Any]], n: int) -
         for i in range(n):
             words = ds.query_words(f"{questions[i % len(questions)]['question']} r{i}")
             started = time.perf_counter()
-            counts = await conn.fetch(ds.POSTGRES_DOCUMENT_FREQUENCIES, tenant_id, words)
-            statement = ds.search_statement("postgresql", tenant_id, words, dict(counts), 10, None)
+            rows = await conn.fetch(ds.POSTGRES_DOCUMENT_FREQUENCIES, tenant_id, words)
+            counts, n = ds.postgres_frequencies(rows)
+            statement = ds.search_statement("postgresql", tenant_id, words, counts, n, 10, None)
             if statement:
                 await conn.fetch(statement[0], *statement[1])
             times.append((time.perf_counter() - started) * 1000)

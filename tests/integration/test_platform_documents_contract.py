@@ -108,6 +108,8 @@ async def test_only_chunks_with_a_rare_query_word_are_ranked_and_every_word_stil
     await add(store, doc("rare-and-common", "zebra grazes on the plain"))
     for n in range(4):
         await add(store, doc(f"common-{n}", "the plain the plain"))
+    for n in range(6):  # "the" and "plain" stay in fewer than half the chunks: they weigh something
+        await add(store, doc(f"other-{n}", "nothing of interest"))
     monkeypatch.setattr(ds, "CANDIDATE_BUDGET", 10**6)
     every = {h.document_id: h.score for h in await store.keyword_search("t1", "the zebra plain")}
     assert len(every) == 6
@@ -122,6 +124,20 @@ async def test_only_chunks_with_a_rare_query_word_are_ranked_and_every_word_stil
         "rare-only"
     }
     assert await store.keyword_search("t1", "unicorn") == []
+
+
+async def test_words_in_half_the_chunks_or_more_are_left_out(store: PlatformStore) -> None:
+    await add(store, doc("z", "zebra of the plain"))
+    for n in range(3):
+        await add(store, doc(f"o{n}", "of the plain"))
+    # "of", "the" and "plain" are in all 4 chunks: idf <= 0, floored to 1e-6 by FTS5, so they are
+    # dropped and the score is zebra's alone.
+    [alone] = await store.keyword_search("t1", "zebra")
+    [hit] = await store.keyword_search("t1", "zebra of the plain")
+    assert hit.document_id == "z" and hit.score == alone.score
+    assert "<mark>zebra</mark>" in hit.highlights[0]
+    # Only such words: they are searched after all.
+    assert len(await store.keyword_search("t1", "of the plain")) == 4
 
 
 async def test_which_words_pick_the_candidates_follows_new_chunks(

@@ -74,10 +74,13 @@ _SQLITE_SEARCH = """WITH f AS MATERIALIZED ({scored})
     ORDER BY round(f.s, 9), c.document_id, c.ordinal
     LIMIT $3"""
 SQLITE_DOCUMENT_FREQUENCIES = "SELECT term, doc FROM document_chunks_vocab WHERE term IN ({marks})"
-# The chunks of the tenant ($1) holding each word ($2, an array).
+# FTS5's N: every tenant's chunks.
+SQLITE_CHUNKS = "SELECT count(*) FROM document_chunks"
+# The chunks of the tenant ($1) holding each word ($2, an array), and (the word NULL) all its chunks.
 POSTGRES_DOCUMENT_FREQUENCIES = """SELECT w, (SELECT count(*) FROM document_chunks c
         WHERE c.tenant_id = $1 AND c.words @@ to_tsquery('simple', quote_literal(w)))
-    FROM unnest($2::text[]) AS w"""
+    FROM unnest($2::text[]) AS w
+    UNION ALL SELECT NULL, count(*) FROM document_chunks WHERE tenant_id = $1"""
 # BM25 as SQLite's FTS5 computes it (k1 = 1.2, b = 0.75, idf = ln((N - n + 0.5) / (n + 0.5)), at least
 # 1e-6), over the tenant's chunks: the words of both are split alike (text_words), so both stores rank
 # the same chunks first. The query words ($4) and their chunk counts ($5) come from
@@ -137,10 +140,16 @@ def query_words(query: str) -> list[str]:
     return list(dict.fromkeys(text_words(query)))[:MAX_QUERY_WORDS]
 
 
-def rare_words(words: Sequence[str], frequencies: Mapping[str, int]) -> tuple[list[str], list[str]]:
+def rare_words(
+    words: Sequence[str], frequencies: Mapping[str, int], chunks: int
+) -> tuple[list[str], list[str]]:
     """`words` (in order) split into the rare ones, which pick the candidates (CANDIDATE_BUDGET), and the
-    common ones; words in no chunk are in neither."""
-    present = sorted((w for w in words if frequencies.get(w, 0) > 0), key=lambda w: (frequencies[w], w))
+    common ones; words in no chunk are in neither, nor (unless every word is) words in at least half of
+    the `chunks`: their BM25 idf is at most 0, which FTS5 floors to 1e-6, so they weigh nothing but
+    cost the most (their lists are the longest)."""
+    present = [w for w in words if frequencies.get(w, 0) > 0]
+    weighed = [w for w in present if 2 * frequencies[w] < chunks]
+    present = sorted(weighed or present, key=lambda w: (frequencies[w], w))
     rare: set[str] = set()
     total = 0
     for word in present:
@@ -156,12 +165,13 @@ def search_statement(
     tenant_id: str,
     words: Sequence[str],
     frequencies: Mapping[str, int],
+    chunks: int,
     limit: int,
     filters: Mapping[str, Any] | None,
 ) -> tuple[str, tuple[Any, ...]] | None:
     """The keyword search for a store of `kind` and its parameters up to the filters' (`filter_args`
-    follow), given how many chunks hold each word; None when no word is in any chunk."""
-    rare, common = rare_words(words, frequencies)
+    follow), given how many of the `chunks` hold each word; None when no word is in any chunk."""
+    rare, common = rare_words(words, frequencies, chunks)
     if not rare:
         return None
     if kind == "sqlite":
@@ -226,6 +236,12 @@ def highlight(text: str, words: Sequence[str]) -> str:
     if end < len(tokens):
         out.append("…")
     return "".join(out)
+
+
+def postgres_frequencies(rows: Sequence[Sequence[Any]]) -> tuple[dict[str, int], int]:
+    """POSTGRES_DOCUMENT_FREQUENCIES' rows as (chunks holding each word, the tenant's chunks)."""
+    counts = {row[0]: int(row[1]) for row in rows if row[0] is not None}
+    return counts, next((int(row[1]) for row in rows if row[0] is None), 0)
 
 
 def hits_of(rows: Sequence[Sequence[Any]], words: Sequence[str]) -> list[SearchHit]:

@@ -327,8 +327,10 @@ class PostgresPlatformStore:
         words = ds.query_words(query)
         if not words or limit < 1:
             return []
-        counts = await self._all(ds.POSTGRES_DOCUMENT_FREQUENCIES, tenant_id, words)
-        statement = ds.search_statement(self.kind, tenant_id, words, dict(counts), limit, filters)
+        counts, chunks = ds.postgres_frequencies(
+            await self._all(ds.POSTGRES_DOCUMENT_FREQUENCIES, tenant_id, words)
+        )
+        statement = ds.search_statement(self.kind, tenant_id, words, counts, chunks, limit, filters)
         if statement is None:
             return []
         sql, head = statement

@@ -80,6 +80,7 @@ class SqlitePlatformStore:
         # for a common word), kept while no tenant's chunks change (SUM_SEARCH_VERSIONS).
         self._frequencies: dict[str, int] = {}
         self._frequencies_of = -1
+        self._chunks = 0
 
     @asynccontextmanager
     async def _errors(self) -> AsyncIterator[aiosqlite.Connection]:
@@ -341,27 +342,28 @@ class SqlitePlatformStore:
         words = ds.query_words(query)
         if not words or limit < 1:
             return []
-        statement = ds.search_statement(
-            self.kind, tenant_id, words, await self._word_frequencies(words), limit, filters
-        )
+        counts, chunks = await self._word_frequencies(words)
+        statement = ds.search_statement(self.kind, tenant_id, words, counts, chunks, limit, filters)
         if statement is None:
             return []
         sql, head = statement
         rows = await self._all(m.qmark(sql), (*head, *ds.filter_args(filters)))
         return ds.hits_of(rows, words)
 
-    async def _word_frequencies(self, words: Sequence[str]) -> dict[str, int]:
+    async def _word_frequencies(self, words: Sequence[str]) -> tuple[dict[str, int], int]:
+        """How many chunks hold each word, and how many there are (every tenant's: FTS5's N)."""
         row = await self._one(Q["SUM_SEARCH_VERSIONS"], ())
         version = int(row[0]) if row else 0
         if version != self._frequencies_of or len(self._frequencies) > MAX_CACHED_WORDS:
-            self._frequencies, self._frequencies_of = {}, version
+            row = await self._one(Q["SQLITE_CHUNKS"], ())
+            self._frequencies, self._frequencies_of, self._chunks = {}, version, int(row[0])
         known = self._frequencies
         missing = [w for w in words if w not in known]
         if missing:
             marks = ", ".join("?" for _ in missing)
             counts = dict(await self._all(ds.SQLITE_DOCUMENT_FREQUENCIES.format(marks=marks), tuple(missing)))
             known.update((w, int(counts.get(w, 0))) for w in missing)
-        return {w: known[w] for w in words}
+        return {w: known[w] for w in words}, self._chunks
 
     async def prune_jobs(self, before: float, limit: int) -> int:
         return await self._write(Q["PRUNE_JOBS"], (before, limit))
