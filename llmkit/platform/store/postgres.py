@@ -63,6 +63,11 @@ def rowcount(status: str) -> int:
     return int(tail) if tail.isdigit() else 0
 
 
+async def queue(conn: Connection, deliveries: Sequence[Delivery]) -> None:
+    """Write outbox rows within the caller's transaction."""
+    await conn.executemany(ws.INSERT_DELIVERY, [ws.delivery_row(d) for d in deliveries])
+
+
 class PostgresPlatformStore:
     """A pool of `pool_size` connections; statements are the ones SqlitePlatformStore runs."""
 
@@ -195,7 +200,7 @@ class PostgresPlatformStore:
         async with self._errors() as pool, pool.acquire() as conn, conn.transaction():
             await conn.execute(m.INSERT_KEY, *m.key_row(key))
             if deliveries:
-                await conn.executemany(ws.INSERT_DELIVERY, [ws.delivery_row(d) for d in deliveries])
+                await queue(conn, deliveries)
 
     async def key(self, key_id: str) -> ApiKey | None:
         row = await self._one(m.SELECT_KEY, key_id)
@@ -213,7 +218,7 @@ class PostgresPlatformStore:
             await conn.execute(m.REVOKE_KEY, key_id, at)
             row = await conn.fetchrow(m.SELECT_KEY, key_id)
             if row is not None and deliveries:
-                await conn.executemany(ws.INSERT_DELIVERY, [ws.delivery_row(d) for d in deliveries])
+                await queue(conn, deliveries)
         return m.key_of(row) if row else None
 
     async def touch_keys(self, used: Mapping[str, float]) -> None:
@@ -434,7 +439,7 @@ class PostgresPlatformStore:
         if not deliveries:
             return
         async with self._errors() as pool, pool.acquire() as conn, conn.transaction():
-            await conn.executemany(ws.INSERT_DELIVERY, [ws.delivery_row(d) for d in deliveries])
+            await queue(conn, deliveries)
 
     async def claim_deliveries(self, worker: str, now: float, lease: float, limit: int) -> list[Delivery]:
         if limit < 1 or await self._one(ws.ANY_DELIVERY_DUE, now) is None:

@@ -36,9 +36,9 @@ if TYPE_CHECKING:
 
 BUSY_TIMEOUT_MS = 10_000
 CLAIM_BUSY_TIMEOUT_MS = 200
-# Every statement, numbered for SQLite once at import rather than per call.
 # The words whose chunk counts the store keeps at most (then starts again).
 MAX_CACHED_WORDS = 100_000
+# Every statement, numbered for SQLite once at import rather than per call.
 Q = {
     n: m.qmark(sql)
     for module in (m, ds, js, ws)
@@ -61,6 +61,11 @@ def conflict_message(exc: Exception) -> str:
     if "name" in text:
         return "a tenant with that name exists; choose another name"
     return "a row with that id exists"
+
+
+async def queue(db: aiosqlite.Connection, deliveries: Sequence[Delivery]) -> None:
+    """Write outbox rows within the caller's transaction."""
+    await db.executemany(Q["INSERT_DELIVERY"], [ws.delivery_row(d) for d in deliveries])
 
 
 class SqlitePlatformStore:
@@ -205,7 +210,7 @@ class SqlitePlatformStore:
     async def add_key(self, key: ApiKey, deliveries: Sequence[Delivery] = ()) -> None:
         async with self._transaction() as db:
             await db.execute(Q["INSERT_KEY"], m.key_row(key))
-            await db.executemany(Q["INSERT_DELIVERY"], [ws.delivery_row(d) for d in deliveries])
+            await queue(db, deliveries)
 
     async def key(self, key_id: str) -> ApiKey | None:
         row = await self._one(Q["SELECT_KEY"], (key_id,))
@@ -224,7 +229,7 @@ class SqlitePlatformStore:
             async with db.execute(Q["SELECT_KEY"], (key_id,)) as cursor:
                 row = await cursor.fetchone()
             if row is not None:
-                await db.executemany(Q["INSERT_DELIVERY"], [ws.delivery_row(d) for d in deliveries])
+                await queue(db, deliveries)
         return m.key_of(row) if row else None
 
     async def touch_keys(self, used: Mapping[str, float]) -> None:
@@ -490,7 +495,7 @@ class SqlitePlatformStore:
         if not deliveries:
             return
         async with self._transaction() as db:
-            await db.executemany(Q["INSERT_DELIVERY"], [ws.delivery_row(d) for d in deliveries])
+            await queue(db, deliveries)
 
     async def claim_deliveries(self, worker: str, now: float, lease: float, limit: int) -> list[Delivery]:
         if limit < 1 or await self._one(Q["ANY_DELIVERY_DUE"], (now,)) is None:
