@@ -154,6 +154,33 @@ async def test_which_words_pick_the_candidates_follows_new_chunks(
     assert sorted(h.document_id for h in hits) == ["p1", "p2"]
 
 
+async def test_a_search_sees_what_another_process_indexed_and_scores_as_a_fresh_store(
+    store: PlatformStore, store_url: str
+) -> None:
+    other = platform_store_from_url(store_url)  # another replica or worker on the same database
+    await other.open()
+    try:
+        await add(store, doc("a", "zebra plain"))
+        for n in range(3):
+            await add(store, doc(f"o{n}", "nothing here"))
+        assert [h.document_id for h in await store.keyword_search("t1", "zebra unicorn")] == ["a"]
+        assert await store.keyword_search("t1", "unicorn") == []
+        await add(other, doc("b", "zebra unicorn"))
+        await add(other, doc("c", "zebra zebra"))
+        hits = await store.keyword_search("t1", "zebra unicorn")
+        assert [h.document_id for h in hits][0] == "b"
+        fresh = platform_store_from_url(store_url)
+        await fresh.open()
+        try:
+            expected = await fresh.keyword_search("t1", "zebra unicorn")
+        finally:
+            await fresh.close()
+        assert [(h.document_id, h.score) for h in hits] == [(h.document_id, h.score) for h in expected]
+        assert [h.document_id for h in await store.keyword_search("t1", "unicorn")] == ["b"]
+    finally:
+        await other.close()
+
+
 async def test_highlights_are_escaped_html_around_the_marks(store: PlatformStore) -> None:
     await add(store, doc("x", "Use <script>alert(1)</script> & postgres carefully."))
     [hit] = await store.keyword_search("t1", "postgres script")
