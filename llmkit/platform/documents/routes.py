@@ -252,20 +252,24 @@ async def search(request: web.Request) -> web.Response:
             param="type",
         )
     try:
-        hits, cached = await _search(platform, identity.tenant_id, req)
+        hits, count, cached = await _search(platform, identity.tenant_id, req)
     except BackendError:
         platform.record_search(identity, req.type, req.query, 503, started, False)
         raise
     took = time.perf_counter() - started
     platform.search_metrics.observe(req.type, cached, took)
-    platform.record_search(identity, req.type, req.query, 200, started, cached, len(hits))
+    platform.record_search(identity, req.type, req.query, 200, started, cached, count)
     body = {"query": req.query, "type": req.type, "hits": hits, "cached": cached}
     return json_response({**body, "took_ms": round(took * 1000, 3)})
 
 
-async def _search(platform: Platform, tenant_id: str, req: SearchRequest) -> tuple[list[Any], bool]:
-    """The hits as answered (and whether the cache had them): the cache key names the tenant's search
-    version, so any change to its documents makes a new key and old answers are never served."""
+async def _search(
+    platform: Platform, tenant_id: str, req: SearchRequest
+) -> tuple[list[Any] | orjson.Fragment, int, bool]:
+    """The hits as answered, how many, and whether the cache had them: the cache key names the tenant's
+    search version, so any change to its documents makes a new key and old answers are never served.
+    A cached answer is `{count}:{hits as JSON}`, and goes into the response as it is (orjson.Fragment):
+    parsing it to serialise it again was a sixth of a cached search's time."""
     version = await platform.search_versions.get(tenant_id)
     cache = platform.search_cache
     key = search_key(tenant_id, version, req, platform.searcher.model)
@@ -273,21 +277,23 @@ async def _search(platform: Platform, tenant_id: str, req: SearchRequest) -> tup
         with contextlib.suppress(BackendError):  # a cache outage costs speed, not answers
             found = await cache.get(key)
             if found is not None:
-                return orjson.loads(found), True
+                count, _, hits = found.partition(b":")
+                return orjson.Fragment(hits), int(count), True
     found_hits = await platform.searcher.search(
         tenant_id, version, req.type, req.query, req.limit, req.filters
     )
-    hits = [hit_view(h) for h in found_hits]
+    views = [hit_view(h) for h in found_hits]
     if cache is not None:
         with contextlib.suppress(BackendError):
-            await cache.set(key, orjson.dumps(hits))
-    return hits, False
+            await cache.set(key, b"%d:%b" % (len(views), orjson.dumps(views)))
+    return views, len(views), False
 
 
 def search_key(tenant_id: str, version: int, req: SearchRequest, model: str) -> str:
     """A search's cache key: the tenant, its search version, the embeddings model and the request."""
     request = orjson.dumps([req.type, req.query, req.limit, req.filters, model], option=orjson.OPT_SORT_KEYS)
-    return f"{tenant_id}:{version}:{hashlib.sha256(request).hexdigest()}"
+    # "h2": answers cached as `{count}:{hits}` (keys without it, of older versions, held the hits alone).
+    return f"{tenant_id}:{version}:h2:{hashlib.sha256(request).hexdigest()}"
 
 
 def add_routes(app: web.Application) -> None:
