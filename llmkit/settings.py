@@ -346,6 +346,26 @@ class GatewaySettings:
     webhooks_allow_private: bool = False
 
 
+@dataclass(frozen=True)
+class TelemetrySettings:
+    """OpenTelemetry tracing (OTLP/HTTP) and metric labels, for every llmkit server (the seed's
+    TELEMETRY_ENABLED, OTLP_ENDPOINT, SAMPLING_RATE, SERVICE_NAME and ENVIRONMENT map onto these)."""
+
+    enabled: bool = False
+    # The collector's OTLP/HTTP base URL: spans go to {otlp_endpoint}/v1/traces.
+    otlp_endpoint: str = "http://127.0.0.1:4318"
+    # Parent-based: a request that arrives with a sampled traceparent is traced; a new trace with this
+    # probability.
+    sampling_rate: float = field(default=1.0, metadata={"min": 0, "max": 1})
+    # Empty: "llmkit-<command>" (llmkit-gateway, llmkit-simulate, ...).
+    service_name: str = ""
+    environment: str = "development"
+    # Prompts and answers go into spans only when this is on.
+    capture_content: bool = False
+    # A tenant label on the gateway's metrics (one series per tenant: off unless tenants are few).
+    tenant_labels: bool = False
+
+
 # The one table of sections; a system adds its dataclass here.
 SECTIONS: dict[str, type] = {
     "server": ServerSettings,
@@ -358,6 +378,7 @@ SECTIONS: dict[str, type] = {
     "aggregate": AggregateSettings,
     "orchestrate": OrchestrateSettings,
     "gateway": GatewaySettings,
+    "telemetry": TelemetrySettings,
 }
 
 # LLMKIT_* variables that choose what to load rather than a setting.
@@ -380,6 +401,7 @@ class Settings:
     aggregate: AggregateSettings = AggregateSettings()
     orchestrate: OrchestrateSettings = OrchestrateSettings()
     gateway: GatewaySettings = GatewaySettings()
+    telemetry: TelemetrySettings = TelemetrySettings()
     profile: str = "(defaults)"
     origins: Mapping[str, str] = field(default_factory=dict)
 
