@@ -15,7 +15,7 @@ from prometheus_client.core import CounterMetricFamily
 from llmkit.core.http_metrics import HttpMetrics
 
 # Index of each count in a tenant's row.
-REQUESTS, CACHE_HITS, COALESCED, PROMPT_TOKENS, COMPLETION_TOKENS = range(5)
+REQUESTS, CACHE_HITS, COALESCED, QUEUE_FULL, PROMPT_TOKENS, COMPLETION_TOKENS = range(6)
 # What a row counts when tenant labels are off.
 ALL_TENANTS = ""
 
@@ -39,8 +39,8 @@ class SeedHttpSeries:
 
 
 class TenantCounters:
-    """Chat requests, cache hits, coalesced requests, upstream tokens and quota refusals, by tenant when
-    `tenant_labels`; an int update per event."""
+    """Chat requests (cache hits, coalesced, refused by a full queue), upstream tokens and quota refusals,
+    by tenant when `tenant_labels`; an int update per event."""
 
     def __init__(self, tenant_labels: bool) -> None:
         self.tenant_labels = tenant_labels
@@ -53,7 +53,7 @@ class TenantCounters:
         key = tenant_id if self.tenant_labels else ALL_TENANTS
         row = self._rows.get(key)
         if row is None:
-            row = self._rows[key] = [0, 0, 0, 0, 0]
+            row = self._rows[key] = [0] * 6
         return row
 
     def tokens(self, tenant_id: str, usage: dict[str, int] | None) -> None:
@@ -77,7 +77,7 @@ class TenantCounters:
         tenant = ["tenant"] if self.tenant_labels else []
         chats = CounterMetricFamily(
             "llmkit_gateway_chat_requests",
-            "Chat requests by how they were answered: cache, coalesced, upstream.",
+            "Chat requests by how they were answered: cache, coalesced, upstream, or 429 queue_full.",
             labels=[*tenant, "answered_by"],
         )
         tokens = CounterMetricFamily(
@@ -90,11 +90,12 @@ class TenantCounters:
         )
         for key, row in list(self._rows.items()):
             who = [key] if self.tenant_labels else []
-            upstream = row[REQUESTS] - row[CACHE_HITS] - row[COALESCED]
+            upstream = row[REQUESTS] - row[CACHE_HITS] - row[COALESCED] - row[QUEUE_FULL]
             for answered_by, value in (
                 ("cache", row[CACHE_HITS]),
                 ("coalesced", row[COALESCED]),
                 ("upstream", upstream),
+                ("queue_full", row[QUEUE_FULL]),
             ):
                 chats.add_metric([*who, answered_by], value)
             tokens.add_metric([*who, "prompt"], row[PROMPT_TOKENS])

@@ -23,7 +23,7 @@ from llmkit.gateway.calls import Outcome
 from llmkit.gateway.chat import ChatRequest
 from llmkit.gateway.conversations import Conversation, ConversationCache
 from llmkit.gateway.flights import DONE, RUNNING, Flight, Ticket
-from llmkit.gateway.metrics import CACHE_HITS, COALESCED, REQUESTS, TenantCounters
+from llmkit.gateway.metrics import CACHE_HITS, COALESCED, QUEUE_FULL, REQUESTS, TenantCounters
 from llmkit.gateway.slots import UpstreamSlots
 from llmkit.settings import Settings, mask_value
 
@@ -185,6 +185,7 @@ class Gateway:
             admission = await self.slots.enter(flight.id, req.priority)
         except ApiError:  # the queue is full (429)
             self.counters.rejected_full += 1
+            row[QUEUE_FULL] += 1
             raise
         ticket = flight.join(req.use_cache)
         if self.config.deduplication:

@@ -3,6 +3,7 @@ telemetry.tenant_labels; quota refusals by quota, tokens from the upstream's usa
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
@@ -14,6 +15,7 @@ from aiohttp.test_utils import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from llmkit.gateway.app import create_app
+from llmkit.gateway.state import GATEWAY_KEY
 from llmkit.settings import LimiterSettings
 from tests.unit.gateway_fakes import HeldPool, gateway_settings
 
@@ -93,3 +95,25 @@ async def test_tenant_labels_only_when_asked(
             s.labels["status"]: s.value for s in series[name] if s.labels["route"] == "/v1/chat/completions"
         }
         assert by_status == {"200": 2, "429": 2}, (name, series[name])
+
+
+async def test_a_full_queue_counts_as_queue_full_not_upstream(aiohttp_client: MakeClient) -> None:
+    pool = HeldPool()
+    settings = gateway_settings(max_concurrent=1, max_queue_size=1)
+    client = await aiohttp_client(create_app(settings, pool=pool))
+
+    def ask(text: str) -> Any:
+        return client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": text}]})
+
+    running = asyncio.ensure_future(ask("one"))
+    await pool.started.wait()
+    waiting = asyncio.ensure_future(ask("two"))
+    while client.app[GATEWAY_KEY].slots.waiting < 1:
+        await asyncio.sleep(0.01)
+    refused = await ask("three")
+    assert refused.status == 429
+    pool.release()
+    assert (await running).status == 200 and (await waiting).status == 200
+    series = await scrape(client)
+    answered = {s.labels["answered_by"]: s.value for s in series["llmkit_gateway_chat_requests_total"]}
+    assert answered == {"cache": 0, "coalesced": 0, "upstream": 2, "queue_full": 1}
