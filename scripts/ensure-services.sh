@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Makes sure the Debian packages redis-server, redis-sentinel, clickhouse-server, postgresql, haproxy and curl are installed, because
+# Makes sure the Debian packages redis-server, redis-sentinel, clickhouse-server, postgresql, haproxy, prometheus (with promtool) and curl are installed, because
 # the test suite starts real servers (and runs the README's curl examples). As root it installs what is missing with apt-get; otherwise it prints the one command.
 set -euo pipefail
 
@@ -8,6 +8,8 @@ command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v redis-sentinel >/dev/null 2>&1 || missing+=(redis-sentinel)
 command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || missing+=(haproxy)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
+# Debian's prometheus ships both: tests/prometheus.py starts prometheus, test_prometheus.py runs promtool.
+{ command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1; } || missing+=(prometheus)
 if ! command -v clickhouse-server >/dev/null 2>&1 && [ ! -x /usr/sbin/clickhouse-server ] \
     && [ ! -x /usr/bin/clickhouse-server ]; then
     missing+=(clickhouse-server)

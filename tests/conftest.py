@@ -1,4 +1,5 @@
-"""Session fixtures: real Redis, ClickHouse and PostgreSQL servers on free ports; clean clients per test."""
+"""Session fixtures: real Redis, ClickHouse, PostgreSQL and Prometheus servers on free ports; clean clients
+per test."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import redis.asyncio as aioredis
 
 from llmkit.settings import Settings
 from tests.postgres import PostgresServer
+from tests.prometheus import PrometheusServer
 from tests.servers import ClickHouseServer, RedisServer, SentinelCluster
 
 _counter = itertools.count()
@@ -137,3 +139,12 @@ def served_settings(monkeypatch: pytest.MonkeyPatch) -> list[Settings]:
 
     monkeypatch.setattr(llmkit.cli.serving, "run_server", run_server)
     return seen
+
+
+@pytest.fixture(scope="session")
+def prometheus_server() -> Iterator[PrometheusServer]:
+    """One Debian Prometheus (temporary storage, file_sd targets) for the whole session."""
+    server = PrometheusServer()
+    server.start()
+    yield server
+    server.stop()

@@ -12,25 +12,31 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.utils import floatToGoString
 
+# What every server's request series are called: llmkit_http_requests_total, ...
+PREFIX = "llmkit_"
 # Prometheus' default latency buckets (seconds); +Inf follows them.
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
 
 
-def new_latency() -> list[float]:
-    """Latency counts: one per bucket of LATENCY_BUCKETS, one above the last, then the sum of seconds."""
-    return [0.0] * (len(LATENCY_BUCKETS) + 2)
+def new_latency(bounds: tuple[float, ...] = LATENCY_BUCKETS) -> list[float]:
+    """Latency counts: one per bucket of `bounds`, one above the last, then the sum of seconds."""
+    return [0.0] * (len(bounds) + 2)
 
 
-def observe_latency(latency: list[float], seconds: float) -> None:
-    """Count one duration in `new_latency()` counts."""
-    latency[bisect_left(LATENCY_BUCKETS, seconds)] += 1
+def observe_latency(
+    latency: list[float], seconds: float, bounds: tuple[float, ...] = LATENCY_BUCKETS
+) -> None:
+    """Count one duration in `new_latency(bounds)` counts."""
+    latency[bisect_left(bounds, seconds)] += 1
     latency[-1] += seconds
 
 
-def histogram_buckets(counts: list[float]) -> list[tuple[str, float]]:
-    """`new_latency()` counts as a Prometheus histogram's cumulative (bound, count) buckets."""
+def histogram_buckets(
+    counts: list[float], bounds: tuple[float, ...] = LATENCY_BUCKETS
+) -> list[tuple[str, float]]:
+    """`new_latency(bounds)` counts as a Prometheus histogram's cumulative (bound, count) buckets."""
     cumulative, buckets = 0.0, []
-    for bound, in_bucket in zip((*LATENCY_BUCKETS, math.inf), counts, strict=False):
+    for bound, in_bucket in zip((*bounds, math.inf), counts, strict=False):
         cumulative += in_bucket
         buckets.append((floatToGoString(bound), cumulative))
     return buckets
@@ -101,11 +107,16 @@ class HttpMetrics:
 
     def describe(self) -> list[Any]:
         """The metric families without samples (what the registry checks names against)."""
-        return self._families()
+        return self._families(PREFIX)
 
     def collect(self) -> Iterator[Any]:
         """The families with their samples, built at scrape time."""
-        families = self._families()
+        return self.collect_as(PREFIX)
+
+    def collect_as(self, prefix: str) -> Iterator[Any]:
+        """The same families named `{prefix}http_requests_total`, ... (the gateway also serves them
+        unprefixed, as the seed's alerts name them)."""
+        families = self._families(prefix)
         requests, latency, in_flight = families
         for route in list(self._routes.values()):
             for (method, status), count in list(route.answers.items()):
@@ -116,12 +127,12 @@ class HttpMetrics:
         yield from families
 
     @staticmethod
-    def _families() -> list[Any]:
+    def _families(prefix: str) -> list[Any]:
         labels = ["method", "route", "status"]
         return [
-            CounterMetricFamily("llmkit_http_requests", "HTTP requests answered.", labels=labels),
+            CounterMetricFamily(f"{prefix}http_requests", "HTTP requests answered.", labels=labels),
             HistogramMetricFamily(
-                "llmkit_http_request_duration_seconds", "Time to answer.", labels=labels[:2]
+                f"{prefix}http_request_duration_seconds", "Time to answer.", labels=labels[:2]
             ),
-            GaugeMetricFamily("llmkit_http_requests_in_flight", "Requests being handled."),
+            GaugeMetricFamily(f"{prefix}http_requests_in_flight", "Requests being handled."),
         ]

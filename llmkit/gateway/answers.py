@@ -200,7 +200,8 @@ async def answer(
     identity = identity_of(request)
     try:
         admission = await platform.admit(identity)
-    except QuotaExceeded:
+    except QuotaExceeded as exc:
+        gateway.tenants.refused(identity.tenant_id, exc.quota)
         # Refused requests count in the analytics too (their error rate is what a tenant asks about).
         Served(req, identity, None, started).record(platform, route_of(request), None, None, 429)
         raise

@@ -37,6 +37,7 @@ from llmkit.gateway.calls import Outcome
 from llmkit.gateway.chat import ChatRequest
 from llmkit.gateway.conversations import Conversation
 from llmkit.gateway.flights import Ticket
+from llmkit.gateway.metrics import SeedHttpSeries
 from llmkit.gateway.openapi import CACHE_ACTION_DOC, CACHE_STATS_DOC, CHAT_OPTIMIZED_DOC, SCHEMAS
 from llmkit.gateway.pool import pool_from_settings
 from llmkit.gateway.rag import rag_default
@@ -287,6 +288,7 @@ def create_app(settings: Settings, pool: Any = None) -> web.Application:
     app[OPENAPI_SCHEMAS_KEY].update(DOCUMENT_SCHEMAS)
     app[PLATFORM_KEY] = platform
     app[METRICS_KEY].registry.register(platform.search_metrics)
+    app[METRICS_KEY].registry.register(SeedHttpSeries(app[METRICS_KEY]))
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         await platform.open()
@@ -295,6 +297,7 @@ def create_app(settings: Settings, pool: Any = None) -> web.Application:
             gateway_box["gateway"] = gateway
             app[GATEWAY_KEY] = gateway
             app[METRICS_KEY].registry.register(gateway)
+            app[METRICS_KEY].registry.register(gateway.tenants)
             platform.search_cache = gateway.search_cache
             gateway.pool.watch_circuits(platform.upstream_circuit)
             book = queued.install(app, gateway)

@@ -23,6 +23,7 @@ from llmkit.gateway.calls import Outcome
 from llmkit.gateway.chat import ChatRequest
 from llmkit.gateway.conversations import Conversation, ConversationCache
 from llmkit.gateway.flights import DONE, RUNNING, Flight, Ticket
+from llmkit.gateway.metrics import CACHE_HITS, COALESCED, QUEUE_FULL, REQUESTS, TenantCounters
 from llmkit.gateway.slots import UpstreamSlots
 from llmkit.settings import Settings, mask_value
 
@@ -153,6 +154,8 @@ class Gateway:
         self.conversations = conversation_cache(settings) if gw.conversation_enabled else None
         self.slots = UpstreamSlots(MemoryPriorityQueue("gateway", gw.max_queue_size), gw.max_concurrent)
         self.counters = Counters()
+        # Registered beside the gateway (app.py); tenant labels only when telemetry.tenant_labels.
+        self.tenants = TenantCounters(settings.telemetry.tenant_labels)
         self.flights: dict[str, Flight] = {}
         self.linger_s = gw.batch_timeout_ms / 1000
         self.started_at = time.time()
@@ -162,14 +165,18 @@ class Gateway:
     async def open(self, req: ChatRequest) -> Ticket:
         """A ticket for the answer: from the cache, joined to an identical call in flight, or a new call."""
         self.counters.requests += 1
+        row = self.tenants.row(req.tenant_id)
+        row[REQUESTS] += 1
         if req.use_cache and self.cache is not None:
             cached = await self._cached(req.key)
             if cached is not None:
                 self.counters.cache_hits += 1
+                row[CACHE_HITS] += 1
                 return Ticket(None, cached)
         flight = self.flights.get(req.key) if self.config.deduplication else None
         if flight is not None and self._joinable(flight, req):
             self.counters.coalesced += 1
+            row[COALESCED] += 1
             ticket = flight.join(req.use_cache)
             ticket.joined = True
             return ticket
@@ -178,11 +185,12 @@ class Gateway:
             admission = await self.slots.enter(flight.id, req.priority)
         except ApiError:  # the queue is full (429)
             self.counters.rejected_full += 1
+            row[QUEUE_FULL] += 1
             raise
         ticket = flight.join(req.use_cache)
         if self.config.deduplication:
             self.flights[req.key] = flight
-        flight.task = asyncio.create_task(self._fly(flight, admission))
+        flight.task = asyncio.create_task(self._fly(flight, admission, req.tenant_id))
         return ticket
 
     def _joinable(self, flight: Flight, req: ChatRequest) -> bool:
@@ -202,7 +210,7 @@ class Gateway:
             return None
         return None if raw is None else decode_outcome(raw)
 
-    async def _fly(self, flight: Flight, admission: asyncio.Future[None] | None) -> None:
+    async def _fly(self, flight: Flight, admission: asyncio.Future[None] | None, tenant_id: str) -> None:
         """Wait for a slot, call the upstream, share the outcome, fill the cache, then linger."""
         try:
             if admission is not None:
@@ -211,7 +219,7 @@ class Gateway:
                 except asyncio.CancelledError:
                     await self.slots.abandon(flight.id, admission)
                     raise
-            await self._call(flight)
+            await self._call(flight, tenant_id)
             if flight.store and flight.outcome is not None and self.cache is not None:
                 await self._store(flight.key, flight.outcome)
             if self.linger_s:
@@ -222,7 +230,7 @@ class Gateway:
             if self.flights.get(flight.key) is flight:
                 del self.flights[flight.key]
 
-    async def _call(self, flight: Flight) -> None:
+    async def _call(self, flight: Flight, tenant_id: str) -> None:
         flight.state = RUNNING
         self.counters.upstream_calls += 1
         start = time.monotonic()
@@ -237,6 +245,7 @@ class Gateway:
             flight.finish(None, exc)
         else:
             self.slots.timer.observe(time.monotonic() - start)
+            self.tenants.tokens(tenant_id, outcome.usage)
             flight.finish(outcome)
         finally:
             await self.slots.release()
@@ -325,9 +334,21 @@ class Gateway:
             "1 while the upstream's circuit is not closed",
             labels=["upstream"],
         )
+        attempts = CounterMetricFamily(
+            "llmkit_gateway_upstream_attempts",
+            "Upstream attempts by how they ended (rejected: refused by the open circuit)",
+            labels=["upstream", "result"],
+        )
+        opened = CounterMetricFamily(
+            "llmkit_gateway_breaker_opened", "Times the upstream's circuit opened", labels=["upstream"]
+        )
         for row in self.pool.stats():
-            breaker.add_metric([str(row.get("url"))], 0.0 if row.get("breaker") == "closed" else 1.0)
-        yield breaker
+            url = str(row.get("url"))
+            breaker.add_metric([url], 0.0 if row.get("breaker") == "closed" else 1.0)
+            for result in ("succeeded", "failed", "permanent", "cancelled", "rejected"):
+                attempts.add_metric([url, result], float(row.get(result) or 0))
+            opened.add_metric([url], float(row.get("opened") or 0))
+        yield from (breaker, attempts, opened)
 
     def describe(self) -> list[Metric]:
         """No samples at registration (the families are built on collect)."""

@@ -34,6 +34,7 @@ from llmkit.simulate.instant import instant_chat_events
 from llmkit.simulate.latency import Latency, latency_for
 from llmkit.simulate.lengths import output_lengths, want_of
 from llmkit.simulate.logprobs import answer_logprobs, logprob_sender
+from llmkit.simulate.metrics import RequestMetrics, count_generated, mark_first_token
 from llmkit.simulate.openai import (
     TEST_COMPLETION,
     Answer,
@@ -140,6 +141,7 @@ async def _answer(
     if not latency.instant and not await wait_or_gone(request, state, latency.whole_answer(len(tokens), rng)):
         return web.Response(status=499)
     stats.tokens_sent += len(tokens) * chat.n
+    count_generated(request, len(tokens) * chat.n)
     logprobs = answer_logprobs(chat, answer, rng) if chat.logprobs else None
     body = completion_json(
         chat.model,
@@ -176,6 +178,8 @@ async def _stream(
         # Nothing to wait for and nothing random: the events are known, only the head is new.
         events = instant_chat_events(tokens, chat.n, finish_reason, usage)
         sender = PrebuiltStream(response, stream_head(chat.model), events, len(tokens) * chat.n, capacity)
+        # Nothing waits before the first token: it goes out with the headers.
+        mark_first_token(request)
     else:
         writer = ChunkWriter(chat.model, chat.n, calls)
         # One token per event when tokens arrive one by one; a few per event when nothing waits between.
@@ -309,6 +313,10 @@ def create_app(settings: Settings, source: Source | None = None) -> web.Applicat
     state.output_lengths = output_lengths(sim)
     app = create_base_app("simulate", settings.server, stats=_make_stats(state), guard=admin_guard(sim))
     app[METRICS_KEY].registry.register(SchedulerCollector(sim.model, lambda: _scheduler_counts(state)))
+    state.request_metrics = RequestMetrics(
+        sim.model, lambda: (state.stats.prompt_tokens, state.stats.tokens_sent)
+    )
+    app[METRICS_KEY].registry.register(state.request_metrics)
     app[STATE_KEY] = state
     app[OPENAPI_SCHEMAS_KEY].update(SCHEMAS)
     faults.add_routes(app, state.faults)

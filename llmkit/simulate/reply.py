@@ -13,6 +13,7 @@ from llmkit.core.http import ApiError
 from llmkit.settings import SimulateSettings
 from llmkit.simulate.latency import Latency
 from llmkit.simulate.lengths import lorem_text
+from llmkit.simulate.metrics import count_generated
 from llmkit.simulate.rng import RequestRandom
 from llmkit.simulate.sources.base import SourceUnavailable
 from llmkit.simulate.state import SimulateState
@@ -123,4 +124,5 @@ async def run_stream(
     finally:
         stats.active_streams -= 1
         stats.tokens_sent += sender.progress.tokens
+        count_generated(request, sender.progress.tokens)
     return response

@@ -15,6 +15,7 @@ from aiohttp import web
 from llmkit.core.http import request_id_of
 from llmkit.core.tokenizer import tokenize
 from llmkit.simulate.latency import Latency
+from llmkit.simulate.metrics import count_generated
 from llmkit.simulate.openai import cut_answer
 from llmkit.simulate.reply import answer_mode_for, pick_answer, wait_or_gone
 from llmkit.simulate.state import SimulateState
@@ -224,6 +225,7 @@ async def send_events(
     finally:
         stats.active_streams -= 1
         stats.tokens_sent += progress.tokens
+        count_generated(request, progress.tokens)
 
 
 async def _paced(

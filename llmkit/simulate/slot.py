@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from contextlib import AbstractAsyncContextManager
 
 from aiohttp import web
@@ -10,6 +11,7 @@ from llmkit.core.http import ApiError
 from llmkit.core.limiter import SlotUnavailable
 from llmkit.simulate import ratelimit
 from llmkit.simulate.faults import FAULT_HEADER, inject
+from llmkit.simulate.metrics import TIMING_KEY, RequestTiming
 from llmkit.simulate.scheduler import ClientGone
 from llmkit.simulate.state import SimulateState
 from llmkit.simulate.stream import client_gone
@@ -34,7 +36,7 @@ class RequestSlot:
     Use `async with request_slot(...)`; the hottest handler calls take_now / take / give_back itself.
     """
 
-    __slots__ = ("_holder", "_in_stream", "_request", "_seated", "_state")
+    __slots__ = ("_holder", "_in_stream", "_request", "_seated", "_state", "_timing")
 
     def __init__(self, state: SimulateState, request: web.Request, in_stream: bool = False) -> None:
         self._state = state
@@ -42,6 +44,9 @@ class RequestSlot:
         self._in_stream = in_stream
         self._holder = ""
         self._seated = False
+        # From arrival, as vLLM counts: the wait for a slot or a seat is part of the latency.
+        self._timing = timing = RequestTiming(time.perf_counter())
+        request[TIMING_KEY] = timing
 
     def take_now(self) -> bool:
         """Take a free slot (and the scheduler's free seat) at once; False, having changed nothing, when
@@ -109,6 +114,8 @@ class RequestSlot:
         state = self._state
         state.stats.in_flight -= 1
         state.limit.release_nowait(self._holder)
+        if state.request_metrics is not None:
+            state.request_metrics.finish(self._timing)
         if self._seated:
             self._seated = False
             scheduler = state.scheduler

@@ -13,6 +13,7 @@ from llmkit.core.limiter.memory import MemoryConcurrencyLimit, MemoryLimiter
 from llmkit.settings import SimulateSettings
 from llmkit.simulate.faults import FaultInjector
 from llmkit.simulate.lengths import OutputLengths
+from llmkit.simulate.metrics import RequestMetrics
 from llmkit.simulate.ratelimit import ModelRateLimits, UsageMeter
 from llmkit.simulate.scheduler import Scheduler
 from llmkit.simulate.sources.base import Source
@@ -57,6 +58,8 @@ class SimulateState:
     # simulate.output_tokens (None: answers keep their own length).
     output_lengths: OutputLengths | None = None
     stats: SimulateStats = field(default_factory=SimulateStats)
+    # The vLLM / GenAI timing histograms every model request's slot feeds (None: a bare state in tests).
+    request_metrics: RequestMetrics | None = None
     started_at: int = field(default_factory=lambda: int(time.time()))
     # What Ollama's /api/tags lists, as Ollama names models ("name:tag"), with when each was modified (epoch
     # seconds): the ids of `models`, plus what /api/pull added, less what /api/delete removed. Per process,

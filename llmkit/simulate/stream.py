@@ -14,6 +14,7 @@ from aiohttp.http_writer import StreamWriter
 
 from llmkit.simulate.faults import STREAM_FAULT_KEY, in_stream_error_event
 from llmkit.simulate.latency import Latency
+from llmkit.simulate.metrics import mark_first_token
 from llmkit.simulate.openai import DONE_EVENT
 
 # Tokens per content chunk when no inter-token latency is asked for: fewer, larger events stream faster.
@@ -326,6 +327,7 @@ async def first_token(request: web.Request, latency: Latency, rng: random.Random
     """Sleep out the time to first token; the loop time the first token was due."""
     due = asyncio.get_running_loop().time() + latency.first_token(rng)
     await pause_until(request, due)
+    mark_first_token(request)
     return due
 
 
@@ -410,6 +412,7 @@ class StreamSender:
         steps = self._planned_steps()
         if latency.itl <= 0:
             await pause(self.request, latency.first_token(rng))
+            mark_first_token(self.request)
             await self._send_batched(roles)
             return
         due = await first_token(self.request, latency, rng)
