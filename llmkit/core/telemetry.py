@@ -81,10 +81,15 @@ def configure(settings: TelemetrySettings, service: str, version: str = "") -> N
 
 async def close(app: web.Application | None = None) -> None:
     """Export what is left and stop tracing (an app cleanup hook; the export runs off the loop)."""
+    await asyncio.to_thread(shutdown)
+
+
+def shutdown() -> None:
+    """Export what is left (waiting at most the export timeout) and stop tracing."""
     global tracer, _provider
     provider, _provider, tracer = _provider, None, None
     if provider is not None:
-        await asyncio.to_thread(provider.shutdown)
+        provider.shutdown()
 
 
 def span(name: str, attributes: Mapping[str, Any] | None = None) -> contextlib.AbstractContextManager[Any]:
@@ -133,7 +138,9 @@ def linked_span(name: str, parent: str | None, attributes: Mapping[str, Any] | N
         if linked.is_valid:
             links.append(trace.Link(linked))
     # A root: the job is not part of the submit's request, which has long been answered.
-    return tracer.start_as_current_span(name, context=context.Context(), links=links, attributes=attributes)
+    return tracer.start_as_current_span(
+        name, context=context.Context(), links=links, attributes=attributes, record_exception=False
+    )
 
 
 def client_span(name: str, attributes: Mapping[str, Any]) -> contextlib.AbstractContextManager[Span | None]:

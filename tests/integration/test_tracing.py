@@ -119,6 +119,103 @@ async def test_one_trace_runs_through_the_gateway_into_the_simulator(
     assert "gen_ai.input.messages" not in text and "gen_ai.output.messages" not in text
 
 
+def gateway_spans(spans: list[ReceivedSpan], trace_id: str) -> dict[str, list[ReceivedSpan]]:
+    found: dict[str, list[ReceivedSpan]] = {}
+    for s in spans:
+        if s.trace_id == trace_id and s.service == "llmkit-gateway":
+            found.setdefault(s.name, []).append(s)
+    return found
+
+
+def server_spans(spans: list[ReceivedSpan], path: str) -> list[ReceivedSpan]:
+    return [s for s in spans if s.service == "llmkit-gateway" and s.name == f"POST {path}"]
+
+
+async def test_cache_coalescing_and_queue_stages_are_child_spans(
+    tmp_path: Path, receiver: OtlpReceiver
+) -> None:
+    env = traced_env(receiver.url)
+    sim = ServerProcess(tmp_path, "--port", "0", "--ttft-ms", "300", command="simulate", env=env)
+    with sim:
+        upstream = sim.wait_listening() + "/v1"
+        args = ("--port", "0", "--kind", "openai", "--upstream", upstream, "--max-concurrent", "1")
+        with ServerProcess(tmp_path, *args, command="gateway", env=env) as gw:
+            url = gw.wait_listening()
+            # Three identical questions share one call; a fourth waits for the one upstream slot.
+            await asyncio.gather(*(ask(url, "same") for _ in range(3)), ask(url, "other"))
+            await ask(url, "same")  # from the cache now
+            spans = receiver.wait_for(lambda got: len(server_spans(got, "/api/chat-optimized")) == 5)
+
+    servers = server_spans(spans, "/api/chat-optimized")
+    hits = [s for s in servers if s.attributes.get("llmkit.cache.hit")]
+    coalesced = [s for s in servers if s.attributes.get("llmkit.coalesced")]
+    assert len(hits) == 1 and len(coalesced) == 2
+    hit = gateway_spans(spans, hits[0].trace_id)
+    assert hit["cache lookup"][0].parent_id == hits[0].span_id
+    assert hit["cache lookup"][0].attributes["llmkit.cache.hit"] is True
+    assert "chat " + MODEL not in hit
+    for follower in coalesced:
+        mine = gateway_spans(spans, follower.trace_id)
+        assert mine["coalescing wait"][0].parent_id == follower.span_id
+        # The call belongs to the request that started it, not to those that joined it.
+        assert f"chat {MODEL}" not in mine
+    callers = [s for s in servers if s not in hits and s not in coalesced]
+    assert len(callers) == 2
+    waits = [gateway_spans(spans, s.trace_id).get("queue wait", []) for s in callers]
+    # One of the two calls found the slot taken and waited for it.
+    assert sorted(len(w) for w in waits) == [0, 1]
+    for caller in callers:
+        mine = gateway_spans(spans, caller.trace_id)
+        assert mine[f"chat {MODEL}"][0].parent_id == caller.span_id
+        assert mine["cache lookup"][0].attributes["llmkit.cache.hit"] is False
+
+
+ADMIN = "bootstrap-admin-key-for-tests-0123456789"
+
+
+async def test_quota_search_and_retrieval_are_child_spans(tmp_path: Path, receiver: OtlpReceiver) -> None:
+    env = traced_env(receiver.url, LLMKIT_GATEWAY_ADMIN_KEY=ADMIN, LLMKIT_GATEWAY_ANALYTICS_ENABLED="false")
+    with Pair(tmp_path, env) as pair:
+        async with aiohttp.ClientSession() as session:
+            admin = {"X-API-Key": ADMIN}
+            body = {"name": "acme", "quotas": {"rpm": 1000}}
+            async with session.post(pair.url + "/api/admin/tenants", json=body, headers=admin) as made:
+                assert made.status == 201, await made.text()
+                tenant = (await made.json())["id"]
+            body = {"name": "k", "tenant_id": tenant, "scopes": ["chat", "search"]}
+            async with session.post(pair.url + "/api/admin/api-keys", json=body, headers=admin) as made:
+                assert made.status == 201, await made.text()
+                key = {"Authorization": f"Bearer {(await made.json())['key']}"}
+            doc = {"id": "cats", "title": "Cats", "content": "Cats chase mice because they are hunters."}
+            async with session.post(pair.url + "/api/documents", json=doc, headers=key) as made:
+                assert made.status == 202, await made.text()
+            for _ in range(400):
+                async with session.get(pair.url + "/api/documents/cats", headers=key) as got:
+                    if (await got.json())["index"]["state"] == "completed":
+                        break
+                await asyncio.sleep(0.025)
+            async with session.post(pair.url + "/api/search", json={"query": "cats"}, headers=key) as got:
+                assert got.status == 200, await got.text()
+            chat = {"model": MODEL, "messages": [{"role": "user", "content": "Why do cats chase mice?"}]}
+            chat["rag"] = {"type": "keyword", "top_k": 1}
+            async with session.post(pair.url + "/v1/chat/completions", json=chat, headers=key) as got:
+                assert got.status == 200, await got.text()
+            spans = receiver.wait_for(lambda got: any(s.name == "retrieval" for s in got) and has_trace(got))
+
+    search_route = server_spans(spans, "/api/search")[0]
+    searched = gateway_spans(spans, search_route.trace_id)
+    assert searched["search"][0].parent_id == search_route.span_id
+    assert searched["search"][0].attributes["llmkit.search.hits"] == 1
+    chat_route = server_spans(spans, "/v1/chat/completions")[0]
+    mine = gateway_spans(spans, chat_route.trace_id)
+    assert mine["quota"][0].parent_id == chat_route.span_id
+    retrieval = mine["retrieval"][0]
+    assert retrieval.parent_id == chat_route.span_id
+    assert retrieval.attributes["llmkit.retrieval.chunks"] == 1
+    assert mine["search"][0].parent_id == retrieval.span_id
+    assert mine[f"chat {MODEL}"][0].parent_id == chat_route.span_id
+
+
 async def test_capture_content_puts_the_messages_in_the_chat_span(
     tmp_path: Path, receiver: OtlpReceiver
 ) -> None:
