@@ -69,10 +69,13 @@ def decode(body: bytes) -> list[ReceivedSpan]:
 
 
 class OtlpReceiver:
-    """POST /v1/traces on 127.0.0.1:<free port>; `hang=True` never answers (a collector that hangs)."""
+    """POST /v1/traces on 127.0.0.1:<free port>; `hang=True` never answers (a collector that hangs);
+    `decode=False` only counts requests and bytes (a benchmark's sink)."""
 
-    def __init__(self, hang: bool = False) -> None:
+    def __init__(self, hang: bool = False, decode: bool = True) -> None:
         self.hang = hang
+        self.decode = decode
+        self.bytes = 0
         self.spans: list[ReceivedSpan] = []
         self.requests = 0
         self.resources: list[dict[str, Any]] = []
@@ -87,9 +90,10 @@ class OtlpReceiver:
         body = await request.read()
         with self._lock:
             self.requests += 1
+            self.bytes += len(body)
         if self.hang:
             await asyncio.sleep(3600)
-        spans = decode(body)
+        spans = decode(body) if self.decode else []
         with self._lock:
             self.spans.extend(spans)
         return web.Response(

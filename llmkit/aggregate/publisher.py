@@ -189,7 +189,7 @@ class Publisher:
 
     async def _attempt(self, batch: Batch) -> Outcome:
         started = time.perf_counter()
-        if telemetry.tracer is None:
+        if not telemetry.recording():
             return await self._post(batch, started, JSON_HEADERS)
         attributes = {"llmkit.batch.events": batch.size, "server.address": self.host}
         with telemetry.client_span("publish batch", attributes) as current:

@@ -277,7 +277,7 @@ class RouteWrapper:
         check: Callable[[web.Request, str, bool], Awaitable[Identity]] = self.guard.check
         traced = telemetry.tracer is not None and not label.startswith(("/health", "/metrics"))
         if traced and scope != PUBLIC:
-            check = telemetry.traced_call("auth", check)
+            check = telemetry.traced_auth(check)
         log_request = access_log.add
         new_id, valid_id, observe = fresh_hex, _REQUEST_ID_RE.fullmatch, metrics.route(label).observe
         clock = time.perf_counter

@@ -25,6 +25,8 @@ tracer: Tracer | None = None
 capture_content = False
 _provider: TracerProvider | None = None
 _propagator: Any = None
+# opentelemetry.trace.get_current_span once configure() has imported it.
+_current_span: Callable[[], Any] = type(None)
 
 # The exporter gives up on a batch after this long (the collector down or hanging): spans are dropped,
 # requests never wait for it (the BatchSpanProcessor exports from its own thread).
@@ -44,7 +46,7 @@ def traces_url(endpoint: str) -> str:
 
 def configure(settings: TelemetrySettings, service: str, version: str = "") -> None:
     """Start tracing this process as `service` when telemetry.enabled is on (a no-op otherwise)."""
-    global tracer, capture_content, _provider, _propagator
+    global tracer, capture_content, _provider, _propagator, _current_span
     if not settings.enabled:
         return
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
@@ -74,7 +76,9 @@ def configure(settings: TelemetrySettings, service: str, version: str = "") -> N
             export_timeout_millis=EXPORT_TIMEOUT_S * 1000,
         )
     )
-    _provider, _propagator = provider, TraceContextTextMapPropagator()
+    from opentelemetry.trace import get_current_span
+
+    _provider, _propagator, _current_span = provider, TraceContextTextMapPropagator(), get_current_span
     capture_content = settings.capture_content
     tracer = provider.get_tracer("llmkit", version)
 
@@ -92,9 +96,19 @@ def shutdown() -> None:
         provider.shutdown()
 
 
+def recording() -> bool:
+    """Whether a span made now would be kept: tracing is on and the current trace is sampled (or there
+    is none yet, and the sampler decides)."""
+    if tracer is None:
+        return False
+    current = _current_span()
+    # An unsampled request's spans are dropped anyway: its children are not even made.
+    return bool(current.is_recording() or not current.get_span_context().is_valid)
+
+
 def span(name: str, attributes: Mapping[str, Any] | None = None) -> contextlib.AbstractContextManager[Any]:
     """A child span of the current one around a `with` block; a shared no-op while tracing is off."""
-    if tracer is None:
+    if not recording():
         return _NOOP
     return _span(name, attributes, None)
 
@@ -103,9 +117,7 @@ def set_attribute(key: str, value: Any) -> None:
     """Set an attribute on the current span (nothing while tracing is off)."""
     if tracer is None:
         return
-    from opentelemetry import trace
-
-    trace.get_current_span().set_attribute(key, value)
+    _current_span().set_attribute(key, value)
 
 
 def inject(headers: Mapping[str, str]) -> Mapping[str, str]:
@@ -145,7 +157,7 @@ def linked_span(name: str, parent: str | None, attributes: Mapping[str, Any] | N
 
 def client_span(name: str, attributes: Mapping[str, Any]) -> contextlib.AbstractContextManager[Span | None]:
     """A CLIENT span (a call to another server) that records `error.type` when the block raises."""
-    if tracer is None:
+    if not recording():
         return _NOOP
     from opentelemetry.trace import SpanKind
 
@@ -259,14 +271,19 @@ def traced_route(route: Handler, label: str) -> Handler:
     return traced
 
 
-def traced_call(name: str, call: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
-    """`call` (a coroutine function) inside a child span `name` on every call."""
+def traced_auth(check: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    """`check(request, ...)` inside an `auth` child span when the request presents a credential."""
     assert tracer is not None
+    from llmkit.core.auth import credential_of
+
     start = tracer.start_as_current_span
 
-    @functools.wraps(call)
-    async def traced(*args: Any, **kwargs: Any) -> Any:
-        with start(name):
-            return await call(*args, **kwargs)
+    @functools.wraps(check)
+    async def traced(request: web.Request, *args: Any) -> Any:
+        # Nothing to verify, nothing worth a span (a request with no key is let in or refused at once).
+        if credential_of(request.headers) is None or not recording():
+            return await check(request, *args)
+        with start("auth", record_exception=False):
+            return await check(request, *args)
 
     return traced

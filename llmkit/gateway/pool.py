@@ -217,7 +217,7 @@ class UpstreamPool:
                 member = nxt
 
     async def _attempt(self, member: Member, call: ChatCall, relay: _Relay | None) -> Outcome:
-        if telemetry.tracer is not None:
+        if telemetry.tracer is not None and telemetry.recording():
             return await self._traced_attempt(member, call, relay)
         start = time.monotonic()
         outcome = await member.breaker.guard(

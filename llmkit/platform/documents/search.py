@@ -101,7 +101,7 @@ class Searcher:
         filters: Mapping[str, Any] | None = None,
     ) -> list[SearchHit]:
         """The hits, best first; `version` is the tenant's search version (store.search_version)."""
-        if telemetry.tracer is None:
+        if not telemetry.recording():
             return await self._search(tenant_id, version, kind, query, limit, filters)
         with telemetry.span("search", {"llmkit.search.type": kind, "llmkit.search.limit": limit}):
             hits = await self._search(tenant_id, version, kind, query, limit, filters)
