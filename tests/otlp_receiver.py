@@ -34,6 +34,7 @@ class ReceivedSpan:
     attributes: dict[str, Any]
     status: int
     links: list[tuple[str, str]] = field(default_factory=list)
+    resource: dict[str, Any] = field(default_factory=dict)
 
 
 def _value(value: AnyValue) -> Any:
@@ -63,6 +64,7 @@ def decode(body: bytes) -> list[ReceivedSpan]:
                         attributes={a.key: _value(a.value) for a in span.attributes},
                         status=span.status.code,
                         links=[(link.trace_id.hex(), link.span_id.hex()) for link in span.links],
+                        resource=resource,
                     )
                 )
     return spans

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import os
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -61,6 +62,8 @@ def configure(settings: TelemetrySettings, service: str, version: str = "") -> N
             "service.name": service,
             "service.version": version,
             "deployment.environment.name": settings.environment,
+            # Which worker of a pre-forked server (configure runs in each, after the fork).
+            "process.pid": os.getpid(),
         }
     )
     # Parent-based: a request whose caller sampled its trace is traced; a new trace with sampling_rate.

@@ -235,6 +235,7 @@ async def test_service_name_goes_on_the_resource(tmp_path: Path, receiver: OtlpR
         await ask(pair.url)
         spans = receiver.wait_for(lambda got: any(s.kind == "CLIENT" for s in got))
     assert {s.service for s in spans} == {"rustassistant"}
+    assert {s.resource["deployment.environment.name"] for s in spans} == {"test"}
 
 
 async def test_sampling_zero_exports_nothing_but_a_sampled_caller_is_still_traced(
@@ -311,3 +312,24 @@ asyncio.run(main())
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
+async def test_each_worker_of_a_pre_forked_gateway_exports_its_spans(
+    tmp_path: Path, receiver: OtlpReceiver
+) -> None:
+    env = traced_env(receiver.url)
+    with ServerProcess(tmp_path, "--port", "0", command="simulate", env=env) as sim:
+        upstream = sim.wait_listening() + "/v1"
+        args = ("--port", "0", "--workers", "2", "--kind", "openai", "--upstream", upstream)
+        with ServerProcess(tmp_path, *args, command="gateway", env=env) as gw:
+            url = gw.wait_listening()
+            await asyncio.gather(*(ask(url, f"worker {n}") for n in range(40)))
+            spans = receiver.wait_for(
+                lambda got: (
+                    sum(s.name == f"chat {MODEL}" and s.service == "llmkit-gateway" for s in got) == 40
+                )
+            )
+    chats = [s for s in spans if s.name == f"chat {MODEL}"]
+    assert len({s.trace_id for s in chats}) == 40
+    # Both workers traced (each started its exporter after the fork) and said which one it is.
+    assert len({s.resource["process.pid"] for s in chats}) == 2
