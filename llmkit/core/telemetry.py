@@ -9,9 +9,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import logging
 import os
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -35,8 +37,26 @@ EXPORT_TIMEOUT_S = 2.0
 # Spans waiting for export at most; past it new ones are dropped rather than held in memory.
 MAX_QUEUE = 4096
 _NOOP = contextlib.nullcontext()
+# While the collector is down the exporter logs two lines per batch; one a minute says as much.
+EXPORT_LOG_INTERVAL_S = 60.0
 
 Handler = Callable[["web.Request"], Awaitable["web.StreamResponse"]]
+
+
+class _Sparse(logging.Filter):
+    """Lets one record through per `interval` seconds, drops the others."""
+
+    def __init__(self, interval: float) -> None:
+        super().__init__()
+        self.interval = interval
+        self.last = -interval
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.created - self.last < self.interval:
+            return False
+        self.last = record.created
+        record.msg = f"tracing: {record.msg} (spans are dropped while export fails; said once a minute)"
+        return True
 
 
 def traces_url(endpoint: str) -> str:
@@ -55,8 +75,15 @@ def configure(settings: TelemetrySettings, service: str, version: str = "") -> N
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
     from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+    from opentelemetry.trace import get_current_span
     from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
+    url = traces_url(settings.otlp_endpoint)
+    if urlsplit(url).port == 4317:
+        # The seed's example names the gRPC port; the collector's OTLP/HTTP port is 4318.
+        logging.getLogger(__name__).warning(
+            "tracing: %s is the OTLP gRPC port; llmkit exports OTLP/HTTP (usually port 4318)", url
+        )
     resource = Resource.create(
         {
             "service.name": service,
@@ -70,7 +97,7 @@ def configure(settings: TelemetrySettings, service: str, version: str = "") -> N
     sampler = ParentBased(TraceIdRatioBased(settings.sampling_rate))
     # shutdown_on_exit off: forked workers leave with os._exit; close() flushes instead, at app cleanup.
     provider = TracerProvider(sampler=sampler, resource=resource, shutdown_on_exit=False)
-    exporter = OTLPSpanExporter(endpoint=traces_url(settings.otlp_endpoint), timeout=EXPORT_TIMEOUT_S)
+    exporter = OTLPSpanExporter(endpoint=url, timeout=EXPORT_TIMEOUT_S)
     provider.add_span_processor(
         BatchSpanProcessor(
             exporter,
@@ -79,8 +106,9 @@ def configure(settings: TelemetrySettings, service: str, version: str = "") -> N
             export_timeout_millis=EXPORT_TIMEOUT_S * 1000,
         )
     )
-    from opentelemetry.trace import get_current_span
-
+    logging.getLogger("opentelemetry.exporter.otlp.proto.http.trace_exporter").addFilter(
+        _Sparse(EXPORT_LOG_INTERVAL_S)
+    )
     _provider, _propagator, _current_span = provider, TraceContextTextMapPropagator(), get_current_span
     capture_content = settings.capture_content
     tracer = provider.get_tracer("llmkit", version)
@@ -189,14 +217,16 @@ def _span(name: str, attributes: Mapping[str, Any] | None, kind: Any) -> Iterato
 
 
 def _error_type(exc: BaseException) -> str:
-    status = getattr(exc, "status", None)
-    return str(status) if isinstance(status, int) and status >= 400 else type(exc).__qualname__
+    """The status the other server answered, else the status we answer for it, else the error's class."""
+    for name in ("upstream_status", "status"):
+        status = getattr(exc, name, None)
+        if isinstance(status, int) and status >= 400:
+            return str(status)
+    return type(exc).__qualname__
 
 
 def genai_request(provider: str, model: str, url: str, messages: Any = None) -> dict[str, Any]:
     """The GenAI semantic conventions' attributes of a chat request to `url` (messages only if captured)."""
-    from urllib.parse import urlsplit
-
     where = urlsplit(url)
     attributes: dict[str, Any] = {
         "gen_ai.operation.name": "chat",

@@ -263,6 +263,8 @@ async def test_a_dead_collector_never_fails_requests(tmp_path: Path) -> None:
         # Still serving once the exporter has failed a few times.
         await asyncio.sleep(1.5)
         assert (await ask(pair.url, "after"))["message"]["content"]
+        # The failed exports are said once, not twice per batch.
+        assert pair.gateway.stderr.count("tracing: ") == 1, pair.gateway.stderr
 
 
 async def test_a_hanging_collector_never_holds_requests(tmp_path: Path) -> None:
@@ -333,3 +335,35 @@ async def test_each_worker_of_a_pre_forked_gateway_exports_its_spans(
     assert len({s.trace_id for s in chats}) == 40
     # Both workers traced (each started its exporter after the fork) and said which one it is.
     assert len({s.resource["process.pid"] for s in chats}) == 2
+
+
+async def test_each_failed_upstream_attempt_is_a_chat_span_with_its_error_type(
+    tmp_path: Path, receiver: OtlpReceiver
+) -> None:
+    env = traced_env(receiver.url, LLMKIT_GATEWAY_RETRIES="2", LLMKIT_GATEWAY_BACKOFF_BASE_S="0.01")
+    with ServerProcess(tmp_path, "--port", "0", "--fault-503", "1", command="simulate", env=env) as sim:
+        upstream = sim.wait_listening() + "/v1"
+        args = ("--port", "0", "--kind", "openai", "--upstream", upstream, "--model", MODEL)
+        with ServerProcess(tmp_path, *args, command="gateway", env=env) as gw:
+            url = gw.wait_listening()
+            payload = {"messages": [{"role": "user", "content": "fail"}], "stream": False}
+            async with (
+                aiohttp.ClientSession() as session,
+                session.post(url + "/api/chat-optimized", json=payload) as response,
+            ):
+                assert response.status >= 500
+                status = response.status
+            spans = receiver.wait_for(
+                lambda got: (
+                    sum(s.name == f"chat {MODEL}" for s in got) == 3
+                    and any(s.name == "POST /api/chat-optimized" for s in got)
+                )
+            )
+    server = one(spans, "llmkit-gateway", "POST /api/chat-optimized")
+    assert server.attributes["http.response.status_code"] == status
+    assert server.attributes["error.type"] == str(status) and server.status == 2  # STATUS_CODE_ERROR
+    attempts = [s for s in spans if s.name == f"chat {MODEL}"]
+    # One span per attempt (the first and gateway.retries=2 more), each under the request's span.
+    assert all(s.parent_id == server.span_id and s.kind == "CLIENT" for s in attempts)
+    assert [s.attributes["error.type"] for s in attempts] == ["503"] * 3
+    assert all(s.status == 2 and "gen_ai.response.model" not in s.attributes for s in attempts)
