@@ -11,7 +11,7 @@ import contextlib
 import functools
 import logging
 import os
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -169,18 +169,21 @@ def traceparent() -> str | None:
     return carried.get("traceparent")
 
 
-def linked_span(name: str, parent: str | None, attributes: Mapping[str, Any] | None = None) -> Any:
-    """A span in a trace of its own, linked to the span `parent` (a traceparent value) when given."""
+def linked_span(
+    name: str, parents: str | Sequence[str] | None, attributes: Mapping[str, Any] | None = None
+) -> Any:
+    """A span in a trace of its own, linked to the spans `parents` (traceparent values) when given."""
     if tracer is None:
         return _NOOP
     from opentelemetry import context, trace
 
     links = []
-    if parent:
+    for parent in [parents] if isinstance(parents, str) else parents or ():
         linked = trace.get_current_span(_propagator.extract({"traceparent": parent})).get_span_context()
         if linked.is_valid:
             links.append(trace.Link(linked))
-    # A root: the job is not part of the submit's request, which has long been answered.
+    # A root: the work is not part of the requests that asked for it (a job's submit was answered long
+    # ago; a commit serves several publishes).
     return tracer.start_as_current_span(
         name, context=context.Context(), links=links, attributes=attributes, record_exception=False
     )

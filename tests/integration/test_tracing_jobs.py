@@ -1,4 +1,5 @@
-"""Tracing of the orchestrator's jobs and of `llmkit publish` batches, into a real OTLP/HTTP receiver."""
+"""Tracing of the orchestrator's jobs, `llmkit publish` batches and the aggregator's commits, into a real
+OTLP/HTTP receiver."""
 
 from __future__ import annotations
 
@@ -70,6 +71,8 @@ async def test_publish_batches_are_client_spans_parenting_the_aggregators_server
             lambda got: (
                 sum(s.name == "POST /publish" for s in got) == 3
                 and sum(s.name == "publish batch" for s in got) == 3
+                and sum(s.attributes["llmkit.batch.events"] for s in got if s.name == "aggregate commit")
+                == 30
             )
         )
 
@@ -79,3 +82,7 @@ async def test_publish_batches_are_client_spans_parenting_the_aggregators_server
     served = [s for s in spans if s.name == "POST /publish"]
     assert {s.service for s in served} == {"llmkit-aggregate"}
     assert {s.parent_id for s in served} == set(batches)
+    # Each commit links to the publishes it stored (one commit may serve several).
+    commits = [s for s in spans if s.name == "aggregate commit"]
+    assert {span_id for s in commits for _, span_id in s.links} == {s.span_id for s in served}
+    assert all(s.parent_id == "" and s.service == "llmkit-aggregate" for s in commits)
