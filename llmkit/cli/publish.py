@@ -148,6 +148,8 @@ def _start_tracing() -> None:
     from llmkit.cli.common import TELEMETRY_ENV, seed_env_flags, settings_or_exit
     from llmkit.core import telemetry
 
+    if not {"TELEMETRY_ENABLED", "LLMKIT_TELEMETRY_ENABLED", "LLMKIT_PROFILE"} & os.environ.keys():
+        return  # a client command reads no settings unless tracing may be asked for
     settings = settings_or_exit(None, seed_env_flags(TELEMETRY_ENV, os.environ, {}))
     telemetry.configure(settings.telemetry, settings.telemetry.service_name or "llmkit-publish", __version__)
 
