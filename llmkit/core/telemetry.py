@@ -41,6 +41,7 @@ _NOOP = contextlib.nullcontext()
 EXPORT_LOG_INTERVAL_S = 60.0
 
 Handler = Callable[["web.Request"], Awaitable["web.StreamResponse"]]
+_TRACEPARENT = "traceparent"
 
 
 class _Sparse(logging.Filter):
@@ -228,17 +229,22 @@ def _error_type(exc: BaseException) -> str:
     return type(exc).__qualname__
 
 
+@functools.lru_cache(maxsize=256)
+def _server(url: str) -> tuple[tuple[str, Any], ...]:
+    """`server.address` (and `server.port`) of an upstream URL, parsed once per URL."""
+    where = urlsplit(url)
+    found: tuple[tuple[str, Any], ...] = (("server.address", where.hostname or ""),)
+    return found if where.port is None else (*found, ("server.port", where.port))
+
+
 def genai_request(provider: str, model: str, url: str, messages: Any = None) -> dict[str, Any]:
     """The GenAI semantic conventions' attributes of a chat request to `url` (messages only if captured)."""
-    where = urlsplit(url)
     attributes: dict[str, Any] = {
         "gen_ai.operation.name": "chat",
         "gen_ai.provider.name": provider,
         "gen_ai.request.model": model,
-        "server.address": where.hostname or "",
+        **dict(_server(url)),
     }
-    if where.port is not None:
-        attributes["server.port"] = where.port
     if capture_content and messages is not None:
         import orjson
 
@@ -289,9 +295,11 @@ def traced_route(route: Handler, label: str) -> Handler:
             "url.scheme": request.scheme,
             **route_attr,
         }
+        headers = request.headers
         with start(
             name,
-            context=extract(request.headers),
+            # No traceparent: a new trace (extracting nothing costs as much as extracting one).
+            context=extract(headers) if _TRACEPARENT in headers else None,
             kind=server_kind,
             attributes=attributes,
             record_exception=False,
