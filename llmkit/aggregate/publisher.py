@@ -10,12 +10,14 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import orjson
 
 from llmkit.aggregate.verify import COUNTERS, Expected, percentiles, verify_counts
 from llmkit.aggregate.workload import Batch, Plan
+from llmkit.core import telemetry
 from llmkit.errors import LlmkitError
 
 JSON_HEADERS = {"Content-Type": "application/json"}
@@ -109,6 +111,7 @@ class Publisher:
         self.session = session
         self.url = url
         self.publish_url = f"{url}/publish"
+        self.host = urlsplit(url).hostname or ""
         self.retries = retries
         self.rate = rate
         self.on_batch = on_batch
@@ -186,8 +189,20 @@ class Publisher:
 
     async def _attempt(self, batch: Batch) -> Outcome:
         started = time.perf_counter()
+        if not telemetry.recording():
+            return await self._post(batch, started, JSON_HEADERS)
+        attributes = {"llmkit.batch.events": batch.size, "server.address": self.host}
+        with telemetry.client_span("publish batch", attributes) as current:
+            outcome = await self._post(batch, started, telemetry.inject(JSON_HEADERS))
+            assert current is not None  # tracing is on
+            current.set_attribute("llmkit.publish.outcome", outcome.label)
+            if outcome.kind != "ok":
+                current.set_attribute("error.type", outcome.label)
+            return outcome
+
+    async def _post(self, batch: Batch, started: float, headers: Mapping[str, str]) -> Outcome:
         try:
-            async with self.session.post(self.publish_url, data=batch.body, headers=JSON_HEADERS) as response:
+            async with self.session.post(self.publish_url, data=batch.body, headers=headers) as response:
                 raw = await response.read()
                 status = response.status
                 retry_after = response.headers.get("Retry-After")

@@ -10,6 +10,7 @@ from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
 from llmkit.aggregate.store.base import EventStore, Row
+from llmkit.core import telemetry
 from llmkit.errors import BackendError, RateLimited
 
 if TYPE_CHECKING:
@@ -18,7 +19,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("llmkit.aggregate")
 
 # A batch waiting in the channel, and the future of its publisher (None when it does not wait).
-Item = tuple[Sequence[Row], "asyncio.Future[int] | None"]
+# A batch, the future its publish waits on, and the publish's span (a traceparent) when traced.
+Item = tuple[Sequence[Row], "asyncio.Future[int] | None", "str | None"]
 
 
 class ChannelFull(RateLimited):
@@ -45,7 +47,7 @@ class GroupWriter:
         self.committed_events = 0
         self.failures = 0
         self.last_group_events = 0
-        self._items: collections.deque[tuple[Sequence[Row], asyncio.Future[int] | None]] = collections.deque()
+        self._items: collections.deque[Item] = collections.deque()
         self._wake = asyncio.Event()
         self._closing = False
         self._task: asyncio.Task[None] | None = None
@@ -74,7 +76,7 @@ class GroupWriter:
             )
         future = asyncio.get_running_loop().create_future() if wait else None
         self.pending += size
-        self._items.append((rows, future))
+        self._items.append((rows, future, telemetry.traceparent()))
         self._wake.set()
         return future
 
@@ -89,16 +91,19 @@ class GroupWriter:
         return group
 
     async def _commit(self, group: list[Item]) -> None:
-        size = sum(len(rows) for rows, _ in group)
+        size = sum(len(rows) for rows, _, _ in group)
         loop = asyncio.get_running_loop()
         start = loop.time()
         try:
-            new_counts = await self.store.write([rows for rows, _ in group])
+            # One commit for several publishes: its span links to each of them.
+            parents = [parent for _, _, parent in group if parent]
+            with telemetry.linked_span("aggregate commit", parents, {"llmkit.batch.events": size}):
+                new_counts = await self.store.write([rows for rows, _, _ in group])
         except Exception as exc:
             self.failures += 1
             log.error("storing %d events failed: %s", size, exc)
             error = exc if isinstance(exc, BackendError) else BackendError(f"storing events failed: {exc}")
-            for _, future in group:
+            for _, future, _ in group:
                 if future is not None and not future.done():
                     future.set_exception(error)
         else:
@@ -107,7 +112,7 @@ class GroupWriter:
             self.last_group_events = size
             elapsed = loop.time() - start
             self._seconds_per_event = 0.8 * self._seconds_per_event + 0.2 * elapsed / max(size, 1)
-            for (_, future), new in zip(group, new_counts, strict=True):
+            for (_, future, _), new in zip(group, new_counts, strict=True):
                 if future is not None and not future.done():
                     future.set_result(new)
         finally:

@@ -10,6 +10,7 @@ import typer
 
 from llmkit.cli.common import (
     EXIT_USAGE,
+    TELEMETRY_ENV,
     HostOpt,
     PortOpt,
     ProfileOpt,
@@ -35,6 +36,7 @@ def sqlite_url(path: str) -> str:
 SEED_ENV: SeedEnv = {
     "APP_PORT": ("aggregate.port", parse_port),
     "DEDUPLICATION_DB_PATH": ("aggregate.store", lambda text: sqlite_url(parse_text(text))),
+    **TELEMETRY_ENV,
 }
 
 

@@ -173,3 +173,30 @@ def seed_env_flags(
             except ValueError as exc:
                 fail(f"configuration error: environment variable {name} {exc}; got {text!r}", EXIT_USAGE)
     return found
+
+
+def parse_rate(text: str) -> float:
+    """`"0.1"` -> 0.1; ValueError unless it is a number from 0 to 1 (a probability)."""
+    value = parse_number(text)
+    if not 0 <= value <= 1:
+        raise ValueError("must be a number from 0 to 1")
+    return value
+
+
+def parse_http_url(text: str) -> str:
+    """An http:// or https:// URL as given; ValueError otherwise."""
+    url = parse_text(text)
+    if url.partition("://")[0].lower() not in ("http", "https") or "://" not in url:
+        raise ValueError("must be an http:// or https:// URL (the collector's OTLP/HTTP endpoint)")
+    return url
+
+
+# Seed 002's tracing variables, honoured by every server command (LLMKIT_TELEMETRY_* and flags win).
+# OTLP_ENDPOINT may end in /v1/traces or not: core.telemetry adds the path when it is missing.
+TELEMETRY_ENV: SeedEnv = {
+    "TELEMETRY_ENABLED": ("telemetry.enabled", parse_bool),
+    "OTLP_ENDPOINT": ("telemetry.otlp_endpoint", parse_http_url),
+    "SAMPLING_RATE": ("telemetry.sampling_rate", parse_rate),
+    "SERVICE_NAME": ("telemetry.service_name", parse_text),
+    "ENVIRONMENT": ("telemetry.environment", parse_text),
+}

@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from llmkit.settings import Settings
 
 # Commands that read more than LLMKIT_* (a seed's variables, its config file): --for NAME shows their view.
-COMMANDS = ("gateway",)
+COMMANDS = ("gateway", "simulate", "orchestrate", "aggregate")
 
 app = typer.Typer(
     help="Inspect llmkit settings.\n\nExample: llmkit config show --profile local",
@@ -30,7 +30,7 @@ def show(
         typer.Option(
             "--for",
             help="Show the settings COMMAND would run with, its seed variables (REDIS_URL, PORT...) and "
-            "CONFIG_PATH included: gateway.",
+            "CONFIG_PATH included: gateway, simulate, orchestrate or aggregate.",
             metavar="COMMAND",
         ),
     ] = None,
@@ -76,4 +76,11 @@ def _settings_for(command: str | None, profile: str | None) -> Settings:
         from llmkit.cli.gateway import gateway_settings
 
         return gateway_settings(profile, None, {}, os.environ)
+    if command in COMMANDS:
+        from llmkit.cli.common import TELEMETRY_ENV, seed_env_flags
+
+        table = TELEMETRY_ENV
+        if command == "aggregate":
+            from llmkit.cli.aggregate import SEED_ENV as table
+        return settings_or_exit(profile, seed_env_flags(table, os.environ, {}))
     fail(f"--for {command!r}: one of {', '.join(COMMANDS)}", EXIT_USAGE)

@@ -11,6 +11,7 @@ import typer
 
 from llmkit.cli.common import (
     EXIT_USAGE,
+    TELEMETRY_ENV,
     HostOpt,
     PortOpt,
     ProfileOpt,
@@ -86,6 +87,7 @@ SEED_ENV: SeedEnv = {
     "MULTI_TENANT_MODE": ("gateway.require_api_key", parse_bool),
     "DATABASE_URL": ("gateway.platform_url", database_url),
     "DATABASE_POOL_SIZE": ("gateway.platform_pool_size", parse_count),
+    **TELEMETRY_ENV,
 }
 # Seed 002's variables that set a parameter of cache.url / limiter.url, whichever of REDIS_URL, the config
 # file, the profile or the default chose that URL (one given by a flag or LLMKIT_* is taken as written):
@@ -273,7 +275,8 @@ def gateway(
     Seed 002: REDIS_URL (cache tiered over Redis, and quotas), CACHE_ENABLED, CACHE_PREFIX,
     CACHE_MAX_MEMORY_ITEMS, CACHE_DEFAULT_TTL, ANALYTICS_ENABLED, ANALYTICS_RETENTION_DAYS, MULTI_TENANT_MODE,
     SERVER_HOST, SERVER_PORT (before HOST, PORT), WORKERS, DATABASE_URL (sqlite or postgresql),
-    DATABASE_POOL_SIZE, REDIS_POOL_SIZE (the table: docs/architecture.md).
+    DATABASE_POOL_SIZE, REDIS_POOL_SIZE, and tracing: TELEMETRY_ENABLED, OTLP_ENDPOINT, SAMPLING_RATE,
+    SERVICE_NAME, ENVIRONMENT (docs/telemetry.md; the table: docs/architecture.md).
 
     LLMKIT_* variables and flags win over them; `llmkit config show --for gateway` shows what each set.
     Beyond loopback (--host 0.0.0.0) it needs an admin key: set LLMKIT_GATEWAY_ADMIN_KEY.

@@ -10,12 +10,14 @@ import typer
 from llmkit.cli.common import (
     EXIT_FAILURE,
     EXIT_USAGE,
+    TELEMETRY_ENV,
     HostOpt,
     JsonOpt,
     PortOpt,
     ProfileOpt,
     WorkersOpt,
     fail,
+    seed_env_flags,
     settings_or_exit,
 )
 
@@ -138,7 +140,7 @@ def orchestrate(
         "queue.url": (queue_url, "flag --queue-url"),
         "orchestrate.rate_limit_by": (rate_limit_by, "flag --rate-limit-by"),
     }
-    settings = settings_or_exit(profile, flags)
+    settings = settings_or_exit(profile, {**flags, **seed_env_flags(TELEMETRY_ENV, os.environ, flags)})
     from llmkit.cli.serving import run_server
     from llmkit.core.auth import refuse_open_bind
     from llmkit.errors import ConfigError

@@ -126,7 +126,9 @@ def summary_line(result: Mapping[str, Any]) -> str:
 
 def _report_or_exit(plan: Any, options: Any, show_progress: bool) -> Report:
     from llmkit.aggregate.publisher import PublishFailed, run_publish
+    from llmkit.core import telemetry
 
+    _start_tracing()
     try:
         with progress_bar(plan.count, show_progress) as on_batch:
             return run_publish(plan, options, on_batch)
@@ -134,6 +136,22 @@ def _report_or_exit(plan: Any, options: Any, show_progress: bool) -> Report:
         fail(f"{exc} (is `llmkit aggregate` running there? set --url or AGGREGATOR_HOST/AGGREGATOR_PORT)")
     except KeyboardInterrupt:
         fail("interrupted", 130)
+    finally:
+        telemetry.shutdown()
+
+
+def _start_tracing() -> None:
+    """Trace each batch (a span per POST, its traceparent to the aggregator) when telemetry is on."""
+    import os
+
+    from llmkit import __version__
+    from llmkit.cli.common import TELEMETRY_ENV, seed_env_flags, settings_or_exit
+    from llmkit.core import telemetry
+
+    if not {"TELEMETRY_ENABLED", "LLMKIT_TELEMETRY_ENABLED", "LLMKIT_PROFILE"} & os.environ.keys():
+        return  # a client command reads no settings unless tracing may be asked for
+    settings = settings_or_exit(None, seed_env_flags(TELEMETRY_ENV, os.environ, {}))
+    telemetry.configure(settings.telemetry, settings.telemetry.service_name or "llmkit-publish", __version__)
 
 
 def publish(

@@ -72,9 +72,14 @@ def run_server(
             sys.stderr.write(mask_secrets(line) + "\n")
         sys.stderr.flush()
 
+    factory: Callable[[], web.Application | Awaitable[web.Application]] = functools.partial(
+        app_factory, settings
+    )
+    if settings.telemetry.enabled:
+        factory = functools.partial(_traced_app, app_factory, settings, command)
     try:
         code = serve(
-            functools.partial(app_factory, settings),
+            factory,
             server.host,
             port,
             workers=server.workers,
@@ -88,3 +93,19 @@ def run_server(
         fail(str(exc))
     if code:
         raise typer.Exit(code)
+
+
+async def _traced_app(app_factory: AppFactory, settings: Settings, command: str) -> web.Application:
+    """The app, built after tracing starts in this process (each worker's own, after the fork)."""
+    import inspect
+
+    from llmkit import __version__
+    from llmkit.core import telemetry
+
+    telemetry.configure(
+        settings.telemetry, settings.telemetry.service_name or f"llmkit-{command}", __version__
+    )
+    made = app_factory(settings)
+    app = await made if inspect.isawaitable(made) else made
+    app.on_cleanup.append(telemetry.close)
+    return app

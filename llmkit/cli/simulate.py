@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from llmkit.cli.common import EXIT_USAGE, HostOpt, PortOpt, ProfileOpt, WorkersOpt, fail, settings_or_exit
+from llmkit.cli.common import (
+    EXIT_USAGE,
+    TELEMETRY_ENV,
+    HostOpt,
+    PortOpt,
+    ProfileOpt,
+    WorkersOpt,
+    fail,
+    seed_env_flags,
+    settings_or_exit,
+)
 
 if TYPE_CHECKING:
     from llmkit.settings import Settings
@@ -48,7 +59,7 @@ def _settings(profile: str | None, config: Path | None, flags: dict[str, Any]) -
         from llmkit.simulate.seed_config import seed_config_layer
 
         layers = lambda: [seed_config_layer(config)]  # noqa: E731 - read inside the ConfigError guard
-    return settings_or_exit(profile, flags, layers)
+    return settings_or_exit(profile, {**flags, **seed_env_flags(TELEMETRY_ENV, os.environ, flags)}, layers)
 
 
 def banner(settings: Settings) -> Any:

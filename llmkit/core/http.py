@@ -21,6 +21,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from llmkit import __version__
 from llmkit.core import openapi as openapi_spec
+from llmkit.core import telemetry
 from llmkit.core.access_log import access_log
 from llmkit.core.auth import ANONYMOUS, ANY, PUBLIC, AuthError, Guard, Identity
 from llmkit.core.connections import describe_bad_request
@@ -273,7 +274,10 @@ class RouteWrapper:
         """`handler` inside llmkit's request handling; `label` names its route in the metrics, `scope`
         what a caller's credential must allow and `forms` whether it reads form-typed JSON (core.auth)."""
         limit, log_access, metrics = self.limit, self.log_access, self.metrics
-        check = self.guard.check
+        check: Callable[[web.Request, str, bool], Awaitable[Identity]] = self.guard.check
+        traced = telemetry.tracer is not None and not label.startswith(("/health", "/metrics"))
+        if traced and scope != PUBLIC:
+            check = telemetry.traced_auth(check)
         log_request = access_log.add
         new_id, valid_id, observe = fresh_hex, _REQUEST_ID_RE.fullmatch, metrics.route(label).observe
         clock = time.perf_counter
@@ -313,8 +317,10 @@ class RouteWrapper:
                     log_request(request.method, request.path, status, elapsed, rid)
                 request_id_var.reset(token)
 
-        setattr(llmkit_route, _ROUTE_MARK, True)
-        return llmkit_route
+        # Decided when the route is added: an untraced server's requests never look at tracing again.
+        route = telemetry.traced_route(llmkit_route, label) if traced else llmkit_route
+        setattr(route, _ROUTE_MARK, True)
+        return route
 
 
 WRAPPER_KEY = web.AppKey("llmkit_route_wrapper", RouteWrapper)

@@ -17,6 +17,7 @@ from typing import Any
 import aiohttp
 import orjson
 
+from llmkit.core import telemetry
 from llmkit.core.http1 import Http1Client, Http1Response
 from llmkit.errors import PermanentError, RetryableError
 
@@ -280,7 +281,7 @@ class UpstreamSession:
         try:
             async with deadline:
                 response = await self.session().request(
-                    method, url, data=data, headers=self._headers, timeout=self._timeout
+                    method, url, data=data, headers=telemetry.inject(self._headers), timeout=self._timeout
                 )
                 # Leaving it releases the connection to the pool, or closes it when the body was not read.
                 async with response:

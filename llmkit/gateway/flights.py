@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
+from llmkit.core import telemetry
 from llmkit.core.queue.base import Priority
 from llmkit.gateway.calls import ChatCall, Outcome
 
@@ -138,6 +139,10 @@ class Ticket:
         if self.cached is not None:
             return self.cached
         assert self.flight is not None
+        if self.joined:
+            # Waiting for a call another request started: its own child span, the call is under that one.
+            with telemetry.span("coalescing wait"):
+                return await self.flight.wait()
         return await self.flight.wait()
 
     def close(self) -> None:

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from llmkit.core import telemetry
 from llmkit.core.breaker import CallCounts, CircuitBreaker, backoff_delay
 from llmkit.core.secrets import mask_url
 from llmkit.core.upstream import SharedSession, Timeouts
@@ -216,12 +217,29 @@ class UpstreamPool:
                 member = nxt
 
     async def _attempt(self, member: Member, call: ChatCall, relay: _Relay | None) -> Outcome:
+        if telemetry.tracer is not None and telemetry.recording():
+            return await self._traced_attempt(member, call, relay)
         start = time.monotonic()
         outcome = await member.breaker.guard(
             lambda _trial: member.upstream.chat(call, relay), member.counters, cancel_fails=False
         )
         member.counters.total_ms += (time.monotonic() - start) * 1000
         return outcome
+
+    async def _traced_attempt(self, member: Member, call: ChatCall, relay: _Relay | None) -> Outcome:
+        """One attempt in a GenAI `chat {model}` CLIENT span; the upstream gets its traceparent."""
+        upstream = member.upstream
+        attributes = telemetry.genai_request(upstream.kind, call.model, upstream.url, call.messages)
+        with telemetry.client_span(f"chat {call.model}", attributes) as current:
+            start = time.monotonic()
+            outcome = await member.breaker.guard(
+                lambda _trial: upstream.chat(call, relay), member.counters, cancel_fails=False
+            )
+            member.counters.total_ms += (time.monotonic() - start) * 1000
+            telemetry.genai_response(
+                current, outcome.model, outcome.finish_reason, outcome.usage, outcome.content
+            )
+            return outcome
 
     def _gave_up(self, last: RetryableError, failed: list[Member], why: str = "") -> UpstreamError:
         """The last error, saying how many attempts were made on which upstreams (and why no more)."""

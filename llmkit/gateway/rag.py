@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from llmkit.core import telemetry
 from llmkit.errors import ConfigError
 from llmkit.gateway.chat import ChatRequest, bad, cache_key, last_user_text
 from llmkit.platform.documents.bodies import SEARCH_TYPES
@@ -114,12 +115,14 @@ async def ground(platform: Platform, req: ChatRequest, spec: RagSpec) -> ChatReq
             "rag.type",
         )
     tenant_id = req.tenant_id
-    version = await platform.search_versions.get(tenant_id)
-    try:
-        hits = await platform.searcher.search(tenant_id, version, kind, question, spec.top_k)
-    except EmbeddingsError as exc:
-        log.warning("rag: %s search failed (%s); answering from keyword search", kind, exc)
-        hits = await platform.searcher.search(tenant_id, version, "keyword", question, spec.top_k)
+    with telemetry.span("retrieval", {"llmkit.search.type": kind}):
+        version = await platform.search_versions.get(tenant_id)
+        try:
+            hits = await platform.searcher.search(tenant_id, version, kind, question, spec.top_k)
+        except EmbeddingsError as exc:
+            log.warning("rag: %s search failed (%s); answering from keyword search", kind, exc)
+            hits = await platform.searcher.search(tenant_id, version, "keyword", question, spec.top_k)
+        telemetry.set_attribute("llmkit.retrieval.chunks", len(hits))
     if not hits:
         return req
     messages = (context_message(hits), *req.call.messages)

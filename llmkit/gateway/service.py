@@ -12,6 +12,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import orjson
 
+from llmkit.core import telemetry
 from llmkit.core.auth import DEFAULT_TENANT
 from llmkit.core.cache import cache_from_url
 from llmkit.core.cache.base import Cache
@@ -168,7 +169,11 @@ class Gateway:
         row = self.tenants.row(req.tenant_id)
         row[REQUESTS] += 1
         if req.use_cache and self.cache is not None:
-            cached = await self._cached(req.key)
+            with telemetry.span("cache lookup"):
+                cached = await self._cached(req.key)
+                telemetry.set_attribute("llmkit.cache.hit", cached is not None)
+            # On the request's span as well, where a trace list can filter by it.
+            telemetry.set_attribute("llmkit.cache.hit", cached is not None)
             if cached is not None:
                 self.counters.cache_hits += 1
                 row[CACHE_HITS] += 1
@@ -179,6 +184,7 @@ class Gateway:
             row[COALESCED] += 1
             ticket = flight.join(req.use_cache)
             ticket.joined = True
+            telemetry.set_attribute("llmkit.coalesced", True)
             return ticket
         flight = Flight(fresh_hex(), req.key, req.call, req.priority)
         try:
@@ -215,7 +221,8 @@ class Gateway:
         try:
             if admission is not None:
                 try:
-                    await admission
+                    with telemetry.span("queue wait"):
+                        await admission
                 except asyncio.CancelledError:
                     await self.slots.abandon(flight.id, admission)
                     raise

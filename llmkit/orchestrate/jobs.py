@@ -51,6 +51,8 @@ class Job:
     # tenants existed load with the defaults, the tenant of anonymous callers.
     tenant_id: str = DEFAULT_TENANT
     key_id: str | None = None
+    # The submit's span (a W3C traceparent value) when it was traced: the job's span links to it.
+    traceparent: str = ""
 
     @property
     def terminal(self) -> bool:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from llmkit.core import telemetry
 from llmkit.core.auth import ANONYMOUS, Identity
 from llmkit.core.cache.base import Cache
 from llmkit.core.http import ApiError
@@ -202,6 +203,7 @@ class Orchestrator:
             stream=sub.stream,
             tenant_id=identity.tenant_id,
             key_id=identity.key_id,
+            traceparent=telemetry.traceparent() or "",
         )
         if on_created is not None:
             on_created(job)

@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from llmkit.core import telemetry
 from llmkit.core.cache.base import Cache
 from llmkit.core.queue.base import PriorityQueue, QueueItem
 from llmkit.errors import BackendError
@@ -161,7 +162,10 @@ class WorkerPool:
         ended = asyncio.Event()
         heartbeat = asyncio.create_task(self._heartbeat(item, ended))
         try:
-            await self._run(job, item)
+            # A trace of its own (the submit was answered long ago), linked to the submit's span.
+            attributes = {"llmkit.job.id": job.id, "llmkit.job.priority": job.priority}
+            with telemetry.linked_span("orchestrate job", job.traceparent, attributes):
+                await self._run(job, item)
         finally:
             ended.set()
             heartbeat.cancel()

@@ -13,6 +13,7 @@ from typing import Any
 
 from aiohttp import web
 
+from llmkit.core import telemetry
 from llmkit.core.auth import DEFAULT_TENANT, Guard, Identity
 from llmkit.core.cache.base import Cache
 from llmkit.core.limiter.base import Window
@@ -311,8 +312,9 @@ class Platform:
         if plan is None:
             return None
         try:
-            # Counted in this process (the usual single server): admitted with no await.
-            return self.quotas.admit_now(tenant_id, plan) or await self.quotas.admit(tenant_id, plan)
+            with telemetry.span("quota"):
+                # Counted in this process (the usual single server): admitted with no await.
+                return self.quotas.admit_now(tenant_id, plan) or await self.quotas.admit(tenant_id, plan)
         except QuotaExceeded as exc:
             self._quota_exceeded(exc)
             raise

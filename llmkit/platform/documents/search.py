@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
+from llmkit.core import telemetry
 from llmkit.platform.documents.embeddings import EmbeddingsClient
 from llmkit.platform.documents.vectors import VectorIndex
 from llmkit.platform.store.base import PlatformStore, SearchHit
@@ -100,6 +101,22 @@ class Searcher:
         filters: Mapping[str, Any] | None = None,
     ) -> list[SearchHit]:
         """The hits, best first; `version` is the tenant's search version (store.search_version)."""
+        if not telemetry.recording():
+            return await self._search(tenant_id, version, kind, query, limit, filters)
+        with telemetry.span("search", {"llmkit.search.type": kind, "llmkit.search.limit": limit}):
+            hits = await self._search(tenant_id, version, kind, query, limit, filters)
+            telemetry.set_attribute("llmkit.search.hits", len(hits))
+            return hits
+
+    async def _search(
+        self,
+        tenant_id: str,
+        version: int,
+        kind: str,
+        query: str,
+        limit: int,
+        filters: Mapping[str, Any] | None,
+    ) -> list[SearchHit]:
         if kind == "keyword":
             return await self.store.keyword_search(tenant_id, query, limit, filters)
         if kind == "semantic":

@@ -1,0 +1,163 @@
+"""Tracing's cost on the gateway: c=32 throughput with tracing off, on at SAMPLING_RATE=1.0 and at 0.1,
+and today's code (the main checkout) with nothing of it, in front of one `llmkit simulate`, in the same run.
+
+Run with `.venv/bin/python bench/tracing.py [--seconds S] [--rounds N] [--main PATH]`.
+Prints a table, writes bench/results/tracing.json, exits 1 when a target is missed.
+Targets (issue 17): c=32 throughput with tracing on at 1.0 >= 0.8x tracing off; at 0.1 >= 0.95x; off: no
+change from today (`--main`, default /work/main when it holds llmkit: the same gateway without tracing code).
+
+Spans go over OTLP/HTTP to a receiver in this process that counts them without decoding (a collector's
+cost is not the gateway's). The simulator is not traced. Each gateway runs pinned to the last core, the
+simulator, wrk and the receiver to the others (`--no-pin`: the scheduler places them). The variants
+alternate for `--rounds` rounds; ratios are the median of each round's pair, best-of-rounds beside them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.gateway import MODEL, QUIET, body, simulate_server, wrk, wrk_script  # noqa: E402
+from bench.gateway_platform import cpu_seconds, pin  # noqa: E402
+from tests.otlp_receiver import OtlpReceiver  # noqa: E402
+from tests.serve_process import ServerProcess  # noqa: E402
+
+ROUTE = "/v1/chat/completions"
+TARGETS = {"on_1": 0.8, "on_0.1": 0.95, "main": None}
+
+
+def gateway(tmp: Path, upstream: str, name: str, telemetry: dict[str, str], code: Path) -> ServerProcess:
+    """One worker in front of the simulator, running the llmkit at `code`, with `telemetry` variables."""
+    env = {
+        **QUIET,
+        "PYTHONPATH": str(code),
+        "LLMKIT_GATEWAY_UPSTREAM_KIND": "openai",
+        "LLMKIT_GATEWAY_UPSTREAMS": upstream,
+        "LLMKIT_GATEWAY_MAX_CONCURRENT": "32",
+        "LLMKIT_GATEWAY_MAX_QUEUE_SIZE": "10000",
+        "LLMKIT_GATEWAY_MODEL": MODEL,
+        "LLMKIT_GATEWAY_PLATFORM_URL": f"sqlite:///{tmp}/platform-{name}.db",
+        "LLMKIT_GATEWAY_ANALYTICS_ENABLED": "false",
+        **telemetry,
+    }
+    return ServerProcess(tmp, "--port", "0", "--workers", "1", env=env, command="gateway")
+
+
+def measured(server: ServerProcess, url: str, lua: Path, seconds: float) -> dict[str, float]:
+    """One wrk run at c=32 with the gateway's CPU per request (microseconds)."""
+    assert server.proc is not None
+    before = cpu_seconds(server.proc.pid)
+    result = wrk(url + ROUTE, lua, seconds, 32)
+    used = cpu_seconds(server.proc.pid) - before
+    return {**result, "cpu_us": used * 1e6 / max(1.0, result["rps"] * seconds)}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=6.0, help="length of each wrk run")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of the wrk runs")
+    parser.add_argument("--main", type=Path, default=Path("/work/main"), help="today's llmkit checkout")
+    parser.add_argument(
+        "--pin",
+        action=argparse.BooleanOptionalAction,
+        default=(os.cpu_count() or 1) >= 2,
+        help="pin each gateway to the last core, the simulator, wrk and the receiver to the others",
+    )
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        print("wrk is not installed (bash scripts/ensure-bench-tools.sh)", file=sys.stderr)
+        return 2
+    today = args.main if (args.main / "llmkit" / "__init__.py").exists() and args.main != ROOT else None
+    results: dict[str, Any] = {"when": datetime.datetime.now(datetime.UTC).isoformat()}
+    with tempfile.TemporaryDirectory() as name, OtlpReceiver(decode=False) as sink:
+        tmp = Path(name)
+        traced = {"TELEMETRY_ENABLED": "true", "OTLP_ENDPOINT": sink.url}
+        variants = {
+            "off": ({}, ROOT),
+            "on_1": ({**traced, "SAMPLING_RATE": "1.0"}, ROOT),
+            "on_0.1": ({**traced, "SAMPLING_RATE": "0.1"}, ROOT),
+        }
+        if today is not None:
+            variants["main"] = ({}, today)
+        with simulate_server(tmp) as sim:
+            upstream = sim.wait_listening() + "/v1"
+            servers = {n: gateway(tmp, upstream, n, env, code) for n, (env, code) in variants.items()}
+            try:
+                urls = {n: s.start().wait_listening() for n, s in servers.items()}
+                if args.pin:
+                    last = max(os.sched_getaffinity(0))
+                    rest = os.sched_getaffinity(0) - {last}
+                    for server in servers.values():
+                        assert server.proc is not None
+                        pin(server.proc.pid, {last})
+                    assert sim.proc is not None
+                    pin(sim.proc.pid, rest)
+                    os.sched_setaffinity(0, rest)  # wrk and the receiver's thread inherit it
+                # Varied prompts and no cache: each request goes upstream in a `chat {model}` span.
+                lua = wrk_script(tmp, "chat", body(None, {"use_cache": False}), True)
+                runs: dict[str, list[dict[str, float]]] = {n: [] for n in servers}
+                for _ in range(args.rounds):  # alternate, so drift on a shared machine hits all alike
+                    for n, server in servers.items():
+                        runs[n].append(measured(server, urls[n], lua, args.seconds))
+            finally:
+                for server in servers.values():
+                    server.close()
+        results["exports"] = {"requests": sink.requests, "bytes": sink.bytes}
+    best = {n: max(r["rps"] for r in rows) for n, rows in runs.items()}
+
+    def paired(n: str) -> float:
+        return statistics.median(r["rps"] / o["rps"] for r, o in zip(runs[n], runs["off"], strict=True))
+
+    cpu = {n: statistics.median(r["cpu_us"] for r in rows) for n, rows in runs.items()}
+    ratios = {n: {"paired": paired(n), "best": best[n] / best["off"]} for n in runs if n != "off"}
+    results.update(pinned=args.pin, rps=best, ratios=ratios, cpu_us=cpu, runs=runs)
+    results["errors"] = sum(r["errors"] for rows in runs.values() for r in rows)
+    labels = {"off": "tracing off", "on_1": "tracing on, rate 1.0", "on_0.1": "tracing on, rate 0.1"}
+    labels["main"] = "today (main checkout, no tracing code)"
+    rows = [("measure", "value", "target")]
+    for n in runs:
+        rows.append((f"{labels[n]}, req/s c=32", f"{best[n]:,.0f}", ""))
+    for n, ratio in ratios.items():
+        target = TARGETS[n]
+        want = f">= {target:.2f}" if target is not None else "~ 1.00 (off / today = 1 / this)"
+        rows.append(
+            (
+                f"{labels[n]} / off, paired median (best / best)",
+                f"{ratio['paired']:.2f} ({ratio['best']:.2f})",
+                want,
+            )
+        )
+    rows.append(
+        ("gateway CPU per request (us): " + " / ".join(runs), " / ".join(f"{cpu[n]:.0f}" for n in runs), "")
+    )
+    rows.append(("OTLP export requests / MB", f"{sink.requests:,} / {sink.bytes / 1e6:.1f}", ""))
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    print("\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows))
+    out = ROOT / "bench" / "results" / "tracing.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(results, indent=2))
+    problems = [
+        f"{n} / off {ratios[n]['paired']:.2f} < {target:.2f}"
+        for n, target in TARGETS.items()
+        if target is not None and ratios[n]["paired"] < target
+    ]
+    if results["errors"]:
+        problems.append(f"{results['errors']} failed requests")
+    for problem in problems:
+        print(f"MISSED: {problem}", file=sys.stderr)
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
