@@ -281,7 +281,8 @@ async function loadAnalytics() {
   tile(tiles, "Unique queries", String(stats.unique_queries));
   tile(tiles, "Error rate", percent(stats.error_rate));
   tile(tiles, "Cache hit rate", percent(stats.cache_hit_rate));
-  tile(tiles, "Latency p50 / p95 ms", `${stats.latency_ms.p50 ?? "—"} / ${stats.latency_ms.p95 ?? "—"}`);
+  const ms = (v) => (v === null || v === undefined ? "—" : v.toFixed(1));
+  tile(tiles, "Latency p50 / p95 ms", `${ms(stats.latency_ms.p50)} / ${ms(stats.latency_ms.p95)}`);
   tile(tiles, "Tokens in / out", `${stats.tokens_in} / ${stats.tokens_out}`);
   const buckets = series.buckets;
   barChart($("chart-requests"), buckets.map((b) => ({ x: b.start, y: b.requests })), "requests");
