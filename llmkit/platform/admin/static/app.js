@@ -264,17 +264,9 @@ async function tenantOptions(select, first) {
   return tenants;
 }
 
-async function loadAnalytics() {
-  await tenantOptions($("analytics-tenant"), "every tenant");
-  const tenant_id = $("analytics-tenant").value;
-  const days = Number($("analytics-days").value);
-  const interval_hours = days <= 2 ? 1 : days <= 7 ? 6 : 24;
-  const [stats, series, popular, trending] = await Promise.all([
-    api("GET", "/api/admin/analytics/stats" + query({ days, tenant_id })),
-    api("GET", "/api/admin/analytics/timeseries" + query({ days, interval_hours, tenant_id })),
-    api("GET", "/api/admin/analytics/popular" + query({ days, tenant_id, limit: 20 })),
-    api("GET", "/api/admin/analytics/trending" + query({ window_hours: 24, tenant_id, limit: 20 })),
-  ]);
+let analyticsRun = 0;
+
+function renderStats(stats) {
   const tiles = $("analytics-tiles");
   tiles.replaceChildren();
   tile(tiles, "Requests", String(stats.requests), "tile-analytics-requests");
@@ -284,18 +276,51 @@ async function loadAnalytics() {
   const ms = (v) => (v === null || v === undefined ? "—" : v.toFixed(1));
   tile(tiles, "Latency p50 / p95 ms", `${ms(stats.latency_ms.p50)} / ${ms(stats.latency_ms.p95)}`);
   tile(tiles, "Tokens in / out", `${stats.tokens_in} / ${stats.tokens_out}`);
+}
+
+function renderSeries(series) {
   const buckets = series.buckets;
   barChart($("chart-requests"), buckets.map((b) => ({ x: b.start, y: b.requests })), "requests");
   barChart($("chart-latency"), buckets.map((b) => ({ x: b.start, y: b.latency_ms_mean })), "ms");
   barChart($("chart-tokens"), buckets.map((b) => ({ x: b.start, y: b.tokens_in + b.tokens_out })), "tokens");
+}
+
+function renderPopular(popular) {
   fill($("popular-table").tBodies[0], popular.items.map((q) => [q.query, String(q.count)]), "no queries", 2);
+}
+
+function renderTrending(trending) {
   fill(
     $("trending-table").tBodies[0],
     trending.items.map((q) => [q.query, String(q.count), String(q.previous), q.new ? "new" : percent(q.growth)]),
     "nothing trending",
     4,
   );
-  loaded("analytics");
+}
+
+async function loadAnalytics() {
+  const run = ++analyticsRun;
+  const panel = $("panel-analytics");
+  panel.dataset.complete = "false";
+  await tenantOptions($("analytics-tenant"), "every tenant");
+  const tenant_id = $("analytics-tenant").value;
+  const days = Number($("analytics-days").value);
+  const interval_hours = days <= 2 ? 1 : days <= 7 ? 6 : 24;
+  // One at a time, quickest first: the analytics store answers its queries one after another anyway
+  // (SQLite), and asked together they all come back when the slowest (totals, percentiles) is done.
+  const parts = [
+    ["/api/admin/analytics/trending" + query({ window_hours: 24, tenant_id, limit: 20 }), renderTrending],
+    ["/api/admin/analytics/popular" + query({ days, tenant_id, limit: 20 }), renderPopular],
+    ["/api/admin/analytics/timeseries" + query({ days, interval_hours, tenant_id }), renderSeries],
+    ["/api/admin/analytics/stats" + query({ days, tenant_id }), renderStats],
+  ];
+  for (const [path, render] of parts) {
+    const data = await api("GET", path);
+    if (run !== analyticsRun) return; // a newer Show took over
+    render(data);
+    loaded("analytics");
+  }
+  if (run === analyticsRun) panel.dataset.complete = "true";
 }
 
 // -- Webhooks ------------------------------------------------------------------------------------------
