@@ -205,12 +205,12 @@ def test_what_the_api_returns_is_shown_as_text(dashboard: Dashboard, stack: Stac
     row = create_tenant(page, name)
     assert row[1] == name
     assert page.all_css("#tenant-table img") == [] and page.all_css("img") == []
+    page.shot("xss")
     page.tab("analytics")
     options = [o.text for o in page.all_css("#analytics-tenant option")]
     assert any(o.startswith(name) for o in options)
     with pytest.raises(NoAlertPresentException):
         page.driver.switch_to.alert.text  # noqa: B018
-    page.shot("xss")
 
 
 def test_api_errors_are_shown(dashboard: Dashboard, stack: Stack) -> None:
