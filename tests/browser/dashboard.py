@@ -77,6 +77,12 @@ class Dashboard:
         self.wait(lambda: panel.is_displayed() and panel.get_attribute("data-loaded") == "true")
         return panel
 
+    def overflow(self) -> tuple[int, int]:
+        """The page's width and the window's: the first larger means the page scrolls sideways."""
+        width = self.driver.execute_script("return document.documentElement.scrollWidth")
+        inner = self.driver.execute_script("return window.innerWidth")
+        return int(width), int(inner)
+
     def shot(self, name: str) -> Path:
         """A screenshot of the window, in the test's folder."""
         path = self.shots / f"{name}.png"

@@ -193,6 +193,10 @@ def test_an_admin_runs_the_gateway_from_the_dashboard(dashboard: Dashboard, stac
     assert "deploy/grafana/llmkit.json" in metrics.text and "http_request_duration_seconds" in metrics.text
     page.shot("metrics")
     assert sorted(p.stem for p in page.shots.iterdir()) == sorted(TABS)
+    for name in TABS:  # at 1280x800 no tab scrolls sideways either
+        page.tab(name)
+        width, inner = page.overflow()
+        assert width <= inner, f"{name} is {width} px wide in a {inner} px window"
     page.drain_logs()
     assert ADMIN not in page.driver.page_source
 
@@ -262,8 +266,7 @@ def test_every_tab_fits_a_phone(dashboard: Dashboard, stack: Stack) -> None:
     page.sign_in(ADMIN)
     for name in TABS:
         page.tab(name)
-        width = page.driver.execute_script("return document.documentElement.scrollWidth")
-        inner = page.driver.execute_script("return window.innerWidth")
+        width, inner = page.overflow()
         assert width <= inner, f"{name} is {width} px wide on a {inner} px screen"
         tabs = page.by_id(f"tab-{name}")
         assert tabs.is_displayed()
