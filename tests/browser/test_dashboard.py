@@ -69,13 +69,19 @@ def call(url: str, path: str, key: str, body: dict[str, Any] | None = None) -> t
         return exc.code, json.loads(exc.read())
 
 
-def create_tenant(page: Dashboard, name: str, rpm: int | None = None) -> list[str]:
+def create_tenant(page: Dashboard, name: str, **quotas: int) -> list[str]:
     page.tab("tenants")
     page.by_id("tenant-name").send_keys(name)
-    if rpm is not None:
-        page.by_id("tenant-rpm").send_keys(str(rpm))
+    for quota, limit in quotas.items():
+        page.by_id(f"tenant-{quota}").send_keys(str(limit))
     page.by_css("#tenant-form button[type=submit]").click()
     return page.wait_row("tenant-table", name)
+
+
+def used(row: list[str], quota: str) -> int:
+    """What a tenant row says it used of a quota ("daily_tokens: 262 / 1000000")."""
+    line = next(line for line in row[2].splitlines() if line.startswith(f"{quota}: "))
+    return int(line.split(": ")[1].split(" / ")[0])
 
 
 def test_an_admin_runs_the_gateway_from_the_dashboard(dashboard: Dashboard, stack: Stack) -> None:
@@ -88,9 +94,9 @@ def test_an_admin_runs_the_gateway_from_the_dashboard(dashboard: Dashboard, stac
     page.shot("overview")
 
     # A tenant with a quota, and a key of it: shown once, with a copy button.
-    tenant_row = create_tenant(page, "acme", rpm=100)
+    tenant_row = create_tenant(page, "acme", rpm=100, daily_tokens=1_000_000)
     tenant_id = tenant_row[0]
-    assert "rpm: 0 / 100" in tenant_row[2]
+    assert "rpm: 0 / 100" in tenant_row[2] and used(tenant_row, "daily_tokens") == 0
     page.tab("keys")
     Select(page.by_id("key-tenant")).select_by_value(tenant_id)
     page.by_id("key-name").send_keys("browser key")
@@ -109,6 +115,12 @@ def test_an_admin_runs_the_gateway_from_the_dashboard(dashboard: Dashboard, stac
         stack.url, "/api/chat-optimized", key, {"messages": [{"role": "user", "content": "how do cats purr"}]}
     )
     assert status == 200
+    # Overview is live: a second request shows up in it without a click.
+    page.tab("overview")
+    page.wait(lambda: page.by_css("#tile-requests strong").text == "1")
+    again = {"messages": [{"role": "user", "content": "and how do dogs bark"}]}
+    assert call(stack.url, "/api/chat-optimized", key, again)[0] == 200
+    page.wait(lambda: page.by_css("#tile-requests strong").text == "2")
     page.tab("analytics")
     Select(page.by_id("analytics-tenant")).select_by_value(tenant_id)
 
@@ -117,11 +129,12 @@ def test_an_admin_runs_the_gateway_from_the_dashboard(dashboard: Dashboard, stac
         return ["how do cats purr", "1"] in page.rows("popular-table")
 
     page.wait(popular)
-    page.wait(lambda: page.by_css("#tile-analytics-requests strong").text == "1")
+    page.wait(lambda: page.by_css("#tile-analytics-requests strong").text == "2")
     assert page.all_css("#chart-requests svg rect.bar")
     page.shot("analytics")
     page.tab("tenants")
-    page.wait_row("tenant-table", tenant_id, "rpm: 1 / 100")
+    # Tokens per day, not requests per minute: a minute may roll over between the request and the check.
+    page.wait(lambda: used(page.wait_row("tenant-table", tenant_id), "daily_tokens") > 0)
     page.shot("tenants")
 
     # A webhook: its secret shown once signs the test event the receiver gets.

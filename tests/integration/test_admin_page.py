@@ -71,7 +71,9 @@ async def test_tenant_usage_reads_the_quotas_without_counting(
         body = await got.json()
     rows = {row["quota"]: row for row in body["quotas"]}
     assert body["tenant_id"] == tenant_id and list(rows) == ["rpm", "daily_tokens", "max_concurrent"]
-    assert (rows["rpm"]["limit"], rows["rpm"]["used"], rows["rpm"]["remaining"]) == (50, 3, 47)
+    # 3 requests this minute (fewer if the minute rolled over): the two reads counted nothing.
+    rpm = rows["rpm"]
+    assert rpm["limit"] == 50 and rpm["used"] <= 3 and rpm["used"] + rpm["remaining"] == 50
     assert rows["rpm"]["resets_at"].endswith("Z") and rows["max_concurrent"]["resets_at"] is None
     assert rows["daily_tokens"]["used"] > 0 and rows["max_concurrent"]["used"] == 0
     plain = await tenant(client, "plain")
