@@ -251,6 +251,23 @@ def test_api_errors_are_shown(dashboard: Dashboard, stack: Stack) -> None:
     assert not page.by_id("alert").is_displayed()
 
 
+def test_a_tenants_admin_key_signs_in_to_its_tenant(dashboard: Dashboard, stack: Stack) -> None:
+    page = dashboard
+    status, made = call(stack.url, "/api/admin/tenants", ADMIN, {"name": "own tenant", "quotas": {}})
+    assert status == 201, made
+    body = {"name": "tenant admin", "tenant_id": made["id"], "scopes": ["admin"]}
+    status, issued = call(stack.url, "/api/admin/api-keys", ADMIN, body)
+    assert status == 201, issued
+    page.open(stack.url)
+    # The server's stats are the platform admin's: the 403 is expected, the page says why.
+    page.expected_errors = ["/api/admin/stats - Failed to load resource"]
+    page.sign_in(issued["key"])
+    assert "administers one tenant" in page.by_id("overview-updated").text
+    assert not page.by_id("alert").is_displayed()
+    page.tab("tenants")
+    assert cells(page.rows("tenant-table"), 0) == [made["id"]]
+
+
 def test_the_keyboard_reaches_every_tab(dashboard: Dashboard, stack: Stack) -> None:
     page = dashboard
     page.open(stack.url)

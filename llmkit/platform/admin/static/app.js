@@ -204,10 +204,13 @@ function componentState(state) {
 }
 
 async function loadOverview() {
-  const [health, stats] = await Promise.all([
+  let [health, stats] = await Promise.all([
     api("GET", "/api/admin/health", undefined, [503]),
-    api("GET", "/api/admin/stats"),
+    // A tenant's admin key may read health but not the server's stats (403): those tiles stay empty.
+    api("GET", "/api/admin/stats", undefined, [403]),
   ]);
+  const ownTenantOnly = Boolean(stats && stats.error);
+  if (ownTenantOnly) stats = {};
   const now = performance.now();
   const counts = stats.requests || {};
   const failures = (counts.upstream_failures || 0) + (counts.rejected_full || 0);
@@ -252,7 +255,8 @@ async function loadOverview() {
     "no upstreams",
     6,
   );
-  $("overview-updated").textContent = `Updated ${new Date().toLocaleTimeString()}.`;
+  const scope = ownTenantOnly ? " Server stats need the platform admin key; this key administers one tenant." : "";
+  $("overview-updated").textContent = `Updated ${new Date().toLocaleTimeString()}.${scope}`;
   loaded("overview");
 }
 
