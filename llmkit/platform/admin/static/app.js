@@ -555,11 +555,19 @@ function select(tab, focus = false) {
   guarded(LOADERS[tab])();
 }
 
-function refresh() {
-  // Overview is live; the webhook tab follows its deliveries; the others load when opened.
-  if (document.hidden || $("app").hidden) return;
-  if (current === "overview") guarded(loadOverview)();
-  else if (current === "webhooks" && deliveriesOf !== null) guarded(loadDeliveries)();
+let refreshing = false;
+
+async function refresh() {
+  // Overview is live; the webhook tab follows its deliveries; the others load when opened. A slow answer
+  // delays the next refresh rather than piling requests up behind it.
+  if (refreshing || document.hidden || $("app").hidden) return;
+  refreshing = true;
+  try {
+    if (current === "overview") await guarded(loadOverview)();
+    else if (current === "webhooks" && deliveriesOf !== null) await guarded(loadDeliveries)();
+  } finally {
+    refreshing = false;
+  }
 }
 
 async function enter() {
