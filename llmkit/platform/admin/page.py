@@ -15,6 +15,11 @@ from llmkit.core.openapi import answer, openapi
 # The page's files: name -> content type. Only these are served, so a path never reaches the file system.
 ASSETS = {
     "app.js": "text/javascript; charset=utf-8",
+    "api.js": "text/javascript; charset=utf-8",
+    "dom.js": "text/javascript; charset=utf-8",
+    "charts.js": "text/javascript; charset=utf-8",
+    "monitor.js": "text/javascript; charset=utf-8",
+    "manage.js": "text/javascript; charset=utf-8",
     "app.css": "text/css; charset=utf-8",
 }
 INDEX = "index.html"
@@ -52,10 +57,10 @@ async def admin_page(request: web.Request) -> web.Response:
 @openapi(
     tags=["admin"],
     errors=[404],
-    responses={"200": answer("app.js or app.css", media="text/javascript")},
+    responses={"200": answer("one of the page's ES modules, or app.css", media="text/javascript")},
 )
 async def admin_asset(request: web.Request) -> web.Response:
-    """One of the dashboard's scripts or style sheets."""
+    """One of the dashboard's ES modules or its style sheet."""
     name = request.match_info["name"]
     if name not in ASSETS:
         raise ApiError(404, "not_found", f"no admin asset {name!r}; the page uses {', '.join(ASSETS)}")
