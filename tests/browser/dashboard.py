@@ -51,6 +51,7 @@ class Dashboard:
         self.shots = shots
         self.url = ""
         self.hosts: set[str] = set()
+        self.urls: list[str] = []
         self.console: list[dict[str, Any]] = []
         # Console errors a test provoked on purpose (an API error it checks is shown): substrings.
         self.expected_errors: list[str] = []
@@ -157,6 +158,7 @@ class Dashboard:
             message = json.loads(entry["message"])["message"]
             if message["method"] == "Network.requestWillBeSent":
                 url = message["params"]["request"]["url"]
+                self.urls.append(url)
                 parts = urlsplit(url)
                 if parts.scheme in ("http", "https", "ws", "wss"):
                     self.hosts.add(parts.netloc)
