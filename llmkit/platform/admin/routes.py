@@ -18,7 +18,7 @@ from llmkit.core.auth import ADMIN, Identity
 from llmkit.core.http import ApiError, add_route, identity_of, json_response, openapi, read_json
 from llmkit.platform.admin import docs, page
 from llmkit.platform.admin.bodies import iso, job_list_query, job_view, key_view
-from llmkit.platform.admin.operations import StoreAdmin
+from llmkit.platform.admin.operations import StoreAdmin, tenant_not_found
 from llmkit.platform.analytics import queries
 from llmkit.platform.quotas import RPM, TOKEN_KINDS
 from llmkit.platform.service import PLATFORM_KEY, Platform
@@ -137,7 +137,7 @@ async def tenant_usage(request: web.Request) -> web.Response:
     assert tenant_id is not None
     tenant = await platform.store.tenant(tenant_id)
     if tenant is None:
-        raise ApiError(404, "tenant_not_found", f"no tenant {tenant_id!r}; GET /api/admin/tenants lists them")
+        raise tenant_not_found(tenant_id)
     quotas, enforcer = tenant.quotas, platform.quotas
     plan = enforcer.plan(quotas)
     # The plan's windows come as rpm, then tokens per minute, day and month: the quotas that are set.
