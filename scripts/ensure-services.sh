@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Makes sure the Debian packages redis-server, redis-sentinel, clickhouse-server, postgresql, haproxy, prometheus (with promtool) and curl are installed, because
+# Makes sure the Debian packages redis-server, redis-sentinel, clickhouse-server, postgresql, haproxy, prometheus (with promtool), curl, chromium and chromium-driver are installed, because
 # the test suite starts real servers (and runs the README's curl examples). As root it installs what is missing with apt-get; otherwise it prints the one command.
 set -euo pipefail
 
@@ -10,6 +10,9 @@ command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || missing+=(hapr
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 # Debian's prometheus ships both: tests/prometheus.py starts prometheus, test_prometheus.py runs promtool.
 { command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1; } || missing+=(prometheus)
+# tests/browser and bench/admin_page.py drive the admin page in Debian's Chromium through its chromedriver.
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+[ -x /usr/bin/chromedriver ] || missing+=(chromium-driver)
 if ! command -v clickhouse-server >/dev/null 2>&1 && [ ! -x /usr/sbin/clickhouse-server ] \
     && [ ! -x /usr/bin/clickhouse-server ]; then
     missing+=(clickhouse-server)

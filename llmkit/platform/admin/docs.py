@@ -263,3 +263,34 @@ RETRY_JOB: dict[str, Any] = {
     "responses": {"200": answer("the job, queued again with fresh attempts", ref("Job"))},
     "errors": [404, 409, *_ADMIN_ERRORS],
 }
+_USE = {"type": "integer", "minimum": 0}
+TENANT_USAGE: dict[str, Any] = {
+    "tags": ["admin"],
+    "responses": {
+        "200": answer(
+            "each quota of the tenant with what it has used of it now (no quotas: an empty list)",
+            {
+                "type": "object",
+                "required": ["tenant_id", "quotas"],
+                "properties": {
+                    "tenant_id": {"type": "string"},
+                    "quotas": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "required": ["quota", "limit", "used", "remaining", "resets_at"],
+                            "properties": {
+                                "quota": {"type": "string", "enum": _QUOTA_NAMES},
+                                "limit": {"type": "integer", "minimum": 1},
+                                "used": _USE,
+                                "remaining": _USE,
+                                "resets_at": {**_TIME, "description": "null for max_concurrent"},
+                            },
+                        },
+                    },
+                },
+            },
+        )
+    },
+    "errors": [404, *_ADMIN_ERRORS],
+}

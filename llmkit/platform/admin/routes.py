@@ -1,5 +1,5 @@
-"""/api/admin/*: API keys, tenants, background jobs, webhooks, analytics, stats and health, for admin keys
-only.
+"""/api/admin/*: API keys, tenants (and their quota use), background jobs, webhooks, analytics, stats and
+health, for admin keys only; and /admin, the dashboard page that calls them.
 
 An admin key of no tenant (and the bootstrap admin key) administers every tenant; an admin key of a
 tenant sees and changes only its own tenant's keys, tenant and analytics.
@@ -16,10 +16,11 @@ from aiohttp import web
 
 from llmkit.core.auth import ADMIN, Identity
 from llmkit.core.http import ApiError, add_route, identity_of, json_response, openapi, read_json
-from llmkit.platform.admin import docs
-from llmkit.platform.admin.bodies import job_list_query, job_view, key_view
-from llmkit.platform.admin.operations import StoreAdmin
+from llmkit.platform.admin import docs, page
+from llmkit.platform.admin.bodies import iso, job_list_query, job_view, key_view
+from llmkit.platform.admin.operations import StoreAdmin, tenant_not_found
 from llmkit.platform.analytics import queries
+from llmkit.platform.quotas import RPM, TOKEN_KINDS
 from llmkit.platform.service import PLATFORM_KEY, Platform
 from llmkit.platform.webhooks import routes as webhook_routes
 
@@ -126,6 +127,44 @@ async def get_tenant(request: web.Request) -> web.Response:
     tenant_id = _own_tenant(identity, request.match_info["tenant_id"])
     assert tenant_id is not None
     return json_response(await _admin(platform).tenant(tenant_id))
+
+
+@openapi(**docs.TENANT_USAGE)
+async def tenant_usage(request: web.Request) -> web.Response:
+    """A tenant's quotas with what it has used of each now (read, never counted)."""
+    platform, identity = _platform(request)
+    tenant_id = _own_tenant(identity, request.match_info["tenant_id"])
+    assert tenant_id is not None
+    tenant = await platform.store.tenant(tenant_id)
+    if tenant is None:
+        raise tenant_not_found(tenant_id)
+    quotas, enforcer = tenant.quotas, platform.quotas
+    plan = enforcer.plan(quotas)
+    # The plan's windows come as rpm, then tokens per minute, day and month: the quotas that are set.
+    names = [k.quota for k in (RPM, *TOKEN_KINDS) if getattr(quotas, k.quota) is not None]
+    rows = [
+        {
+            "quota": name,
+            "limit": st.limit,
+            "used": st.used,
+            "remaining": st.remaining,
+            "resets_at": iso(st.reset_at),
+        }
+        for name, st in zip(names, await enforcer.counter.usage(tenant_id, plan.windows), strict=True)
+    ]
+    if quotas.max_concurrent is not None:
+        used = await enforcer.slots.in_use(tenant_id)
+        limit = quotas.max_concurrent
+        rows.append(
+            {
+                "quota": "max_concurrent",
+                "limit": limit,
+                "used": used,
+                "remaining": max(0, limit - used),
+                "resets_at": None,
+            }
+        )
+    return json_response({"tenant_id": tenant_id, "quotas": rows})
 
 
 @openapi(**docs.PATCH_TENANT)
@@ -265,6 +304,7 @@ def add_routes(app: web.Application, hooks: AdminHooks) -> None:
     add(app, "GET", "/api/admin/tenants", list_tenants, scope=ADMIN)
     add(app, "POST", "/api/admin/tenants", create_tenant, scope=ADMIN)
     add(app, "GET", "/api/admin/tenants/{tenant_id}", get_tenant, scope=ADMIN)
+    add(app, "GET", "/api/admin/tenants/{tenant_id}/usage", tenant_usage, scope=ADMIN)
     add(app, "PATCH", "/api/admin/tenants/{tenant_id}", patch_tenant, scope=ADMIN)
     add(app, "DELETE", "/api/admin/tenants/{tenant_id}", delete_tenant, scope=ADMIN)
     add(app, "GET", "/api/admin/jobs", list_jobs, scope=ADMIN)
@@ -280,3 +320,4 @@ def add_routes(app: web.Application, hooks: AdminHooks) -> None:
         add(app, "GET", f"/api/admin/analytics/{method}", _analytics_route(method, parse), scope=ADMIN)
     add(app, "GET", "/api/admin/stats", admin_stats, scope=ADMIN)
     add(app, "GET", "/api/admin/health", admin_health, scope=ADMIN)
+    page.add_routes(app)
