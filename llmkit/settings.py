@@ -417,16 +417,18 @@ class Settings:
 
     def masked(self) -> list[tuple[str, Any, str]]:
         """Like `items`, with passwords, tokens and URL credentials hidden."""
-        secret = {
-            f"{name}.{f.name}"
-            for name, cls in SECTIONS.items()
-            for f in dataclasses.fields(cls)
-            if f.metadata.get("secret")
-        }
-        return [
-            (key, "********" if key in secret and value else mask_setting(key, value), origin)
-            for key, value, origin in self.items()
-        ]
+        shown = {f"{name}.{k}": v for name in SECTIONS for k, v in public_values(getattr(self, name)).items()}
+        return [(key, shown[key], origin) for key, _, origin in self.items()]
+
+
+def public_values(section: Any) -> dict[str, Any]:
+    """A settings section's values as anyone may see them (`llmkit config show`, a gateway's /stats): fields
+    marked secret hidden whatever their name, credentials in URLs and secret-named values masked."""
+    values = {}
+    for f in dataclasses.fields(section):
+        value = getattr(section, f.name)
+        values[f.name] = "********" if f.metadata.get("secret") and value else mask_setting(f.name, value)
+    return values
 
 
 # One masking function for settings, errors and logs (llmkit.core.secrets); these names stay for callers.

@@ -6,7 +6,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -26,7 +26,7 @@ from llmkit.gateway.conversations import Conversation, ConversationCache
 from llmkit.gateway.flights import DONE, RUNNING, Flight, Ticket
 from llmkit.gateway.metrics import CACHE_HITS, COALESCED, QUEUE_FULL, REQUESTS, TenantCounters
 from llmkit.gateway.slots import UpstreamSlots
-from llmkit.settings import Settings, mask_value
+from llmkit.settings import Settings, public_values
 
 if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
@@ -297,7 +297,7 @@ class Gateway:
 
     def public_config(self) -> dict[str, Any]:
         """The gateway settings, secrets masked."""
-        return {key: mask_value(key, value) for key, value in asdict(self.config).items()}
+        return public_values(self.config)
 
     async def close(self) -> None:
         """Cancel calls in flight and close caches and upstreams."""

@@ -170,3 +170,52 @@ def test_config_show_lists_the_connection_timeouts_and_reads_them_from_the_envir
     result = runner.invoke(app, ["config", "show"], env={"LLMKIT_SERVER_HEADER_TIMEOUT_S": "0"})
     assert result.exit_code == 2
     assert "server.header_timeout_s must be >= 0.001" in result.stderr
+
+
+# The platform's own secrets (admin keys, peppers, an embeddings key), set on running servers; every
+# read-only route an operator or a scraper calls, with and without the admin key, must answer without them.
+ADMIN_KEY = "SeKr1tAdmin0123456789x"
+PLATFORM_SECRETS = {
+    "gateway": {
+        "LLMKIT_GATEWAY_ADMIN_KEY": ADMIN_KEY,
+        "LLMKIT_GATEWAY_KEY_PEPPER": "SeKr1tPepper0x",
+        "LLMKIT_GATEWAY_EMBEDDINGS_API_KEY": "SeKr1tEmbed0x",
+        "LLMKIT_GATEWAY_API_KEY": "SeKr1tUpstream0x",
+    },
+    "simulate": {"LLMKIT_SIMULATE_ADMIN_KEY": ADMIN_KEY},
+    "orchestrate": {
+        "LLMKIT_ORCHESTRATE_ADMIN_KEY": ADMIN_KEY,
+        "LLMKIT_ORCHESTRATE_KEY_PEPPER": "SeKr1tPepper1x",
+        "LLMKIT_ORCHESTRATE_API_KEY": "SeKr1tUpstream1x",
+    },
+}
+READS = ("/stats", "/api/stats", "/api/admin/stats", "/api/admin/health", "/health?deep=1", "/metrics")
+
+
+def _get_as(url: str, key: str | None) -> str:
+    headers = {"X-API-Key": key} if key else {}
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=30) as response:
+            return response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.read().decode()
+
+
+@pytest.mark.parametrize("command", list(PLATFORM_SECRETS))
+def test_stats_and_health_never_answer_the_platforms_secrets(tmp_path: Path, command: str) -> None:
+    env = {"LLMKIT_SERVER_LOG_LEVEL": "debug", **PLATFORM_SECRETS[command]}
+    if command == "orchestrate":
+        env["LLMKIT_ORCHESTRATE_PLATFORM_URL"] = f"sqlite:///{tmp_path}/platform.db"
+    with ServerProcess(tmp_path, "--port", "0", command=command, env=env) as server:
+        server.wait_listening()
+        answers = {f"{path} {who}": _get_as(server.url + path, key) for path in READS for who, key in (
+            ("anonymous", None), ("admin", ADMIN_KEY))}  # fmt: skip
+        server.signal(signal.SIGTERM)
+        server.wait(60)
+        output = "\n".join(server.rest_of_stdout()) + "\n" + server.stderr
+    secrets = list(PLATFORM_SECRETS[command].values())
+    if command == "gateway":  # the admin's /stats shows the gateway's settings: the check has teeth
+        assert '"admin_key":"********"' in answers["/stats admin"].replace(" ", "")
+    for where, text in [*answers.items(), ("output", output)]:
+        leaked = [secret for secret in secrets if secret in text]
+        assert not leaked, f"{leaked} in {where}:\n{text[:2000]}"
