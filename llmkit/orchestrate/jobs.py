@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import collections
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Protocol
 
 from llmkit.core.auth import DEFAULT_TENANT, Identity
@@ -82,6 +82,15 @@ class Job:
     def to_dict(self) -> dict[str, Any]:
         """Every field, for stores that serialize jobs."""
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Job:
+        """A job `to_dict` wrote. Fields this version does not know are left out: during a rolling upgrade
+        an orchestrator reads jobs a newer one wrote (a new field such as traceparent must not fail them)."""
+        return cls(**{k: v for k, v in data.items() if k in _JOB_FIELDS})
+
+
+_JOB_FIELDS = frozenset(f.name for f in fields(Job))
 
 
 class JobStore(Protocol):

@@ -83,7 +83,7 @@ class RedisJobStore:
     def _dispatch(self, event: dict[str, Any]) -> None:
         job_id = event["id"]
         if self._listeners.wanted(job_id):
-            value = Job(**event["job"]) if event["kind"] == "status" else event["text"]
+            value = Job.from_dict(event["job"]) if event["kind"] == "status" else event["text"]
             self._listeners.emit(job_id, event["kind"], value)
 
     async def _publish(self, event: dict[str, Any]) -> None:
@@ -112,7 +112,7 @@ class RedisJobStore:
         """The job, or None when unknown or expired."""
         with redis_errors("job read"):
             raw = await self.client.get(self._key(job_id))
-        return None if raw is None else Job(**orjson.loads(raw))
+        return None if raw is None else Job.from_dict(orjson.loads(raw))
 
     async def save(self, job: Job) -> None:
         """Store the state, then tell every process's listeners."""

@@ -52,3 +52,11 @@ async def test_wait_terminal_returns_at_the_end_or_at_the_timeout() -> None:
     await store.save(job)
     assert (await waiter).result == "ok"  # type: ignore[union-attr]
     assert await wait_terminal(store, "missing", 1) is None
+
+
+def test_a_job_round_trips_and_fields_of_a_newer_version_are_left_out() -> None:
+    job = Job("j1", "prompt", priority="high", metadata={"a": 1}, tenant_id="acme")
+    assert Job.from_dict(job.to_dict()) == job
+    # Written by a newer orchestrator during a rolling upgrade: its new field must not fail the read.
+    newer = {**job.to_dict(), "field_from_the_future": "x"}
+    assert Job.from_dict(newer) == job
