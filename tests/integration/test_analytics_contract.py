@@ -49,6 +49,7 @@ DAY, HOUR = 86_400.0, 3_600.0
 # 2024-06-15T12:00:00Z, and a fraction so float timestamps are exercised.
 NOW = 1_718_452_800.25
 PERCENTILE_TOLERANCE_MS = 1.0
+PERCENTILE_KEYS = ("p50", "p95", "p99")
 
 StoreFactory = Callable[[], Awaitable[AnalyticsStore]]
 
@@ -356,6 +357,56 @@ async def test_percentiles_of_a_skewed_distribution(store: AnalyticsStore) -> No
     assert latency["p50"] == pytest.approx(10.0)
     assert latency["p95"] == pytest.approx(500.0)
     assert latency["mean"] == pytest.approx((900 + 4500 + 5000) / 100)
+
+
+async def test_narrow_and_wide_windows_answer_alike(store: AnalyticsStore) -> None:
+    # SQLite reads a window holding a small part of the table through its ts indexes and a wide one by a
+    # scan and its latency indexes: 2,000 old rows (latencies 1000..2999 ms, tenant "old") make the last
+    # day (100 rows, 1..100 ms, tenants t0 and t1) narrow and the last 30 days wide.
+    old = [rec(ts=NOW - 20 * DAY, tenant_id="old", query="old", latency_ms=1000.0 + j) for j in range(2000)]
+    new = [
+        rec(ts=NOW - i * 60, tenant_id=f"t{i % 2}", query=f"q{i % 10}", latency_ms=float(i))
+        for i in range(100, 0, -1)
+    ]
+    await store.write(old[:1000])
+    await store.write(new)
+    await store.write(old[1000:])
+
+    async def answer(days: int, tenant_id: str | None) -> tuple[int, int, int, list[float]]:
+        stats = await store.stats(days=days, tenant_id=tenant_id, now=NOW)
+        latency = stats["latency_ms"]
+        return (
+            stats["requests"],
+            stats["unique_queries"],
+            stats["tenants"],
+            [latency[p] for p in PERCENTILE_KEYS],
+        )
+
+    # Nearest ranks: 100 rows 1..100 -> 50, 95, 99; t0 holds the even ones -> 50, 96, 100; the 2,100 rows
+    # of 30 days -> indexes 1049, 1994, 2078 of 1..100 then 1000..2999; "old" alone -> 1999, 2899, 2979.
+    cases = [
+        (1, None, (100, 10, 2), [50, 95, 99]),
+        (1, "t0", (50, 5, 1), [50, 96, 100]),
+        (30, None, (2100, 11, 3), [1949, 2894, 2978]),
+        (30, "t0", (50, 5, 1), [50, 96, 100]),
+        (30, "old", (2000, 1, 1), [1999, 2899, 2979]),
+    ]
+    for days, tenant_id, totals, percentiles in cases:
+        requests, unique, tenants, latency = await answer(days, tenant_id)
+        assert (requests, unique, tenants) == totals, (days, tenant_id)
+        for got, expected in zip(latency, percentiles, strict=True):
+            assert abs(got - expected) <= PERCENTILE_TOLERANCE_MS, (days, tenant_id, latency)
+    assert counts(await store.popular(limit=3, days=1, tenant_id=None, now=NOW)) == [
+        (f"q{i}", 10) for i in range(3)
+    ]
+    assert counts(await store.popular(limit=2, days=30, tenant_id=None, now=NOW)) == [
+        ("old", 2000),
+        ("q0", 10),
+    ]
+    series = await store.timeseries(interval_hours=24, days=30, tenant_id=None, now=NOW)
+    assert sum(b["requests"] for b in series["buckets"]) == 2100
+    trending = await store.trending(limit=20, window_hours=24, tenant_id=None, now=NOW)
+    assert [item["query"] for item in trending["items"]] == [f"q{i}" for i in range(10)]
 
 
 # -- timeseries -----------------------------------------------------------------------------------------

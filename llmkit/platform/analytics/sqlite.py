@@ -45,6 +45,11 @@ SCHEMA = (
     )""",
     "CREATE INDEX IF NOT EXISTS analytics_queries_ts ON analytics_queries (ts)",
     "CREATE INDEX IF NOT EXISTS analytics_queries_tenant_ts ON analytics_queries (tenant_id, ts)",
+    # Added for issue 17 (built at open() on an existing store): latencies in order with the ts beside
+    # them, so a percentile is LIMIT 1 OFFSET k over the index alone, never a sort of the window.
+    "CREATE INDEX IF NOT EXISTS analytics_queries_latency ON analytics_queries (latency_ms, ts)",
+    "CREATE INDEX IF NOT EXISTS analytics_queries_tenant_latency "
+    "ON analytics_queries (tenant_id, latency_ms, ts)",
 )
 _ROW = f"({', '.join('?' * len(COLUMNS))})"
 INSERT = f"INSERT INTO analytics_queries ({', '.join(COLUMNS)}) VALUES {_ROW}"
@@ -62,11 +67,20 @@ def sqlite_analytics_from_url(url: str, pool_size: int = 10) -> SqliteAnalyticsS
     return SqliteAnalyticsStore(sqlite_path(url, "analytics.store"))
 
 
-def _window(since: float, now: float, tenant_id: str | None) -> tuple[str, list[Any]]:
-    where = "ts > ? AND ts <= ?"
+# A window holding at least 1/WIDE of the table is read by a plain scan: measured on 100,000 rows, a
+# search through the ts index costs about 1.2 us a row it finds (one table lookup each), a scan about
+# 0.1 us a row of the table, so the index only wins on windows under about a tenth of the table.
+WIDE = 10
+
+
+def _window(since: float, now: float, tenant_id: str | None, *, scan: bool = False) -> tuple[str, list[Any]]:
+    # A unary + makes a column unusable for an index: the planner then scans, which it never picks itself
+    # for a range of bound parameters (it guesses the range holds few rows).
+    col = "+" if scan else ""
+    where = f"{col}ts > ? AND {col}ts <= ?"
     params: list[Any] = [since, now]
     if tenant_id is not None:
-        where += " AND tenant_id = ?"
+        where += f" AND {col}tenant_id = ?"
         params.append(tenant_id)
     return where, params
 
@@ -94,6 +108,18 @@ class SqliteAnalyticsStore:
                 return list(await cursor.fetchall())
         except sqlite3.Error as exc:
             raise BackendError(f"analytics store {self.where}: {exc}") from exc
+
+    async def _count(self, since: float, now: float, tenant_id: str | None) -> tuple[int, bool]:
+        """Rows in the window (from the index alone) and whether the window is wide enough to scan."""
+        where, params = _window(since, now, tenant_id)
+        ((found,),) = await self._rows(f"SELECT count(*) FROM analytics_queries WHERE {where}", params)
+        ((total,),) = await self._rows("SELECT count(*) FROM analytics_queries", ())
+        return int(found), int(found) * WIDE >= int(total) > 0
+
+    async def _where(self, since: float, now: float, tenant_id: str | None) -> tuple[str, list[Any]]:
+        """The WHERE of a window, written so SQLite reads it the cheaper way."""
+        _, scan = await self._count(since, now, tenant_id)
+        return _window(since, now, tenant_id, scan=scan)
 
     async def open(self) -> None:
         """Create the file and the table; WAL so readers of the file never block the writer."""
@@ -140,7 +166,7 @@ class SqliteAnalyticsStore:
 
     async def popular(self, *, limit: int, days: int, tenant_id: str | None, now: float) -> JSON:
         """Counts per query, count desc then query asc (SQLite compares text by code point)."""
-        where, params = _window(now - days * DAY, now, tenant_id)
+        where, params = await self._where(now - days * DAY, now, tenant_id)
         rows = await self._rows(
             f"SELECT query, count(*) AS n FROM analytics_queries WHERE {where} AND query <> '' "
             "GROUP BY query ORDER BY n DESC, query ASC LIMIT ?",
@@ -151,7 +177,7 @@ class SqliteAnalyticsStore:
     async def trending(self, *, limit: int, window_hours: int, tenant_id: str | None, now: float) -> JSON:
         """Counts per query in the last window and the one before, rising ones only."""
         mid = now - window_hours * HOUR
-        where, params = _window(now - 2 * window_hours * HOUR, now, tenant_id)
+        where, params = await self._where(now - 2 * window_hours * HOUR, now, tenant_id)
         rows = await self._rows(
             "SELECT query, cur, prev FROM (SELECT query, sum(ts > ?) AS cur, sum(ts <= ?) AS prev "
             f"FROM analytics_queries WHERE {where} AND query <> '' GROUP BY query) WHERE cur > prev "
@@ -162,19 +188,25 @@ class SqliteAnalyticsStore:
         return trending_answer(window_hours, tenant_id, rows)
 
     async def stats(self, *, days: int, tenant_id: str | None, now: float) -> JSON:
-        """Totals in one scan; percentiles by nearest rank, one indexed ORDER BY each."""
-        where, params = _window(now - days * DAY, now, tenant_id)
+        """Totals in one read of the window; percentiles by nearest rank, LIMIT 1 OFFSET k each."""
+        since = now - days * DAY
+        _, scan = await self._count(since, now, tenant_id)
+        where, params = _window(since, now, tenant_id, scan=scan)
         (totals,) = await self._rows(
             "SELECT count(*), count(DISTINCT nullif(query, '')), count(DISTINCT tenant_id), sum(cached), "
             "sum(status >= 400), sum(status >= 500), sum(coalesced), sum(tokens_in), sum(tokens_out), "
             f"avg(latency_ms) FROM analytics_queries WHERE {where}",
             params,
         )
+        # A wide window walks the latency index in order, filtering ts inside it (no table lookup, no
+        # sort: 9 ms for p99 of 100,000 rows); a narrow one sorts the few rows the ts index finds.
+        index = "analytics_queries_latency" if tenant_id is None else "analytics_queries_tenant_latency"
+        source = f"analytics_queries INDEXED BY {index}" if scan else "analytics_queries"
+        where, params = _window(since, now, tenant_id)
         latency: list[float | None] = []
         for p in PERCENTILES:
             found = await self._rows(
-                f"SELECT latency_ms FROM analytics_queries WHERE {where} "
-                "ORDER BY latency_ms LIMIT 1 OFFSET ?",
+                f"SELECT latency_ms FROM {source} WHERE {where} ORDER BY latency_ms LIMIT 1 OFFSET ?",
                 [*params, nearest_rank(int(totals[0]), p)],
             )
             latency.append(found[0][0] if found else None)
@@ -183,7 +215,7 @@ class SqliteAnalyticsStore:
     async def timeseries(self, *, interval_hours: int, days: int, tenant_id: str | None, now: float) -> JSON:
         """Buckets of interval_hours aligned on the epoch; ts is positive, so CAST truncates as floor."""
         step = interval_hours * 3600
-        where, params = _window(now - days * DAY, now, tenant_id)
+        where, params = await self._where(now - days * DAY, now, tenant_id)
         rows = await self._rows(
             "SELECT CAST(ts / ? AS INTEGER) AS b, count(*), sum(status >= 400), sum(cached), sum(tokens_in), "
             f"sum(tokens_out), avg(latency_ms) FROM analytics_queries WHERE {where} GROUP BY b ORDER BY b",
