@@ -197,7 +197,7 @@ class SqliteAnalyticsStore:
             f"avg(latency_ms) FROM analytics_queries WHERE {where}",
             params,
         )
-        # A wide window walks the latency index in order, filtering ts inside it (no table lookup, no
+        # A wide window walks the latency index in order, filtering ts and tenant inside it (no lookup, no
         # sort: 9 ms for p99 of 100,000 rows); a narrow one sorts the few rows the ts index finds.
         source = "analytics_queries INDEXED BY analytics_queries_latency" if scan else "analytics_queries"
         where, params = _window(since, now, tenant_id)
