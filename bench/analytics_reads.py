@@ -6,7 +6,9 @@ and indexes. Each read is what the admin page's Analytics tab asks (7 days, ever
 trending over 24 hours), timed through the store (aiosqlite) and, as the baseline of the same run, the
 statements the store used before issue 17 on a raw `sqlite3` connection (one `ORDER BY latency_ms LIMIT 1
 OFFSET ?` per percentile, every window read through the ts index). Prints a table, writes
-bench/results/analytics_reads.json, exits 1 when a target is missed. Target: each read < 150 ms.
+bench/results/analytics_reads.json, exits 1 when a target is missed. Target: the tab's four reads (every
+tenant) together < 1,000 ms, the issue's "the admin page loads in < 1 s with 100,000 analytics records"
+(the page asks them one after another).
 """
 
 from __future__ import annotations
@@ -32,7 +34,9 @@ sys.path.insert(0, str(ROOT))
 from llmkit.platform.analytics.base import DAY, HOUR, PERCENTILES, nearest_rank  # noqa: E402
 from llmkit.platform.analytics.sqlite import INSERT, SCHEMA, SqliteAnalyticsStore  # noqa: E402
 
-TARGET_MS = 150.0
+TARGET_MS = 1000.0
+# The reads the Analytics tab makes when no tenant is chosen.
+TAB_READS = ("trending", "popular", "timeseries", "stats")
 TENANTS = 20
 TENANT = "t03"
 WORDS = "rust async python tokio await stream cache gateway latency tenant quota vector search".split()
@@ -152,11 +156,8 @@ def table(results: dict[str, Any]) -> str:
 
 
 def missed(results: dict[str, Any]) -> list[str]:
-    return [
-        f"{name} {row['store_ms']:.0f} ms >= {TARGET_MS:.0f} ms"
-        for name, row in results["reads"].items()
-        if row["store_ms"] >= TARGET_MS
-    ]
+    tab = sum(results["reads"][name]["store_ms"] for name in TAB_READS)
+    return [f"the tab's four reads {tab:.0f} ms >= {TARGET_MS:.0f} ms"] if tab >= TARGET_MS else []
 
 
 async def main() -> int:

@@ -361,7 +361,7 @@ async def test_percentiles_of_a_skewed_distribution(store: AnalyticsStore) -> No
 
 async def test_narrow_and_wide_windows_answer_alike(store: AnalyticsStore) -> None:
     # SQLite reads a window holding a small part of the table through its ts indexes and a wide one by a
-    # scan and its latency indexes: 2,000 old rows (latencies 1000..2999 ms, tenant "old") make the last
+    # scan: 2,000 old rows (latencies 1000..2999 ms, tenant "old") make the last
     # day (100 rows, 1..100 ms, tenants t0 and t1) narrow and the last 30 days wide.
     old = [rec(ts=NOW - 20 * DAY, tenant_id="old", query="old", latency_ms=1000.0 + j) for j in range(2000)]
     new = [
