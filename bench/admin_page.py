@@ -18,8 +18,6 @@ import datetime
 import http.client
 import json
 import platform
-import random
-import sqlite3
 import statistics
 import sys
 import tempfile
@@ -31,15 +29,13 @@ from urllib.parse import urlsplit
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.analytics_reads import TENANTS, fill  # noqa: E402
 from bench.gateway import QUIET  # noqa: E402
-from llmkit.platform.analytics.sqlite import INSERT, SCHEMA  # noqa: E402
 from tests.browser.dashboard import TABS, new_driver  # noqa: E402
 from tests.serve_process import ServerProcess  # noqa: E402
 
 ADMIN = "bench-admin-key-0123456789abcdef"
 TARGET_S = 1.0
-TENANTS = 20
-WORDS = "rust async python tokio await stream cache gateway latency tenant quota vector search".split()
 # What each tab asks the admin API when it opens (app.js's loaders; Metrics asks nothing).
 CALLS = {
     "overview": ["/api/admin/health", "/api/admin/stats"],
@@ -82,36 +78,7 @@ const until = (test) => new Promise((resolve) => {
 
 def fill_store(path: Path, count: int, seed: int = 1) -> None:
     """`count` analytics rows in the gateway's SQLite store, written before it starts."""
-    rng = random.Random(seed)
-    queries = [" ".join(rng.sample(WORDS, 3)) for _ in range(500)]
-    now = time.time()
-    rows = [
-        (
-            now - rng.random() * 7 * 86400,
-            f"t{rng.randrange(TENANTS):02d}",
-            f"key-{rng.randrange(100)}",
-            "/v1/chat/completions",
-            "llama3",
-            rng.choice(queries),
-            200 if rng.random() > 0.02 else 503,
-            rng.lognormvariate(4, 0.5),
-            rng.lognormvariate(2, 0.5),
-            rng.randrange(10, 500),
-            rng.randrange(10, 800),
-            rng.random() < 0.3,
-            rng.random() < 0.05,
-            "http://127.0.0.1:4545",
-        )
-        for _ in range(count)
-    ]
-    conn = sqlite3.connect(path, isolation_level=None)
-    conn.execute("PRAGMA journal_mode = WAL")
-    for statement in SCHEMA:
-        conn.execute(statement)
-    conn.execute("BEGIN")
-    conn.executemany(INSERT, rows)
-    conn.execute("COMMIT")
-    conn.close()
+    fill(path, count, time.time(), seed)
 
 
 def admin_call(conn: http.client.HTTPConnection, method: str, path: str, body: Any = None) -> Any:

@@ -58,7 +58,8 @@ BEFORE = {
 
 
 def fill(path: Path, count: int, now: float, seed: int = 1) -> None:
-    """`count` rows as bench/admin_page.py writes them, in one transaction."""
+    """`count` analytics rows (20 tenants, 500 distinct queries over the 7 days before `now`), in one
+    transaction; bench/admin_page.py fills the gateway's store with them too."""
     rng = random.Random(seed)
     queries = [" ".join(rng.sample(WORDS, 3)) for _ in range(500)]
     rows = [
