@@ -1,10 +1,9 @@
 """A headless Chromium (Debian's chromium + chromium-driver) shared by the browser tests; each test's
-console errors and requests to other hosts fail it. Missing browser: skipped, but failed under CI=true."""
+console errors and requests to other hosts fail it. A missing browser fails the tests, never skips them
+(`make test` installs it), as every other binary the suite starts."""
 
 from __future__ import annotations
 
-import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,18 +11,14 @@ import pytest
 from selenium.webdriver.remote.webdriver import WebDriver
 
 from tests.browser.dashboard import CHROMEDRIVER, CHROMIUM, Dashboard, new_driver
-
-if "CI" in os.environ and os.environ["CI"].lower() == "true":
-    MISSING = [p for p in (CHROMIUM, CHROMEDRIVER) if shutil.which(p) is None]
-    if MISSING:
-        raise pytest.UsageError(f"tests/browser need {', '.join(MISSING)}: run scripts/ensure-services.sh")
+from tests.servers import find_binary
 
 
 @pytest.fixture(scope="session")
 def driver() -> Iterator[WebDriver]:
     """One headless Chromium for the session, at 1280x800."""
-    if shutil.which(CHROMIUM) is None or shutil.which(CHROMEDRIVER) is None:
-        pytest.skip(f"needs {CHROMIUM} and {CHROMEDRIVER} (apt-get install chromium chromium-driver)")
+    find_binary(CHROMIUM)
+    find_binary(CHROMEDRIVER)
     chrome = new_driver()
     try:
         yield chrome
