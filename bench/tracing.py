@@ -1,10 +1,11 @@
 """Tracing's cost on the gateway: c=32 throughput with tracing off, on at SAMPLING_RATE=1.0 and at 0.1,
-and today's code (the main checkout) with nothing of it, in front of one `llmkit simulate`, in the same run.
+and (with `--baseline`) an earlier llmkit with nothing of it, before one `llmkit simulate`, in the same run.
 
-Run with `.venv/bin/python bench/tracing.py [--seconds S] [--rounds N] [--main PATH]`.
+Run with `.venv/bin/python bench/tracing.py [--seconds S] [--rounds N] [--baseline PATH]`.
 Prints a table, writes bench/results/tracing.json, exits 1 when a target is missed.
 Targets (issue 17): c=32 throughput with tracing on at 1.0 >= 0.8x tracing off; at 0.1 >= 0.95x; off: no
-change from today (`--main`, default /work/main when it holds llmkit: the same gateway without tracing code).
+change from before (`--baseline PATH`: a checkout of llmkit before tracing, e.g. `git worktree add /tmp/before
+1751114`, run as the same gateway from that source).
 
 Spans go over OTLP/HTTP to a receiver in this process that counts them without decoding (a collector's
 cost is not the gateway's). The simulator is not traced. Each gateway runs pinned to the last core, the
@@ -63,11 +64,21 @@ def measured(server: ServerProcess, url: str, lua: Path, seconds: float) -> dict
     return {**result, "cpu_us": used * 1e6 / max(1.0, result["rps"] * seconds)}
 
 
+def checkout(value: str) -> Path:
+    """--baseline's value: a folder holding an llmkit source tree."""
+    path = Path(value)
+    if not (path / "llmkit" / "__init__.py").exists():
+        raise argparse.ArgumentTypeError(f"{value}: no llmkit checkout there")
+    return path
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=6.0, help="length of each wrk run")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of the wrk runs")
-    parser.add_argument("--main", type=Path, default=Path("/work/main"), help="today's llmkit checkout")
+    parser.add_argument(
+        "--baseline", type=checkout, default=None, help="a checkout of llmkit before tracing, run beside"
+    )
     parser.add_argument(
         "--pin",
         action=argparse.BooleanOptionalAction,
@@ -78,7 +89,7 @@ def main() -> int:
     if shutil.which("wrk") is None:
         print("wrk is not installed (bash scripts/ensure-bench-tools.sh)", file=sys.stderr)
         return 2
-    today = args.main if (args.main / "llmkit" / "__init__.py").exists() and args.main != ROOT else None
+    today = args.baseline
     results: dict[str, Any] = {"when": datetime.datetime.now(datetime.UTC).isoformat()}
     with tempfile.TemporaryDirectory() as name, OtlpReceiver(decode=False) as sink:
         tmp = Path(name)
@@ -124,13 +135,13 @@ def main() -> int:
     results.update(pinned=args.pin, rps=best, ratios=ratios, cpu_us=cpu, runs=runs)
     results["errors"] = sum(r["errors"] for rows in runs.values() for r in rows)
     labels = {"off": "tracing off", "on_1": "tracing on, rate 1.0", "on_0.1": "tracing on, rate 0.1"}
-    labels["main"] = "today (main checkout, no tracing code)"
+    labels["main"] = "before (the --baseline checkout, no tracing code)"
     rows = [("measure", "value", "target")]
     for n in runs:
         rows.append((f"{labels[n]}, req/s c=32", f"{best[n]:,.0f}", ""))
     for n, ratio in ratios.items():
         target = TARGETS[n]
-        want = f">= {target:.2f}" if target is not None else "~ 1.00 (off / today = 1 / this)"
+        want = f">= {target:.2f}" if target is not None else "~ 1.00 (off / before = 1 / this)"
         rows.append(
             (
                 f"{labels[n]} / off, paired median (best / best)",
