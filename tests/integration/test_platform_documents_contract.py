@@ -413,3 +413,19 @@ async def test_a_batch_with_a_taken_id_stores_none_of_its_documents(store: Platf
     assert [h.document_id for h in await store.keyword_search("t1", "fresh more first")] == ["taken"]
     await store.add_documents([(d, chunk_markdown(d.content)) for d in (batch[0], batch[2])])
     assert {d.id for d in await store.documents("t1")} == {"taken", "new1", "new2"}
+
+
+async def test_an_in_memory_sqlite_store_searches_its_own_documents() -> None:
+    # sqlite:///:memory: (tests): the keyword reader's second connection must open the same database.
+    memory = platform_store_from_url("sqlite:///:memory:")
+    other = platform_store_from_url("sqlite:///:memory:")
+    await memory.open()
+    await other.open()
+    try:
+        await add(memory, doc("z", "zebra crossing"))
+        await add(other, doc("o", "zebra elsewhere"))
+        assert [h.document_id for h in await memory.keyword_search("t1", "zebra")] == ["z"]
+        assert [h.document_id for h in await other.keyword_search("t1", "zebra")] == ["o"]
+    finally:
+        await memory.close()
+        await other.close()

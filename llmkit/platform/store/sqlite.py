@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import secrets
 import sqlite3
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -80,7 +81,12 @@ class SqlitePlatformStore:
         # would join (and roll back with) that transaction, and a second BEGIN would fail. Each use of
         # the connection (one statement, or one transaction) holds it alone.
         self._turn = asyncio.Lock()
-        self._keywords = KeywordReader(path, self.where)
+        # `sqlite:///:memory:` (tests): a named in-memory database in shared-cache mode, so the keyword
+        # reader's second connection opens the same one, not an empty database of its own.
+        self._memory = str(path) == ":memory:"
+        named = f"file:llmkit-platform-{secrets.token_hex(8)}?mode=memory&cache=shared"
+        self._target: Path | str = named if self._memory else path
+        self._keywords = KeywordReader(self._target, self.where, shared_memory=self._memory)
 
     @asynccontextmanager
     async def _errors(self) -> AsyncIterator[aiosqlite.Connection]:
@@ -100,7 +106,7 @@ class SqlitePlatformStore:
 
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = await aiosqlite.connect(self.path, isolation_level=None)
+            self._db = await aiosqlite.connect(self._target, isolation_level=None, uri=self._memory)
         except (OSError, sqlite3.Error) as exc:
             raise BackendError(f"platform store {self.where}: cannot open: {exc}") from exc
         try:

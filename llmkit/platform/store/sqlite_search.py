@@ -31,9 +31,11 @@ _CHUNKS = m.qmark(ds.SQLITE_CHUNKS)
 class KeywordReader:
     """BM25 search rows (documents_sql.search_statement) read on a connection of its own."""
 
-    def __init__(self, path: Path, where: str) -> None:
+    def __init__(self, path: Path | str, where: str, *, shared_memory: bool = False) -> None:
+        # A path, or (shared_memory) the `file:...?mode=memory&cache=shared` URI of the store's database.
         self.path = path
         self.where = where
+        self.shared_memory = shared_memory
         self._pool: ThreadPoolExecutor | None = None
         self._db: sqlite3.Connection | None = None
         # How many chunks hold each word (fts5vocab counts them by reading the word's whole list: 0.1 ms
@@ -70,8 +72,13 @@ class KeywordReader:
 
     def _connection(self) -> sqlite3.Connection:
         if self._db is None:
-            db = sqlite3.connect(self.path, isolation_level=None)
+            db = sqlite3.connect(self.path, isolation_level=None, uri=self.shared_memory)
             db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            if self.shared_memory:
+                # Shared-cache locks are per table and ignore the busy timeout: a search while the store's
+                # connection writes would fail at once. Reading uncommitted rows takes no such lock (a
+                # database of tests only).
+                db.execute("PRAGMA read_uncommitted = 1")
             db.execute("PRAGMA query_only = 1")
             self._db = db
         return self._db
