@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
+from multidict import CIMultiDict
 
 from llmkit.core.auth import DEFAULT_TENANT, Identity
 from llmkit.core.http import identity_of, json_response, request_key, stream_response
@@ -32,7 +33,7 @@ _WORD = re.compile(r"\s*\S+\s*")
 # When a stream's headers went out (perf_counter): its time to first byte, for analytics.
 FIRST_BYTE_KEY = request_key("llmkit_first_byte", float)
 # A stream's x-ratelimit-* headers, as its tenant's quotas stood when it was admitted.
-QUOTA_HEADERS_KEY = request_key("llmkit_quota_headers", dict)
+QUOTA_HEADERS_KEY = request_key("llmkit_quota_headers", CIMultiDict)
 
 
 def replay_pieces(text: str) -> list[str]:
@@ -148,14 +149,18 @@ class Served:
         ticket: Ticket | None,
         outcome: Outcome | None,
         status: int,
-        first_byte: float | None = None,
+        first_byte: float | bool | None = None,
     ) -> None:
-        """Record the request in the analytics, buffered (nothing when they are off; never blocks)."""
+        """Record the request in the analytics, buffered (nothing when they are off; never blocks);
+        `first_byte` True: the whole answer went out now (its first byte is its last)."""
         writer = platform.writer
         if writer is None:
             return
         usage = self.usage_known(outcome)
         identity, started = self.identity, self.started
+        now = time.perf_counter()
+        if first_byte is True:
+            first_byte = now
         hit = ticket is not None and ticket.hit
         # A plain tuple in the columns' order (record.Record): the store's rows_of normalises a batch.
         writer.record(
@@ -168,7 +173,7 @@ class Served:
                 # Cut here so a buffered record stays small; normalised in its batch.
                 last_user_text(self.req.call.messages)[:MAX_BUFFERED_QUERY],
                 status,
-                (time.perf_counter() - started) * 1000,
+                (now - started) * 1000,
                 None if first_byte is None else (first_byte - started) * 1000,
                 usage.get("prompt_tokens", 0) if usage else 0,
                 usage.get("completion_tokens", 0) if usage else 0,
@@ -179,12 +184,6 @@ class Served:
         )
 
 
-def route_of(request: web.Request) -> str:
-    """The route's path pattern (`/v1/chat/completions`), as analytics group requests."""
-    resource = request.match_info.route.resource
-    return resource.canonical if resource is not None else request.path
-
-
 async def answer(
     request: web.Request,
     gateway: Gateway,
@@ -192,6 +191,7 @@ async def answer(
     conversation: Conversation | None,
     stream: Streamer,
     render: Render,
+    route: str,
 ) -> web.StreamResponse:
     """Admit the request to its tenant's quotas, open its ticket, then stream the answer or send it whole;
     the conversation is stored, the tokens counted against the quotas and the request recorded."""
@@ -203,7 +203,7 @@ async def answer(
     except QuotaExceeded as exc:
         gateway.tenants.refused(identity.tenant_id, exc.quota)
         # Refused requests count in the analytics too (their error rate is what a tenant asks about).
-        Served(req, identity, None, started).record(platform, route_of(request), None, None, 429)
+        Served(req, identity, None, started).record(platform, route, None, None, 429)
         raise
     # Neither a quota to settle nor analytics to write: nothing to do once the answer is out.
     writer = platform.writer
@@ -234,7 +234,7 @@ async def answer(
             if settled is None:
                 await admission.settle(tokens)
                 settled = admission.headers()
-            headers = settled
+            headers: MutableMapping[str, str] = settled
             headers[CACHE_HEADER] = cache_state(ticket)
         else:
             headers = {CACHE_HEADER: cache_state(ticket)}
@@ -255,8 +255,8 @@ async def answer(
             if admission is not None and not admission.settled:
                 await admission.settle(served.tokens(ticket, finished))
             if writer is not None:
-                first_byte = request.get(FIRST_BYTE_KEY) if req.stream else time.perf_counter()
-                served.record(platform, route_of(request), ticket, finished, status, first_byte)
+                first_byte = request.get(FIRST_BYTE_KEY) if req.stream else True
+                served.record(platform, route, ticket, finished, status, first_byte)
 
 
 def finished_outcome(ticket: Ticket | None) -> Outcome | None:

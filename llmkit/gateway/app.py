@@ -54,6 +54,9 @@ from llmkit.settings import Settings
 log = logging.getLogger("llmkit.gateway")
 _MB = 1024 * 1024
 
+# The seed's chat route, as analytics name it.
+SEED_CHAT_ROUTE = "/api/chat-optimized"
+
 
 def _seed_event(data: dict[str, Any]) -> bytes:
     return b"data: " + orjson.dumps(data) + b"\n\n"
@@ -74,7 +77,7 @@ async def chat_optimized(request: web.Request) -> web.StreamResponse:
     body = await read_json(request, lenient=True)
     tenant_id, platform = identity_of(request).tenant_id, request.app[PLATFORM_KEY]
     req, conversation = await chat_request(gateway, body, tenant_id=tenant_id, platform=platform)
-    return await answer(request, gateway, req, conversation, _seed_stream, _seed_body)
+    return await answer(request, gateway, req, conversation, _seed_stream, _seed_body, SEED_CHAT_ROUTE)
 
 
 def _seed_body(outcome: Outcome, ticket: Ticket, conversation: Conversation | None) -> dict[str, Any]:
@@ -310,7 +313,7 @@ def create_app(settings: Settings, pool: Any = None) -> web.Application:
             await platform.close()
 
     app.cleanup_ctx.append(lifecycle)
-    add_route(app, "POST", "/api/chat-optimized", chat_optimized, scope=CHAT)
+    add_route(app, "POST", SEED_CHAT_ROUTE, chat_optimized, scope=CHAT)
     add_route(app, "GET", "/api/cache-stats", get_cache_stats)
     add_route(app, "POST", "/api/cache-stats", post_cache_stats)
     add_route(app, "GET", "/api/stats", seed_stats)

@@ -37,6 +37,9 @@ log = logging.getLogger("llmkit.gateway")
 MODELS_TTL_S = 30.0
 _DONE = b"data: [DONE]\n\n"
 
+# The chat route, as analytics name it.
+ROUTE = "/v1/chat/completions"
+
 
 def _overrides(request: web.Request, body: dict[str, Any]) -> dict[str, Any]:
     """Gateway options an OpenAI SDK can send: X-Priority / extra_body priority, Cache-Control: no-cache."""
@@ -124,7 +127,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         platform=request.app[PLATFORM_KEY],
         **_overrides(request, body),
     )
-    return await answer(request, gateway, req, conversation, _stream, _completion)
+    return await answer(request, gateway, req, conversation, _stream, _completion, ROUTE)
 
 
 def _completion(outcome: Outcome, ticket: Ticket, conversation: Conversation | None) -> dict[str, Any]:
@@ -209,5 +212,5 @@ def add_routes(app: web.Application) -> None:
     """POST /v1/chat/completions and GET /v1/models, with OpenAI's error shape under /v1."""
     app[MODELS_KEY] = ModelList()
     set_error_format(app, openai_error_body, "/v1")
-    add_route(app, "POST", "/v1/chat/completions", chat_completions, scope=CHAT)
+    add_route(app, "POST", ROUTE, chat_completions, scope=CHAT)
     add_route(app, "GET", "/v1/models", list_models)

@@ -10,7 +10,7 @@ from dataclasses import dataclass, replace
 from math import ceil
 from typing import TYPE_CHECKING, Protocol
 
-from multidict import istr
+from multidict import CIMultiDict, istr
 
 from llmkit.core.backends import BackendURL, parse_backend_url
 from llmkit.core.limiter.base import (
@@ -242,12 +242,14 @@ class QuotaPlan:
             for w in self.windows
         ]
         # Every header of an answer in the order it carries them, the counted ones still empty: a copy
-        # of it is filled in place (no insertions, no resizing of the dict).
-        self.template = self.limit_headers.copy()
+        # of it is filled in place (no insertions). A CIMultiDict, the response's own header map: aiohttp
+        # copies one of those as a block, where a dict's items would each be added and checked.
+        template = self.limit_headers.copy()
         for _, remaining_name, reset_name in self.names:
-            self.template[remaining_name] = self.template[reset_name] = ""
+            template[remaining_name] = template[reset_name] = ""
         if quotas.max_concurrent is not None:
-            self.template[REMAINING_CONCURRENT] = ""
+            template[REMAINING_CONCURRENT] = ""
+        self.template: CIMultiDict[str] = CIMultiDict(template)
 
 
 REMAINING_CONCURRENT = istr("x-ratelimit-remaining-concurrent")
@@ -263,14 +265,16 @@ class Counted(Protocol):
     def reset_at(self) -> float: ...
 
 
-def quota_headers(plan: QuotaPlan, states: Sequence[Counted], in_use: int, now: float) -> dict[str, str]:
+def quota_headers(
+    plan: QuotaPlan, states: Sequence[Counted], in_use: int, now: float
+) -> CIMultiDict[str]:
     """x-ratelimit-* headers for the plan's windows (`states` in the plan's order) and the requests in
     flight (`in_use` of max_concurrent)."""
     names = plan.names
     if len(states) == len(names):
         headers = plan.template.copy()
     else:  # never from this module's callers; headers of the windows given, as zip would pair them
-        headers = plan.limit_headers.copy()
+        headers = CIMultiDict(plan.limit_headers)
         names = names[: len(states)]
     reset_at, reset = -1.0, ""
     i = 0
@@ -360,7 +364,7 @@ class Admission:
                     cell.used += tokens
         return cells, now
 
-    def headers(self) -> dict[str, str]:
+    def headers(self) -> CIMultiDict[str]:
         """x-ratelimit-* headers of the tenant's quotas (token counts include a settled answer)."""
         local = self._local
         if local is not None:
@@ -369,7 +373,7 @@ class Admission:
         assert self._states is not None
         return quota_headers(self.plan, self._states, self._in_use, self._enforcer.clock())
 
-    def settle_now(self, tokens: int) -> dict[str, str] | None:
+    def settle_now(self, tokens: int) -> CIMultiDict[str] | None:
         """Counted in this process: count the answer's tokens and answer the headers at once, with no
         await; None when it must be settled with `await settle()` (counted elsewhere, or already)."""
         local = self._local
