@@ -132,6 +132,16 @@ def test_an_admin_runs_the_gateway_from_the_dashboard(dashboard: Dashboard, stac
     page.wait(popular)
     page.wait(lambda: page.by_css("#tile-analytics-requests strong").text == "2")
     assert page.all_css("#chart-requests svg rect.bar")
+    # Latency: each interval's p50 and p95 (a dot each, in one or two intervals), named in a legend; a
+    # dot's tooltip tells its value.
+    latency = "#chart-latency svg"
+    assert [g.get_attribute("textContent") for g in page.all_css(f"{latency} g.legend")] == ["p50", "p95"]
+    for series in ("p50", "p95"):
+        dots = page.all_css(f"{latency} circle.dot.series-{series}")
+        assert 1 <= len(dots) <= 2, series
+        for dot in dots:
+            tip = dot.find_element(By.TAG_NAME, "title").get_attribute("textContent")
+            assert f": {series} " in tip and tip.endswith(" ms"), tip
     page.shot("analytics")
     page.tab("tenants")
     # Tokens per day, not requests per minute: a minute may roll over between the request and the check.

@@ -433,6 +433,8 @@ async def test_timeseries_bucket_counts(store: AnalyticsStore) -> None:
             "tokens_in": 6,
             "tokens_out": 10,
             "latency_ms_mean": 5.0,
+            "latency_p50_ms": 5.0,
+            "latency_p95_ms": 5.0,
         },
         {
             "start": int(hour0 - HOUR),
@@ -442,6 +444,8 @@ async def test_timeseries_bucket_counts(store: AnalyticsStore) -> None:
             "tokens_in": 3,
             "tokens_out": 5,
             "latency_ms_mean": 30.0,
+            "latency_p50_ms": 30.0,
+            "latency_p95_ms": 30.0,
         },
         {
             "start": int(hour0),
@@ -451,11 +455,72 @@ async def test_timeseries_bucket_counts(store: AnalyticsStore) -> None:
             "tokens_in": 3,
             "tokens_out": 6,
             "latency_ms_mean": 10.0,
+            "latency_p50_ms": 10.0,
+            "latency_p95_ms": 10.0,
         },
     ]
     daily = await store.timeseries(interval_hours=24, days=3, tenant_id=None, now=NOW)
     assert sum(b["requests"] for b in daily["buckets"]) == 7
     assert all(b["start"] % 86_400 == 0 for b in daily["buckets"])
+
+
+async def test_timeseries_percentiles_per_bucket(store: AnalyticsStore) -> None:
+    hour0 = (NOW // HOUR) * HOUR
+    first, second = hour0 - 3 * HOUR, hour0 - HOUR  # the hour between them has no requests
+    # Plateaus around each percentile's rank, so nearest rank (SQLite, PostgreSQL) and ClickHouse's
+    # interpolation between neighbours answer the same number. 100 rows: p50 is row 49 (12.5), p95 row 94
+    # (250; ClickHouse: rows 94 and 95); p90 would be 40, p99 900, the mean 61.
+    slow = [5.0] * 40 + [12.5] * 20 + [40.0] * 30 + [250.0] * 7 + [900.0] * 3
+    # 20 rows: p50 is row 9 (3; ClickHouse: rows 9 and 10), p95 row 18 (64; rows 18 and 19).
+    fast = [1.0] * 8 + [3.0] * 4 + [7.0] * 6 + [64.0] * 2
+    records = [rec(ts=first + 60 + i, latency_ms=ms) for i, ms in enumerate(reversed(slow))]
+    records += [
+        rec(ts=second + 60 + i, latency_ms=ms) for i, ms in enumerate(fast[::3] + fast[1::3] + fast[2::3])
+    ]
+    await store.write(records[::2])
+    await store.write(records[1::2])
+    buckets = (await store.timeseries(interval_hours=1, days=1, tenant_id=None, now=NOW))["buckets"]
+    got = [(b["start"], b["requests"], b["latency_p50_ms"], b["latency_p95_ms"]) for b in buckets]
+    assert got == [(int(first), 100, 12.5, 250.0), (int(second), 20, 3.0, 64.0)]
+    assert buckets[0]["latency_ms_mean"] == pytest.approx(61.0)
+    # Both hours in one bucket: the percentiles of the 120 rows together (rows 59 and 113), not of a bucket.
+    both = (await store.timeseries(interval_hours=4, days=1, tenant_id=None, now=NOW))["buckets"]
+    assert [(b["requests"], b["latency_p50_ms"], b["latency_p95_ms"]) for b in both] == [(120, 12.5, 250.0)]
+
+
+async def test_timeseries_percentiles_mean_what_stats_percentiles_mean(store: AnalyticsStore) -> None:
+    # Distinct latencies, each bucket a tenant of its own: a bucket's p50 / p95 are stats' for that tenant,
+    # exactly, on every store (ClickHouse's interpolated ones too), narrow window (the last day, read
+    # through SQLite's ts indexes: 3,000 old rows make it under a tenth of the table) or wide (30 days).
+    hour0 = (NOW // HOUR) * HOUR
+    spans = {
+        "ta": (hour0 - 5 * HOUR, [float(i) for i in range(1, 101)]),
+        "tb": (hour0 - 2 * HOUR, [1000.0 + 7 * i for i in range(37)]),
+    }
+    old = [rec(ts=NOW - 20 * DAY, tenant_id="old", latency_ms=5000.0 + i) for i in range(3000)]
+    await store.write(old[:1500])
+    for tenant, (start, latencies) in spans.items():
+        order = latencies[1::2] + latencies[::2][::-1]
+        await store.write(
+            [rec(ts=start + 1 + i, tenant_id=tenant, latency_ms=ms) for i, ms in enumerate(order)]
+        )
+    await store.write(old[1500:])
+    narrow = (await store.timeseries(interval_hours=1, days=1, tenant_id=None, now=NOW))["buckets"]
+    wide = (await store.timeseries(interval_hours=1, days=30, tenant_id=None, now=NOW))["buckets"]
+    assert [b["start"] for b in narrow] == [int(start) for start, _ in spans.values()]
+    assert wide[1:] == narrow and wide[0]["requests"] == 3000
+    for bucket, tenant in zip(narrow, spans, strict=True):
+        stats = (await store.stats(days=1, tenant_id=tenant, now=NOW))["latency_ms"]
+        assert (bucket["latency_p50_ms"], bucket["latency_p95_ms"]) == (stats["p50"], stats["p95"]), tenant
+        (alone,) = (await store.timeseries(interval_hours=1, days=1, tenant_id=tenant, now=NOW))["buckets"]
+        assert alone == bucket
+    # Nearest rank over 1..100: 50 and 95; over 1000, 1007, ..., 1252 (37 rows): rows 18 and 35, exactly;
+    # ClickHouse within a step between neighbours (p95 of the 37: 1239.4, between rows 34 and 35).
+    step = 7.0 if store.kind == "clickhouse" else 0.0
+    expected = [(50.0, 95.0), (1000.0 + 7 * 18, 1000.0 + 7 * 35)]
+    for bucket, (p50, p95) in zip(narrow, expected, strict=True):
+        assert bucket["latency_p50_ms"] == pytest.approx(p50, abs=step)
+        assert bucket["latency_p95_ms"] == pytest.approx(p95, abs=step)
 
 
 # -- retention ------------------------------------------------------------------------------------------

@@ -13,8 +13,10 @@ ready to be JSON; every list has one deterministic order. The shapes (JSON Schem
   "latency_ms": {"mean", "p50", "p95", "p99"}}. errors count status >= 400 (client and server errors, what a
   caller saw fail); server_errors count status >= 500. Rates are 0.0 and latencies null with no requests.
 - timeseries: {"interval_hours", "days", "tenant_id", "buckets": [{"start", "requests", "errors",
-  "cache_hits", "tokens_in", "tokens_out", "latency_ms_mean"}]}: buckets aligned on multiples of the interval
-  since the epoch (start in epoch seconds), oldest first; only buckets with requests are listed.
+  "cache_hits", "tokens_in", "tokens_out", "latency_ms_mean", "latency_p50_ms", "latency_p95_ms"}]}: buckets
+  aligned on multiples of the interval since the epoch (start in epoch seconds), oldest first; only buckets
+  with requests are listed. A bucket's p50 / p95 are its own records' percentiles, computed as the store
+  computes stats' (nearest rank on SQLite and PostgreSQL, ClickHouse's quantiles()); null without requests.
 
 Empty queries (requests without a user text) count as requests but never as a query.
 """
@@ -30,6 +32,8 @@ from llmkit.platform.analytics.record import Record
 DAY = 86_400.0
 HOUR = 3_600.0
 PERCENTILES = (0.5, 0.95, 0.99)
+# The percentiles of each time-series bucket (latency_p50_ms, latency_p95_ms).
+BUCKET_PERCENTILES = (0.5, 0.95)
 JSON = dict[str, Any]
 
 
@@ -79,8 +83,10 @@ def stats_answer(days: int, tenant_id: str | None, totals: Sequence[Any], latenc
 
 
 def bucket_answer(step: int, row: Sequence[Any]) -> JSON:
-    """One time-series bucket from (bucket, requests, errors, cache_hits, tokens_in, tokens_out, mean)."""
-    bucket, requests, errors, hits, tin, tout, mean = row
+    """One time-series bucket from (bucket, requests, errors, cache_hits, tokens_in, tokens_out, mean,
+    (p50, p95))."""
+    bucket, requests, errors, hits, tin, tout, mean, latency = row
+    p50, p95 = latency if latency else (None, None)
     return {
         "start": int(bucket) * step,
         "requests": int(requests),
@@ -89,6 +95,8 @@ def bucket_answer(step: int, row: Sequence[Any]) -> JSON:
         "tokens_in": int(tin or 0),
         "tokens_out": int(tout or 0),
         "latency_ms_mean": float(mean),
+        "latency_p50_ms": float(p50) if requests and p50 is not None else None,
+        "latency_p95_ms": float(p95) if requests and p95 is not None else None,
     }
 
 

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from llmkit.core.clickhouse import ClickHouseConfig, ClickHousePool, backend_error, clickhouse_config
 from llmkit.errors import BackendError
 from llmkit.platform.analytics.base import (
+    BUCKET_PERCENTILES,
     DAY,
     HOUR,
     JSON,
@@ -160,12 +161,13 @@ class ClickHouseAnalyticsStore:
         return stats_answer(days, tenant_id, totals, latency)
 
     async def timeseries(self, *, interval_hours: int, days: int, tenant_id: str | None, now: float) -> JSON:
-        """Buckets of interval_hours aligned on the epoch."""
+        """Buckets of interval_hours aligned on the epoch; percentiles per bucket with stats' quantiles()."""
         step = interval_hours * 3600
         where, params = _window(now - days * DAY, now, tenant_id)
+        levels = ", ".join(str(p) for p in BUCKET_PERCENTILES)
         rows = await self._select(
             "SELECT toInt64(floor(ts / %(step)s)) AS b, count(), countIf(status >= 400), sum(cached), "
-            "sum(tokens_in), sum(tokens_out), avg(latency_ms) "
+            f"sum(tokens_in), sum(tokens_out), avg(latency_ms), quantiles({levels})(latency_ms) "
             f"FROM {{t}} WHERE {where} GROUP BY b ORDER BY b",
             {**params, "step": step},
         )

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 from llmkit.core.secrets import mask_url
 from llmkit.errors import BackendError
 from llmkit.platform.analytics.base import (
+    BUCKET_PERCENTILES,
     DAY,
     HOUR,
     JSON,
@@ -161,12 +162,14 @@ class PostgresAnalyticsStore:
         return stats_answer(days, tenant_id, list(row[:10]), latency)
 
     async def timeseries(self, *, interval_hours: int, days: int, tenant_id: str | None, now: float) -> JSON:
-        """Buckets of interval_hours aligned on the epoch."""
+        """Buckets of interval_hours aligned on the epoch; percentile_disc per bucket, as stats does."""
         step = interval_hours * 3600
         where, params = _window(now - days * DAY, now, tenant_id, first=2)
+        levels = ", ".join(str(p) for p in BUCKET_PERCENTILES)
         rows = await self._rows(
             "SELECT floor(ts / $1)::bigint AS b, count(*), count(*) FILTER (WHERE status >= 400), "
-            "count(*) FILTER (WHERE cached), sum(tokens_in), sum(tokens_out), avg(latency_ms) "
+            "count(*) FILTER (WHERE cached), sum(tokens_in), sum(tokens_out), avg(latency_ms), "
+            f"percentile_disc(ARRAY[{levels}]::float8[]) WITHIN GROUP (ORDER BY latency_ms) "
             f"FROM {TABLE} WHERE {where} GROUP BY b ORDER BY b",
             [float(step), *params],
         )

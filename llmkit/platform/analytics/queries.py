@@ -127,6 +127,10 @@ _COUNT = {"type": "integer", "minimum": 0}
 _RATE = {"type": "number", "minimum": 0, "maximum": 1}
 _MS = {"type": "number", "minimum": 0, "nullable": True}
 _TENANT_ECHO = {"type": "string", "nullable": True}
+_BUCKET_PERCENTILE = (
+    "the interval's {p}th latency percentile in ms, as in stats' latency_ms.p{p} (nearest rank; ClickHouse "
+    "interpolates); null for an interval without requests"
+)
 
 
 def _object(properties: dict[str, Any]) -> dict[str, Any]:
@@ -206,6 +210,8 @@ SCHEMAS: dict[str, dict[str, Any]] = {
                         "tokens_in": _COUNT,
                         "tokens_out": _COUNT,
                         "latency_ms_mean": {"type": "number", "minimum": 0},
+                        "latency_p50_ms": {**_MS, "description": _BUCKET_PERCENTILE.format(p=50)},
+                        "latency_p95_ms": {**_MS, "description": _BUCKET_PERCENTILE.format(p=95)},
                     }
                 ),
             },

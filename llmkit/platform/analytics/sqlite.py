@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
@@ -11,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from llmkit.core.sqlite import run_in_background, sqlite_path, use_wal, while_locked
 from llmkit.errors import BackendError
 from llmkit.platform.analytics.base import (
+    BUCKET_PERCENTILES,
     DAY,
     HOUR,
     JSON,
@@ -208,7 +210,8 @@ class SqliteAnalyticsStore:
         return stats_answer(days, tenant_id, totals, latency)
 
     async def timeseries(self, *, interval_hours: int, days: int, tenant_id: str | None, now: float) -> JSON:
-        """Buckets of interval_hours aligned on the epoch; ts is positive, so CAST truncates as floor."""
+        """Buckets of interval_hours aligned on the epoch; ts is positive, so CAST truncates as floor.
+        Each bucket's percentiles by nearest rank, from one sort of the window, as stats does."""
         step = interval_hours * 3600
         where, params = await self._where(now - days * DAY, now, tenant_id)
         rows = await self._rows(
@@ -216,7 +219,28 @@ class SqliteAnalyticsStore:
             f"sum(tokens_out), avg(latency_ms) FROM analytics_queries WHERE {where} GROUP BY b ORDER BY b",
             [step, *params],
         )
-        return timeseries_answer(interval_hours, days, tenant_id, rows)
+        ranks = [[nearest_rank(int(row[1]), p) for p in BUCKET_PERCENTILES] for row in rows]
+        found: dict[tuple[int, int], float] = {}
+        if rows:
+            # As stats: ranks from the counts just read, then one sort (by bucket, then latency) for every
+            # bucket. On 100,000 rows the sort is the cost; a count(*) OVER (PARTITION BY b) in this statement
+            # instead of these ranks took a second pass (+50-90%). The (bucket, rank) pairs go in as one JSON
+            # parameter: 30 days of hourly buckets are 1,440 pairs, past the 999 parameters of old SQLite.
+            wanted = [[row[0], rank] for row, pair in zip(rows, ranks, strict=True) for rank in pair]
+            picked = await self._rows(
+                "SELECT b, rn, latency_ms FROM (SELECT b, latency_ms, "
+                "row_number() OVER (PARTITION BY b ORDER BY latency_ms) - 1 AS rn FROM "
+                f"(SELECT CAST(ts / ? AS INTEGER) AS b, latency_ms FROM analytics_queries WHERE {where})) "
+                "WHERE (b, rn) IN (SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') "
+                "FROM json_each(?))",
+                [step, *params, json.dumps(wanted)],
+            )
+            found = {(b, rn): latency for b, rn, latency in picked}
+        series = [
+            (*row, [found.get((row[0], rank)) for rank in pair])
+            for row, pair in zip(rows, ranks, strict=True)
+        ]
+        return timeseries_answer(interval_hours, days, tenant_id, series)
 
     async def purge(self, older_than: float) -> int:
         """One DELETE; the ts index finds the rows."""

@@ -1,7 +1,7 @@
 // The tabs that watch: Overview (live health and counters), Analytics (queries over days), Metrics.
 
 import { api, query } from "./api.js";
-import { barChart } from "./charts.js";
+import { barChart, lineChart } from "./charts.js";
 import { $, el, fill, loaded, percent, tile } from "./dom.js";
 
 let previous = null;
@@ -114,7 +114,10 @@ function renderSeries(series) {
   const count = Math.ceil((series.days * 86400) / step) + 1;
   const span = { start: end - count * step, step, count };
   barChart($("chart-requests"), buckets.map((b) => ({ x: b.start, y: b.requests })), "requests", span);
-  barChart($("chart-latency"), buckets.map((b) => ({ x: b.start, y: b.latency_ms_mean })), "ms", span);
+  const latency = (key) => ({
+    key, label: key, points: buckets.map((b) => ({ x: b.start, y: b[`latency_${key}_ms`] })),
+  });
+  lineChart($("chart-latency"), [latency("p50"), latency("p95")], "ms", span);
   barChart($("chart-tokens"), buckets.map((b) => ({ x: b.start, y: b.tokens_in + b.tokens_out })), "tokens", span);
 }
 
