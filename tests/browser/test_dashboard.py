@@ -17,11 +17,13 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import Select
 
+from llmkit.platform.webhooks.signing import SIGNATURE_HEADER, verify
 from tests.browser.dashboard import TABS, Dashboard, cells
 from tests.browser.local_servers import LocalServer
 from tests.serve_process import ServerProcess
 
 ADMIN = "dashboard-admin-key-0123456789abcdef"
+STATUS_422 = "the server responded with a status of 422"
 
 
 @dataclass
@@ -70,6 +72,13 @@ def call(url: str, path: str, key: str, body: dict[str, Any] | None = None) -> t
         return exc.code, json.loads(exc.read())
 
 
+def hooks_of(url: str) -> dict[str, dict[str, Any]]:
+    """The webhooks as the JSON API lists them, by id."""
+    status, listed = call(url, "/api/admin/webhooks", ADMIN)
+    assert status == 200, listed
+    return {h["id"]: h for h in listed["webhooks"]}
+
+
 def create_tenant(page: Dashboard, name: str, **quotas: int) -> list[str]:
     page.tab("tenants")
     page.by_id("tenant-name").send_keys(name)
@@ -77,6 +86,12 @@ def create_tenant(page: Dashboard, name: str, **quotas: int) -> list[str]:
         page.by_id(f"tenant-{quota}").send_keys(str(limit))
     page.by_css("#tenant-form button[type=submit]").click()
     return page.wait_row("tenant-table", name)
+
+
+def create_webhook(url: str, receiver: str) -> dict[str, Any]:
+    status, made = call(url, "/api/admin/webhooks", ADMIN, {"url": receiver, "events": ["job.failed"]})
+    assert status == 201, made
+    return made
 
 
 def used(row: list[str], quota: str) -> int:
@@ -148,6 +163,43 @@ def test_an_admin_runs_the_gateway_from_the_dashboard(dashboard: Dashboard, stac
     page.wait(lambda: used(page.wait_row("tenant-table", tenant_id), "daily_tokens") > 0)
     page.shot("tenants")
 
+    # Edit the tenant: the form holds its current values; the API's validation error shows next to the form.
+    page.by_css(f"#tenant-table button[data-action=edit][data-id='{tenant_id}']").click()
+    page.wait(lambda: page.by_id("tenant-edit").is_displayed())
+    assert page.by_id("tenant-edit-id").text == tenant_id
+    name = page.driver.switch_to.active_element  # the keyboard is in the form
+    assert name.get_attribute("id") == "tenant-edit-name" and name.get_attribute("value") == "acme"
+    prefilled = {
+        q: page.by_id(f"tenant-edit-{q}").get_attribute("value") for q in ("rpm", "tpm", "daily_tokens")
+    }
+    assert prefilled == {"rpm": "100", "tpm": "", "daily_tokens": "1000000"}
+    # Spaces pass the browser's `required`, not the API: its 422 names the field.
+    page.expected_errors = [f"/api/admin/tenants/{tenant_id} - Failed to load resource: {STATUS_422}"]
+    name.clear()
+    name.send_keys("   ", Keys.ENTER)
+    page.wait(lambda: page.by_id("tenant-edit-error").is_displayed())
+    said = page.by_id("tenant-edit-error").text
+    assert "422" in said and "name: must be a non-empty string" in said, said
+    assert name.get_attribute("aria-invalid") == "true" and not page.by_id("alert").is_displayed()
+    width, inner = page.overflow()
+    assert width <= inner, f"the tenant form is {width} px wide in a {inner} px window"
+    page.shot("tenants-edit")
+    # By keyboard: the name back, rpm 250, daily tokens cleared (no limit), Enter saves.
+    name.clear()
+    name.send_keys("acme")
+    rpm = page.by_id("tenant-edit-rpm")
+    rpm.clear()
+    rpm.send_keys("250")
+    page.by_id("tenant-edit-daily_tokens").clear()
+    rpm.send_keys(Keys.ENTER)
+    page.wait(lambda: not page.by_id("tenant-edit").is_displayed())
+    row = page.wait_row("tenant-table", tenant_id, "rpm: ", " / 250")
+    assert "daily_tokens" not in row[2]
+    status, stored = call(stack.url, f"/api/admin/tenants/{tenant_id}", ADMIN)
+    assert status == 200 and stored["name"] == "acme"
+    assert (stored["quotas"]["rpm"], stored["quotas"]["daily_tokens"]) == (250, None)
+    assert page.driver.switch_to.active_element.get_attribute("data-id") == tenant_id  # back on its Edit
+
     # A webhook: its secret shown once signs the test event the receiver gets.
     page.tab("webhooks")
     page.by_id("webhook-url").send_keys(f"{local.url}/hook")
@@ -192,6 +244,48 @@ def test_an_admin_runs_the_gateway_from_the_dashboard(dashboard: Dashboard, stac
     page.wait(lambda: "job.failed" in [json.loads(body)["type"] for _, body, _ in local.hooks])
     assert all(verified for _, _, verified in local.hooks)
 
+    # Rotating the secret asks first (Cancel changes nothing); the new one is shown once and signs what
+    # follows.
+    page.tab("webhooks")
+    old = local.secret
+    rotate = f"#webhook-table button[data-action=rotate][data-id='{hook_id}']"
+    page.by_css(rotate).click()
+    page.wait(lambda: page.by_id("confirm").is_displayed())
+    asked = page.by_id("confirm-text").text
+    assert hook_id in asked and "grace period (gateway.webhooks_rotation_grace_s)" in asked
+    page.by_id("confirm-cancel").click()
+    assert hooks_of(stack.url)[hook_id]["previous_secret_expires_at"] is None
+    page.by_css(rotate).click()
+    page.confirm()
+    page.wait(lambda: page.by_id("webhook-secret-text").text not in ("", old))
+    new = page.by_id("webhook-secret-text").text
+    assert new.startswith("whsec_") and page.by_id("webhook-secret-id").text == hook_id
+    assert page.by_id("webhook-secret").text.startswith(f"New signing secret of {hook_id}, shown this once")
+    until = hooks_of(stack.url)[hook_id]["previous_secret_expires_at"]
+    assert (
+        until is not None and until.replace("T", " ").split(".")[0] in page.by_id("webhook-secret-note").text
+    )
+    copy = page.driver.switch_to.active_element
+    assert copy.get_attribute("id") == "webhook-secret-copy"
+    copy.click()
+    page.wait(lambda: page.by_id("webhook-secret-copy").text != "Copy")
+    assert new not in json.dumps(hooks_of(stack.url)) and new not in json.dumps(page.rows("webhook-table"))
+    page.shot("webhooks-rotated")
+    local.secret = new
+    seen = len(local.hooks)
+    page.by_css(f"#webhook-table button[data-action=test][data-id='{hook_id}']").click()
+
+    def tested() -> tuple[dict[str, str], bytes, bool] | None:
+        later = [h for h in local.hooks[seen:] if json.loads(h[1])["type"] == "webhook.test"]
+        return later[0] if later else None
+
+    headers, body, verified = page.wait(tested)
+    assert verified  # the receiver checked it with the new secret
+    lowered = {k.lower(): v for k, v in headers.items()}
+    # In the grace period the old secret signs too: two signatures, the new one's and the old one's.
+    assert len(lowered[SIGNATURE_HEADER].split()) == 2
+    verify(old, lowered, body)
+
     # Destructive actions ask first: Cancel keeps the webhook, Confirm deletes it.
     page.tab("webhooks")
     delete = f"#webhook-table button[data-action=delete][data-id='{hook_id}']"
@@ -216,7 +310,7 @@ def test_an_admin_runs_the_gateway_from_the_dashboard(dashboard: Dashboard, stac
     assert page.by_id("scrape-url").text == f"{stack.url}/metrics"
     assert "deploy/grafana/llmkit.json" in metrics.text and "http_request_duration_seconds" in metrics.text
     page.shot("metrics")
-    assert sorted(p.stem for p in page.shots.iterdir()) == sorted(TABS)
+    assert sorted(p.stem for p in page.shots.iterdir()) == sorted([*TABS, "tenants-edit", "webhooks-rotated"])
     for name in TABS:  # at 1280x800 no tab scrolls sideways either
         page.tab(name)
         width, inner = page.overflow()
@@ -305,6 +399,11 @@ def test_the_keyboard_reaches_every_tab(dashboard: Dashboard, stack: Stack) -> N
 
 def test_every_tab_fits_a_phone(dashboard: Dashboard, stack: Stack) -> None:
     page = dashboard
+    status, made = call(
+        stack.url, "/api/admin/tenants", ADMIN, {"name": "phone tenant", "quotas": {"rpm": 5}}
+    )
+    assert status == 201, made
+    hook = create_webhook(stack.url, f"{stack.local.url}/hook")
     page.driver.set_window_size(390, 844)
     page.open(stack.url)
     page.sign_in(ADMIN)
@@ -316,6 +415,27 @@ def test_every_tab_fits_a_phone(dashboard: Dashboard, stack: Stack) -> None:
         assert tabs.is_displayed()
         page.shot(f"phone-{name}")
     assert page.driver.find_element(By.ID, "sign-out").is_displayed()
+
+    # The two forms that open from a row fit too; Escape closes the tenant's, back on its Edit button.
+    page.tab("tenants")
+    edit = f"#tenant-table button[data-action=edit][data-id='{made['id']}']"
+    page.by_css(edit).click()
+    page.wait(lambda: page.by_id("tenant-edit").is_displayed())
+    assert page.by_id("tenant-edit-rpm").get_attribute("value") == "5"
+    width, inner = page.overflow()
+    assert width <= inner, f"the tenant form is {width} px wide on a {inner} px screen"
+    page.shot("phone-tenants-edit")
+    page.driver.switch_to.active_element.send_keys(Keys.ESCAPE)
+    page.wait(lambda: not page.by_id("tenant-edit").is_displayed())
+    assert page.driver.switch_to.active_element.get_attribute("data-id") == made["id"]
+    page.tab("webhooks")
+    page.by_css(f"#webhook-table button[data-action=rotate][data-id='{hook['id']}']").click()
+    page.confirm()
+    page.wait(lambda: page.by_id("webhook-secret").is_displayed())
+    assert page.by_id("webhook-secret-id").text == hook["id"]
+    width, inner = page.overflow()
+    assert width <= inner, f"the new secret is {width} px wide on a {inner} px screen"
+    page.shot("phone-webhooks-rotated")
 
 
 @pytest.fixture(autouse=True)

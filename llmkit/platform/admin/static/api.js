@@ -43,3 +43,13 @@ export function query(params) {
   return pairs.length ? "?" + new URLSearchParams(pairs).toString() : "";
 }
 
+
+// The body field an API error names (its `param`: "name", "quotas", ...), or null: a 400 / 409 / 422 about
+// what a form sent is shown next to that form rather than in the banner.
+export function fieldOf(error) {
+  if (!(error instanceof ApiFailure) || ![400, 409, 422].includes(error.status)) return null;
+  const said = error.body && error.body.error;
+  if (!said) return null;
+  if (error.status === 409 && said.code === "tenant_exists") return "name";
+  return typeof said.param === "string" ? said.param : null;
+}

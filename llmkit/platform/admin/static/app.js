@@ -6,8 +6,8 @@
 import { KEY_ITEM, api } from "./api.js";
 import { $, clearError, copy, guarded } from "./dom.js";
 import {
-  createKey, createTenant, createWebhook, followsDeliveries, loadDeliveries, loadJobs, loadKeys, loadTenants,
-  loadWebhooks,
+  closeTenantEdit, createKey, createTenant, createWebhook, followsDeliveries, loadDeliveries, loadJobs, loadKeys,
+  loadTenants, loadWebhooks, saveTenant,
 } from "./manage.js";
 import { loadAnalytics, loadMetrics, loadOverview, resetOverview } from "./monitor.js";
 
@@ -103,6 +103,11 @@ function wire() {
   $("key-form").addEventListener("submit", guarded(createKey));
   $("key-once-copy").addEventListener("click", guarded(() => copy("key-once-text", "key-once-copy")));
   $("tenant-form").addEventListener("submit", guarded(createTenant));
+  $("tenant-edit").addEventListener("submit", guarded(saveTenant));
+  $("tenant-edit-cancel").addEventListener("click", closeTenantEdit);
+  $("tenant-edit").addEventListener("keydown", (event) => {
+    if (event.key === "Escape") closeTenantEdit();
+  });
   $("job-form").addEventListener("submit", guarded(loadJobs));
   if (sessionStorage.getItem(KEY_ITEM)) {
     guarded(enter)();

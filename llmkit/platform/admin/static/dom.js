@@ -89,6 +89,43 @@ export async function copy(textId, buttonId) {
   }
 }
 
+// A secret or key the API shows this once: `${box}-id` says whose, `${box}-text` holds it, `${box}-copy`
+// copies it (focused, so the keyboard is on it too); `note` (if the box has one) says what else to know.
+export function showOnce(box, whose, secret, note = "") {
+  $(`${box}-id`).textContent = whose;
+  $(`${box}-text`).textContent = secret;
+  $(`${box}-copy`).textContent = "Copy";
+  const noted = $(`${box}-note`);
+  if (noted) {
+    noted.textContent = note;
+    noted.hidden = !note;
+  }
+  $(box).hidden = false;
+  $(`${box}-copy`).focus();
+}
+
+// An API error about a form's input, next to the form (`${form}-error`), its input marked invalid.
+export function showFormError(form, error, input) {
+  clearFormError(form);
+  $(`${form}-error`).textContent = error.message;
+  $(`${form}-error`).hidden = false;
+  if (input) {
+    input.setAttribute("aria-invalid", "true");
+    input.setAttribute("aria-describedby", `${form}-error`);
+    input.focus();
+  }
+  $(`${form}-error`).scrollIntoView({ block: "nearest" });
+}
+
+export function clearFormError(form) {
+  $(`${form}-error`).hidden = true;
+  $(`${form}-error`).textContent = "";
+  for (const input of $(form).querySelectorAll("[aria-invalid]")) {
+    input.removeAttribute("aria-invalid");
+    input.removeAttribute("aria-describedby");
+  }
+}
+
 export function loaded(tab) {
   $(`panel-${tab}`).dataset.loaded = "true";
 }

@@ -1,9 +1,11 @@
 // The tabs that change things: Webhooks, API Keys, Tenants, Jobs. Secrets and keys are shown once;
-// deleting or revoking asks first.
+// deleting, revoking or rotating a secret asks first.
 
-import { api, query } from "./api.js";
+import { api, fieldOf, query } from "./api.js";
 import { tenantOptions } from "./monitor.js";
-import { $, button, confirmFirst, el, fill, loaded, when } from "./dom.js";
+import {
+  $, button, clearFormError, confirmFirst, el, fill, loaded, showFormError, showOnce, when,
+} from "./dom.js";
 
 let deliveriesOf = null;
 
@@ -22,6 +24,7 @@ export async function loadWebhooks() {
         "span", { class: "actions" },
         button("Test", () => testWebhook(h.id), { "data-action": "test", "data-id": h.id }),
         button("Deliveries", () => showDeliveries(h.id), { "data-action": "deliveries", "data-id": h.id }),
+        button("Rotate secret", () => rotateWebhook(h), { "data-action": "rotate", "data-id": h.id }),
         button("Delete", () => deleteWebhook(h.id), { class: "danger", "data-action": "delete", "data-id": h.id }),
       ),
     ]),
@@ -38,10 +41,8 @@ export async function createWebhook() {
   const body = { url: $("webhook-url").value.trim(), events };
   if ($("webhook-tenant").value.trim()) body.tenant_id = $("webhook-tenant").value.trim();
   const made = await api("POST", "/api/admin/webhooks", body);
-  $("webhook-secret-id").textContent = made.id;
-  $("webhook-secret-text").textContent = made.secret;
-  $("webhook-secret-copy").textContent = "Copy";
-  $("webhook-secret").hidden = false;
+  $("webhook-secret-what").textContent = "Signing secret";
+  showOnce("webhook-secret", made.id, made.secret);
   $("webhook-form").reset();
   deliveriesOf = made.id;
   await loadWebhooks();
@@ -56,6 +57,29 @@ async function testWebhook(id) {
 async function showDeliveries(id) {
   deliveriesOf = id;
   await loadDeliveries();
+}
+
+async function rotateWebhook(hook) {
+  // The grace period is the gateway's (gateway.webhooks_rotation_grace_s): the list does not tell it, the
+  // rotation's answer does (previous_secret_expires_at), so the confirm names the setting, the note the time.
+  const older = hook.previous_secret_expires_at
+    ? ` The secret it replaced earlier (still signing until ${when(hook.previous_secret_expires_at)}) stops now.`
+    : "";
+  const asked = `Rotate the signing secret of webhook ${hook.id}? The new secret is shown once. Receivers that `
+    + "know only the current secret keep verifying deliveries just for the gateway's grace period "
+    + `(gateway.webhooks_rotation_grace_s), then fail until they have the new one.${older}`;
+  if (!(await confirmFirst(asked))) return;
+  const made = await api("POST", `/api/admin/webhooks/${encodeURIComponent(hook.id)}/rotate`);
+  const until = made.previous_secret_expires_at;
+  $("webhook-secret-what").textContent = "New signing secret";
+  showOnce(
+    "webhook-secret", made.id, made.secret,
+    until
+      ? `The previous secret signs deliveries too until ${when(until)}: give the receiver the new one before then.`
+      : "The previous secret no longer signs (the gateway's grace period is 0).",
+  );
+  deliveriesOf = made.id;
+  await loadWebhooks();
 }
 
 async function deleteWebhook(id) {
@@ -109,10 +133,7 @@ export async function createKey() {
   const scopes = [...document.querySelectorAll("input[name=key-scope]:checked")].map((c) => c.value);
   const body = { name: $("key-name").value.trim(), tenant_id: $("key-tenant").value || null, scopes };
   const made = await api("POST", "/api/admin/api-keys", body);
-  $("key-once-id").textContent = `${made.prefix} (${made.name})`;
-  $("key-once-text").textContent = made.key;
-  $("key-once-copy").textContent = "Copy";
-  $("key-once").hidden = false;
+  showOnce("key-once", `${made.prefix} (${made.name})`, made.key);
   $("key-name").value = "";
   await loadKeys();
 }
@@ -142,7 +163,11 @@ export async function loadTenants() {
       usages[i].quotas.length
         ? el("ul", { class: "usage" }, ...usages[i].quotas.map((q) => el("li", {}, `${q.quota}: ${q.used} / ${q.limit}`)))
         : "no quotas",
-      button("Delete", () => deleteTenant(t), { class: "danger", "data-action": "delete", "data-id": t.id }),
+      el(
+        "span", { class: "actions" },
+        button("Edit", () => editTenant(t), { "data-action": "edit", "data-id": t.id }),
+        button("Delete", () => deleteTenant(t), { class: "danger", "data-action": "delete", "data-id": t.id }),
+      ),
     ]),
     "no tenants",
     4,
@@ -164,7 +189,67 @@ export async function createTenant() {
 async function deleteTenant(tenant) {
   if (!(await confirmFirst(`Delete tenant ${tenant.name} (${tenant.id}) and revoke all its keys?`))) return;
   await api("DELETE", `/api/admin/tenants/${encodeURIComponent(tenant.id)}`);
+  if (editing === tenant.id) closeTenantEdit();
   await loadTenants();
+}
+
+let editing = null;
+
+function editTenant(tenant) {
+  editing = tenant.id;
+  clearFormError("tenant-edit");
+  $("tenant-edit-id").textContent = tenant.id;
+  $("tenant-edit-name").value = tenant.name;
+  for (const name of QUOTAS) $(`tenant-edit-${name}`).value = tenant.quotas[name] ?? "";
+  $("tenant-edit").hidden = false;
+  $("tenant-edit-name").focus();
+}
+
+export function closeTenantEdit() {
+  const id = editing;
+  editing = null;
+  clearFormError("tenant-edit");
+  $("tenant-edit").hidden = true;
+  if (id !== null) focusTenantEdit(id);
+}
+
+function focusTenantEdit(id) {
+  const edits = document.querySelectorAll("#tenant-table button[data-action=edit]");
+  const edit = [...edits].find((b) => b.dataset.id === id);
+  if (edit) edit.focus();
+}
+
+// The input an API error about the form names: the name, or the quota a `quotas` message names.
+function editedInput(field, error) {
+  if (field === "quotas") {
+    const quota = QUOTAS.find((name) => error.message.includes(`quota ${name} `));
+    return quota ? $(`tenant-edit-${quota}`) : $("tenant-edit-rpm");
+  }
+  return field === "name" ? $("tenant-edit-name") : null;
+}
+
+export async function saveTenant() {
+  // Every quota is sent: an empty one is null, which the API takes as "no limit" (it clears the quota).
+  const quotas = {};
+  for (const name of QUOTAS) {
+    const value = $(`tenant-edit-${name}`).value;
+    quotas[name] = value === "" ? null : Number(value);
+  }
+  const id = editing;
+  const body = { name: $("tenant-edit-name").value.trim(), quotas };
+  try {
+    await api("PATCH", `/api/admin/tenants/${encodeURIComponent(id)}`, body);
+  } catch (error) {
+    const field = fieldOf(error);
+    if (field === null) throw error;
+    showFormError("tenant-edit", error, editedInput(field, error));
+    return;
+  }
+  editing = null;
+  clearFormError("tenant-edit");
+  $("tenant-edit").hidden = true;
+  await loadTenants();
+  focusTenantEdit(id);
 }
 
 // -- Jobs ----------------------------------------------------------------------------------------------
