@@ -250,8 +250,9 @@ class Recorder:
     def close(self, timeout: float) -> None:
         """Hand off what is left, then let the exporter send it (waiting at most `timeout` seconds)."""
         self._stop.set()
-        self._thread.join()
-        self._hand_off()
+        self._thread.join(timeout)
+        if not self._thread.is_alive():  # else it is still writing (a stalled exporter): leave the rest
+            self._hand_off()
         if self._pipe is not None:
             try:
                 self._pipe.close()
