@@ -98,7 +98,10 @@ def run(config: dict[str, Any]) -> None:
         head = stdin.read(_FRAME.size)
         if len(head) < _FRAME.size:
             break
-        data = stdin.read(_FRAME.unpack(head)[0])
+        size = _FRAME.unpack(head)[0]
+        data = stdin.read(size)
+        if len(data) < size:  # the server died in the middle of a batch: export what came whole
+            break
         for row in marshal.loads(data):
             processor.on_end(readable(row))
     processor.shutdown()
