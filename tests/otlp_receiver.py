@@ -35,6 +35,9 @@ class ReceivedSpan:
     status: int
     links: list[tuple[str, str]] = field(default_factory=list)
     resource: dict[str, Any] = field(default_factory=dict)
+    # Start and end, nanoseconds since the epoch.
+    start_ns: int = 0
+    end_ns: int = 0
 
 
 def _value(value: AnyValue) -> Any:
@@ -65,6 +68,8 @@ def decode(body: bytes) -> list[ReceivedSpan]:
                         status=span.status.code,
                         links=[(link.trace_id.hex(), link.span_id.hex()) for link in span.links],
                         resource=resource,
+                        start_ns=span.start_time_unix_nano,
+                        end_ns=span.end_time_unix_nano,
                     )
                 )
     return spans

@@ -12,6 +12,7 @@ from typing import Any
 from aiohttp import web
 from multidict import CIMultiDict
 
+from llmkit.core import telemetry
 from llmkit.core.auth import DEFAULT_TENANT, Identity
 from llmkit.core.http import identity_of, json_response, request_key, stream_response
 from llmkit.core.tokenizer import count_prompt_tokens, count_tokens
@@ -85,8 +86,25 @@ async def pieces_of(ticket: Ticket) -> AsyncIterator[list[str]]:
         yield replay_pieces(ticket.cached.content)
         return
     assert ticket.flight is not None
-    async for batch in ticket.flight.follow():
-        yield batch
+    if not ticket.joined:
+        async for batch in ticket.flight.follow():
+            yield batch
+        return
+    # Following a call another request started: a `coalescing wait` span, as for a whole answer (the
+    # call's own span is in that request's trace). Not the current span: it lasts across the yields.
+    wait = telemetry.detached_span("coalescing wait")
+    ticket.followed = True  # the answer taken after the stream is that wait's end, not a second wait
+    failed: BaseException | None = None
+    try:
+        async for batch in ticket.flight.follow():
+            yield batch
+    except GeneratorExit:  # the consumer stopped reading (done, or its client left): no failure here
+        raise
+    except BaseException as exc:
+        failed = exc
+        raise
+    finally:
+        wait.end(failed)
 
 
 def upstream_failure(exc: UpstreamError) -> dict[str, Any]:

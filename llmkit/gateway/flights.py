@@ -120,13 +120,15 @@ class Flight:
 class Ticket:
     """A listener's hold on an answer: a cached Outcome, or a place among a flight's listeners."""
 
-    __slots__ = ("cached", "closed", "flight", "joined")
+    __slots__ = ("cached", "closed", "flight", "followed", "joined")
 
     def __init__(self, flight: Flight | None, cached: Outcome | None, joined: bool = False) -> None:
         self.flight = flight
         self.cached = cached
         # True when the ticket joined a flight another request started (coalesced).
         self.joined = joined
+        # True once a stream followed the flight to its end, in a `coalescing wait` span of its own.
+        self.followed = False
         self.closed = False
 
     @property
@@ -139,7 +141,7 @@ class Ticket:
         if self.cached is not None:
             return self.cached
         assert self.flight is not None
-        if self.joined:
+        if self.joined and not self.followed:
             # Waiting for a call another request started: its own child span, the call is under that one.
             with telemetry.span("coalescing wait"):
                 return await self.flight.wait()
