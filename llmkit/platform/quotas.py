@@ -265,9 +265,7 @@ class Counted(Protocol):
     def reset_at(self) -> float: ...
 
 
-def quota_headers(
-    plan: QuotaPlan, states: Sequence[Counted], in_use: int, now: float
-) -> CIMultiDict[str]:
+def quota_headers(plan: QuotaPlan, states: Sequence[Counted], in_use: int, now: float) -> CIMultiDict[str]:
     """x-ratelimit-* headers for the plan's windows (`states` in the plan's order) and the requests in
     flight (`in_use` of max_concurrent)."""
     names = plan.names
