@@ -149,26 +149,32 @@ def measured_wrk(
 def side_by_side(
     pair: tuple[tuple[ServerProcess, str, Path], tuple[ServerProcess, str, Path]], seconds: float
 ) -> dict[str, float]:
-    """Both gateways of `pair` loaded at once (a wrk at c=32 each), pinned to the same core, so the
-    kernel's fair scheduler splits that core between them and whatever the machine's speed does during
-    the run hits both alike: the ratio of their req/s is the ratio of what a request costs each. Also
-    how busy their core was (about 1.0: the gateways, not the simulator, were the limit)."""
+    """Both gateways of `pair` (server, url, wrk script) loaded at once (a wrk at c=32 each), pinned to the
+    same core, so the kernel's fair scheduler splits that core between them and whatever the machine's
+    speed does during the run hits both alike: the ratio of their req/s is the ratio of what a request
+    costs each. Also how busy their core was (about 1.0: the gateways, not the simulator, were the
+    limit), and the CPU per request of each one's descendant processes (analytics writer, span exporter),
+    which run on other cores."""
     procs = [server.proc for server, _, _ in pair]
-    assert all(proc is not None for proc in procs)
     pids = [proc.pid for proc in procs if proc is not None]
+    assert len(pids) == 2
     before, wall = [cpu_seconds(pid) for pid in pids], time.monotonic()
+    children = [descendants_cpu(pid) for pid in pids]
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
         runs = list(pool.map(lambda one: wrk(one[1] + ROUTE, one[2], seconds, 32), pair))
     wall = time.monotonic() - wall
     used = [cpu_seconds(pid) - b for pid, b in zip(pids, before, strict=True)]
-    busy = sum(used) / wall
+    helpers = [descendants_cpu(pid) - c for pid, c in zip(pids, children, strict=True)]
+    per = [1e6 / max(1.0, run["rps"] * seconds) for run in runs]
     return {
-        "first_cpu_us": used[0] * 1e6 / max(1.0, runs[0]["rps"] * seconds),
-        "second_cpu_us": used[1] * 1e6 / max(1.0, runs[1]["rps"] * seconds),
         "first_rps": runs[0]["rps"],
         "second_rps": runs[1]["rps"],
         "ratio": runs[1]["rps"] / max(1e-9, runs[0]["rps"]),
-        "core_busy": busy,
+        "first_cpu_us": used[0] * per[0],
+        "second_cpu_us": used[1] * per[1],
+        "first_children_cpu_us": helpers[0] * per[0],
+        "second_children_cpu_us": helpers[1] * per[1],
+        "core_busy": sum(used) / wall,
         "errors": runs[0]["errors"] + runs[1]["errors"],
     }
 

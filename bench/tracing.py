@@ -20,8 +20,6 @@ per-request cost (the median over rounds, with how busy that core was).
 from __future__ import annotations
 
 import argparse
-import concurrent.futures
-import contextlib
 import datetime
 import json
 import os
@@ -29,7 +27,6 @@ import shutil
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.gateway import MODEL, QUIET, body, simulate_server, wrk, wrk_script  # noqa: E402
-from bench.gateway_platform import cpu_seconds  # noqa: E402
+from bench.gateway_platform import cpu_seconds, pin, side_by_side  # noqa: E402
 from tests.otlp_receiver import OtlpReceiver  # noqa: E402
 from tests.serve_process import ServerProcess  # noqa: E402
 
@@ -60,71 +57,6 @@ def gateway(tmp: Path, upstream: str, name: str, telemetry: dict[str, str], code
         **telemetry,
     }
     return ServerProcess(tmp, "--port", "0", "--workers", "1", env=env, command="gateway")
-
-
-def descendants(pid: int) -> list[int]:
-    """The pids of a process's children, and theirs (the span exporter)."""
-    out: list[int] = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        try:
-            children = [int(c) for c in (task / "children").read_text().split()]
-        except (FileNotFoundError, ProcessLookupError):
-            continue
-        for child in children:
-            out += [child, *descendants(child)]
-    return out
-
-
-def affine(pid: int, cores: set[int]) -> None:
-    """Run every thread of `pid` on `cores` only."""
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        with contextlib.suppress(FileNotFoundError, ProcessLookupError):
-            os.sched_setaffinity(int(task.name), cores)
-
-
-def pin(pid: int, cores: set[int], children: set[int]) -> None:
-    """Run `pid` on `cores` and its descendants (the span exporter process) on `children`."""
-    affine(pid, cores)
-    for child in descendants(pid):
-        affine(child, children)
-
-
-def tree_cpu(pid: int) -> float:
-    """CPU seconds so far of a process and its descendants that still run."""
-    total = cpu_seconds(pid)
-    for child in descendants(pid):
-        with contextlib.suppress(FileNotFoundError, ProcessLookupError):
-            total += cpu_seconds(child)
-    return total
-
-
-def side_by_side(
-    pair: tuple[tuple[ServerProcess, str], tuple[ServerProcess, str]], lua: Path, seconds: float
-) -> dict[str, float]:
-    """Both gateways of `pair` loaded at once (a wrk at c=32 each), pinned to the same core, so the
-    kernel's fair scheduler splits that core between them and whatever the machine's speed does during
-    the run hits both alike: the ratio of their req/s is the ratio of what a request costs each. Also
-    how busy their core was (about 1.0: the gateways, not the simulator, were the limit)."""
-    procs = [server.proc for server, _ in pair]
-    pids = [proc.pid for proc in procs if proc is not None]
-    assert len(pids) == 2
-    before, wall = [cpu_seconds(pid) for pid in pids], time.monotonic()
-    children = [tree_cpu(pid) - b for pid, b in zip(pids, before, strict=True)]
-    with concurrent.futures.ThreadPoolExecutor(2) as pool:
-        runs = list(pool.map(lambda one: wrk(one[1] + ROUTE, lua, seconds, 32), pair))
-    wall = time.monotonic() - wall
-    used = [cpu_seconds(pid) - b for pid, b in zip(pids, before, strict=True)]
-    exporter = [tree_cpu(pid) - cpu_seconds(pid) - c for pid, c in zip(pids, children, strict=True)]
-    return {
-        "first_rps": runs[0]["rps"],
-        "second_rps": runs[1]["rps"],
-        "ratio": runs[1]["rps"] / max(1e-9, runs[0]["rps"]),
-        "first_cpu_us": used[0] * 1e6 / max(1.0, runs[0]["rps"] * seconds),
-        "second_cpu_us": used[1] * 1e6 / max(1.0, runs[1]["rps"] * seconds),
-        "second_exporter_cpu_us": exporter[1] * 1e6 / max(1.0, runs[1]["rps"] * seconds),
-        "core_busy": sum(used) / wall,
-        "errors": runs[0]["errors"] + runs[1]["errors"],
-    }
 
 
 def measured(server: ServerProcess, url: str, lua: Path, seconds: float) -> dict[str, float]:
@@ -184,8 +116,8 @@ def measure(args: argparse.Namespace, results: dict[str, Any]) -> tuple[Runs, Ru
                 if args.pin:
                     for _ in range(args.side_rounds):
                         for n, rows in together.items():
-                            pair = ((servers["off"], urls["off"]), (servers[n], urls[n]))
-                            rows.append(side_by_side(pair, lua, args.seconds))
+                            pair = ((servers["off"], urls["off"], lua), (servers[n], urls[n], lua))
+                            rows.append(side_by_side(pair, args.seconds))
             finally:
                 for server in servers.values():
                     server.close()
@@ -225,7 +157,7 @@ def main() -> int:
     side = {
         n: {
             key: statistics.median(r[key] for r in rows)
-            for key in ("ratio", "core_busy", "first_cpu_us", "second_cpu_us", "second_exporter_cpu_us")
+            for key in ("ratio", "core_busy", "first_cpu_us", "second_cpu_us", "second_children_cpu_us")
         }
         for n, rows in together.items()
         if rows
@@ -263,7 +195,7 @@ def main() -> int:
             (
                 f"  side by side, gateway CPU per request off / {n} (+ exporter process) (us)",
                 f"{got['first_cpu_us']:.0f} / {got['second_cpu_us']:.0f}"
-                f" (+ {got['second_exporter_cpu_us']:.0f})",
+                f" (+ {got['second_children_cpu_us']:.0f})",
                 "",
             )
         )
